@@ -1,0 +1,105 @@
+//! Config diagnostics: an error message anchored to a byte span of a file, rendered
+//! rustc-style as `file:line:col: message` followed by the offending line and a caret.
+//!
+//! Every config error veer reports goes through [`Diagnostic`], so `veer check`, a failed
+//! reload in the log and (later) the admin `reload` answer all name the same location.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+
+/// One config error with its location (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+    /// The source line the error points at, and the caret range within it.
+    snippet: Option<(String, Range<usize>)>,
+}
+
+impl Diagnostic {
+    /// Locates `span` (byte offsets) inside `source`.
+    pub fn at(file: &Path, source: &str, span: Range<usize>, message: impl Into<String>) -> Self {
+        let start = span.start.min(source.len());
+        let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = source[start..].find('\n').map_or(source.len(), |i| start + i);
+        let line = source[..start].matches('\n').count() + 1;
+        let col = source[line_start..start].chars().count() + 1;
+        let text = source[line_start..line_end].trim_end_matches('\r').to_string();
+        let caret_start = col - 1;
+        let caret_len = source[start..span.end.clamp(start, line_end)].chars().count().max(1);
+        Diagnostic {
+            file: file.display().to_string(),
+            line,
+            col,
+            message: message.into(),
+            snippet: Some((text, caret_start..caret_start + caret_len)),
+        }
+    }
+
+    /// An error about the file as a whole (unreadable, say): reported at 1:1.
+    pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.display().to_string(),
+            line: 1,
+            col: 1,
+            message: message.into(),
+            snippet: None,
+        }
+    }
+
+    /// The rustc-style rendering: location line, then the source line with a caret.
+    pub fn render(&self) -> String {
+        let mut out = self.to_string();
+        if let Some((text, carets)) = &self.snippet {
+            let gutter = self.line.to_string().len();
+            let pad = " ".repeat(gutter);
+            let lead: String = text
+                .chars()
+                .take(carets.start)
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            out.push_str(&format!(
+                "\n{pad} |\n{} | {text}\n{pad} | {lead}{}",
+                self.line,
+                "^".repeat(carets.len())
+            ));
+        }
+        out
+    }
+}
+
+/// `file:line:col: message` — the one-line form used in logs and admin answers.
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.col, self.message)
+    }
+}
+
+/// All errors found in one config file; never empty.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+impl ConfigErrors {
+    /// Every diagnostic, rendered with its snippet, separated by blank lines.
+    pub fn render(&self) -> String {
+        self.0.iter().map(Diagnostic::render).collect::<Vec<_>>().join("\n\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_line_and_column() {
+        let src = "a = 1\nbb = \"x\"\n";
+        let d = Diagnostic::at(Path::new("f.toml"), src, 11..14, "bad");
+        assert_eq!((d.line, d.col), (2, 6));
+        assert_eq!(d.to_string(), "f.toml:2:6: bad");
+        assert!(d.render().ends_with("2 | bb = \"x\"\n  |      ^^^"), "{}", d.render());
+    }
+}

@@ -1,0 +1,119 @@
+//! The TOML file as written: serde structs mirroring the documented keys, with spans kept on
+//! every value a later check may need to point at. Unknown keys are rejected here
+//! (`deny_unknown_fields`), so a typo never passes silently. Nothing in this module interprets
+//! values; `validate` turns this model into the typed [`super::Spec`].
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub admin: Option<RawAdmin>,
+    pub runtime: Option<RawRuntime>,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<RawBackend>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub socket: Option<String>,
+    pub http: Option<Spanned<String>>,
+    pub state_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub workers: Option<Spanned<i64>>,
+    pub backlog: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub name: Spanned<String>,
+    pub bind: Spanned<String>,
+    pub protocol: Spanned<Protocol>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RawRoute>,
+    pub backend: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    pub host: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub header: Option<RawHeaderMatch>,
+    pub backend: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderMatch {
+    pub name: Spanned<String>,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub balance: Balance,
+    pub groups: Option<Spanned<Vec<RawGroup>>>,
+    pub servers: Option<Vec<RawServer>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub eject_time: Option<Spanned<String>>,
+    pub pool_idle_timeout: Option<Spanned<String>>,
+    pub pool_max_idle: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroup {
+    pub name: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+    pub servers: Vec<RawServer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    #[default]
+    Ready,
+    Drain,
+    Maint,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub name: Spanned<String>,
+    pub addr: Spanned<String>,
+    pub weight: Option<Spanned<i64>>,
+    pub state: Option<AdminState>,
+}

@@ -1,0 +1,117 @@
+//! The validated, typed configuration: what a snapshot is built from. Every value here has
+//! passed `validate`; defaults are filled in, so consumers never re-check or re-default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use super::model::{AdminState, Balance, Protocol};
+
+/// Backends without `groups` get one group of this name.
+pub const DEFAULT_GROUP: &str = "default";
+pub const DEFAULT_GROUP_WEIGHT: u32 = 100;
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub admin: AdminSpec,
+    pub runtime: RuntimeSpec,
+    pub listeners: Vec<ListenerSpec>,
+    pub backends: Vec<BackendSpec>,
+    /// XXH3 of the file's bytes: identifies the running config.
+    pub hash: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdminSpec {
+    pub socket: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    pub state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeSpec {
+    /// Worker threads; `None` = all cores. `TOKIO_WORKER_THREADS` wins over both.
+    pub workers: Option<usize>,
+    /// listen(2) backlog for every listener.
+    pub backlog: u32,
+}
+
+impl Default for RuntimeSpec {
+    fn default() -> Self {
+        RuntimeSpec { workers: None, backlog: DEFAULT_BACKLOG }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerSpec {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    /// http listeners: evaluated in order, first match wins.
+    pub routes: Vec<RouteSpec>,
+    /// tcp listeners: the backend every connection goes to.
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    /// `name` from the file, or `<listener>#<index>`.
+    pub name: String,
+    /// Lowercase; either exact or `*.suffix`.
+    pub host: Option<String>,
+    pub path_prefix: Option<String>,
+    pub header: Option<(http::HeaderName, http::HeaderValue)>,
+    pub backend: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendSpec {
+    pub name: String,
+    pub balance: Balance,
+    pub groups: Vec<GroupSpec>,
+    /// Limit on establishing an upstream TCP connection.
+    pub connect_timeout: Duration,
+    /// Limit on waiting for the upstream's response headers (504 after it).
+    pub timeout: Duration,
+    /// Extra attempts on other servers after a connect failure.
+    pub retries: u32,
+    /// How long a server that refused a connection is skipped (passive health).
+    pub eject_time: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+}
+
+impl BackendSpec {
+    /// A backend with every tunable at its documented default and no groups.
+    pub fn defaults() -> Self {
+        BackendSpec {
+            name: String::new(),
+            balance: Balance::RoundRobin,
+            groups: Vec::new(),
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(30),
+            retries: 2,
+            eject_time: Duration::from_secs(10),
+            pool_idle_timeout: Duration::from_secs(60),
+            pool_max_idle: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSpec {
+    pub name: String,
+    /// Split weight, 0..=1000.
+    pub weight: u32,
+    pub servers: Vec<ServerSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSpec {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// 0..=256; 0 takes no new traffic.
+    pub weight: u32,
+    pub state: AdminState,
+}

@@ -1,0 +1,258 @@
+//! Semantic checks on the parsed file and the conversion to the typed [`Spec`]. Collects every
+//! error it finds (not just the first), each anchored to its key in the file.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::diag::Diagnostic;
+use super::model::*;
+use super::spec::*;
+
+/// Collects diagnostics against one source file.
+struct Checker<'a> {
+    file: &'a Path,
+    source: &'a str,
+    errors: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        self.errors.push(Diagnostic::at(self.file, self.source, span, msg));
+    }
+
+    fn addr(&mut self, v: &Spanned<String>, what: &str) -> Option<SocketAddr> {
+        match v.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    v.span(),
+                    format!("invalid {what} address {:?}: expected ip:port, e.g. 127.0.0.1:8080", v.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, v: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+        let Some(v) = v else { return default };
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.err(v.span(), format!("invalid duration for `{key}` {:?}: {e} (write e.g. \"500ms\", \"2s\", \"1m\")", v.get_ref()));
+                default
+            }
+        }
+    }
+
+    fn ranged(&mut self, v: &Option<Spanned<i64>>, key: &str, range: std::ops::RangeInclusive<i64>, default: i64) -> i64 {
+        let Some(v) = v else { return default };
+        if range.contains(v.get_ref()) {
+            *v.get_ref()
+        } else {
+            self.err(
+                v.span(),
+                format!("{key} {} is out of range: must be between {} and {} inclusive", v.get_ref(), range.start(), range.end()),
+            );
+            default
+        }
+    }
+
+    /// Reports the second and later uses of a name within one scope.
+    fn unique(&mut self, seen: &mut HashSet<String>, name: &Spanned<String>, what: &str, scope: &str) {
+        if name.get_ref().is_empty() {
+            self.err(name.span(), format!("{what} name must not be empty"));
+        } else if !seen.insert(name.get_ref().clone()) {
+            self.err(name.span(), format!("duplicate {what} name {:?}{scope}", name.get_ref()));
+        }
+    }
+}
+
+/// Checks `raw` and builds the typed spec, or returns every error found.
+pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<Diagnostic>> {
+    let mut c = Checker { file, source, errors: Vec::new() };
+
+    let admin = raw.admin.map(|a| AdminSpec {
+        socket: a.socket.map(PathBuf::from),
+        http: a.http.as_ref().and_then(|h| c.addr(h, "admin http")),
+        state_file: a.state_file.map(PathBuf::from),
+    });
+    let runtime = match &raw.runtime {
+        None => RuntimeSpec::default(),
+        Some(r) => RuntimeSpec {
+            workers: r.workers.as_ref().map(|_| c.ranged(&r.workers, "workers", 1..=1024, 1) as usize),
+            backlog: c.ranged(&r.backlog, "backlog", 1..=65535, DEFAULT_BACKLOG as i64) as u32,
+        },
+    };
+
+    let mut backends = Vec::new();
+    let mut backend_names = HashSet::new();
+    for b in &raw.backends {
+        c.unique(&mut backend_names, &b.name, "backend", "");
+        backends.push(backend(&mut c, b));
+    }
+
+    let mut listeners = Vec::new();
+    let mut listener_names = HashSet::new();
+    let mut binds = HashSet::new();
+    for l in &raw.listeners {
+        c.unique(&mut listener_names, &l.name, "listener", "");
+        let bind = c.addr(&l.bind, "bind");
+        if let Some(a) = bind {
+            if a.port() != 0 && !binds.insert(a) {
+                c.err(l.bind.span(), format!("another listener already binds {a}"));
+            }
+        }
+        let mut known_backend = |c: &mut Checker, name: &Spanned<String>| {
+            if !backend_names.contains(name.get_ref().as_str()) {
+                c.err(name.span(), format!("unknown backend {:?}", name.get_ref()));
+            }
+            name.get_ref().clone()
+        };
+        let (routes, backend) = match l.protocol.get_ref() {
+            Protocol::Http => {
+                if l.routes.is_empty() {
+                    c.err(l.name.span(), format!("http listener {:?} has no [[listener.route]]", l.name.get_ref()));
+                }
+                if let Some(b) = &l.backend {
+                    c.err(b.span(), "an http listener routes with [[listener.route]]; `backend` is for tcp listeners");
+                }
+                let routes = l
+                    .routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| route(&mut c, l.name.get_ref(), i, r, &mut known_backend))
+                    .collect();
+                (routes, None)
+            }
+            Protocol::Tcp => {
+                if let Some(r) = l.routes.first() {
+                    c.err(r.backend.span(), "a tcp listener names its `backend` directly; routes are for http listeners");
+                }
+                let backend = match &l.backend {
+                    Some(b) => Some(known_backend(&mut c, b)),
+                    None => {
+                        c.err(l.name.span(), format!("tcp listener {:?} has no `backend`", l.name.get_ref()));
+                        None
+                    }
+                };
+                (Vec::new(), backend)
+            }
+        };
+        listeners.push(ListenerSpec {
+            name: l.name.get_ref().clone(),
+            bind: bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            protocol: *l.protocol.get_ref(),
+            routes,
+            backend,
+        });
+    }
+
+    if c.errors.is_empty() {
+        Ok(Spec { admin: admin.unwrap_or_default(), runtime, listeners, backends, hash: 0 })
+    } else {
+        Err(c.errors)
+    }
+}
+
+fn route(
+    c: &mut Checker,
+    listener: &str,
+    index: usize,
+    r: &RawRoute,
+    known_backend: &mut impl FnMut(&mut Checker, &Spanned<String>) -> String,
+) -> RouteSpec {
+    let host = r.host.as_ref().and_then(|h| {
+        let v = h.get_ref().to_ascii_lowercase();
+        let valid = match v.strip_prefix("*.") {
+            Some(rest) => !rest.is_empty() && !rest.contains('*'),
+            None => !v.is_empty() && !v.contains('*'),
+        };
+        if !valid {
+            c.err(h.span(), format!("invalid host {:?}: write an exact name or \"*.example.com\"", h.get_ref()));
+        }
+        valid.then_some(v)
+    });
+    let path_prefix = r.path_prefix.as_ref().map(|p| {
+        if !p.get_ref().starts_with('/') {
+            c.err(p.span(), format!("path_prefix {:?} must start with '/'", p.get_ref()));
+        }
+        p.get_ref().clone()
+    });
+    let header = r.header.as_ref().and_then(|h| {
+        let name = http::HeaderName::from_bytes(h.name.get_ref().as_bytes());
+        let value = http::HeaderValue::from_str(&h.value);
+        match (name, value) {
+            (Ok(n), Ok(v)) => Some((n, v)),
+            _ => {
+                c.err(h.name.span(), format!("invalid header match {:?} = {:?}", h.name.get_ref(), h.value));
+                None
+            }
+        }
+    });
+    RouteSpec {
+        name: r.name.clone().unwrap_or_else(|| format!("{listener}#{index}")),
+        host,
+        path_prefix,
+        header,
+        backend: known_backend(c, &r.backend),
+    }
+}
+
+fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
+    let scope = format!(" in backend {:?}", b.name.get_ref());
+    let mut server_names = HashSet::new();
+    let mut server = |c: &mut Checker, s: &RawServer| {
+        c.unique(&mut server_names, &s.name, "server", &scope);
+        ServerSpec {
+            name: s.name.get_ref().clone(),
+            addr: c.addr(&s.addr, "server").unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            weight: c.ranged(&s.weight, "server weight", 0..=256, 1) as u32,
+            state: s.state.unwrap_or_default(),
+        }
+    };
+    let groups = match (&b.groups, &b.servers) {
+        (Some(groups), None) => {
+            let mut group_names = HashSet::new();
+            let mut out = Vec::new();
+            for g in groups.get_ref() {
+                c.unique(&mut group_names, &g.name, "group", &scope);
+                out.push(GroupSpec {
+                    name: g.name.get_ref().clone(),
+                    weight: c.ranged(&g.weight, "group weight", 0..=1000, DEFAULT_GROUP_WEIGHT as i64) as u32,
+                    servers: g.servers.iter().map(|s| server(c, s)).collect(),
+                });
+            }
+            out
+        }
+        (None, Some(servers)) => vec![GroupSpec {
+            name: DEFAULT_GROUP.to_string(),
+            weight: DEFAULT_GROUP_WEIGHT,
+            servers: servers.iter().map(|s| server(c, s)).collect(),
+        }],
+        (Some(groups), Some(_)) => {
+            c.err(groups.span(), format!("backend {:?} sets both `groups` and `servers`: put the servers inside the groups", b.name.get_ref()));
+            Vec::new()
+        }
+        (None, None) => {
+            c.err(b.name.span(), format!("backend {:?} needs `servers` or `groups`", b.name.get_ref()));
+            Vec::new()
+        }
+    };
+    let d = BackendSpec::defaults();
+    BackendSpec {
+        name: b.name.get_ref().clone(),
+        balance: b.balance,
+        groups,
+        connect_timeout: c.duration(&b.connect_timeout, "connect_timeout", d.connect_timeout),
+        timeout: c.duration(&b.timeout, "timeout", d.timeout),
+        retries: c.ranged(&b.retries, "retries", 0..=10, d.retries as i64) as u32,
+        eject_time: c.duration(&b.eject_time, "eject_time", d.eject_time),
+        pool_idle_timeout: c.duration(&b.pool_idle_timeout, "pool_idle_timeout", d.pool_idle_timeout),
+        pool_max_idle: c.ranged(&b.pool_max_idle, "pool_max_idle", 0..=65536, d.pool_max_idle as i64) as usize,
+    }
+}

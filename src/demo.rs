@@ -1,0 +1,79 @@
+//! `veer demo`: two built-in upstreams, "blue" and "green", each answering with its name and
+//! colour, and veer in front of them with config/demo.toml (embedded in the binary, written
+//! to a temp dir so the user can edit it and watch traffic shift).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+
+/// The demo upstreams: name, colour (ANSI), address — matching config/demo.toml.
+pub const UPSTREAMS: [(&str, &str, &str); 2] =
+    [("blue", "\x1b[34m", "127.0.0.1:9001"), ("green", "\x1b[32m", "127.0.0.1:9002")];
+
+/// Serves a tiny HTTP upstream that answers every request with `name` in `colour`.
+pub async fn upstream(listener: TcpListener, name: &'static str, colour: &'static str) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| async move {
+                let body = format!("{colour}{name}\x1b[0m: hello from the {name} version (path {})\n", req.uri().path());
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header("content-type", "text/plain; charset=utf-8")
+                        .header("x-demo-version", name)
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap_or_default(),
+                )
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+/// Where the editable copy of the demo config lives.
+pub fn config_path() -> PathBuf {
+    std::env::temp_dir().join("veer-demo").join("demo.toml")
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run() -> Result<(), String> {
+    for (name, colour, addr) in UPSTREAMS {
+        let addr: SocketAddr = addr.parse().map_err(|e| format!("{e}"))?;
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("demo upstream {name} cannot bind {addr}: {e} (is another demo running?)"))?;
+        tokio::spawn(upstream(l, name, colour));
+    }
+    let path = config_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(&path, DEMO_CONFIG).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let veer = crate::Veer::start(&path).await.map_err(|e| e.to_string())?;
+    veer.spawn_watcher().map_err(|e| e.to_string())?;
+    let web = veer.listener_addr("web").await.ok_or("demo config has no `web` listener")?;
+    println!(
+        "veer demo is running.\n\n\
+         Try it:\n  for i in $(seq 10); do curl -s http://{web}/; done\n\n\
+         Traffic is split between the blue and green versions by group weight (80/20).\n\
+         Shift it: edit {path} — set blue's weight to 0 and green's to 100 — and save;\n\
+         veer reloads on save, without dropping a request. A typo is reported with its\n\
+         line and column, and the running config keeps serving.\n\n\
+         Ctrl-C to stop.",
+        path = path.display()
+    );
+    crate::wait_for_stop_signal().await;
+    veer.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! The proxy's one error type and the one place it becomes a response (design §5).
+//!
+//! Synthetic responses carry `veer-error: <reason>` so operators can tell veer's errors from
+//! the service's own.
+
+use std::io;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::proxy::ProxyBody;
+
+/// Which side an error came from; feeds logs and (later) metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Downstream,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches the request")]
+    NoRoute,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no available server")]
+    NoServer,
+    #[error("upstream connect failed: {0}")]
+    Connect(io::Error),
+    #[error("upstream protocol error: {0}")]
+    UpstreamProtocol(#[source] hyper::Error),
+    #[error("upstream answered 101 to a request that did not ask to upgrade")]
+    UnexpectedUpgrade,
+    #[error("upstream timed out")]
+    Timeout,
+}
+
+impl ProxyError {
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::NoRoute | ProxyError::BadRequest(_) => Side::Downstream,
+            ProxyError::NoServer => Side::Internal,
+            ProxyError::Connect(_)
+            | ProxyError::UpstreamProtocol(_)
+            | ProxyError::UnexpectedUpgrade
+            | ProxyError::Timeout => Side::Upstream,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect(_) | ProxyError::UpstreamProtocol(_) | ProxyError::UnexpectedUpgrade => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `veer-error` header value: stable, machine-readable.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no-route",
+            ProxyError::BadRequest(_) => "bad-request",
+            ProxyError::NoServer => "no-server",
+            ProxyError::Connect(_) => "connect-failed",
+            ProxyError::UpstreamProtocol(_) | ProxyError::UnexpectedUpgrade => "upstream-error",
+            ProxyError::Timeout => "upstream-timeout",
+        }
+    }
+
+    /// The synthetic response for this error.
+    pub fn to_response(&self) -> Response<ProxyBody> {
+        let status = self.status();
+        let body = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        let mut resp = Response::new(ProxyBody::synthetic(Bytes::from(body)));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert("veer-error", HeaderValue::from_static(self.reason()));
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}

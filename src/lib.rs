@@ -1,0 +1,64 @@
+//! veer: an L4/L7 load balancer and traffic shifter for zero-downtime deploys.
+//!
+//! The architecture follows a request's path:
+//!
+//! ```text
+//! config/     TOML → validated Spec (file:line:col errors), file watch + SIGHUP
+//! runtime     the reload procedure; Spec → Snapshot → one ArcSwap store
+//! snapshot    the immutable routing state: listeners' route tables, backends, groups, servers
+//! state       per-server atomics (active counts, passive health) carried across snapshots
+//! listeners   sockets (socket2) and accept loops, reconciled on reload
+//! proxy/      the data paths: http (HTTP/1.1 + h2c, upgrades) and tcp; header rewriting
+//! routing     host / path-prefix / header matching, first match wins
+//! balance/    group split, then round robin / least request / random inside the group
+//! upstream    connect + per-server keep-alive pool
+//! error       the one error type and its synthetic responses
+//! demo        `veer demo`: built-in blue/green upstreams
+//! ```
+//!
+//! The rule that ties it together (design §2): everything routing reads lives in one
+//! [`snapshot::Snapshot`]; a request loads it once and is routed entirely by it.
+#![forbid(unsafe_code)]
+
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod listeners;
+pub mod proxy;
+pub mod routing;
+pub mod runtime;
+pub mod snapshot;
+pub mod state;
+pub mod upstream;
+
+pub use runtime::{ReloadError, ReloadOutcome, Veer};
+
+/// Runs veer with `path` until SIGTERM or SIGINT: serves, watches the file, reloads on
+/// change and on SIGHUP.
+pub async fn run(path: std::path::PathBuf) -> Result<(), ReloadError> {
+    let veer = Veer::start(path).await?;
+    if let Err(e) = veer.spawn_watcher() {
+        tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
+    }
+    wait_for_stop_signal().await;
+    tracing::info!("stopping");
+    veer.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Listening sockets and their accept loops, reconciled on every reload.
+//!
+//! A reload first *plans*: listeners that keep their name and bind address keep their socket;
+//! a listener renamed at an unchanged address takes over the old socket; only new addresses
+//! are bound. Binding happens before anything is swapped, so a bind failure rejects the whole
+//! reload and nothing changes (README: "reloads are all or nothing"). Removed listeners stop
+//! accepting; their open connections run on.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ListenerSpec;
+use crate::runtime::Shared;
+
+/// Creates a listening socket with SO_REUSEADDR and the configured backlog.
+pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    TcpListener::from_std(socket.into())
+}
+
+struct Running {
+    /// The address as configured (port 0 stays 0), to recognise an unchanged listener.
+    configured: SocketAddr,
+    local: SocketAddr,
+    /// The listener's name as the accept loop sees it; swapped on a rename.
+    name: Arc<ArcSwap<String>>,
+    stop: CancellationToken,
+}
+
+/// The listeners currently accepting, by name.
+#[derive(Default)]
+pub struct ListenerSet {
+    running: HashMap<String, Running>,
+}
+
+/// What a reload will do to the listeners; holds the newly bound sockets until applied.
+pub struct Plan {
+    /// (old name, new name) of sockets that stay.
+    keep: Vec<(String, String)>,
+    bind: Vec<(String, SocketAddr, TcpListener)>,
+}
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("listener {name:?} cannot bind {addr}: {source}")]
+pub struct BindError {
+    pub name: String,
+    pub addr: SocketAddr,
+    #[source]
+    pub source: io::Error,
+}
+
+impl ListenerSet {
+    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.running.get(name).map(|r| r.local)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = (&str, SocketAddr)> {
+        self.running.iter().map(|(n, r)| (n.as_str(), r.local))
+    }
+
+    /// Binds what `specs` need that is not already open. Changes nothing on error.
+    pub fn plan(&self, specs: &[ListenerSpec], backlog: u32) -> Result<Plan, BindError> {
+        let mut plan = Plan { keep: Vec::new(), bind: Vec::new() };
+        let mut taken: Vec<&str> = Vec::new();
+        for spec in specs {
+            let same = self.running.get(&spec.name).filter(|r| r.configured == spec.bind);
+            let reuse = same.map(|_| spec.name.as_str()).or_else(|| {
+                // A rename at a fixed address keeps the socket: no window where it is closed.
+                (spec.bind.port() != 0)
+                    .then(|| {
+                        self.running.iter().find(|(n, r)| {
+                            r.configured == spec.bind
+                                && !taken.contains(&n.as_str())
+                                && !specs.iter().any(|s| s.name == **n && s.bind == r.configured)
+                        })
+                    })
+                    .flatten()
+                    .map(|(n, _)| n.as_str())
+            });
+            match reuse {
+                Some(old) => {
+                    taken.push(old);
+                    plan.keep.push((old.to_string(), spec.name.clone()));
+                }
+                None => {
+                    let l = bind(spec.bind, backlog).map_err(|source| BindError {
+                        name: spec.name.clone(),
+                        addr: spec.bind,
+                        source,
+                    })?;
+                    plan.bind.push((spec.name.clone(), spec.bind, l));
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Starts the new accept loops, renames kept ones, stops the rest. Call after the
+    /// snapshot that knows the new listeners has been swapped in.
+    pub fn apply(&mut self, plan: Plan, shared: &Arc<Shared>) {
+        let mut old = std::mem::take(&mut self.running);
+        for (from, to) in plan.keep {
+            if let Some(r) = old.remove(&from) {
+                if from != to {
+                    tracing::info!(from = %from, to = %to, "listener renamed");
+                    r.name.store(Arc::new(to.clone()));
+                }
+                self.running.insert(to, r);
+            }
+        }
+        for (name, configured, listener) in plan.bind {
+            let local = listener.local_addr().unwrap_or(configured);
+            let stop = shared.shutdown.child_token();
+            let name_cell = Arc::new(ArcSwap::from_pointee(name.clone()));
+            tracing::info!(listener = %name, addr = %local, "listening");
+            tokio::spawn(accept_loop(listener, name_cell.clone(), shared.clone(), stop.clone()));
+            self.running.insert(name, Running { configured, local, name: name_cell, stop });
+        }
+        for (name, r) in old {
+            tracing::info!(listener = %name, addr = %r.local, "listener removed; no longer accepting");
+            r.stop.cancel();
+        }
+    }
+
+    /// Stops every accept loop.
+    pub fn close_all(&mut self) {
+        for (_, r) in self.running.drain() {
+            r.stop.cancel();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, name: Arc<ArcSwap<String>>, shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(crate::proxy::serve(stream, peer, name.load_full(), shared.clone()));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The `veer` command line: run, check, demo. Exits 64 (EX_USAGE) on a bad config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "veer", version, about = "An L4/L7 load balancer and traffic shifter for zero-downtime deploys")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with a config file; reloads it on change and on SIGHUP.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file: prints every error as file:line:col and exits 64, or exits 0.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Start two demo upstreams (blue, green) and veer in front of them.
+    Demo,
+}
+
+const EX_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match veer::config::load(&config) {
+            Ok(spec) => {
+                println!(
+                    "{}: ok ({} listeners, {} backends)",
+                    config.display(),
+                    spec.listeners.len(),
+                    spec.backends.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{}", errors.render());
+                eprintln!("\n{}: {} error(s)", config.display(), errors.0.len());
+                ExitCode::from(EX_CONFIG)
+            }
+        },
+        Command::Run { config } => {
+            init_logging();
+            // The worker count comes from the config, so read it before the runtime exists.
+            let spec = match veer::config::load(&config) {
+                Ok(s) => s,
+                Err(errors) => {
+                    eprintln!("{}", errors.render());
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            let runtime = match build_runtime(spec.runtime.workers) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("veer: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(veer::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(veer::ReloadError::Config(errors)) => {
+                    eprintln!("{}", errors.render());
+                    ExitCode::from(EX_CONFIG)
+                }
+                Err(e) => {
+                    eprintln!("veer: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo => {
+            init_logging();
+            let result = build_runtime(None).map_err(|e| e.to_string()).and_then(|rt| rt.block_on(veer::demo::run()));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("veer demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `TOKIO_WORKER_THREADS`, when set, wins over the config (tokio reads it itself when
+/// `worker_threads` is not called), so benchmarks can pin one thread.
+fn build_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if let (Some(n), Err(_)) = (workers, std::env::var("TOKIO_WORKER_THREADS")) {
+        b.worker_threads(n);
+    }
+    b.build()
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,165 @@
+//! The L7 data path: HTTP/1.1 and h2c downstream (hyper-util's auto builder), routed by one
+//! snapshot, forwarded on a pooled HTTP/1.1 upstream connection with bodies streamed both
+//! ways. Upgrades (WebSocket and others) are forwarded and then spliced byte for byte.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+
+use super::headers;
+use super::ProxyBody;
+use crate::balance;
+use crate::error::ProxyError;
+use crate::runtime::Shared;
+use crate::snapshot::{Backend, ListenerRoutes, Server};
+use crate::upstream::{SendError, UpstreamBody};
+
+/// The downstream connection builder shared by all listeners, with explicit HTTP/2 limits
+/// (design §11: the reset-flood advisories).
+pub fn builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1().max_buf_size(64 * 1024);
+    b.http2().max_concurrent_streams(256).max_pending_accept_reset_streams(Some(64));
+    b
+}
+
+/// Per-connection context captured by the request handler.
+struct Conn {
+    listener: Arc<String>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+}
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<String>, shared: Arc<Shared>) {
+    let conn = Arc::new(Conn { listener, shared: shared.clone(), peer });
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(&conn, req).await) }
+    });
+    if let Err(e) = shared.http.serve_connection_with_upgrades(TokioIo::new(stream), svc).await {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+    match forward(conn, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(peer = %conn.peer, error = %e, "synthetic response");
+            e.to_response()
+        }
+    }
+}
+
+/// The host the request is for: the URI authority (HTTP/2, absolute-form) or Host.
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()),
+    }
+}
+
+async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
+    let authority = request_host(&req).map(str::to_owned);
+    let host = authority.as_deref().map(crate::routing::normalize_host).unwrap_or_default();
+
+    // Route with exactly one snapshot; keep only the backend for the rest of the exchange.
+    let backend: Arc<Backend> = {
+        let snap = conn.shared.snapshot.load();
+        let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()) else {
+            return Err(ProxyError::NoRoute);
+        };
+        let route = table.find(&host, req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
+        snap.backends[route.backend].clone()
+    };
+
+    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    let host_value = authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok());
+    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), "http", host_value.as_ref());
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(h) = host_value {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+    // Upstream is HTTP/1.1 in origin-form, whatever the client spoke.
+    if parts.uri.authority().is_some() {
+        parts.uri = parts.uri.path_and_query().map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    }
+    parts.version = Version::HTTP_11;
+    let mut up_req = Request::from_parts(parts, body.boxed_unsync());
+
+    let mut tried: Vec<Arc<Server>> = Vec::new();
+    loop {
+        let Some(server) = balance::pick(&backend, &tried).cloned() else {
+            return Err(ProxyError::NoServer);
+        };
+        let active = server.state.request_guard();
+        let sent = tokio::time::timeout(backend.timeout, server.pool.send(up_req, backend.connect_timeout)).await;
+        match sent {
+            Err(_) => return Err(ProxyError::Timeout),
+            Ok(Ok((resp, tx))) => {
+                server.state.mark_reachable();
+                return respond(resp, tx, &server, active, client_upgrade);
+            }
+            Ok(Err(SendError::Protocol(e))) => return Err(ProxyError::UpstreamProtocol(e)),
+            Ok(Err(SendError::Connect(e, req))) => {
+                tracing::warn!(server = %server.id, error = %e, "upstream connect failed; ejecting");
+                server.state.eject(backend.eject_time);
+                if tried.len() as u32 >= backend.retries {
+                    return Err(ProxyError::Connect(e));
+                }
+                tried.push(server);
+                up_req = req;
+            }
+        }
+    }
+}
+
+fn respond(
+    mut resp: Response<Incoming>,
+    tx: hyper::client::conn::http1::SendRequest<crate::upstream::UpstreamRequestBody>,
+    server: &Arc<Server>,
+    active: crate::state::ActiveGuard,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let client = client_upgrade.ok_or(ProxyError::UnexpectedUpgrade)?;
+        let upstream = hyper::upgrade::on(&mut resp);
+        let tunnel = server.state.connection_guard();
+        let id = server.id.clone();
+        tokio::spawn(async move {
+            let _counted = (active, tunnel);
+            match tokio::try_join!(client, upstream) {
+                Ok((c, u)) => {
+                    let res = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+                    tracing::debug!(server = %id, ?res, "upgraded tunnel ended");
+                }
+                Err(e) => tracing::debug!(server = %id, error = %e, "upgrade failed"),
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, true);
+        return Ok(Response::from_parts(parts, ProxyBody::Synthetic(None)));
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    parts.version = Version::HTTP_11;
+    let body = UpstreamBody::new(body, Some((tx, server.pool.clone())), active);
+    Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+}

@@ -1,0 +1,71 @@
+//! The data paths. A listener's accept loop hands each connection to [`serve`], which looks
+//! up in the current snapshot what the listener is (http or tcp) and runs that path.
+
+pub mod headers;
+pub mod http;
+pub mod tcp;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::net::TcpStream;
+
+use crate::runtime::Shared;
+use crate::snapshot::ListenerRoutes;
+use crate::upstream::UpstreamBody;
+
+/// Serves one accepted connection on listener `listener`.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<String>, shared: Arc<Shared>) {
+    let is_http = match shared.snapshot.load().listeners.get(listener.as_str()) {
+        Some(ListenerRoutes::Http(_)) => true,
+        Some(ListenerRoutes::Tcp { .. }) => false,
+        None => return, // removed by a reload between accept and here
+    };
+    if is_http {
+        http::serve(stream, peer, listener, shared).await
+    } else {
+        tcp::serve(stream, peer, &listener, &shared).await
+    }
+}
+
+/// A response body to the client: streamed from upstream, or a small synthetic one.
+pub enum ProxyBody {
+    Upstream(UpstreamBody),
+    Synthetic(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn synthetic(b: Bytes) -> Self {
+        ProxyBody::Synthetic(Some(b))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Synthetic(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Synthetic(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Synthetic(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The L4 data path: pick a server, connect under the backend's timeout, then copy bytes
+//! both ways with correct half-close. A failed connect ejects the server and tries the next
+//! one once before giving up on the client.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+
+use crate::balance;
+use crate::runtime::Shared;
+use crate::snapshot::ListenerRoutes;
+
+pub async fn serve(mut client: TcpStream, peer: SocketAddr, listener: &str, shared: &Shared) {
+    let backend = {
+        let snap = shared.snapshot.load();
+        match snap.listeners.get(listener) {
+            Some(ListenerRoutes::Tcp { backend }) => snap.backends[*backend].clone(),
+            _ => return,
+        }
+    };
+    let mut tried = Vec::with_capacity(2);
+    while tried.len() < 2 {
+        let Some(server) = balance::pick(&backend, &tried).cloned() else { break };
+        let guard = server.state.connection_guard();
+        match tokio::time::timeout(backend.connect_timeout, TcpStream::connect(server.addr)).await {
+            Ok(Ok(mut upstream)) => {
+                server.state.mark_reachable();
+                let _ = upstream.set_nodelay(true);
+                // copy_bidirectional shuts down each write side when its read side ends,
+                // so half-closed connections keep flowing the other way.
+                let res = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                tracing::debug!(%peer, server = %server.id, ?res, "tcp session ended");
+                drop(guard);
+                return;
+            }
+            Ok(Err(e)) => tracing::warn!(%peer, server = %server.id, error = %e, "tcp connect failed"),
+            Err(_) => tracing::warn!(%peer, server = %server.id, "tcp connect timed out"),
+        }
+        server.state.eject(backend.eject_time);
+        tried.push(server);
+    }
+    tracing::warn!(%peer, backend = %backend.name, "no server reachable; closing client");
+}

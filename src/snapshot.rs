@@ -1,0 +1,154 @@
+//! The one snapshot: everything routing reads, immutable, behind one `ArcSwap`.
+//!
+//! A request is routed entirely by one snapshot (design §2): the data paths `load()` it once,
+//! resolve their route and backend, and keep an `Arc` of the backend for the rest of the
+//! exchange. Snapshots are built off the hot path from a validated [`Spec`]; the per-server
+//! atomics come from the [`Registry`] so they survive every rebuild.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::balance::Schedule;
+use crate::config::{AdminState, Balance, BackendSpec, Spec};
+use crate::routing::RouteTable;
+use crate::state::{PoolKey, Registry, ServerState};
+use crate::upstream::Pool;
+
+pub struct Snapshot {
+    /// Increments with every swap.
+    pub generation: u64,
+    pub spec: Arc<Spec>,
+    pub listeners: HashMap<String, ListenerRoutes>,
+    pub backends: Vec<Arc<Backend>>,
+    pub backend_index: HashMap<String, usize>,
+}
+
+/// What a listener does with a connection, looked up by listener name per connection, so a
+/// reload may even switch a listener between http and tcp without rebinding.
+pub enum ListenerRoutes {
+    Http(RouteTable),
+    Tcp { backend: usize },
+}
+
+pub struct Backend {
+    pub name: Arc<str>,
+    pub balance: Balance,
+    pub groups: Vec<Group>,
+    /// Smooth cycle over group indices by split weight.
+    pub split: Schedule,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub eject_time: Duration,
+}
+
+pub struct Group {
+    pub name: Arc<str>,
+    pub weight: u32,
+    pub servers: Vec<Arc<Server>>,
+    /// Smooth cycle over server indices by server weight.
+    pub rr: Schedule,
+}
+
+pub struct Server {
+    pub name: Arc<str>,
+    /// `backend/server`, how every tool names it.
+    pub id: Arc<str>,
+    pub group: Arc<str>,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub admin: AdminState,
+    pub state: Arc<ServerState>,
+    pub pool: Arc<Pool>,
+}
+
+impl Snapshot {
+    /// An empty snapshot: every listener lookup fails. Serves until the first build.
+    pub fn empty() -> Self {
+        Snapshot {
+            generation: 0,
+            spec: Arc::new(Spec {
+                admin: Default::default(),
+                runtime: Default::default(),
+                listeners: Vec::new(),
+                backends: Vec::new(),
+                hash: 0,
+            }),
+            listeners: HashMap::new(),
+            backends: Vec::new(),
+            backend_index: HashMap::new(),
+        }
+    }
+
+    /// Builds from a validated spec. Infallible: validation already rejected what could fail.
+    /// Returns the snapshot and the `(backend, server)` ids that were dropped.
+    pub fn build(spec: Arc<Spec>, registry: &mut Registry, generation: u64) -> (Self, Vec<(String, String)>) {
+        let mut reg = registry.begin();
+        let backends: Vec<Arc<Backend>> =
+            spec.backends.iter().map(|b| Arc::new(build_backend(b, &mut reg))).collect();
+        let dropped = reg.finish();
+        let backend_index: HashMap<String, usize> =
+            backends.iter().enumerate().map(|(i, b)| (b.name.to_string(), i)).collect();
+        let index = |name: &str| backend_index.get(name).copied().unwrap_or(0);
+        let listeners = spec
+            .listeners
+            .iter()
+            .map(|l| {
+                let routes = match &l.backend {
+                    Some(b) => ListenerRoutes::Tcp { backend: index(b) },
+                    None => ListenerRoutes::Http(RouteTable::build(&l.routes, index)),
+                };
+                (l.name.clone(), routes)
+            })
+            .collect();
+        (Snapshot { generation, spec, listeners, backends, backend_index }, dropped)
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.backend_index.get(name).map(|i| &self.backends[*i])
+    }
+}
+
+fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> Backend {
+    let name: Arc<str> = b.name.as_str().into();
+    let groups: Vec<Group> = b
+        .groups
+        .iter()
+        .map(|g| {
+            let group: Arc<str> = g.name.as_str().into();
+            let servers: Vec<Arc<Server>> = g
+                .servers
+                .iter()
+                .map(|s| {
+                    let key = PoolKey { addr: s.addr, max_idle: b.pool_max_idle, idle_timeout: b.pool_idle_timeout };
+                    let (state, pool) = reg.get(&b.name, &s.name, key);
+                    Arc::new(Server {
+                        name: s.name.as_str().into(),
+                        id: format!("{}/{}", b.name, s.name).into(),
+                        group: group.clone(),
+                        addr: s.addr,
+                        weight: s.weight,
+                        admin: s.state,
+                        state,
+                        pool,
+                    })
+                })
+                .collect();
+            let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+            Group { name: group, weight: g.weight, rr: Schedule::smooth(&weights), servers }
+        })
+        .collect();
+    let split: Vec<u32> = groups.iter().map(|g| g.weight).collect();
+    Backend {
+        name,
+        balance: b.balance,
+        split: Schedule::smooth(&split),
+        groups,
+        connect_timeout: b.connect_timeout,
+        timeout: b.timeout,
+        retries: b.retries,
+        eject_time: b.eject_time,
+    }
+}

@@ -1,0 +1,155 @@
+//! Per-server runtime state that outlives snapshots.
+//!
+//! Counters and health change per request, so they cannot live in the immutable snapshot.
+//! Each server's [`ServerState`] is created once per stable identity (`backend/server`) and
+//! handed to every later snapshot by the [`Registry`], so a reload never resets counts or
+//! passive-health verdicts. Everything here is atomics: the hot path never locks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::upstream::Pool;
+
+/// Milliseconds since the first call, on tokio's clock (so paused-time tests control it).
+pub fn now_ms() -> u64 {
+    static BASE: OnceLock<tokio::time::Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(tokio::time::Instant::now);
+    // +1 so that 0 can mean "never" in the atomics below.
+    tokio::time::Instant::now().saturating_duration_since(base).as_millis() as u64 + 1
+}
+
+/// Live counters and passive health of one server.
+#[derive(Debug, Default)]
+pub struct ServerState {
+    /// Requests (HTTP) whose response is still streaming, upgrades included.
+    pub active_requests: AtomicUsize,
+    /// Proxied TCP connections and upgraded (WebSocket) tunnels currently open.
+    pub active_connections: AtomicUsize,
+    /// Requests and connections sent to this server since start.
+    pub total: AtomicU64,
+    pub connect_failures: AtomicU64,
+    /// `now_ms()` until which the server is skipped after a connect failure; 0 = never.
+    ejected_until: AtomicU64,
+}
+
+impl ServerState {
+    pub fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Relaxed) > now
+    }
+
+    /// Records a failed connect: the server is skipped for `for_` from now.
+    pub fn eject(&self, for_: Duration) {
+        self.connect_failures.fetch_add(1, Relaxed);
+        self.ejected_until.store(now_ms() + for_.as_millis() as u64, Relaxed);
+    }
+
+    /// Records a successful connect: clears a pending ejection early.
+    pub fn mark_reachable(&self) {
+        if self.ejected_until.load(Relaxed) != 0 {
+            self.ejected_until.store(0, Relaxed);
+        }
+    }
+
+    /// Counts one in-flight request until the guard drops.
+    pub fn request_guard(self: &Arc<Self>) -> ActiveGuard {
+        ActiveGuard::new(self.clone(), Counter::Requests)
+    }
+
+    /// Counts one open connection/tunnel until the guard drops.
+    pub fn connection_guard(self: &Arc<Self>) -> ActiveGuard {
+        ActiveGuard::new(self.clone(), Counter::Connections)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Counter {
+    Requests,
+    Connections,
+}
+
+/// Decrements its counter on drop, so the count is exact whatever path ends the work.
+#[derive(Debug)]
+pub struct ActiveGuard {
+    state: Arc<ServerState>,
+    counter: Counter,
+}
+
+impl ActiveGuard {
+    fn new(state: Arc<ServerState>, counter: Counter) -> Self {
+        state.total.fetch_add(1, Relaxed);
+        state.counter(counter).fetch_add(1, Relaxed);
+        ActiveGuard { state, counter }
+    }
+}
+
+impl ServerState {
+    fn counter(&self, c: Counter) -> &AtomicUsize {
+        match c {
+            Counter::Requests => &self.active_requests,
+            Counter::Connections => &self.active_connections,
+        }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.state.counter(self.counter).fetch_sub(1, Relaxed);
+    }
+}
+
+/// Pool settings that, when changed by a reload, require a fresh pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolKey {
+    pub addr: SocketAddr,
+    pub max_idle: usize,
+    pub idle_timeout: Duration,
+}
+
+struct Entry {
+    state: Arc<ServerState>,
+    pool: Arc<Pool>,
+    key: PoolKey,
+}
+
+/// Stable identity → runtime state, carried from one snapshot build to the next.
+#[derive(Default)]
+pub struct Registry {
+    servers: HashMap<(String, String), Entry>,
+}
+
+impl Registry {
+    /// Starts a build: the returned builder hands out existing state for servers that
+    /// remain and fresh state for new ones; `finish` forgets servers no longer configured.
+    pub fn begin(&mut self) -> RegistryBuild<'_> {
+        RegistryBuild { old: std::mem::take(&mut self.servers), registry: self }
+    }
+}
+
+pub struct RegistryBuild<'r> {
+    old: HashMap<(String, String), Entry>,
+    registry: &'r mut Registry,
+}
+
+impl RegistryBuild<'_> {
+    /// State and pool for `backend/server`. A changed address or pool setting gets a new
+    /// pool (old connections go to the old address), but the counters carry over.
+    pub fn get(&mut self, backend: &str, server: &str, key: PoolKey) -> (Arc<ServerState>, Arc<Pool>) {
+        let id = (backend.to_string(), server.to_string());
+        let entry = match self.old.remove(&id) {
+            Some(e) if e.key == key => e,
+            Some(e) => Entry { state: e.state, pool: Arc::new(Pool::new(key)), key },
+            None => Entry { state: Arc::default(), pool: Arc::new(Pool::new(key)), key },
+        };
+        let out = (entry.state.clone(), entry.pool.clone());
+        self.registry.servers.insert(id, entry);
+        out
+    }
+
+    /// The servers the new config no longer has.
+    pub fn finish(self) -> Vec<(String, String)> {
+        self.old.into_keys().collect()
+    }
+}

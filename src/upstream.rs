@@ -1,0 +1,198 @@
+//! Upstream HTTP/1.1 connections: connect with a timeout and a per-server keep-alive pool.
+//!
+//! Hand-written rather than hyper-util's legacy client because the proxy needs what that
+//! client hides: a connect failure must hand the request back untouched so it can be retried
+//! on another server, the pool must be per server (so draining can close a server's idle
+//! connections), and a stale pooled connection must be detected without losing the request
+//! (`try_send_request` returns it when it was never written).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::state::{ActiveGuard, PoolKey};
+
+/// The body type sent upstream: the client's streamed body, or a synthetic one.
+pub type UpstreamRequestBody = UnsyncBoxBody<Bytes, hyper::Error>;
+type Sender = http1::SendRequest<UpstreamRequestBody>;
+
+/// Why an upstream exchange failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made; the request was not sent and is handed back.
+    Connect(io::Error, Request<UpstreamRequestBody>),
+    /// The connection broke after the request was (at least partly) written.
+    Protocol(hyper::Error),
+}
+
+struct Idle {
+    tx: Sender,
+    since: Instant,
+}
+
+/// Keep-alive connections to one server address.
+pub struct Pool {
+    key: PoolKey,
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+impl Pool {
+    pub fn new(key: PoolKey) -> Self {
+        Pool { key, idle: Mutex::new(VecDeque::new()) }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.key.addr
+    }
+
+    /// Idle connections currently held.
+    pub fn idle_len(&self) -> usize {
+        self.idle.lock().map_or(0, |q| q.len())
+    }
+
+    /// Drops every idle connection (closing it); in-flight exchanges are untouched.
+    pub fn close_idle(&self) {
+        if let Ok(mut q) = self.idle.lock() {
+            q.clear();
+        }
+    }
+
+    /// Most recently used idle connection that is neither closed nor expired.
+    fn checkout(&self) -> Option<Sender> {
+        let mut q = self.idle.lock().ok()?;
+        while let Some(idle) = q.pop_back() {
+            if !idle.tx.is_closed() && idle.since.elapsed() < self.key.idle_timeout {
+                return Some(idle.tx);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, tx: Sender) {
+        if tx.is_closed() || self.key.max_idle == 0 {
+            return;
+        }
+        if let Ok(mut q) = self.idle.lock() {
+            if q.len() >= self.key.max_idle {
+                q.pop_front();
+            }
+            q.push_back(Idle { tx, since: Instant::now() });
+        }
+    }
+
+    /// Sends `req` on a pooled connection, or a new one. Returns the response and the
+    /// connection, which goes back to the pool when the response body ends
+    /// (see [`UpstreamBody`]).
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<UpstreamRequestBody>,
+        connect_timeout: Duration,
+    ) -> Result<(Response<Incoming>, Sender), SendError> {
+        while let Some(mut tx) = self.checkout() {
+            // A pooled connection finishes its previous exchange before it is ready.
+            if tx.ready().await.is_err() {
+                continue;
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, tx)),
+                Err(mut e) => match e.take_message() {
+                    // Never written (the server closed the idle connection): try another.
+                    Some(r) => req = r,
+                    None => return Err(SendError::Protocol(e.into_error())),
+                },
+            }
+        }
+        let mut tx = match connect(self.key.addr, connect_timeout).await {
+            Ok(tx) => tx,
+            Err(e) => return Err(SendError::Connect(e, req)),
+        };
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok((resp, tx)),
+            Err(mut e) => match e.take_message() {
+                Some(r) => Err(SendError::Connect(io::Error::other(e.into_error()), r)),
+                None => Err(SendError::Protocol(e.into_error())),
+            },
+        }
+    }
+}
+
+/// Opens a TCP connection (with TCP_NODELAY) and an HTTP/1.1 client session on it.
+async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    let (tx, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%addr, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(tx)
+}
+
+/// An upstream response body on its way to the client. While it streams it holds the
+/// server's active-request count; when it ends cleanly it returns its connection to the
+/// pool. Dropped early (client gone), the connection is closed instead, since a half-read
+/// response cannot be reused.
+pub struct UpstreamBody {
+    body: Incoming,
+    conn: Option<(Sender, Arc<Pool>)>,
+    done: bool,
+    _active: ActiveGuard,
+}
+
+impl UpstreamBody {
+    /// `conn` is `None` when the connection must not be reused (e.g. it was upgraded).
+    pub fn new(body: Incoming, conn: Option<(Sender, Arc<Pool>)>, active: ActiveGuard) -> Self {
+        UpstreamBody { body, conn, done: false, _active: active }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = res {
+            this.done = true;
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if self.done || self.body.is_end_stream() {
+            if let Some((tx, pool)) = self.conn.take() {
+                pool.checkin(tx);
+            }
+        }
+    }
+}
