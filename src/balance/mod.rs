@@ -104,25 +104,24 @@ pub fn pick_in_group<'g>(
     }
 }
 
-/// Power of two choices: two random candidates, the one with fewer active requests per
-/// unit of weight wins. O(1) in the common case; falls back to a scan when few are ok.
+/// Power of two choices: two distinct random candidates, the one with fewer active requests
+/// per unit of weight wins. O(1) in the common case; a scan when the candidates are not ok.
 fn least_request<'g>(g: &'g Group, ok: &impl Fn(&Arc<Server>) -> bool) -> Option<&'g Arc<Server>> {
     let n = g.servers.len();
+    let load = |s: &Server| s.state.active_requests.load(std::sync::atomic::Ordering::Relaxed) as u64;
+    // a/wa < b/wb  ⇔  a*wb < b*wa
+    let lighter = |a: &'g Arc<Server>, b: &'g Arc<Server>| {
+        if load(b) * (a.weight as u64) < load(a) * (b.weight as u64) { b } else { a }
+    };
     if n == 0 {
         return None;
     }
-    let probe = || {
-        (0..4)
-            .map(|_| &g.servers[fastrand::usize(0..n)])
-            .find(|s| ok(s))
-            .or_else(|| g.servers.iter().find(|s| ok(s)))
-    };
-    let a = probe()?;
-    let b = match probe() {
-        Some(b) if !Arc::ptr_eq(a, b) => b,
-        _ => return Some(a),
-    };
-    let load = |s: &Server| s.state.active_requests.load(std::sync::atomic::Ordering::Relaxed) as u64;
-    // a/wa <= b/wb  ⇔  a*wb <= b*wa
-    if load(a) * b.weight as u64 <= load(b) * a.weight as u64 { Some(a) } else { Some(b) }
+    let i = fastrand::usize(0..n);
+    let j = if n > 1 { (i + 1 + fastrand::usize(0..n - 1)) % n } else { i };
+    match (ok(&g.servers[i]), ok(&g.servers[j])) {
+        (true, true) => Some(lighter(&g.servers[i], &g.servers[j])),
+        (true, false) => Some(&g.servers[i]),
+        (false, true) => Some(&g.servers[j]),
+        (false, false) => g.servers.iter().filter(|s| ok(s)).reduce(lighter),
+    }
 }

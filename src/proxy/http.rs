@@ -51,11 +51,18 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<String>, s
 }
 
 async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+    let http1 = req.version() < Version::HTTP_2;
     match forward(conn, req).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(peer = %conn.peer, error = %e, "synthetic response");
-            e.to_response()
+            let mut resp = e.to_response();
+            if http1 && matches!(e, ProxyError::BadRequest(_)) {
+                // The connection's state is unknown after a refused request (a CONNECT
+                // client may already be tunnelling): do not read another from it.
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     }
 }

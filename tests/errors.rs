@@ -1,0 +1,95 @@
+//! Synthetic errors (design §5): 503 when no server is available, 502 when connects fail,
+//! 504 when the upstream does not answer in time, 400 for requests veer refuses; each carries
+//! `veer-error`, and none disturbs later requests.
+
+mod support;
+use std::time::Duration;
+
+use support::*;
+
+fn one_backend(servers: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+  [[listener.route]]
+  backend = "b"
+
+[[backend]]
+name = "b"
+{extra}
+servers = [ {servers} ]
+"#
+    )
+}
+
+#[tokio::test]
+async fn no_available_server_is_503() {
+    let s = FakeBackend::start("s").await;
+    let proxy = Proxy::start(&one_backend(
+        &format!(r#"{{ name = "s", addr = "{}", state = "maint" }}, {{ name = "t", addr = "{}", weight = 0 }}"#, s.addr, s.addr),
+        "",
+    ))
+    .await;
+    let a = get(&client(), &proxy.url("web").await, &[]).await.unwrap();
+    assert_eq!((a.status, a.header("veer-error")), (503, Some("no-server")));
+    assert_eq!(s.hits(), 0);
+}
+
+#[tokio::test]
+async fn connect_failure_is_502_after_retries() {
+    let (d1, d2) = (dead_addr().await, dead_addr().await);
+    let proxy = Proxy::start(&one_backend(
+        &format!(r#"{{ name = "d1", addr = "{d1}" }}, {{ name = "d2", addr = "{d2}" }}"#),
+        "retries = 1",
+    ))
+    .await;
+    let a = get(&client(), &proxy.url("web").await, &[]).await.unwrap();
+    assert_eq!((a.status, a.header("veer-error")), (502, Some("connect-failed")));
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let slow = FakeBackend::with_handler("slow", |req| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            named_response("slow", &req)
+        })
+    })
+    .await;
+    let proxy = Proxy::start(&one_backend(&format!(r#"{{ name = "s", addr = "{}" }}"#, slow.addr), "timeout = \"200ms\"")).await;
+    let a = get(&client(), &proxy.url("web").await, &[]).await.unwrap();
+    assert_eq!((a.status, a.header("veer-error")), (504, Some("upstream-timeout")));
+}
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_and_never_reach_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = FakeBackend::start("s").await;
+    let proxy = Proxy::start(&one_backend(&format!(r#"{{ name = "s", addr = "{}" }}"#, s.addr), "")).await;
+    let addr = proxy.addr("web").await;
+    let huge_header = format!("GET / HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n", "a".repeat(100_000));
+    let cases: Vec<(Vec<u8>, &[u16])> = vec![
+        (b"GARBAGE\r\n\r\n".to_vec(), &[400]),
+        (b"GET / HTTP/1.1\r\nbad header line\r\n\r\n".to_vec(), &[400]),
+        (b"GET / HTTP/1.1\r\ncontent-length: x\r\n\r\n".to_vec(), &[400]),
+        (b"GET /\xff\xfe HTTP/1.1\r\nhost: a\r\n\r\n".to_vec(), &[400]),
+        (huge_header.into_bytes(), &[431, 400]),
+        (b"CONNECT a:443 HTTP/1.1\r\nhost: a:443\r\n\r\n".to_vec(), &[400]),
+    ];
+    for (raw, want) in cases {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = c.write_all(&raw).await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        let status: u16 = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        assert!(want.contains(&status), "{:?} → {text:?}", String::from_utf8_lossy(&raw[..raw.len().min(40)]));
+    }
+    assert_eq!(s.hits(), 0);
+    // The proxy still serves.
+    let a = get(&client(), &proxy.url("web").await, &[]).await.unwrap();
+    assert_eq!(a.status, 200);
+}

@@ -1,0 +1,173 @@
+//! Test support: veer started in-process on 127.0.0.1:0, fake backends on real sockets, and
+//! a keep-alive HTTP client.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use veer::Veer;
+
+/// A running veer with its config file in a temp dir.
+pub struct Proxy {
+    pub veer: Veer,
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Proxy {
+    /// Writes `config` to a fresh temp dir and starts veer on it.
+    pub async fn start(config: &str) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("veer.toml");
+        std::fs::write(&path, config).unwrap();
+        let veer = Veer::start(&path).await.unwrap_or_else(|e| panic!("veer failed to start: {e}"));
+        Proxy { veer, dir, path }
+    }
+
+    pub async fn addr(&self, listener: &str) -> SocketAddr {
+        self.veer.listener_addr(listener).await.expect("listener bound")
+    }
+
+    /// `http://<addr of listener>`
+    pub async fn url(&self, listener: &str) -> String {
+        format!("http://{}", self.addr(listener).await)
+    }
+}
+
+/// A fake HTTP backend: answers with its name in `x-server` and the body `name`, counts hits.
+#[derive(Clone)]
+pub struct FakeBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+}
+
+pub type Handler = Arc<dyn Fn(Request<Incoming>) -> futures_like::BoxFuture<Response<Full<Bytes>>> + Send + Sync>;
+
+pub mod futures_like {
+    pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+}
+
+impl FakeBackend {
+    /// A backend that answers 200 with its name.
+    pub async fn start(name: &str) -> FakeBackend {
+        let n = name.to_string();
+        Self::with_handler(name, move |req| {
+            let n = n.clone();
+            Box::pin(async move { named_response(&n, &req) })
+        })
+        .await
+    }
+
+    /// A backend whose responses come from `handler`.
+    pub async fn with_handler(
+        name: &str,
+        handler: impl Fn(Request<Incoming>) -> futures_like::BoxFuture<Response<Full<Bytes>>> + Send + Sync + 'static,
+    ) -> FakeBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let handler: Handler = Arc::new(handler);
+        let h = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let handler = handler.clone();
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        h.fetch_add(1, Ordering::Relaxed);
+                        let fut = handler(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        FakeBackend { name: name.to_string(), addr, hits }
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+/// 200 with `x-server: name`, echoing a few request facts as headers for assertions.
+pub fn named_response(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let mut b = Response::builder().header("x-server", name);
+    for (k, v) in req.headers() {
+        b = b.header(format!("x-echo-{}", k.as_str()), v.clone());
+    }
+    b.header("x-echo-path", req.uri().to_string()).body(Full::new(Bytes::from(name.to_string()))).unwrap()
+}
+
+/// An address on which nothing listens (bound then closed).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// A keep-alive HTTP/1.1 client.
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build_http()
+}
+
+/// The parts of a response tests look at.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn server(&self) -> &str {
+        self.headers.get("x-server").and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// GET `url` with extra headers.
+pub async fn get(client: &HttpClient, url: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
+    let mut b = Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(client, b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Result<Answer, String> {
+    let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+}
+
+/// Counts answers per `x-server` over `n` GETs to `url`; panics on any non-200.
+pub async fn tally(client: &HttpClient, url: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let a = get(client, url, &[]).await.unwrap();
+        assert_eq!(a.status, 200, "unexpected answer {a:?}");
+        *counts.entry(a.server().to_string()).or_insert(0) += 1;
+    }
+    counts
+}
