@@ -26,7 +26,10 @@ pub fn parse(path: &Path, source: &str) -> Result<Spec, ConfigErrors> {
         let span = e.span().unwrap_or(0..0);
         ConfigErrors(vec![Diagnostic::at(path, source, span, e.message().trim_end().to_string())])
     })?;
-    let mut spec = validate::validate(path, source, raw).map_err(ConfigErrors)?;
+    let mut spec = validate::validate(path, source, raw).map_err(|mut errors| {
+        errors.sort_by_key(|d| (d.line, d.col));
+        ConfigErrors(errors)
+    })?;
     spec.hash = xxhash_rust::xxh3::xxh3_64(source.as_bytes());
     Ok(spec)
 }
