@@ -37,6 +37,7 @@ struct Running {
     /// The listener's name as the accept loop sees it; swapped on a rename.
     name: Arc<ArcSwap<String>>,
     stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// The listeners currently accepting, by name.
@@ -108,9 +109,10 @@ impl ListenerSet {
         Ok(plan)
     }
 
-    /// Starts the new accept loops, renames kept ones, stops the rest. Call after the
-    /// snapshot that knows the new listeners has been swapped in.
-    pub fn apply(&mut self, plan: Plan, shared: &Arc<Shared>) {
+    /// Starts the new accept loops, renames kept ones, stops the rest; returns once the
+    /// removed sockets are closed. Call after the snapshot that knows the new listeners has
+    /// been swapped in.
+    pub async fn apply(&mut self, plan: Plan, shared: &Arc<Shared>) {
         let mut old = std::mem::take(&mut self.running);
         for (from, to) in plan.keep {
             if let Some(r) = old.remove(&from) {
@@ -126,20 +128,27 @@ impl ListenerSet {
             let stop = shared.shutdown.child_token();
             let name_cell = Arc::new(ArcSwap::from_pointee(name.clone()));
             tracing::info!(listener = %name, addr = %local, "listening");
-            tokio::spawn(accept_loop(listener, name_cell.clone(), shared.clone(), stop.clone()));
-            self.running.insert(name, Running { configured, local, name: name_cell, stop });
+            let task = tokio::spawn(accept_loop(listener, name_cell.clone(), shared.clone(), stop.clone()));
+            self.running.insert(name, Running { configured, local, name: name_cell, stop, task });
         }
         for (name, r) in old {
             tracing::info!(listener = %name, addr = %r.local, "listener removed; no longer accepting");
-            r.stop.cancel();
+            r.close().await;
         }
     }
 
-    /// Stops every accept loop.
-    pub fn close_all(&mut self) {
+    /// Stops every accept loop and closes the sockets.
+    pub async fn close_all(&mut self) {
         for (_, r) in self.running.drain() {
-            r.stop.cancel();
+            r.close().await;
         }
+    }
+}
+
+impl Running {
+    async fn close(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
     }
 }
 

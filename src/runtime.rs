@@ -151,14 +151,14 @@ impl Veer {
             tracing::info!(server = %format!("{b}/{s}"), "server removed by config");
         }
         self.shared.snapshot.store(Arc::new(snapshot));
-        control.listeners.apply(plan, &self.shared);
+        control.listeners.apply(plan, &self.shared).await;
         Ok(ReloadOutcome::Applied { generation })
     }
 
     /// Stops accepting on every listener. (Graceful draining lands with the lifecycle work.)
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
-        self.control.lock().await.listeners.close_all();
+        self.control.lock().await.listeners.close_all().await;
     }
 
     /// Reloads whenever the config file changes (see [`config::watch`]) until shutdown.
