@@ -16,16 +16,23 @@ use tokio::net::TcpListener;
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
 /// The demo upstreams: name, colour (ANSI), address — matching config/demo.toml.
-pub const UPSTREAMS: [(&str, &str, &str); 2] =
-    [("blue", "\x1b[34m", "127.0.0.1:9001"), ("green", "\x1b[32m", "127.0.0.1:9002")];
+pub const UPSTREAMS: [(&str, &str, &str); 2] = [
+    ("blue", "\x1b[34m", "127.0.0.1:9001"),
+    ("green", "\x1b[32m", "127.0.0.1:9002"),
+];
 
 /// Serves a tiny HTTP upstream that answers every request with `name` in `colour`.
 pub async fn upstream(listener: TcpListener, name: &'static str, colour: &'static str) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                let body = format!("{colour}{name}\x1b[0m: hello from the {name} version (path {})\n", req.uri().path());
+                let body = format!(
+                    "{colour}{name}\x1b[0m: hello from the {name} version (path {})\n",
+                    req.uri().path()
+                );
                 Ok::<_, Infallible>(
                     Response::builder()
                         .header("content-type", "text/plain; charset=utf-8")
@@ -62,7 +69,10 @@ pub async fn run() -> Result<(), String> {
     std::fs::write(&path, DEMO_CONFIG).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let veer = crate::Veer::start(&path).await.map_err(|e| e.to_string())?;
     veer.spawn_watcher().map_err(|e| e.to_string())?;
-    let web = veer.listener_addr("web").await.ok_or("demo config has no `web` listener")?;
+    let web = veer
+        .listener_addr("web")
+        .await
+        .ok_or("demo config has no `web` listener")?;
     println!(
         "veer demo is running.\n\n\
          Try it:\n  for i in $(seq 10); do curl -s http://{web}/; done\n\n\

@@ -80,7 +80,10 @@ impl ProxyError {
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert("veer-error", HeaderValue::from_static(self.reason()));
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }

@@ -74,7 +74,10 @@ impl ListenerSet {
 
     /// Binds what `specs` need that is not already open. Changes nothing on error.
     pub fn plan(&self, specs: &[ListenerSpec], backlog: u32) -> Result<Plan, BindError> {
-        let mut plan = Plan { keep: Vec::new(), bind: Vec::new() };
+        let mut plan = Plan {
+            keep: Vec::new(),
+            bind: Vec::new(),
+        };
         let mut taken: Vec<&str> = Vec::new();
         for spec in specs {
             let same = self.running.get(&spec.name).filter(|r| r.configured == spec.bind);
@@ -129,7 +132,16 @@ impl ListenerSet {
             let name_cell = Arc::new(ArcSwap::from_pointee(name.clone()));
             tracing::info!(listener = %name, addr = %local, "listening");
             let task = tokio::spawn(accept_loop(listener, name_cell.clone(), shared.clone(), stop.clone()));
-            self.running.insert(name, Running { configured, local, name: name_cell, stop, task });
+            self.running.insert(
+                name,
+                Running {
+                    configured,
+                    local,
+                    name: name_cell,
+                    stop,
+                    task,
+                },
+            );
         }
         for (name, r) in old {
             tracing::info!(listener = %name, addr = %r.local, "listener removed; no longer accepting");

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "veer", version, about = "An L4/L7 load balancer and traffic shifter for zero-downtime deploys")]
+#[command(
+    name = "veer",
+    version,
+    about = "An L4/L7 load balancer and traffic shifter for zero-downtime deploys"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,7 +84,9 @@ fn main() -> ExitCode {
         }
         Command::Demo => {
             init_logging();
-            let result = build_runtime(None).map_err(|e| e.to_string()).and_then(|rt| rt.block_on(veer::demo::run()));
+            let result = build_runtime(None)
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(veer::demo::run()));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -106,5 +112,8 @@ fn build_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runt
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

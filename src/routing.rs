@@ -25,7 +25,10 @@ pub struct Route {
 impl Route {
     fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
         self.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
-            && self.header.as_ref().is_none_or(|(n, v)| headers.get_all(n).iter().any(|x| x == v))
+            && self
+                .header
+                .as_ref()
+                .is_none_or(|(n, v)| headers.get_all(n).iter().any(|x| x == v))
     }
 }
 

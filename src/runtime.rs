@@ -88,7 +88,10 @@ impl Veer {
                 http: crate::proxy::http::builder(),
                 shutdown: CancellationToken::new(),
             }),
-            control: Arc::new(Mutex::new(Control { registry: Registry::default(), listeners: ListenerSet::default() })),
+            control: Arc::new(Mutex::new(Control {
+                registry: Registry::default(),
+                listeners: ListenerSet::default(),
+            })),
             stats: Arc::default(),
             last: Arc::default(),
         };
@@ -133,7 +136,10 @@ impl Veer {
             }
         }
         if let Ok(mut last) = self.last.lock() {
-            *last = Some(ReloadReport { at: SystemTime::now(), result: result.as_ref().map(|o| *o).map_err(|e| e.to_string()) });
+            *last = Some(ReloadReport {
+                at: SystemTime::now(),
+                result: result.as_ref().map(|o| *o).map_err(|e| e.to_string()),
+            });
         }
         result
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balance::Schedule;
-use crate::config::{AdminState, Balance, BackendSpec, Spec};
+use crate::config::{AdminState, BackendSpec, Balance, Spec};
 use crate::routing::RouteTable;
 use crate::state::{PoolKey, Registry, ServerState};
 use crate::upstream::Pool;
@@ -86,11 +86,17 @@ impl Snapshot {
     /// Returns the snapshot and the `(backend, server)` ids that were dropped.
     pub fn build(spec: Arc<Spec>, registry: &mut Registry, generation: u64) -> (Self, Vec<(String, String)>) {
         let mut reg = registry.begin();
-        let backends: Vec<Arc<Backend>> =
-            spec.backends.iter().map(|b| Arc::new(build_backend(b, &mut reg))).collect();
+        let backends: Vec<Arc<Backend>> = spec
+            .backends
+            .iter()
+            .map(|b| Arc::new(build_backend(b, &mut reg)))
+            .collect();
         let dropped = reg.finish();
-        let backend_index: HashMap<String, usize> =
-            backends.iter().enumerate().map(|(i, b)| (b.name.to_string(), i)).collect();
+        let backend_index: HashMap<String, usize> = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.name.to_string(), i))
+            .collect();
         let index = |name: &str| backend_index.get(name).copied().unwrap_or(0);
         let listeners = spec
             .listeners
@@ -103,7 +109,16 @@ impl Snapshot {
                 (l.name.clone(), routes)
             })
             .collect();
-        (Snapshot { generation, spec, listeners, backends, backend_index }, dropped)
+        (
+            Snapshot {
+                generation,
+                spec,
+                listeners,
+                backends,
+                backend_index,
+            },
+            dropped,
+        )
     }
 
     pub fn backend(&self, name: &str) -> Option<&Arc<Backend>> {
@@ -122,7 +137,11 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                 .servers
                 .iter()
                 .map(|s| {
-                    let key = PoolKey { addr: s.addr, max_idle: b.pool_max_idle, idle_timeout: b.pool_idle_timeout };
+                    let key = PoolKey {
+                        addr: s.addr,
+                        max_idle: b.pool_max_idle,
+                        idle_timeout: b.pool_idle_timeout,
+                    };
                     let (state, pool) = reg.get(&b.name, &s.name, key);
                     Arc::new(Server {
                         name: s.name.as_str().into(),
@@ -137,7 +156,12 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                 })
                 .collect();
             let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
-            Group { name: group, weight: g.weight, rr: Schedule::smooth(&weights), servers }
+            Group {
+                name: group,
+                weight: g.weight,
+                rr: Schedule::smooth(&weights),
+                servers,
+            }
         })
         .collect();
     let split: Vec<u32> = groups.iter().map(|g| g.weight).collect();

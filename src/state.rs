@@ -124,7 +124,10 @@ impl Registry {
     /// Starts a build: the returned builder hands out existing state for servers that
     /// remain and fresh state for new ones; `finish` forgets servers no longer configured.
     pub fn begin(&mut self) -> RegistryBuild<'_> {
-        RegistryBuild { old: std::mem::take(&mut self.servers), registry: self }
+        RegistryBuild {
+            old: std::mem::take(&mut self.servers),
+            registry: self,
+        }
     }
 }
 
@@ -140,8 +143,16 @@ impl RegistryBuild<'_> {
         let id = (backend.to_string(), server.to_string());
         let entry = match self.old.remove(&id) {
             Some(e) if e.key == key => e,
-            Some(e) => Entry { state: e.state, pool: Arc::new(Pool::new(key)), key },
-            None => Entry { state: Arc::default(), pool: Arc::new(Pool::new(key)), key },
+            Some(e) => Entry {
+                state: e.state,
+                pool: Arc::new(Pool::new(key)),
+                key,
+            },
+            None => Entry {
+                state: Arc::default(),
+                pool: Arc::new(Pool::new(key)),
+                key,
+            },
         };
         let out = (entry.state.clone(), entry.pool.clone());
         self.registry.servers.insert(id, entry);

@@ -33,7 +33,7 @@ type Sender = http1::SendRequest<UpstreamRequestBody>;
 #[derive(Debug)]
 pub enum SendError {
     /// No connection could be made; the request was not sent and is handed back.
-    Connect(io::Error, Request<UpstreamRequestBody>),
+    Connect(io::Error, Box<Request<UpstreamRequestBody>>),
     /// The connection broke after the request was (at least partly) written.
     Protocol(hyper::Error),
 }
@@ -51,7 +51,10 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(key: PoolKey) -> Self {
-        Pool { key, idle: Mutex::new(VecDeque::new()) }
+        Pool {
+            key,
+            idle: Mutex::new(VecDeque::new()),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -89,7 +92,10 @@ impl Pool {
             if q.len() >= self.key.max_idle {
                 q.pop_front();
             }
-            q.push_back(Idle { tx, since: Instant::now() });
+            q.push_back(Idle {
+                tx,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -117,12 +123,12 @@ impl Pool {
         }
         let mut tx = match connect(self.key.addr, connect_timeout).await {
             Ok(tx) => tx,
-            Err(e) => return Err(SendError::Connect(e, req)),
+            Err(e) => return Err(SendError::Connect(e, Box::new(req))),
         };
         match tx.try_send_request(req).await {
             Ok(resp) => Ok((resp, tx)),
             Err(mut e) => match e.take_message() {
-                Some(r) => Err(SendError::Connect(io::Error::other(e.into_error()), r)),
+                Some(r) => Err(SendError::Connect(io::Error::other(e.into_error()), Box::new(r))),
                 None => Err(SendError::Protocol(e.into_error())),
             },
         }
@@ -161,7 +167,12 @@ pub struct UpstreamBody {
 impl UpstreamBody {
     /// `conn` is `None` when the connection must not be reused (e.g. it was upgraded).
     pub fn new(body: Incoming, conn: Option<(Sender, Arc<Pool>)>, active: ActiveGuard) -> Self {
-        UpstreamBody { body, conn, done: false, _active: active }
+        UpstreamBody {
+            body,
+            conn,
+            done: false,
+            _active: active,
+        }
     }
 }
 

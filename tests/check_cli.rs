@@ -5,8 +5,15 @@ use std::path::Path;
 use std::process::Command;
 
 fn check(path: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_veer")).args(["check", "-c"]).arg(path).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_veer"))
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -16,7 +23,11 @@ fn every_invalid_fixture_exits_64_and_names_the_location() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let expect = text.lines().next().and_then(|l| l.strip_prefix("# expect: ")).expect("fixture header");
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .expect("fixture header");
         let (code, stderr) = check(&path);
         assert_eq!(code, 64, "{}: {stderr}", path.display());
         let (loc, message) = expect.split_once(": ").expect("`line:col: message`");
@@ -38,7 +49,10 @@ fn every_error_in_a_file_is_reported() {
     let (code, stderr) = check(&path);
     assert_eq!(code, 64);
     for loc in ["5:8", "9:13", "13:11", "15:51", "16:12"] {
-        assert!(stderr.contains(&format!("many-errors.toml:{loc}: ")), "{loc} missing in\n{stderr}");
+        assert!(
+            stderr.contains(&format!("many-errors.toml:{loc}: ")),
+            "{loc} missing in\n{stderr}"
+        );
     }
 }
 
@@ -53,7 +67,13 @@ fn shipped_configs_are_valid() {
 
 #[test]
 fn version_flag() {
-    let out = Command::new(env!("CARGO_BIN_EXE_veer")).arg("--version").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_veer"))
+        .arg("--version")
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("veer {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("veer {}", env!("CARGO_PKG_VERSION"))
+    );
 }

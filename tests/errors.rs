@@ -29,7 +29,10 @@ servers = [ {servers} ]
 async fn no_available_server_is_503() {
     let s = FakeBackend::start("s").await;
     let proxy = Proxy::start(&one_backend(
-        &format!(r#"{{ name = "s", addr = "{}", state = "maint" }}, {{ name = "t", addr = "{}", weight = 0 }}"#, s.addr, s.addr),
+        &format!(
+            r#"{{ name = "s", addr = "{}", state = "maint" }}, {{ name = "t", addr = "{}", weight = 0 }}"#,
+            s.addr, s.addr
+        ),
         "",
     ))
     .await;
@@ -59,7 +62,11 @@ async fn slow_upstream_is_504() {
         })
     })
     .await;
-    let proxy = Proxy::start(&one_backend(&format!(r#"{{ name = "s", addr = "{}" }}"#, slow.addr), "timeout = \"200ms\"")).await;
+    let proxy = Proxy::start(&one_backend(
+        &format!(r#"{{ name = "s", addr = "{}" }}"#, slow.addr),
+        "timeout = \"200ms\"",
+    ))
+    .await;
     let a = get(&client(), &proxy.url("web").await, &[]).await.unwrap();
     assert_eq!((a.status, a.header("veer-error")), (504, Some("upstream-timeout")));
 }
@@ -86,7 +93,11 @@ async fn malformed_requests_get_4xx_and_never_reach_the_server() {
         let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
         let text = String::from_utf8_lossy(&out);
         let status: u16 = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        assert!(want.contains(&status), "{:?} → {text:?}", String::from_utf8_lossy(&raw[..raw.len().min(40)]));
+        assert!(
+            want.contains(&status),
+            "{:?} → {text:?}",
+            String::from_utf8_lossy(&raw[..raw.len().min(40)])
+        );
     }
     assert_eq!(s.hits(), 0);
     // The proxy still serves.

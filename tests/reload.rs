@@ -149,7 +149,12 @@ async fn reload_under_load(how: Rewrite) {
     load.wait_for(at_reload + 1000).await;
     let (ok, failures) = load.finish().await;
 
-    assert!(failures.is_empty(), "{how:?}: {} failed requests, first: {}", failures.len(), failures[0]);
+    assert!(
+        failures.is_empty(),
+        "{how:?}: {} failed requests, first: {}",
+        failures.len(),
+        failures[0]
+    );
     assert!(ok >= 2000, "{how:?}: only {ok} requests");
     // Requests issued after the swap follow the new table.
     let counts = tally(&client(), &url, 100).await;
@@ -188,9 +193,18 @@ async fn invalid_config_keeps_the_old_table_under_load() {
     load.wait_for(at_reject + 1000).await;
     let (ok, failures) = load.finish().await;
 
-    assert!(failures.is_empty(), "{} failed requests, first: {}", failures.len(), failures[0]);
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, first: {}",
+        failures.len(),
+        failures[0]
+    );
     assert!(ok >= 2000);
-    assert_eq!(veer.snapshot().generation, generation, "the invalid config must not be applied");
+    assert_eq!(
+        veer.snapshot().generation,
+        generation,
+        "the invalid config must not be applied"
+    );
     let report = veer.last_reload().expect("a reload was attempted");
     let error = report.result.expect_err("the reload failed");
     assert!(error.contains("veer.toml:11:11: unknown variant `fastest`"), "{error}");
@@ -225,10 +239,16 @@ async fn listeners_are_added_and_removed_without_disturbing_others() {
 
     let extra = "[[listener]]\nname = \"raw\"\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nbackend = \"shop\"\n";
     std::fs::write(&proxy.path, two_listeners(&s, extra)).unwrap();
-    assert!(matches!(proxy.veer.reload().await, Ok(veer::ReloadOutcome::Applied { .. })));
+    assert!(matches!(
+        proxy.veer.reload().await,
+        Ok(veer::ReloadOutcome::Applied { .. })
+    ));
     let raw = proxy.addr("raw").await;
     // The tcp listener forwards to the same HTTP server.
-    assert_eq!(get(&client(), &format!("http://{raw}/"), &[]).await.unwrap().server(), "s");
+    assert_eq!(
+        get(&client(), &format!("http://{raw}/"), &[]).await.unwrap().server(),
+        "s"
+    );
     // The kept listener's socket is the same one: the kept-alive connection still works.
     assert_eq!(proxy.url("web").await, web);
     assert_eq!(get(&c, &web, &[]).await.unwrap().status, 200);
@@ -236,7 +256,10 @@ async fn listeners_are_added_and_removed_without_disturbing_others() {
     std::fs::write(&proxy.path, two_listeners(&s, "")).unwrap();
     proxy.veer.reload().await.unwrap();
     assert!(proxy.veer.listener_addr("raw").await.is_none());
-    assert!(tokio::net::TcpStream::connect(raw).await.is_err(), "removed listener still accepts");
+    assert!(
+        tokio::net::TcpStream::connect(raw).await.is_err(),
+        "removed listener still accepts"
+    );
     assert_eq!(get(&c, &web, &[]).await.unwrap().status, 200);
 }
 
@@ -269,11 +292,20 @@ async fn server_state_survives_reload() {
     for _ in 0..5 {
         get(&c, &proxy.url("web").await, &[]).await.unwrap();
     }
-    let state_before = proxy.veer.snapshot().backend("shop").unwrap().groups[0].servers[0].state.clone();
-    std::fs::write(&proxy.path, config(&s).replace("[[backend]]", "[[backend]]\nretries = 1")).unwrap();
+    let state_before = proxy.veer.snapshot().backend("shop").unwrap().groups[0].servers[0]
+        .state
+        .clone();
+    std::fs::write(
+        &proxy.path,
+        config(&s).replace("[[backend]]", "[[backend]]\nretries = 1"),
+    )
+    .unwrap();
     proxy.veer.reload().await.unwrap();
     let snap = proxy.veer.snapshot();
     let after = &snap.backend("shop").unwrap().groups[0].servers[0];
-    assert!(Arc::ptr_eq(&state_before, &after.state), "reload replaced the server's runtime state");
+    assert!(
+        Arc::ptr_eq(&state_before, &after.state),
+        "reload replaced the server's runtime state"
+    );
     assert_eq!(after.state.total.load(Ordering::Relaxed), 5);
 }

@@ -69,7 +69,8 @@ async fn routes_by_host_path_and_header_first_match_wins() {
     let (proxy, _backends) = setup().await;
     let url = proxy.url("web").await;
     let c = client();
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         // exact host wins even for /api because it comes first
         ("shop.example.com", "/api/x", &[], "exact"),
         ("SHOP.example.com:8080", "/", &[], "exact"),
@@ -126,7 +127,12 @@ async fn forwards_with_hop_by_hop_stripped_and_forwarded_headers() {
     .unwrap();
     assert_eq!(a.status, 200);
     assert_eq!(a.server(), "fallback");
-    for gone in ["x-echo-x-private", "x-echo-keep-alive", "x-echo-proxy-authorization", "x-echo-te"] {
+    for gone in [
+        "x-echo-x-private",
+        "x-echo-keep-alive",
+        "x-echo-proxy-authorization",
+        "x-echo-te",
+    ] {
         assert!(a.header(gone).is_none(), "{gone} was forwarded: {a:?}");
     }
     assert_eq!(a.header("x-echo-x-custom"), Some("kept"));

@@ -27,7 +27,11 @@ groups = [
 
 #[tokio::test]
 async fn blue_100_green_0_sends_everything_to_blue() {
-    let (b1, b2, g1) = (FakeBackend::start("blue-1").await, FakeBackend::start("blue-2").await, FakeBackend::start("green-1").await);
+    let (b1, b2, g1) = (
+        FakeBackend::start("blue-1").await,
+        FakeBackend::start("blue-2").await,
+        FakeBackend::start("green-1").await,
+    );
     let groups = format!(
         r#"{{ name = "blue", weight = 100, servers = [ {{ name = "blue-1", addr = "{}" }}, {{ name = "blue-2", addr = "{}" }} ] }},
            {{ name = "green", weight = 0, servers = [ {{ name = "green-1", addr = "{}" }} ] }},"#,
@@ -76,7 +80,10 @@ async fn server_weights_1_to_2_within_3_points() {
         let proxy = Proxy::start(&config(&groups, &format!("balance = \"{balance}\""))).await;
         let counts = tally(&client(), &proxy.url("web").await, 3000).await;
         let share_b = counts["b"] as f64 / 3000.0 * 100.0;
-        assert!((63.67..=69.67).contains(&share_b), "{balance}: b share {share_b:.1} % ({counts:?})");
+        assert!(
+            (63.67..=69.67).contains(&share_b),
+            "{balance}: b share {share_b:.1} % ({counts:?})"
+        );
     }
 }
 

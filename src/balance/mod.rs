@@ -111,13 +111,21 @@ fn least_request<'g>(g: &'g Group, ok: &impl Fn(&Arc<Server>) -> bool) -> Option
     let load = |s: &Server| s.state.active_requests.load(std::sync::atomic::Ordering::Relaxed) as u64;
     // a/wa < b/wb  ⇔  a*wb < b*wa
     let lighter = |a: &'g Arc<Server>, b: &'g Arc<Server>| {
-        if load(b) * (a.weight as u64) < load(a) * (b.weight as u64) { b } else { a }
+        if load(b) * (a.weight as u64) < load(a) * (b.weight as u64) {
+            b
+        } else {
+            a
+        }
     };
     if n == 0 {
         return None;
     }
     let i = fastrand::usize(0..n);
-    let j = if n > 1 { (i + 1 + fastrand::usize(0..n - 1)) % n } else { i };
+    let j = if n > 1 {
+        (i + 1 + fastrand::usize(0..n - 1)) % n
+    } else {
+        i
+    };
     match (ok(&g.servers[i]), ok(&g.servers[j])) {
         (true, true) => Some(lighter(&g.servers[i], &g.servers[j])),
         (true, false) => Some(&g.servers[i]),

@@ -35,7 +35,10 @@ impl Schedule {
             current[best] -= total;
             cycle.push(best as u32);
         }
-        Schedule { cycle, cursor: AtomicUsize::new(0) }
+        Schedule {
+            cycle,
+            cursor: AtomicUsize::new(0),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -58,7 +61,11 @@ impl Schedule {
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,12 @@ pub fn load(path: &Path) -> Result<Spec, ConfigErrors> {
 pub fn parse(path: &Path, source: &str) -> Result<Spec, ConfigErrors> {
     let raw: model::RawConfig = toml::from_str(source).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        ConfigErrors(vec![Diagnostic::at(path, source, span, e.message().trim_end().to_string())])
+        ConfigErrors(vec![Diagnostic::at(
+            path,
+            source,
+            span,
+            e.message().trim_end().to_string(),
+        )])
     })?;
     let mut spec = validate::validate(path, source, raw).map_err(|mut errors| {
         errors.sort_by_key(|d| (d.line, d.col));

@@ -39,7 +39,10 @@ pub struct RuntimeSpec {
 
 impl Default for RuntimeSpec {
     fn default() -> Self {
-        RuntimeSpec { workers: None, backlog: DEFAULT_BACKLOG }
+        RuntimeSpec {
+            workers: None,
+            backlog: DEFAULT_BACKLOG,
+        }
     }
 }
 

@@ -31,7 +31,10 @@ impl Checker<'_> {
             Err(_) => {
                 self.err(
                     v.span(),
-                    format!("invalid {what} address {:?}: expected ip:port, e.g. 127.0.0.1:8080", v.get_ref()),
+                    format!(
+                        "invalid {what} address {:?}: expected ip:port, e.g. 127.0.0.1:8080",
+                        v.get_ref()
+                    ),
                 );
                 None
             }
@@ -43,20 +46,37 @@ impl Checker<'_> {
         match humantime::parse_duration(v.get_ref()) {
             Ok(d) => d,
             Err(e) => {
-                self.err(v.span(), format!("invalid duration for `{key}` {:?}: {e} (write e.g. \"500ms\", \"2s\", \"1m\")", v.get_ref()));
+                self.err(
+                    v.span(),
+                    format!(
+                        "invalid duration for `{key}` {:?}: {e} (write e.g. \"500ms\", \"2s\", \"1m\")",
+                        v.get_ref()
+                    ),
+                );
                 default
             }
         }
     }
 
-    fn ranged(&mut self, v: &Option<Spanned<i64>>, key: &str, range: std::ops::RangeInclusive<i64>, default: i64) -> i64 {
+    fn ranged(
+        &mut self,
+        v: &Option<Spanned<i64>>,
+        key: &str,
+        range: std::ops::RangeInclusive<i64>,
+        default: i64,
+    ) -> i64 {
         let Some(v) = v else { return default };
         if range.contains(v.get_ref()) {
             *v.get_ref()
         } else {
             self.err(
                 v.span(),
-                format!("{key} {} is out of range: must be between {} and {} inclusive", v.get_ref(), range.start(), range.end()),
+                format!(
+                    "{key} {} is out of range: must be between {} and {} inclusive",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
             );
             default
         }
@@ -67,14 +87,21 @@ impl Checker<'_> {
         if name.get_ref().is_empty() {
             self.err(name.span(), format!("{what} name must not be empty"));
         } else if !seen.insert(name.get_ref().clone()) {
-            self.err(name.span(), format!("duplicate {what} name {:?}{scope}", name.get_ref()));
+            self.err(
+                name.span(),
+                format!("duplicate {what} name {:?}{scope}", name.get_ref()),
+            );
         }
     }
 }
 
 /// Checks `raw` and builds the typed spec, or returns every error found.
 pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<Diagnostic>> {
-    let mut c = Checker { file, source, errors: Vec::new() };
+    let mut c = Checker {
+        file,
+        source,
+        errors: Vec::new(),
+    };
 
     let admin = raw.admin.map(|a| AdminSpec {
         socket: a.socket.map(PathBuf::from),
@@ -84,7 +111,10 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
     let runtime = match &raw.runtime {
         None => RuntimeSpec::default(),
         Some(r) => RuntimeSpec {
-            workers: r.workers.as_ref().map(|_| c.ranged(&r.workers, "workers", 1..=1024, 1) as usize),
+            workers: r
+                .workers
+                .as_ref()
+                .map(|_| c.ranged(&r.workers, "workers", 1..=1024, 1) as usize),
             backlog: c.ranged(&r.backlog, "backlog", 1..=65535, DEFAULT_BACKLOG as i64) as u32,
         },
     };
@@ -116,10 +146,16 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
         let (routes, backend) = match l.protocol.get_ref() {
             Protocol::Http => {
                 if l.routes.is_empty() {
-                    c.err(l.name.span(), format!("http listener {:?} has no [[listener.route]]", l.name.get_ref()));
+                    c.err(
+                        l.name.span(),
+                        format!("http listener {:?} has no [[listener.route]]", l.name.get_ref()),
+                    );
                 }
                 if let Some(b) = &l.backend {
-                    c.err(b.span(), "an http listener routes with [[listener.route]]; `backend` is for tcp listeners");
+                    c.err(
+                        b.span(),
+                        "an http listener routes with [[listener.route]]; `backend` is for tcp listeners",
+                    );
                 }
                 let routes = l
                     .routes
@@ -131,12 +167,18 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
             }
             Protocol::Tcp => {
                 if let Some(r) = l.routes.first() {
-                    c.err(r.backend.span(), "a tcp listener names its `backend` directly; routes are for http listeners");
+                    c.err(
+                        r.backend.span(),
+                        "a tcp listener names its `backend` directly; routes are for http listeners",
+                    );
                 }
                 let backend = match &l.backend {
                     Some(b) => Some(known_backend(&mut c, b)),
                     None => {
-                        c.err(l.name.span(), format!("tcp listener {:?} has no `backend`", l.name.get_ref()));
+                        c.err(
+                            l.name.span(),
+                            format!("tcp listener {:?} has no `backend`", l.name.get_ref()),
+                        );
                         None
                     }
                 };
@@ -153,7 +195,13 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
     }
 
     if c.errors.is_empty() {
-        Ok(Spec { admin: admin.unwrap_or_default(), runtime, listeners, backends, hash: 0 })
+        Ok(Spec {
+            admin: admin.unwrap_or_default(),
+            runtime,
+            listeners,
+            backends,
+            hash: 0,
+        })
     } else {
         Err(c.errors)
     }
@@ -173,7 +221,13 @@ fn route(
             None => !v.is_empty() && !v.contains('*'),
         };
         if !valid {
-            c.err(h.span(), format!("invalid host {:?}: write an exact name or \"*.example.com\"", h.get_ref()));
+            c.err(
+                h.span(),
+                format!(
+                    "invalid host {:?}: write an exact name or \"*.example.com\"",
+                    h.get_ref()
+                ),
+            );
         }
         valid.then_some(v)
     });
@@ -189,7 +243,10 @@ fn route(
         match (name, value) {
             (Ok(n), Ok(v)) => Some((n, v)),
             _ => {
-                c.err(h.name.span(), format!("invalid header match {:?} = {:?}", h.name.get_ref(), h.value));
+                c.err(
+                    h.name.span(),
+                    format!("invalid header match {:?} = {:?}", h.name.get_ref(), h.value),
+                );
                 None
             }
         }
@@ -210,7 +267,9 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
         c.unique(&mut server_names, &s.name, "server", &scope);
         ServerSpec {
             name: s.name.get_ref().clone(),
-            addr: c.addr(&s.addr, "server").unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            addr: c
+                .addr(&s.addr, "server")
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             weight: c.ranged(&s.weight, "server weight", 0..=256, 1) as u32,
             state: s.state.unwrap_or_default(),
         }
@@ -235,11 +294,20 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
             servers: servers.iter().map(|s| server(c, s)).collect(),
         }],
         (Some(groups), Some(_)) => {
-            c.err(groups.span(), format!("backend {:?} sets both `groups` and `servers`: put the servers inside the groups", b.name.get_ref()));
+            c.err(
+                groups.span(),
+                format!(
+                    "backend {:?} sets both `groups` and `servers`: put the servers inside the groups",
+                    b.name.get_ref()
+                ),
+            );
             Vec::new()
         }
         (None, None) => {
-            c.err(b.name.span(), format!("backend {:?} needs `servers` or `groups`", b.name.get_ref()));
+            c.err(
+                b.name.span(),
+                format!("backend {:?} needs `servers` or `groups`", b.name.get_ref()),
+            );
             Vec::new()
         }
     };

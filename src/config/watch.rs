@@ -65,7 +65,13 @@ pub fn watch(config: &Path) -> std::io::Result<Changes> {
         }
     })
     .map_err(std::io::Error::other)?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(std::io::Error::other)?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(std::io::Error::other)?;
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    Ok(Changes { _watcher: watcher, rx, hangup })
+    Ok(Changes {
+        _watcher: watcher,
+        rx,
+        hangup,
+    })
 }

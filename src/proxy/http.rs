@@ -28,7 +28,9 @@ use crate::upstream::{SendError, UpstreamBody};
 pub fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1().max_buf_size(64 * 1024);
-    b.http2().max_concurrent_streams(256).max_pending_accept_reset_streams(Some(64));
+    b.http2()
+        .max_concurrent_streams(256)
+        .max_pending_accept_reset_streams(Some(64));
     b
 }
 
@@ -40,12 +42,20 @@ struct Conn {
 }
 
 pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<String>, shared: Arc<Shared>) {
-    let conn = Arc::new(Conn { listener, shared: shared.clone(), peer });
+    let conn = Arc::new(Conn {
+        listener,
+        shared: shared.clone(),
+        peer,
+    });
     let svc = service_fn(move |req| {
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(handle(&conn, req).await) }
     });
-    if let Err(e) = shared.http.serve_connection_with_upgrades(TokioIo::new(stream), svc).await {
+    if let Err(e) = shared
+        .http
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .await
+    {
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
 }
@@ -60,7 +70,8 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
             if http1 && matches!(e, ProxyError::BadRequest(_)) {
                 // The connection's state is unknown after a refused request (a CONNECT
                 // client may already be tunnelling): do not read another from it.
-                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             resp
         }
@@ -80,7 +91,10 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
     let authority = request_host(&req).map(str::to_owned);
-    let host = authority.as_deref().map(crate::routing::normalize_host).unwrap_or_default();
+    let host = authority
+        .as_deref()
+        .map(crate::routing::normalize_host)
+        .unwrap_or_default();
 
     // Route with exactly one snapshot; keep only the backend for the rest of the exchange.
     let backend: Arc<Backend> = {
@@ -88,7 +102,9 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
         let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()) else {
             return Err(ProxyError::NoRoute);
         };
-        let route = table.find(&host, req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
+        let route = table
+            .find(&host, req.uri().path(), req.headers())
+            .ok_or(ProxyError::NoRoute)?;
         snap.backends[route.backend].clone()
     };
 
@@ -106,7 +122,10 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
     }
     // Upstream is HTTP/1.1 in origin-form, whatever the client spoke.
     if parts.uri.authority().is_some() {
-        parts.uri = parts.uri.path_and_query().map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     }
     parts.version = Version::HTTP_11;
     let mut up_req = Request::from_parts(parts, body.boxed_unsync());
@@ -132,7 +151,7 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
                     return Err(ProxyError::Connect(e));
                 }
                 tried.push(server);
-                up_req = req;
+                up_req = *req;
             }
         }
     }

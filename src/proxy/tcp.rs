@@ -20,7 +20,9 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, listener: &str, shar
     };
     let mut tried = Vec::with_capacity(2);
     while tried.len() < 2 {
-        let Some(server) = balance::pick(&backend, &tried).cloned() else { break };
+        let Some(server) = balance::pick(&backend, &tried).cloned() else {
+            break;
+        };
         let guard = server.state.connection_guard();
         match tokio::time::timeout(backend.connect_timeout, TcpStream::connect(server.addr)).await {
             Ok(Ok(mut upstream)) => {

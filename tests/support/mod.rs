@@ -32,7 +32,9 @@ impl Proxy {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("veer.toml");
         std::fs::write(&path, config).unwrap();
-        let veer = Veer::start(&path).await.unwrap_or_else(|e| panic!("veer failed to start: {e}"));
+        let veer = Veer::start(&path)
+            .await
+            .unwrap_or_else(|e| panic!("veer failed to start: {e}"));
         Proxy { veer, dir, path }
     }
 
@@ -83,7 +85,9 @@ impl FakeBackend {
         let h = hits.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let handler = handler.clone();
                 let h = h.clone();
                 tokio::spawn(async move {
@@ -98,7 +102,11 @@ impl FakeBackend {
                 });
             }
         });
-        FakeBackend { name: name.to_string(), addr, hits }
+        FakeBackend {
+            name: name.to_string(),
+            addr,
+            hits,
+        }
     }
 
     pub fn hits(&self) -> usize {
@@ -112,7 +120,9 @@ pub fn named_response(name: &str, req: &Request<Incoming>) -> Response<Full<Byte
     for (k, v) in req.headers() {
         b = b.header(format!("x-echo-{}", k.as_str()), v.clone());
     }
-    b.header("x-echo-path", req.uri().to_string()).body(Full::new(Bytes::from(name.to_string()))).unwrap()
+    b.header("x-echo-path", req.uri().to_string())
+        .body(Full::new(Bytes::from(name.to_string())))
+        .unwrap()
 }
 
 /// An address on which nothing listens (bound then closed).
@@ -125,7 +135,9 @@ pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector,
 
 /// A keep-alive HTTP/1.1 client.
 pub fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build_http()
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build_http()
 }
 
 /// The parts of a response tests look at.
@@ -158,7 +170,11 @@ pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Result<Answ
     let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Answer { status: parts.status.as_u16(), headers: parts.headers, body })
+    Ok(Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
 }
 
 /// Counts answers per `x-server` over `n` GETs to `url`; panics on any non-200.

@@ -1,0 +1,151 @@
+//! WebSocket (and any `Upgrade`) passes through and then splices bytes both ways; HTTP/2
+//! prior-knowledge (h2c) clients work end to end, multiplexed on one connection.
+
+mod support;
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
+fn one_backend(addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+  [[listener.route]]
+  backend = "b"
+[[backend]]
+name = "b"
+servers = [ {{ name = "s", addr = "{addr}" }} ]
+"#
+    )
+}
+
+/// A backend that upgrades every request: it greets, then echoes what it reads.
+async fn upgrading_backend() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(|mut req: Request<Incoming>| async move {
+                    let key = req.headers().get("sec-websocket-key").cloned();
+                    let upgraded = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        let mut io = TokioIo::new(upgraded.await.unwrap());
+                        io.write_all(b"hello from upstream\n").await.unwrap();
+                        let mut buf = [0u8; 1024];
+                        loop {
+                            let n = io.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                break;
+                            }
+                            io.write_all(&buf[..n]).await.unwrap();
+                        }
+                    });
+                    let mut resp = Response::new(Empty::<Bytes>::new());
+                    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                    resp.headers_mut().insert("upgrade", "websocket".parse().unwrap());
+                    resp.headers_mut().insert("connection", "upgrade".parse().unwrap());
+                    if let Some(k) = key {
+                        resp.headers_mut().insert("sec-websocket-accept", k);
+                    }
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_handshake_then_bytes_flow_both_ways() {
+    let proxy = Proxy::start(&one_backend(upgrading_backend().await)).await;
+    let addr = proxy.addr("web").await;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    stream
+        .get_mut()
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).await.unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push(line.trim_end().to_ascii_lowercase());
+    }
+    assert_eq!(head[0], "http/1.1 101 switching protocols", "{head:?}");
+    assert!(head.contains(&"upgrade: websocket".to_string()), "{head:?}");
+    assert!(head.contains(&"connection: upgrade".to_string()), "{head:?}");
+    assert!(
+        head.contains(&"sec-websocket-accept: dghlihnhbxbszsbub25jzq==".to_string()),
+        "{head:?}"
+    );
+
+    let mut greeting = String::new();
+    stream.read_line(&mut greeting).await.unwrap();
+    assert_eq!(greeting, "hello from upstream\n");
+    for msg in ["ping 1\n", "a longer message\n"] {
+        stream.get_mut().write_all(msg.as_bytes()).await.unwrap();
+        let mut echoed = String::new();
+        stream.read_line(&mut echoed).await.unwrap();
+        assert_eq!(echoed, msg);
+    }
+    // The tunnel counts as an active connection on the server while open.
+    let snap = proxy.veer.snapshot();
+    let state = &snap.backend("b").unwrap().groups[0].servers[0].state;
+    assert_eq!(state.active_connections.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_end_to_end() {
+    let backend = FakeBackend::start("s").await;
+    let proxy = Proxy::start(&one_backend(backend.addr)).await;
+    let url = proxy.url("web").await;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let req = Request::post(format!("{url}/h2/{i}"))
+                    .body(Full::new(Bytes::from("payload")))
+                    .unwrap();
+                let resp = client.request(req).await.unwrap();
+                assert_eq!(resp.version(), http::Version::HTTP_2);
+                let (parts, body) = resp.into_parts();
+                assert_eq!(parts.status, 200);
+                assert_eq!(parts.headers["x-server"], "s");
+                // The upstream (HTTP/1.1) request is origin-form with a Host from :authority.
+                assert_eq!(parts.headers["x-echo-path"], format!("/h2/{i}"));
+                assert_eq!(parts.headers["x-echo-host"], url.trim_start_matches("http://"));
+                body.collect().await.unwrap().to_bytes()
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "s");
+    }
+    assert_eq!(backend.hits(), 20);
+}
