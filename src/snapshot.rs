@@ -10,10 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::balance::Schedule;
-use crate::config::{AdminState, BackendSpec, Balance, Spec};
+use http::HeaderValue;
+
+use crate::balance::{hash, Schedule};
+use crate::config::{AdminState, BackendSpec, Balance, HashKey, OverrideSpec, Spec, StickySpec};
 use crate::routing::RouteTable;
-use crate::state::{PoolKey, Registry, ServerState};
+use crate::state::{BackendState, PoolKey, Registry, ServerState};
 use crate::upstream::Pool;
 
 pub struct Snapshot {
@@ -42,10 +44,40 @@ pub struct Backend {
     pub timeout: Duration,
     pub retries: u32,
     pub eject_time: Duration,
+    pub drain_timeout: Duration,
+    pub hash_key: Option<HashKey>,
+    pub sticky: Option<Sticky>,
+    pub override_: Option<OverrideSpec>,
+    pub mirror: Option<Mirror>,
+    /// Counters that outlive snapshots (mirroring).
+    pub state: Arc<BackendState>,
+}
+
+/// Sticky-cookie settings and the cookie value → server index, built once per snapshot.
+pub struct Sticky {
+    pub cookie: String,
+    servers: HashMap<u64, Arc<Server>>,
+}
+
+impl Sticky {
+    /// The server a cookie value names, if any.
+    pub fn server(&self, id: u64) -> Option<&Arc<Server>> {
+        self.servers.get(&id)
+    }
+}
+
+/// Where and how much traffic is mirrored.
+pub struct Mirror {
+    /// Index into `Backend::groups`.
+    pub group: usize,
+    pub percent: u32,
+    pub max_body: u64,
 }
 
 pub struct Group {
     pub name: Arc<str>,
+    /// Rendezvous identity for consistent hashing across groups.
+    pub hash_id: u64,
     pub weight: u32,
     pub servers: Vec<Arc<Server>>,
     /// Smooth cycle over server indices by server weight.
@@ -62,6 +94,34 @@ pub struct Server {
     pub admin: AdminState,
     pub state: Arc<ServerState>,
     pub pool: Arc<Pool>,
+    /// Stable identity: XXH3 of `backend/server`. The sticky cookie's value and the
+    /// rendezvous hashing node id.
+    pub sticky_id: u64,
+    /// The `Set-Cookie` value naming this server, when its backend is sticky.
+    pub set_cookie: Option<HeaderValue>,
+}
+
+/// The sticky cookie's value for a server id: 16 lowercase hex digits.
+pub fn sticky_value(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+fn set_cookie(sticky: &StickySpec, id: u64) -> Option<HeaderValue> {
+    let mut c = cookie::Cookie::build((sticky.cookie.clone(), sticky_value(id)))
+        .path(sticky.path.clone())
+        .http_only(sticky.http_only)
+        .secure(sticky.secure);
+    if let Some(age) = sticky.max_age {
+        c = c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64));
+    }
+    if let Some(same_site) = sticky.same_site {
+        c = c.same_site(match same_site {
+            crate::config::SameSite::Strict => cookie::SameSite::Strict,
+            crate::config::SameSite::Lax => cookie::SameSite::Lax,
+            crate::config::SameSite::None => cookie::SameSite::None,
+        });
+    }
+    HeaderValue::from_str(&c.build().to_string()).ok()
 }
 
 impl Snapshot {
@@ -137,26 +197,28 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                 .servers
                 .iter()
                 .map(|s| {
-                    let key = PoolKey {
-                        addr: s.addr,
-                        max_idle: b.pool_max_idle,
-                        idle_timeout: b.pool_idle_timeout,
-                    };
+                    let key = PoolKey { addr: s.addr, max_idle: b.pool_max_idle, idle_timeout: b.pool_idle_timeout };
                     let (state, pool) = reg.get(&b.name, &s.name, key);
+                    state.set_draining(s.state == AdminState::Drain, b.drain_timeout);
+                    let id = format!("{}/{}", b.name, s.name);
+                    let sticky_id = hash::node_id(&id);
                     Arc::new(Server {
                         name: s.name.as_str().into(),
-                        id: format!("{}/{}", b.name, s.name).into(),
+                        id: id.into(),
                         group: group.clone(),
                         addr: s.addr,
                         weight: s.weight,
                         admin: s.state,
                         state,
                         pool,
+                        sticky_id,
+                        set_cookie: b.sticky.as_ref().and_then(|st| set_cookie(st, sticky_id)),
                     })
                 })
                 .collect();
             let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
             Group {
+                hash_id: hash::node_id(&format!("{}\0group\0{}", b.name, g.name)),
                 name: group,
                 weight: g.weight,
                 rr: Schedule::smooth(&weights),
@@ -165,7 +227,16 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
         })
         .collect();
     let split: Vec<u32> = groups.iter().map(|g| g.weight).collect();
+    let sticky = b.sticky.as_ref().map(|st| Sticky {
+        cookie: st.cookie.clone(),
+        servers: groups.iter().flat_map(|g| &g.servers).map(|s| (s.sticky_id, s.clone())).collect(),
+    });
+    let mirror = b.mirror.as_ref().and_then(|m| {
+        let group = groups.iter().position(|g| *g.name == *m.group)?;
+        Some(Mirror { group, percent: m.percent, max_body: m.max_body })
+    });
     Backend {
+        state: reg.backend(&b.name),
         name,
         balance: b.balance,
         split: Schedule::smooth(&split),
@@ -174,5 +245,10 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
         timeout: b.timeout,
         retries: b.retries,
         eject_time: b.eject_time,
+        drain_timeout: b.drain_timeout,
+        hash_key: b.hash_key.clone(),
+        sticky,
+        override_: b.override_.clone(),
+        mirror,
     }
 }

@@ -33,9 +33,25 @@ pub struct ServerState {
     pub connect_failures: AtomicU64,
     /// `now_ms()` until which the server is skipped after a connect failure; 0 = never.
     ejected_until: AtomicU64,
+    /// `now_ms()` at which a draining server stops honouring sticky clients; 0 = not draining.
+    drain_until: AtomicU64,
 }
 
 impl ServerState {
+    /// Enters drain (keeping an earlier deadline if already draining) or leaves it.
+    pub fn set_draining(&self, draining: bool, timeout: Duration) {
+        if !draining {
+            self.drain_until.store(0, Relaxed);
+        } else if self.drain_until.load(Relaxed) == 0 {
+            self.drain_until.store(now_ms() + timeout.as_millis() as u64, Relaxed);
+        }
+    }
+
+    /// True while a draining server is still within its drain deadline.
+    pub fn drain_pending(&self, now: u64) -> bool {
+        self.drain_until.load(Relaxed) > now
+    }
+
     pub fn is_ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Relaxed) > now
     }
@@ -114,10 +130,38 @@ struct Entry {
     key: PoolKey,
 }
 
+/// Mirrored requests allowed in flight per backend; beyond that, samples are skipped so a
+/// hanging mirror target cannot pile up tasks.
+pub const MIRROR_MAX_IN_FLIGHT: usize = 256;
+
+/// Per-backend counters that outlive snapshots.
+#[derive(Debug)]
+pub struct BackendState {
+    /// Mirrored copies sent and answered.
+    pub mirror_ok: AtomicU64,
+    /// Mirrored copies that failed (connect, protocol, timeout).
+    pub mirror_failed: AtomicU64,
+    /// Sampled requests not mirrored: body too large, no mirror server, or saturated.
+    pub mirror_skipped: AtomicU64,
+    pub mirror_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for BackendState {
+    fn default() -> Self {
+        BackendState {
+            mirror_ok: AtomicU64::new(0),
+            mirror_failed: AtomicU64::new(0),
+            mirror_skipped: AtomicU64::new(0),
+            mirror_slots: Arc::new(tokio::sync::Semaphore::new(MIRROR_MAX_IN_FLIGHT)),
+        }
+    }
+}
+
 /// Stable identity → runtime state, carried from one snapshot build to the next.
 #[derive(Default)]
 pub struct Registry {
     servers: HashMap<(String, String), Entry>,
+    backends: HashMap<String, Arc<BackendState>>,
 }
 
 impl Registry {
@@ -126,6 +170,7 @@ impl Registry {
     pub fn begin(&mut self) -> RegistryBuild<'_> {
         RegistryBuild {
             old: std::mem::take(&mut self.servers),
+            old_backends: std::mem::take(&mut self.backends),
             registry: self,
         }
     }
@@ -133,10 +178,18 @@ impl Registry {
 
 pub struct RegistryBuild<'r> {
     old: HashMap<(String, String), Entry>,
+    old_backends: HashMap<String, Arc<BackendState>>,
     registry: &'r mut Registry,
 }
 
 impl RegistryBuild<'_> {
+    /// The counters of backend `name`, carried over if it existed before.
+    pub fn backend(&mut self, name: &str) -> Arc<BackendState> {
+        let state = self.old_backends.remove(name).unwrap_or_default();
+        self.registry.backends.insert(name.to_string(), state.clone());
+        state
+    }
+
     /// State and pool for `backend/server`. A changed address or pool setting gets a new
     /// pool (old connections go to the old address), but the counters carry over.
     pub fn get(&mut self, backend: &str, server: &str, key: PoolKey) -> (Arc<ServerState>, Arc<Pool>) {

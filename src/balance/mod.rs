@@ -1,14 +1,21 @@
-//! Picking: a group by split weight, then a server inside it by the backend's algorithm.
+//! Picking: a returning client's sticky server, a forced group, or a new choice — a group by
+//! split weight, then a server inside it by the backend's algorithm.
 //!
 //! Everything here reads one snapshot's [`Backend`] plus the servers' atomics; nothing locks.
 //! The rules (design §3):
-//! - a group's share is its weight over the weights of groups that have an available server;
-//! - an available server is `ready`, has weight > 0 and is not ejected after a connect
-//!   failure; when no group has one, ejection is ignored ("panic mode", as in Envoy) so a
-//!   transient failure of every server does not become a hard outage;
+//! - stickiness keeps returning clients where they are: a valid cookie naming a `ready`
+//!   server (any weight) is honoured, a `drain`ing one until its drain deadline; `maint`,
+//!   down (ejected) or unknown servers are re-picked;
+//! - an override names a group, which is used whatever its weight if it has an available
+//!   server;
+//! - weights decide where new clients go: a group's share is its weight over the weights of
+//!   groups that have an available server (`ready`, weight > 0, not ejected);
+//! - when no group has one, ejection is ignored ("panic mode", as in Envoy) so a transient
+//!   failure of every server does not become a hard outage;
 //! - a retry after a connect failure may go to any group with an available server, weight-0
 //!   groups included, so the client does not see the failure.
 
+pub mod hash;
 mod schedule;
 
 use std::sync::Arc;
@@ -24,6 +31,38 @@ impl Server {
     pub fn usable(&self) -> bool {
         self.admin == AdminState::Ready && self.weight > 0
     }
+
+    /// May keep serving a client whose sticky cookie names it.
+    pub fn sticky_ok(&self, now: u64) -> bool {
+        let admin_ok = match self.admin {
+            AdminState::Ready => true,
+            AdminState::Drain => self.state.drain_pending(now),
+            AdminState::Maint => false,
+        };
+        admin_ok && !self.state.is_ejected(now)
+    }
+}
+
+/// What the request says about where it wants to go, extracted once per request.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Affinity {
+    /// The sticky cookie's server id, when present and well-formed.
+    pub sticky: Option<u64>,
+    /// Index of the group an override header/cookie names.
+    pub group: Option<usize>,
+    /// Hash of the backend's `hash_key`, when the request has it.
+    pub hash: Option<u64>,
+}
+
+/// Why a server was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The client's sticky cookie.
+    Sticky,
+    /// An override naming the server's group.
+    Override,
+    /// Split and algorithm: a new client.
+    Balance,
 }
 
 /// Servers already tried for this request; compared by identity.
@@ -33,27 +72,44 @@ fn not_tried(s: &Arc<Server>, tried: &Tried) -> bool {
     !tried.iter().any(|t| Arc::ptr_eq(t, s))
 }
 
-/// Picks the server for a new request, or `None` when no server can take it.
-pub fn pick<'b>(b: &'b Backend, tried: &Tried) -> Option<&'b Arc<Server>> {
+/// Picks the server for a request, or `None` when no server can take it.
+pub fn pick<'b>(b: &'b Backend, a: &Affinity, tried: &Tried) -> Option<(&'b Arc<Server>, Via)> {
     let now = now_ms();
+    if let (Some(id), Some(sticky)) = (a.sticky, &b.sticky) {
+        if let Some(s) = sticky.server(id).filter(|s| s.sticky_ok(now) && not_tried(s, tried)) {
+            return Some((s, Via::Sticky));
+        }
+    }
     let available = |s: &Arc<Server>| s.usable() && !s.state.is_ejected(now) && not_tried(s, tried);
-    if let Some(s) = pick_with(b, &available) {
-        return Some(s);
+    if let Some(g) = a.group.and_then(|i| b.groups.get(i)) {
+        if let Some(s) = pick_in_group(b.balance, g, a.hash, &available) {
+            return Some((s, Via::Override));
+        }
+    }
+    let new = |s| Some((s, Via::Balance));
+    if let Some(s) = pick_with(b, a.hash, &available) {
+        return new(s);
     }
     if !tried.is_empty() {
         // A retry: any group will do rather than failing the client.
-        if let Some(s) = b.groups.iter().find_map(|g| pick_in_group(b.balance, g, &available)) {
-            return Some(s);
+        if let Some(s) = b.groups.iter().find_map(|g| pick_in_group(b.balance, g, a.hash, &available)) {
+            return new(s);
         }
     }
     // Panic mode: every candidate is ejected; try them anyway.
     let usable = |s: &Arc<Server>| s.usable() && not_tried(s, tried);
-    pick_with(b, &usable)
+    pick_with(b, a.hash, &usable).and_then(new)
 }
 
-fn pick_with<'b>(b: &'b Backend, ok: &impl Fn(&Arc<Server>) -> bool) -> Option<&'b Arc<Server>> {
-    let group = pick_group(b, |g| g.weight > 0 && g.servers.iter().any(ok))?;
-    pick_in_group(b.balance, group, ok)
+fn pick_with<'b>(b: &'b Backend, key: Option<u64>, ok: &impl Fn(&Arc<Server>) -> bool) -> Option<&'b Arc<Server>> {
+    let eligible = |g: &Group| g.weight > 0 && g.servers.iter().any(ok);
+    let group = match (b.balance, key) {
+        (Balance::Hash, Some(k)) => {
+            hash::choose(k, b.groups.iter().filter(|g| eligible(g)).map(|g| (g, g.hash_id, g.weight)))
+        }
+        _ => pick_group(b, eligible),
+    }?;
+    pick_in_group(b.balance, group, key, ok)
 }
 
 /// The next group of the split cycle if eligible; otherwise a weighted random choice among
@@ -85,22 +141,27 @@ fn weighted_random<T>(items: &[T], weight: impl Fn(&T) -> u32) -> Option<&T> {
     None
 }
 
-/// A server of `g` accepted by `ok`, by the backend's algorithm.
+/// A server of `g` accepted by `ok`, by the backend's algorithm. `hash` without a key
+/// falls back to round robin.
 pub fn pick_in_group<'g>(
     balance: Balance,
     g: &'g Group,
+    key: Option<u64>,
     ok: &impl Fn(&Arc<Server>) -> bool,
 ) -> Option<&'g Arc<Server>> {
-    match balance {
-        Balance::RoundRobin => {
+    match (balance, key) {
+        (Balance::Hash, Some(k)) => {
+            hash::choose(k, g.servers.iter().filter(|s| ok(s)).map(|s| (s, s.sticky_id, s.weight)))
+        }
+        (Balance::RoundRobin | Balance::Hash, _) => {
             if g.rr.is_empty() {
                 return None;
             }
             let start = g.rr.next_start();
             (0..g.rr.len()).map(|i| &g.servers[g.rr.at(start, i)]).find(|s| ok(s))
         }
-        Balance::Random => weighted_random(&g.servers, |s| if ok(s) { s.weight } else { 0 }),
-        Balance::LeastRequest => least_request(g, ok),
+        (Balance::Random, _) => weighted_random(&g.servers, |s| if ok(s) { s.weight } else { 0 }),
+        (Balance::LeastRequest, _) => least_request(g, ok),
     }
 }
 
@@ -121,11 +182,7 @@ fn least_request<'g>(g: &'g Group, ok: &impl Fn(&Arc<Server>) -> bool) -> Option
         return None;
     }
     let i = fastrand::usize(0..n);
-    let j = if n > 1 {
-        (i + 1 + fastrand::usize(0..n - 1)) % n
-    } else {
-        i
-    };
+    let j = if n > 1 { (i + 1 + fastrand::usize(0..n - 1)) % n } else { i };
     match (ok(&g.servers[i]), ok(&g.servers[j])) {
         (true, true) => Some(lighter(&g.servers[i], &g.servers[j])),
         (true, false) => Some(&g.servers[i]),

@@ -74,6 +74,8 @@ pub enum Balance {
     RoundRobin,
     LeastRequest,
     Random,
+    /// Consistent (rendezvous) hashing on `hash_key`.
+    Hash,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +92,45 @@ pub struct RawBackend {
     pub eject_time: Option<Spanned<String>>,
     pub pool_idle_timeout: Option<Spanned<String>>,
     pub pool_max_idle: Option<Spanned<i64>>,
+    pub drain_timeout: Option<Spanned<String>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub sticky: Option<Spanned<RawSticky>>,
+    #[serde(rename = "override")]
+    pub override_: Option<Spanned<RawOverride>>,
+    pub mirror: Option<Spanned<RawMirror>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSticky {
+    pub cookie: Spanned<String>,
+    pub max_age: Option<Spanned<String>>,
+    pub http_only: Option<bool>,
+    pub secure: Option<bool>,
+    pub same_site: Option<SameSite>,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOverride {
+    pub header: Option<Spanned<String>>,
+    pub cookie: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    pub group: Spanned<String>,
+    pub percent: Option<Spanned<i64>>,
+    pub max_body: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::model::{AdminState, Balance, Protocol};
+pub use super::model::{AdminState, Balance, Protocol, SameSite};
 
 /// Backends without `groups` get one group of this name.
 pub const DEFAULT_GROUP: &str = "default";
@@ -83,6 +83,50 @@ pub struct BackendSpec {
     pub eject_time: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
+    /// How long a draining server keeps its sticky clients (and, with the lifecycle work,
+    /// its long-lived connections).
+    pub drain_timeout: Duration,
+    /// What `balance = "hash"` hashes; `None` for the other algorithms.
+    pub hash_key: Option<HashKey>,
+    pub sticky: Option<StickySpec>,
+    pub override_: Option<OverrideSpec>,
+    pub mirror: Option<MirrorSpec>,
+}
+
+/// The request property consistent hashing uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    SourceIp,
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+/// Sticky sessions by cookie; the value names the server by a stable hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StickySpec {
+    pub cookie: String,
+    pub max_age: Option<Duration>,
+    pub http_only: bool,
+    pub secure: bool,
+    pub same_site: Option<SameSite>,
+    pub path: String,
+}
+
+/// Dark-launch / A-B override: a header or cookie naming a group forces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverrideSpec {
+    pub header: Option<http::HeaderName>,
+    pub cookie: Option<String>,
+}
+
+/// Shadow traffic: a sampled copy of requests goes to a server of `group`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorSpec {
+    pub group: String,
+    /// 0..=100 percent of requests.
+    pub percent: u32,
+    /// Requests with a larger body are not mirrored.
+    pub max_body: u64,
 }
 
 impl BackendSpec {
@@ -98,6 +142,11 @@ impl BackendSpec {
             eject_time: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(60),
             pool_max_idle: 256,
+            drain_timeout: Duration::from_secs(300),
+            hash_key: None,
+            sticky: None,
+            override_: None,
+            mirror: None,
         }
     }
 }

@@ -3,21 +3,20 @@
 //! ways. Upgrades (WebSocket and others) are forwarded and then spliced byte for byte.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
-use super::headers;
-use super::ProxyBody;
-use crate::balance;
+use super::{cookies, headers, mirror, ProxyBody};
+use crate::balance::{self, hash, Affinity, Via};
+use crate::config::HashKey;
 use crate::error::ProxyError;
 use crate::runtime::Shared;
 use crate::snapshot::{Backend, ListenerRoutes, Server};
@@ -128,11 +127,13 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     }
     parts.version = Version::HTTP_11;
-    let mut up_req = Request::from_parts(parts, body.boxed_unsync());
+    let affinity = affinity(&backend, &mut parts.headers, conn.peer.ip());
+    let body = mirror::tee(&backend, &parts, body);
+    let mut up_req = Request::from_parts(parts, body);
 
     let mut tried: Vec<Arc<Server>> = Vec::new();
     loop {
-        let Some(server) = balance::pick(&backend, &tried).cloned() else {
+        let Some((server, via)) = balance::pick(&backend, &affinity, &tried).map(|(s, via)| (s.clone(), via)) else {
             return Err(ProxyError::NoServer);
         };
         let active = server.state.request_guard();
@@ -141,7 +142,14 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
             Err(_) => return Err(ProxyError::Timeout),
             Ok(Ok((resp, tx))) => {
                 server.state.mark_reachable();
-                return respond(resp, tx, &server, active, client_upgrade);
+                let mut resp = respond(resp, tx, &server, active, client_upgrade)?;
+                // A new (or re-picked) client learns its server; a returning one already knows.
+                if via != Via::Sticky {
+                    if let Some(cookie) = &server.set_cookie {
+                        resp.headers_mut().append(header::SET_COOKIE, cookie.clone());
+                    }
+                }
+                return Ok(resp);
             }
             Ok(Err(SendError::Protocol(e))) => return Err(ProxyError::UpstreamProtocol(e)),
             Ok(Err(SendError::Connect(e, req))) => {
@@ -155,6 +163,35 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
             }
         }
     }
+}
+
+/// Reads what the request says about its destination (sticky cookie, override, hash key),
+/// and removes veer's own sticky cookie from what goes upstream (HAProxy's "indirect").
+fn affinity(b: &Backend, headers: &mut HeaderMap, client: IpAddr) -> Affinity {
+    let mut a = Affinity::default();
+    if let Some(o) = &b.override_ {
+        let named = o
+            .header
+            .as_ref()
+            .and_then(|h| headers.get(h))
+            .map(HeaderValue::as_bytes)
+            .or_else(|| o.cookie.as_deref().and_then(|c| cookies::find(headers, c)));
+        // Unknown group names are ignored.
+        a.group = named.and_then(|n| b.groups.iter().position(|g| g.name.as_bytes() == n));
+    }
+    a.hash = match &b.hash_key {
+        Some(HashKey::SourceIp) => Some(hash::ip(client)),
+        Some(HashKey::Header(h)) => headers.get(h).map(|v| hash::key(v.as_bytes())),
+        Some(HashKey::Cookie(c)) => cookies::find(headers, c).map(hash::key),
+        None => None,
+    };
+    if let Some(st) = &b.sticky {
+        if let Some(v) = cookies::find(headers, &st.cookie) {
+            a.sticky = cookies::parse_sticky(v);
+            cookies::remove(headers, &st.cookie);
+        }
+    }
+    a
 }
 
 fn respond(

@@ -1,8 +1,10 @@
 //! The data paths. A listener's accept loop hands each connection to [`serve`], which looks
 //! up in the current snapshot what the listener is (http or tcp) and runs that path.
 
+pub mod cookies;
 pub mod headers;
 pub mod http;
+pub mod mirror;
 pub mod tcp;
 
 use std::net::SocketAddr;

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
-use crate::balance;
+use crate::balance::{self, hash, Affinity};
+use crate::config::HashKey;
 use crate::runtime::Shared;
 use crate::snapshot::ListenerRoutes;
 
@@ -18,9 +19,15 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, listener: &str, shar
             _ => return,
         }
     };
+    // Only the client address is known at L4: `hash` on anything else falls back to
+    // round robin.
+    let affinity = Affinity {
+        hash: matches!(backend.hash_key, Some(HashKey::SourceIp)).then(|| hash::ip(peer.ip())),
+        ..Affinity::default()
+    };
     let mut tried = Vec::with_capacity(2);
     while tried.len() < 2 {
-        let Some(server) = balance::pick(&backend, &tried).cloned() else {
+        let Some(server) = balance::pick(&backend, &affinity, &tried).map(|(s, _)| s.clone()) else {
             break;
         };
         let guard = server.state.connection_guard();

@@ -1,0 +1,90 @@
+//! Request cookies on the hot path: find one by name and remove one, scanning the `Cookie`
+//! header bytes by hand (no allocation to find; one to rewrite). Values are never trusted:
+//! anything malformed simply does not match.
+
+use http::header::{HeaderMap, HeaderValue, COOKIE};
+
+/// `(name, value)` pairs of every `Cookie` header, in order; malformed pairs are skipped.
+fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers.get_all(COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).filter_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+    })
+}
+
+/// The value of the first cookie named `name`.
+pub fn find<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    pairs(headers).find(|(n, _)| *n == name.as_bytes()).map(|(_, v)| strip_quotes(v))
+}
+
+fn strip_quotes(v: &[u8]) -> &[u8] {
+    match v {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => v,
+    }
+}
+
+/// Removes every cookie named `name` from the request, keeping the others byte for byte
+/// (joined into one header, as RFC 6265 §5.4 wants for HTTP/1.1).
+pub fn remove(headers: &mut HeaderMap, name: &str) {
+    let mut kept: Vec<u8> = Vec::new();
+    for (n, v) in pairs(headers).filter(|(n, _)| *n != name.as_bytes()) {
+        if !kept.is_empty() {
+            kept.extend_from_slice(b"; ");
+        }
+        kept.extend_from_slice(n);
+        kept.push(b'=');
+        kept.extend_from_slice(v);
+    }
+    headers.remove(COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_bytes(&kept) {
+            headers.insert(COOKIE, v);
+        }
+    }
+}
+
+/// Parses a sticky cookie value: exactly 16 hex digits. Anything else is "no cookie".
+pub fn parse_sticky(value: &[u8]) -> Option<u64> {
+    if value.len() != 16 || !value.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(value).ok()?, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(COOKIE, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn finds_and_removes_across_headers() {
+        let mut h = headers(&[b"a=1; VEER_SRV=00000000000000ff", b"b=\"2\"; c=\xff"]);
+        assert_eq!(find(&h, "VEER_SRV"), Some(&b"00000000000000ff"[..]));
+        assert_eq!(find(&h, "b"), Some(&b"2"[..]));
+        assert_eq!(find(&h, "missing"), None);
+        remove(&mut h, "VEER_SRV");
+        assert_eq!(h.get_all(COOKIE).iter().count(), 1);
+        assert_eq!(h[COOKIE].as_bytes(), b"a=1; b=\"2\"; c=\xff");
+        remove(&mut h, "a");
+        remove(&mut h, "b");
+        remove(&mut h, "c");
+        assert!(h.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn sticky_values_must_be_exact() {
+        assert_eq!(parse_sticky(b"00000000000000ff"), Some(255));
+        for bad in [&b""[..], b"ff", b"00000000000000fg", b"+0000000000000ff", b"\xff\xfe", &[b'a'; 8192]] {
+            assert_eq!(parse_sticky(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Shadow traffic: a sampled copy of a request goes to a server of the backend's mirror
+//! group, fire-and-forget. The copy's body is teed from the primary body as it streams (up
+//! to `max_body`; larger bodies are not mirrored), and the copy is sent only once the
+//! primary body has been read, so mirroring never delays, changes or fails the primary
+//! request. Its response is read and discarded; outcomes are counted on the backend.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+
+use crate::balance::pick_in_group;
+use crate::snapshot::{Backend, Mirror};
+use crate::state::now_ms;
+use crate::upstream::{UpstreamBody, UpstreamRequestBody};
+
+/// Returns the body to send upstream for the primary request; when the request is sampled
+/// for mirroring, that body also feeds the mirrored copy.
+pub fn tee(backend: &Arc<Backend>, parts: &http::request::Parts, body: Incoming) -> UpstreamRequestBody {
+    let Some(mirror) = &backend.mirror else { return body.boxed_unsync() };
+    if mirror.percent < 100 && fastrand::u32(0..100) >= mirror.percent {
+        return body.boxed_unsync();
+    }
+    let counters = &backend.state;
+    let fits = body.size_hint().lower() <= mirror.max_body;
+    let Some(permit) = fits.then(|| counters.mirror_slots.clone().try_acquire_owned().ok()).flatten() else {
+        counters.mirror_skipped.fetch_add(1, Relaxed);
+        return body.boxed_unsync();
+    };
+    let mut copy = Request::new(());
+    *copy.method_mut() = parts.method.clone();
+    *copy.uri_mut() = parts.uri.clone();
+    *copy.version_mut() = Version::HTTP_11;
+    *copy.headers_mut() = parts.headers.clone();
+    copy.headers_mut().insert("veer-mirror", HeaderValue::from_static("1"));
+
+    let backend = backend.clone();
+    if body.is_end_stream() {
+        tokio::spawn(send(backend, copy, Bytes::new(), permit));
+        return body.boxed_unsync();
+    }
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        match rx.await {
+            Ok(bytes) => send(backend, copy, bytes, permit).await,
+            // The primary body was larger than max_body, failed, or was abandoned.
+            Err(_) => {
+                backend.state.mirror_skipped.fetch_add(1, Relaxed);
+            }
+        }
+    });
+    TeeBody { inner: body, copy: BytesMut::new(), limit: mirror.max_body, done: Some(tx) }.boxed_unsync()
+}
+
+/// Sends the copy to a server of the mirror group and discards the answer.
+async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: OwnedSemaphorePermit) {
+    let counters = &backend.state;
+    let Some(Mirror { group, .. }) = backend.mirror else { return };
+    let now = now_ms();
+    let available = |s: &Arc<crate::snapshot::Server>| s.usable() && !s.state.is_ejected(now);
+    let Some(server) = pick_in_group(backend.balance, &backend.groups[group], None, &available).cloned() else {
+        counters.mirror_skipped.fetch_add(1, Relaxed);
+        return;
+    };
+    let req = copy.map(|_| Full::new(body).map_err(|never| match never {}).boxed_unsync());
+    let active = server.state.request_guard();
+    let exchange = async {
+        let (resp, conn) = server.pool.send(req, backend.connect_timeout).await.ok()?;
+        let body = UpstreamBody::new(resp.into_body(), Some((conn, server.pool.clone())), active);
+        body.collect().await.ok()
+    };
+    match tokio::time::timeout(backend.timeout, exchange).await {
+        Ok(Some(_)) => counters.mirror_ok.fetch_add(1, Relaxed),
+        _ => {
+            tracing::debug!(server = %server.id, "mirrored request failed");
+            counters.mirror_failed.fetch_add(1, Relaxed)
+        }
+    };
+}
+
+/// The primary request body, copying what passes through (up to `limit`) for the mirror.
+struct TeeBody {
+    inner: Incoming,
+    copy: BytesMut,
+    limit: u64,
+    /// Receives the whole copy when the body ends; dropped (mirror skipped) when over limit.
+    done: Option<oneshot::Sender<Bytes>>,
+}
+
+impl TeeBody {
+    fn finish(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(std::mem::take(&mut self.copy).freeze());
+        }
+    }
+}
+
+impl Body for TeeBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let res = Pin::new(&mut this.inner).poll_frame(cx);
+        match &res {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if this.done.is_some() {
+                        if this.copy.len() as u64 + data.len() as u64 > this.limit {
+                            this.done = None;
+                        } else {
+                            this.copy.extend_from_slice(data);
+                        }
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Err(_))) => this.done = None,
+            Poll::Pending => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
