@@ -97,6 +97,29 @@ for c in conns:
           f"{ratio(x['p99'], ref['p99']) if ref else '—'} | "
           f"{ratio(x['cpu'], ref['cpu']) if ref else '—'} |")
 p("")
+# Paired ratios: target vs HAProxy in the same round (runs ~10-60 s apart), median over
+# rounds. Sturdier than a ratio of medians when the machine's load drifts between rounds.
+p("Same-round ratios vs HAProxy (each round's ratio, then the median over rounds):")
+p("")
+p("| conns | target | req/s ratio | p99 ratio | CPU/req ratio | per-round req/s ratios |")
+p("|---|---|---|---|---|---|")
+for c in conns:
+    for t in ("veer-http", "nginx-proxy", "veer-tcp"):
+        ref = VS[t]
+        rr, pr, cr = [], [], []
+        for rnd in sorted({r["round"] for r in runs}, key=int):
+            a = [r for r in runs if int(r["conns"]) == c and r["target"] == t and r["round"] == rnd]
+            b = [r for r in runs if int(r["conns"]) == c and r["target"] == ref and r["round"] == rnd]
+            if a and b:
+                a, b = a[0], b[0]
+                rr.append(float(a["rps"]) / float(b["rps"]))
+                pr.append(float(a["p99_ms"]) / float(b["p99_ms"]))
+                cr.append(float(a["cpu_s_per_100k"]) / float(b["cpu_s_per_100k"]))
+        if rr:
+            p(f"| {c} | {LABEL[t]} / {LABEL[ref]} | {statistics.median(rr):.2f} | "
+              f"{statistics.median(pr):.2f} | {statistics.median(cr):.2f} | "
+              + ", ".join(f"{x:.2f}" for x in rr) + " |")
+p("")
 p("Individual runs (req/s), in the order they ran:")
 p("")
 for c in conns:

@@ -3,13 +3,13 @@
 # /work/shared/anchors.md. See loadtest/README.md.
 #
 # Env: DURATION (s per wrk run, default 10), ROUNDS (default 3), CONNS (default "50 200"),
-#      IDLE_CONNS (default 2000), VEER_BIN (default: build release into
+#      IDLE_CONNS (default 2000), OUT (default loadtest/out), VEER_BIN (default: build release into
 #      LOADTEST_TARGET_DIR, default /work/target-loadtest), SKIP_MEM=1, SKIP_LOAD=1.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
-OUT="$HERE/out"
+OUT="${OUT:-$HERE/out}"
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
 CONNS="${CONNS:-50 200}"
@@ -38,10 +38,17 @@ fi
 command -v python3 >/dev/null || die "python3 is required"
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 cores (proxy on core $PROXY_CORE, load on core $LOAD_CORE)"
 
+repo_rev() {
+    echo "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes in src/Cargo.*')"
+}
 if [ -z "${VEER_BIN:-}" ]; then
     log "building veer (release, CARGO_TARGET_DIR=${LOADTEST_TARGET_DIR:-/work/target-loadtest})"
+    rev_before="$(repo_rev)"
     (cd "$REPO" && CARGO_TARGET_DIR="${LOADTEST_TARGET_DIR:-/work/target-loadtest}" cargo build --release)
     VEER_BIN="${LOADTEST_TARGET_DIR:-/work/target-loadtest}/release/veer"
+    VEER_BIN_DESC="built by run.sh from $rev_before ($VEER_BIN)"
+else
+    VEER_BIN_DESC="prebuilt $VEER_BIN (modified $(date -u -r "$VEER_BIN" '+%Y-%m-%d %H:%M UTC')); repo at run time: $(repo_rev)"
 fi
 [ -x "$VEER_BIN" ] || die "VEER_BIN=$VEER_BIN is not executable"
 
@@ -201,7 +208,7 @@ to_ms() { # wrk latency like 608.00us, 1.23ms, 2.01s, 1.00m
 {
     echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "host: $(uname -srm), $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-    echo "veer: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes') ($VEER_BIN)"
+    echo "veer: $VEER_BIN_DESC"
     echo "haproxy: $(haproxy -v | head -1)"
     echo "nginx: $(nginx -v 2>&1)"
     echo "wrk: $(wrk -v 2>&1 | head -1)"
