@@ -1,5 +1,6 @@
-//! Hot-path micro benchmarks: route matching in a 10,000-route table (host + path), and
-//! picking a group and a server. Run with `cargo bench --bench routing`.
+//! Hot-path micro benchmarks: route matching in a 10,000-route table (host + path), picking
+//! a group and a server, a returning client's sticky pick (cookie scan + lookup) and a
+//! consistent-hash pick. Run with `cargo bench --bench routing`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::HeaderMap;
+use veer::balance::Affinity;
 use veer::config::RouteSpec;
 use veer::routing::RouteTable;
 use veer::snapshot::Snapshot;
@@ -87,12 +89,61 @@ fn bench_pick(c: &mut Criterion) {
         let spec = veer::config::parse(Path::new("bench.toml"), &backend_config(balance)).unwrap();
         let (snap, _) = Snapshot::build(Arc::new(spec), &mut Registry::default(), 1);
         let backend = snap.backend("shop").unwrap().clone();
+        let none = Affinity::default();
         g.bench_function(balance, |b| {
-            b.iter(|| veer::balance::pick(black_box(&backend), &[]).map(|s| s.weight))
+            b.iter(|| veer::balance::pick(black_box(&backend), &none, &[]).map(|(s, _)| s.weight))
         });
     }
     g.finish();
 }
 
-criterion_group!(benches, bench_routing, bench_pick);
+/// A returning client: find veer's cookie among others, parse it, pick its server.
+fn bench_sticky_and_hash(c: &mut Criterion) {
+    let spec = veer::config::parse(
+        Path::new("bench.toml"),
+        &backend_config("round_robin").replace("balance = \"round_robin\"", "sticky = { cookie = \"VEER_SRV\" }"),
+    )
+    .unwrap();
+    let (snap, _) = Snapshot::build(Arc::new(spec), &mut Registry::default(), 1);
+    let backend = snap.backend("shop").unwrap().clone();
+    let target = &backend.groups[0].servers[2];
+    let mut headers = HeaderMap::new();
+    let cookie = format!(
+        "_ga=GA1.2.1234567890.1234567890; theme=dark; VEER_SRV={:016x}; lang=en-GB",
+        target.sticky_id
+    );
+    headers.insert(http::header::COOKIE, cookie.parse().unwrap());
+    let mut g = c.benchmark_group("affinity");
+    g.bench_function("sticky_cookie_scan_and_pick", |b| {
+        b.iter(|| {
+            let id = veer::proxy::cookies::find(black_box(&headers), "VEER_SRV")
+                .and_then(veer::proxy::cookies::parse_sticky);
+            let a = Affinity {
+                sticky: id,
+                ..Affinity::default()
+            };
+            veer::balance::pick(&backend, &a, &[]).map(|(s, _)| s.weight)
+        })
+    });
+
+    let spec = veer::config::parse(
+        Path::new("bench.toml"),
+        &backend_config("hash").replace("balance = \"hash\"", "balance = \"hash\"\nhash_key = \"header:x-user\""),
+    )
+    .unwrap();
+    let (snap, _) = Snapshot::build(Arc::new(spec), &mut Registry::default(), 1);
+    let backend = snap.backend("shop").unwrap().clone();
+    g.bench_function("hash_header_key_and_pick", |b| {
+        b.iter(|| {
+            let a = Affinity {
+                hash: Some(veer::balance::hash::key(black_box(b"user-1234567"))),
+                ..Affinity::default()
+            };
+            veer::balance::pick(&backend, &a, &[]).map(|(s, _)| s.weight)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_routing, bench_pick, bench_sticky_and_hash);
 criterion_main!(benches);

@@ -197,7 +197,11 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                 .servers
                 .iter()
                 .map(|s| {
-                    let key = PoolKey { addr: s.addr, max_idle: b.pool_max_idle, idle_timeout: b.pool_idle_timeout };
+                    let key = PoolKey {
+                        addr: s.addr,
+                        max_idle: b.pool_max_idle,
+                        idle_timeout: b.pool_idle_timeout,
+                    };
                     let (state, pool) = reg.get(&b.name, &s.name, key);
                     state.set_draining(s.state == AdminState::Drain, b.drain_timeout);
                     let id = format!("{}/{}", b.name, s.name);
@@ -229,11 +233,19 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
     let split: Vec<u32> = groups.iter().map(|g| g.weight).collect();
     let sticky = b.sticky.as_ref().map(|st| Sticky {
         cookie: st.cookie.clone(),
-        servers: groups.iter().flat_map(|g| &g.servers).map(|s| (s.sticky_id, s.clone())).collect(),
+        servers: groups
+            .iter()
+            .flat_map(|g| &g.servers)
+            .map(|s| (s.sticky_id, s.clone()))
+            .collect(),
     });
     let mirror = b.mirror.as_ref().and_then(|m| {
         let group = groups.iter().position(|g| *g.name == *m.group)?;
-        Some(Mirror { group, percent: m.percent, max_body: m.max_body })
+        Some(Mirror {
+            group,
+            percent: m.percent,
+            max_body: m.max_body,
+        })
     });
     Backend {
         state: reg.backend(&b.name),

@@ -35,7 +35,9 @@ impl VeerProcess {
                 }
             }
         });
-        let web = rx.recv_timeout(std::time::Duration::from_secs(30)).expect("veer never logged its listener");
+        let web = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("veer never logged its listener");
         VeerProcess { child, web }
     }
 }
@@ -94,8 +96,16 @@ async fn two_processes_agree_on_cookies_and_hashes_across_restarts() {
     let mut cookies = Vec::new();
     for _ in 0..30 {
         let first = get(&c, &format!("http://{}/", a.web), &[]).await.unwrap();
-        let cookie = first.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
-        let through_b = get(&c, &format!("http://{}/", b.web), &[("cookie", &cookie)]).await.unwrap();
+        let cookie = first
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let through_b = get(&c, &format!("http://{}/", b.web), &[("cookie", &cookie)])
+            .await
+            .unwrap();
         assert_eq!(through_b.server(), first.server(), "{cookie}");
         assert!(through_b.header("set-cookie").is_none());
         cookies.push((cookie, first.server().to_string()));
@@ -103,8 +113,12 @@ async fn two_processes_agree_on_cookies_and_hashes_across_restarts() {
     let mut hashed = Vec::new();
     for user in 0..30 {
         let user = format!("u{user}");
-        let via_a = get(&c, &format!("http://{}/hash", a.web), &[("x-user", &user)]).await.unwrap();
-        let via_b = get(&c, &format!("http://{}/hash", b.web), &[("x-user", &user)]).await.unwrap();
+        let via_a = get(&c, &format!("http://{}/hash", a.web), &[("x-user", &user)])
+            .await
+            .unwrap();
+        let via_b = get(&c, &format!("http://{}/hash", b.web), &[("x-user", &user)])
+            .await
+            .unwrap();
         assert_eq!(via_a.server(), via_b.server(), "{user}");
         hashed.push((user, via_a.server().to_string()));
     }
@@ -112,11 +126,15 @@ async fn two_processes_agree_on_cookies_and_hashes_across_restarts() {
     // Restart b: same answers.
     drop(std::mem::replace(&mut b, VeerProcess::start(&path)));
     for (cookie, server) in &cookies {
-        let a = get(&c, &format!("http://{}/", b.web), &[("cookie", cookie)]).await.unwrap();
+        let a = get(&c, &format!("http://{}/", b.web), &[("cookie", cookie)])
+            .await
+            .unwrap();
         assert_eq!(a.server(), server);
     }
     for (user, server) in &hashed {
-        let a = get(&c, &format!("http://{}/hash", b.web), &[("x-user", user)]).await.unwrap();
+        let a = get(&c, &format!("http://{}/hash", b.web), &[("x-user", user)])
+            .await
+            .unwrap();
         assert_eq!(a.server(), server);
     }
 }

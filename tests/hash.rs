@@ -11,11 +11,17 @@ use support::*;
 use veer::balance::hash;
 
 fn nodes(ids: &[u64], weights: &[u32]) -> Vec<(usize, u64, u32)> {
-    ids.iter().zip(weights).enumerate().map(|(i, (id, w))| (i, *id, *w)).collect()
+    ids.iter()
+        .zip(weights)
+        .enumerate()
+        .map(|(i, (id, w))| (i, *id, *w))
+        .collect()
 }
 
 fn assign(keys: &[u64], nodes: &[(usize, u64, u32)]) -> Vec<usize> {
-    keys.iter().map(|k| hash::choose(*k, nodes.iter().copied()).unwrap()).collect()
+    keys.iter()
+        .map(|k| hash::choose(*k, nodes.iter().copied()).unwrap())
+        .collect()
 }
 
 proptest! {
@@ -51,8 +57,10 @@ proptest! {
 }
 
 fn config(servers: &[&FakeBackend], hash_key: &str, tcp: bool) -> String {
-    let list: Vec<String> =
-        servers.iter().map(|s| format!(r#"{{ name = "{}", addr = "{}" }}"#, s.name, s.addr)).collect();
+    let list: Vec<String> = servers
+        .iter()
+        .map(|s| format!(r#"{{ name = "{}", addr = "{}" }}"#, s.name, s.addr))
+        .collect();
     let listener = if tcp {
         "[[listener]]\nname = \"l4\"\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nbackend = \"b\"\n".to_string()
     } else {
@@ -110,7 +118,8 @@ async fn tcp_hashes_on_source_ip() {
     assert_eq!(servers.len(), 1, "{servers:?}");
     let expected = hash::choose(
         hash::ip("127.0.0.1".parse().unwrap()),
-        s.iter().map(|b| (b.name.clone(), hash::node_id(&format!("b/{}", b.name)), 1)),
+        s.iter()
+            .map(|b| (b.name.clone(), hash::node_id(&format!("b/{}", b.name)), 1)),
     )
     .unwrap();
     assert!(servers.contains(&expected));

@@ -43,9 +43,21 @@ async fn override_header_and_cookie_reach_a_weight_0_group() {
     let url = proxy.url("web").await;
     let c = client();
     for _ in 0..5 {
-        assert_eq!(get(&c, &url, &[("x-veer-group", "green")]).await.unwrap().server(), "green-1");
-        assert_eq!(get(&c, &url, &[("cookie", "a=1; veer_group=green")]).await.unwrap().server(), "green-1");
-        assert_eq!(get(&c, &url, &[("x-veer-group", "purple")]).await.unwrap().server(), "blue-1");
+        assert_eq!(
+            get(&c, &url, &[("x-veer-group", "green")]).await.unwrap().server(),
+            "green-1"
+        );
+        assert_eq!(
+            get(&c, &url, &[("cookie", "a=1; veer_group=green")])
+                .await
+                .unwrap()
+                .server(),
+            "green-1"
+        );
+        assert_eq!(
+            get(&c, &url, &[("x-veer-group", "purple")]).await.unwrap().server(),
+            "blue-1"
+        );
         assert_eq!(get(&c, &url, &[("x-veer-group", "")]).await.unwrap().server(), "blue-1");
         assert_eq!(get(&c, &url, &[]).await.unwrap().server(), "blue-1");
     }
@@ -55,7 +67,9 @@ async fn override_header_and_cookie_reach_a_weight_0_group() {
 async fn override_is_off_unless_configured() {
     let (blue, green) = (FakeBackend::start("blue-1").await, FakeBackend::start("green-1").await);
     let proxy = Proxy::start(&config(&blue, &green, "")).await;
-    let a = get(&client(), &proxy.url("web").await, &[("x-veer-group", "green")]).await.unwrap();
+    let a = get(&client(), &proxy.url("web").await, &[("x-veer-group", "green")])
+        .await
+        .unwrap();
     assert_eq!(a.server(), "blue-1");
 }
 
@@ -67,7 +81,11 @@ async fn mirrored_copies_reach_the_mirror_group_with_their_body() {
         let tx = tx.clone();
         Box::pin(async move {
             use http_body_util::BodyExt;
-            let mirror = req.headers().get("veer-mirror").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+            let mirror = req
+                .headers()
+                .get("veer-mirror")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
             let path = req.uri().to_string();
             let body = req.into_body().collect().await.unwrap().to_bytes();
             tx.send((path, mirror, body)).unwrap();
@@ -75,7 +93,12 @@ async fn mirrored_copies_reach_the_mirror_group_with_their_body() {
         })
     })
     .await;
-    let proxy = Proxy::start(&config(&blue, &green, r#"mirror = { group = "green", percent = 100, max_body = "1KiB" }"#)).await;
+    let proxy = Proxy::start(&config(
+        &blue,
+        &green,
+        r#"mirror = { group = "green", percent = 100, max_body = "1KiB" }"#,
+    ))
+    .await;
     let url = proxy.url("web").await;
     let c = client();
     let post = |body: &'static [u8]| {
@@ -85,8 +108,14 @@ async fn mirrored_copies_reach_the_mirror_group_with_their_body() {
     };
     let a = send(&c, post(b"small order")).await.unwrap();
     assert_eq!((a.status, a.server()), (200, "blue-1"));
-    let (path, mirror, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
-    assert_eq!((path.as_str(), mirror.as_str(), &body[..]), ("/orders?x=1", "1", &b"small order"[..]));
+    let (path, mirror, body) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (path.as_str(), mirror.as_str(), &body[..]),
+        ("/orders?x=1", "1", &b"small order"[..])
+    );
 
     // Over max_body: the primary goes through, no copy is made.
     let big: &'static [u8] = Box::leak(vec![b'x'; 4096].into_boxed_slice());
@@ -130,7 +159,11 @@ async fn a_hanging_mirror_target_never_hurts_the_primary() {
             held.push(s);
         }
     });
-    let green = FakeBackend { name: "green-1".into(), addr: hang_addr, hits: Default::default() };
+    let green = FakeBackend {
+        name: "green-1".into(),
+        addr: hang_addr,
+        hits: Default::default(),
+    };
     let off = Proxy::start(&config(&blue, &green, "")).await;
     let on = Proxy::start(&config(&blue, &green, r#"mirror = { group = "green", percent = 100 }"#)).await;
     let c = client();
@@ -139,7 +172,10 @@ async fn a_hanging_mirror_target_never_hurts_the_primary() {
     let baseline = p99(&c, &url_off, 300).await;
     let mirrored = p99(&c, &url_on, 300).await;
     // Generous bound: the point is that the primary never waits for the 300 ms mirror timeout.
-    assert!(mirrored < baseline * 5 + 50_000, "p99 with mirroring {mirrored} µs vs {baseline} µs without");
+    assert!(
+        mirrored < baseline * 5 + 50_000,
+        "p99 with mirroring {mirrored} µs vs {baseline} µs without"
+    );
 
     let snap = on.veer.snapshot();
     let state = &snap.backend("shop").unwrap().state;
@@ -149,7 +185,13 @@ async fn a_hanging_mirror_target_never_hurts_the_primary() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(state.mirror_failed.load(Ordering::Relaxed) > 0, "mirror failures not counted");
+    assert!(
+        state.mirror_failed.load(Ordering::Relaxed) > 0,
+        "mirror failures not counted"
+    );
     assert_eq!(state.mirror_ok.load(Ordering::Relaxed), 0);
-    assert_eq!(state.mirror_failed.load(Ordering::Relaxed) + state.mirror_skipped.load(Ordering::Relaxed), 300);
+    assert_eq!(
+        state.mirror_failed.load(Ordering::Relaxed) + state.mirror_skipped.load(Ordering::Relaxed),
+        300
+    );
 }

@@ -102,10 +102,15 @@ async fn sticky_clients_keep_their_server_and_new_clients_split_50_50() {
             // veer's cookie is not forwarded upstream.
             assert!(a.header("x-echo-cookie").is_none(), "{a:?}");
         }
-        *first_pick.entry(first[..first.find('-').unwrap()].to_string()).or_default() += 1;
+        *first_pick
+            .entry(first[..first.find('-').unwrap()].to_string())
+            .or_default() += 1;
     }
     let blue = first_pick.get("blue").copied().unwrap_or(0) as f64 / 2.0;
-    assert!((43.0..=57.0).contains(&blue), "blue share of new clients {blue} % ({first_pick:?})");
+    assert!(
+        (43.0..=57.0).contains(&blue),
+        "blue share of new clients {blue} % ({first_pick:?})"
+    );
 }
 
 #[tokio::test]
@@ -151,7 +156,11 @@ async fn blue_green_flip_keeps_sticky_clients_then_maintenance_moves_them() {
         if server == "blue-1" {
             assert!(a.server().starts_with("green"), "{}", a.server());
             assert!(b.cookie != old_cookie, "no new cookie after maintenance");
-            assert_eq!(b.get(&c, &url).await.server(), a.server(), "moved client is sticky again");
+            assert_eq!(
+                b.get(&c, &url).await.server(),
+                a.server(),
+                "moved client is sticky again"
+            );
         } else {
             assert_eq!(a.server(), server);
         }
@@ -202,7 +211,10 @@ async fn forged_cookies_are_treated_as_absent() {
         b";;;=;VEER_SRV==".to_vec(),
         unknown_id.into_bytes(),
         long.into_bytes(),
-        (0..64).map(|_| fastrand::u8(0x20..0x7f)).filter(|b| *b != b';').collect(),
+        (0..64)
+            .map(|_| fastrand::u8(0x20..0x7f))
+            .filter(|b| *b != b';')
+            .collect(),
     ];
     let mut hits: HashMap<String, usize> = HashMap::new();
     for cookie in forged {
@@ -211,14 +223,33 @@ async fn forged_cookies_are_treated_as_absent() {
         req.extend_from_slice(&cookie);
         req.extend_from_slice(b"\r\n\r\n");
         let answer = raw_request(addr, &req).await;
-        assert!(answer.starts_with("HTTP/1.1 200"), "{:?} → {answer}", String::from_utf8_lossy(&cookie));
-        assert!(answer.to_ascii_lowercase().contains("set-cookie: veer_srv="), "no fresh cookie: {answer}");
-        *hits.entry(answer.lines().find(|l| l.starts_with("x-server")).unwrap_or("").to_string()).or_default() += 1;
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "{:?} → {answer}",
+            String::from_utf8_lossy(&cookie)
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("set-cookie: veer_srv="),
+            "no fresh cookie: {answer}"
+        );
+        *hits
+            .entry(
+                answer
+                    .lines()
+                    .find(|l| l.starts_with("x-server"))
+                    .unwrap_or("")
+                    .to_string(),
+            )
+            .or_default() += 1;
     }
     assert!(hits.keys().all(|k| k.contains("blue")), "{hits:?}");
     // Control bytes are not valid in a header at all: the parser refuses them (400), and
     // nothing reaches a server or fails with a 5xx.
-    let answer = raw_request(addr, b"GET / HTTP/1.1\r\nhost: shop\r\ncookie: VEER_SRV=\x01\x02\r\n\r\n").await;
+    let answer = raw_request(
+        addr,
+        b"GET / HTTP/1.1\r\nhost: shop\r\ncookie: VEER_SRV=\x01\x02\r\n\r\n",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 }
 

@@ -58,11 +58,22 @@ mod tests {
     #[test]
     fn hashes_are_stable_across_versions() {
         // xxhash.xxh3_64_intdigest(b"shop/blue-1") in Python's reference binding.
-        assert_eq!(node_id("shop/blue-1"), 0x52a8_23ba_3bf9_122b_u64, "{:#x}", node_id("shop/blue-1"));
-        let nodes = [("a", node_id("b/a"), 1), ("b", node_id("b/b"), 1), ("c", node_id("b/c"), 1)];
-        let picks: Vec<&str> = (0..6u64).map(|k| choose(key(&k.to_le_bytes()), nodes).unwrap()).collect();
+        assert_eq!(
+            node_id("shop/blue-1"),
+            0x52a8_23ba_3bf9_122b_u64,
+            "{:#x}",
+            node_id("shop/blue-1")
+        );
+        let nodes = [
+            ("a", node_id("b/a"), 1),
+            ("b", node_id("b/b"), 1),
+            ("c", node_id("b/c"), 1),
+        ];
+        let picks: Vec<&str> = (0..6u64)
+            .map(|k| choose(key(&k.to_le_bytes()), nodes).unwrap())
+            .collect();
         assert_eq!(picks, GOLDEN_PICKS, "{picks:?}");
     }
 
-        const GOLDEN_PICKS: [&str; 6] = ["b", "b", "b", "a", "c", "c"];
+    const GOLDEN_PICKS: [&str; 6] = ["b", "b", "b", "a", "c", "c"];
 }

@@ -92,7 +92,11 @@ pub fn pick<'b>(b: &'b Backend, a: &Affinity, tried: &Tried) -> Option<(&'b Arc<
     }
     if !tried.is_empty() {
         // A retry: any group will do rather than failing the client.
-        if let Some(s) = b.groups.iter().find_map(|g| pick_in_group(b.balance, g, a.hash, &available)) {
+        if let Some(s) = b
+            .groups
+            .iter()
+            .find_map(|g| pick_in_group(b.balance, g, a.hash, &available))
+        {
             return new(s);
         }
     }
@@ -104,9 +108,13 @@ pub fn pick<'b>(b: &'b Backend, a: &Affinity, tried: &Tried) -> Option<(&'b Arc<
 fn pick_with<'b>(b: &'b Backend, key: Option<u64>, ok: &impl Fn(&Arc<Server>) -> bool) -> Option<&'b Arc<Server>> {
     let eligible = |g: &Group| g.weight > 0 && g.servers.iter().any(ok);
     let group = match (b.balance, key) {
-        (Balance::Hash, Some(k)) => {
-            hash::choose(k, b.groups.iter().filter(|g| eligible(g)).map(|g| (g, g.hash_id, g.weight)))
-        }
+        (Balance::Hash, Some(k)) => hash::choose(
+            k,
+            b.groups
+                .iter()
+                .filter(|g| eligible(g))
+                .map(|g| (g, g.hash_id, g.weight)),
+        ),
         _ => pick_group(b, eligible),
     }?;
     pick_in_group(b.balance, group, key, ok)
@@ -150,9 +158,10 @@ pub fn pick_in_group<'g>(
     ok: &impl Fn(&Arc<Server>) -> bool,
 ) -> Option<&'g Arc<Server>> {
     match (balance, key) {
-        (Balance::Hash, Some(k)) => {
-            hash::choose(k, g.servers.iter().filter(|s| ok(s)).map(|s| (s, s.sticky_id, s.weight)))
-        }
+        (Balance::Hash, Some(k)) => hash::choose(
+            k,
+            g.servers.iter().filter(|s| ok(s)).map(|s| (s, s.sticky_id, s.weight)),
+        ),
         (Balance::RoundRobin | Balance::Hash, _) => {
             if g.rr.is_empty() {
                 return None;
@@ -182,7 +191,11 @@ fn least_request<'g>(g: &'g Group, ok: &impl Fn(&Arc<Server>) -> bool) -> Option
         return None;
     }
     let i = fastrand::usize(0..n);
-    let j = if n > 1 { (i + 1 + fastrand::usize(0..n - 1)) % n } else { i };
+    let j = if n > 1 {
+        (i + 1 + fastrand::usize(0..n - 1)) % n
+    } else {
+        i
+    };
     match (ok(&g.servers[i]), ok(&g.servers[j])) {
         (true, true) => Some(lighter(&g.servers[i], &g.servers[j])),
         (true, false) => Some(&g.servers[i]),

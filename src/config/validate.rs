@@ -315,7 +315,13 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
     let hash_key = match (&b.hash_key, b.balance) {
         (Some(k), Balance::Hash) => hash_key(c, k),
         (None, Balance::Hash) => {
-            c.err(b.name.span(), format!("backend {:?} uses balance = \"hash\" but sets no `hash_key`", b.name.get_ref()));
+            c.err(
+                b.name.span(),
+                format!(
+                    "backend {:?} uses balance = \"hash\" but sets no `hash_key`",
+                    b.name.get_ref()
+                ),
+            );
             None
         }
         (Some(k), _) => {
@@ -329,11 +335,17 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
         if http::HeaderValue::from_str(&format!("{}=x", st.cookie.get_ref())).is_err()
             || !cookie_name_ok(st.cookie.get_ref())
         {
-            c.err(st.cookie.span(), format!("invalid cookie name {:?}", st.cookie.get_ref()));
+            c.err(
+                st.cookie.span(),
+                format!("invalid cookie name {:?}", st.cookie.get_ref()),
+            );
         }
         StickySpec {
             cookie: st.cookie.get_ref().clone(),
-            max_age: st.max_age.as_ref().map(|_| c.duration(&st.max_age, "max_age", Duration::ZERO)),
+            max_age: st
+                .max_age
+                .as_ref()
+                .map(|_| c.duration(&st.max_age, "max_age", Duration::ZERO)),
             http_only: st.http_only.unwrap_or(true),
             secure: st.secure.unwrap_or(false),
             same_site: st.same_site,
@@ -345,13 +357,16 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
         if ov.header.is_none() && ov.cookie.is_none() {
             c.err(o.span(), "`override` needs a `header` or a `cookie`");
         }
-        let header = ov.header.as_ref().and_then(|h| match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
-            Ok(n) => Some(n),
-            Err(_) => {
-                c.err(h.span(), format!("invalid header name {:?}", h.get_ref()));
-                None
-            }
-        });
+        let header = ov
+            .header
+            .as_ref()
+            .and_then(|h| match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    c.err(h.span(), format!("invalid header name {:?}", h.get_ref()));
+                    None
+                }
+            });
         let cookie = ov.cookie.as_ref().map(|k| {
             if !cookie_name_ok(k.get_ref()) {
                 c.err(k.span(), format!("invalid cookie name {:?}", k.get_ref()));
@@ -363,14 +378,24 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
     let mirror = b.mirror.as_ref().map(|m| {
         let mi = m.get_ref();
         if !groups.iter().any(|g| g.name == *mi.group.get_ref()) {
-            c.err(mi.group.span(), format!("mirror group {:?} is not a group of backend {:?}", mi.group.get_ref(), b.name.get_ref()));
+            c.err(
+                mi.group.span(),
+                format!(
+                    "mirror group {:?} is not a group of backend {:?}",
+                    mi.group.get_ref(),
+                    b.name.get_ref()
+                ),
+            );
         }
         let max_body = match &mi.max_body {
             None => 64 * 1024,
             Some(v) => match v.get_ref().parse::<bytesize::ByteSize>() {
                 Ok(size) => size.as_u64(),
                 Err(_) => {
-                    c.err(v.span(), format!("invalid size {:?}: write e.g. \"64KiB\", \"1MiB\"", v.get_ref()));
+                    c.err(
+                        v.span(),
+                        format!("invalid size {:?}: write e.g. \"64KiB\", \"1MiB\"", v.get_ref()),
+                    );
                     0
                 }
             },
@@ -411,12 +436,18 @@ fn hash_key(c: &mut Checker, k: &Spanned<String>) -> Option<HashKey> {
         None
     };
     if parsed.is_none() {
-        c.err(k.span(), format!("invalid hash_key {v:?}: use \"source_ip\", \"header:<name>\" or \"cookie:<name>\""));
+        c.err(
+            k.span(),
+            format!("invalid hash_key {v:?}: use \"source_ip\", \"header:<name>\" or \"cookie:<name>\""),
+        );
     }
     parsed
 }
 
 /// RFC 6265 cookie-name: a token.
 fn cookie_name_ok(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }

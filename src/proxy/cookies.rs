@@ -6,16 +6,22 @@ use http::header::{HeaderMap, HeaderValue, COOKIE};
 
 /// `(name, value)` pairs of every `Cookie` header, in order; malformed pairs are skipped.
 fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
-    headers.get_all(COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).filter_map(|pair| {
-        let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|b| *b == b'=')?;
-        Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
-    })
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .filter_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+        })
 }
 
 /// The value of the first cookie named `name`.
 pub fn find<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
-    pairs(headers).find(|(n, _)| *n == name.as_bytes()).map(|(_, v)| strip_quotes(v))
+    pairs(headers)
+        .find(|(n, _)| *n == name.as_bytes())
+        .map(|(_, v)| strip_quotes(v))
 }
 
 fn strip_quotes(v: &[u8]) -> &[u8] {
@@ -83,7 +89,14 @@ mod tests {
     #[test]
     fn sticky_values_must_be_exact() {
         assert_eq!(parse_sticky(b"00000000000000ff"), Some(255));
-        for bad in [&b""[..], b"ff", b"00000000000000fg", b"+0000000000000ff", b"\xff\xfe", &[b'a'; 8192]] {
+        for bad in [
+            &b""[..],
+            b"ff",
+            b"00000000000000fg",
+            b"+0000000000000ff",
+            b"\xff\xfe",
+            &[b'a'; 8192],
+        ] {
             assert_eq!(parse_sticky(bad), None, "{bad:?}");
         }
     }

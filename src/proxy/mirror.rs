@@ -23,13 +23,18 @@ use crate::upstream::{UpstreamBody, UpstreamRequestBody};
 /// Returns the body to send upstream for the primary request; when the request is sampled
 /// for mirroring, that body also feeds the mirrored copy.
 pub fn tee(backend: &Arc<Backend>, parts: &http::request::Parts, body: Incoming) -> UpstreamRequestBody {
-    let Some(mirror) = &backend.mirror else { return body.boxed_unsync() };
+    let Some(mirror) = &backend.mirror else {
+        return body.boxed_unsync();
+    };
     if mirror.percent < 100 && fastrand::u32(0..100) >= mirror.percent {
         return body.boxed_unsync();
     }
     let counters = &backend.state;
     let fits = body.size_hint().lower() <= mirror.max_body;
-    let Some(permit) = fits.then(|| counters.mirror_slots.clone().try_acquire_owned().ok()).flatten() else {
+    let Some(permit) = fits
+        .then(|| counters.mirror_slots.clone().try_acquire_owned().ok())
+        .flatten()
+    else {
         counters.mirror_skipped.fetch_add(1, Relaxed);
         return body.boxed_unsync();
     };
@@ -55,13 +60,21 @@ pub fn tee(backend: &Arc<Backend>, parts: &http::request::Parts, body: Incoming)
             }
         }
     });
-    TeeBody { inner: body, copy: BytesMut::new(), limit: mirror.max_body, done: Some(tx) }.boxed_unsync()
+    TeeBody {
+        inner: body,
+        copy: BytesMut::new(),
+        limit: mirror.max_body,
+        done: Some(tx),
+    }
+    .boxed_unsync()
 }
 
 /// Sends the copy to a server of the mirror group and discards the answer.
 async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: OwnedSemaphorePermit) {
     let counters = &backend.state;
-    let Some(Mirror { group, .. }) = backend.mirror else { return };
+    let Some(Mirror { group, .. }) = backend.mirror else {
+        return;
+    };
     let now = now_ms();
     let available = |s: &Arc<crate::snapshot::Server>| s.usable() && !s.state.is_ejected(now);
     let Some(server) = pick_in_group(backend.balance, &backend.groups[group], None, &available).cloned() else {
