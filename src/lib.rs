@@ -13,6 +13,7 @@
 //! balance/    group split, then round robin / least request / random inside the group
 //! upstream    connect + per-server keep-alive pool
 //! error       the one error type and its synthetic responses
+//! admin/      the admin plane: HAProxy-compatible socket, HTTP admin, overlay, events, ctl
 //! demo        `veer demo`: built-in blue/green upstreams
 //! ```
 //!
@@ -20,6 +21,7 @@
 //! [`snapshot::Snapshot`]; a request loads it once and is routed entirely by it.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;

@@ -30,6 +30,14 @@ enum Command {
     },
     /// Start two demo upstreams (blue, green) and veer in front of them.
     Demo,
+    /// Send a command to a running veer's admin socket (interactive without a command).
+    Ctl {
+        /// The admin socket.
+        #[arg(short, long, env = "VEER_SOCKET", default_value = "/tmp/veer/admin.sock")]
+        socket: PathBuf,
+        /// The command, e.g. `set split shop blue=0 green=100`; `;` separates commands.
+        command: Vec<String>,
+    },
 }
 
 const EX_CONFIG: u8 = 64;
@@ -82,6 +90,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Ctl { socket, command } => veer::admin::ctl::run(&socket, &command),
         Command::Demo => {
             init_logging();
             let result = build_runtime(None)

@@ -1,22 +1,25 @@
-//! The running proxy: the shared snapshot, the reload procedure, and the handle tests and
-//! `main` hold.
+//! The running proxy: the shared snapshot, the two ways it changes (a config reload and an
+//! admin mutation), and the handle tests and `main` hold.
 //!
-//! A reload is one serialized procedure: read + validate the file, bind any new listeners,
-//! build the snapshot (reusing per-server state), swap it in with one store, then start and
-//! stop accept loops. Any failure before the swap leaves everything as it was.
+//! Both changes are one serialized procedure under the control lock: compute the new spec
+//! (`config ⊕ overlay`), bind any new listeners, build the snapshot (reusing per-server
+//! state), persist the overlay, swap the snapshot in with one store, then start and stop
+//! accept loops and publish events. Any failure before the swap leaves everything as it was.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use tokio::sync::Mutex;
+use tokio::sync::{broadcast, Mutex};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::events;
+use crate::admin::overlay::Overlay;
 use crate::config::{self, ConfigErrors, Spec};
 use crate::listeners::{BindError, ListenerSet};
 use crate::snapshot::Snapshot;
@@ -28,15 +31,20 @@ pub struct Shared {
     pub http: auto::Builder<TokioExecutor>,
     /// Cancelled when the process stops; parent of every listener's token.
     pub shutdown: CancellationToken,
+    /// Client connections open now, and accepted since start (for `show info`).
+    pub current_conns: AtomicUsize,
+    pub total_conns: AtomicU64,
 }
 
-/// Why a reload (or the first load) did not apply.
+/// Why a reload (or the first load, or an admin change) did not apply.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
     #[error("{0}")]
     Bind(#[from] BindError),
+    #[error("state file: {0}")]
+    State(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +65,11 @@ pub struct ReloadReport {
 struct Control {
     registry: Registry,
     listeners: ListenerSet,
+    /// The config file as last loaded successfully.
+    config: Arc<Spec>,
+    /// Runtime changes on top of it.
+    overlay: Overlay,
+    loaded_at: SystemTime,
 }
 
 /// Counters about reloads (metrics read them).
@@ -70,37 +83,61 @@ pub struct ReloadStats {
 #[derive(Clone)]
 pub struct Veer {
     path: Arc<PathBuf>,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     control: Arc<Mutex<Control>>,
     pub stats: Arc<ReloadStats>,
     last: Arc<std::sync::Mutex<Option<ReloadReport>>>,
+    events: broadcast::Sender<String>,
+    started: SystemTime,
+    admin_http: Arc<std::sync::OnceLock<SocketAddr>>,
 }
 
 impl Veer {
-    /// Loads `path`, binds its listeners and starts serving.
+    /// Loads `path` and the state file it names, binds the listeners and the admin
+    /// endpoints, and starts serving.
     pub async fn start(path: impl Into<PathBuf>) -> Result<Veer, ReloadError> {
         let path = path.into();
-        let spec = config::load(&path)?;
+        let config = config::load(&path)?;
+        let overlay = match &config.admin.state_file {
+            Some(f) => Overlay::load(f).map_err(ReloadError::State)?,
+            None => Overlay::default(),
+        };
         let veer = Veer {
             path: Arc::new(path),
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
                 http: crate::proxy::http::builder(),
                 shutdown: CancellationToken::new(),
+                current_conns: AtomicUsize::new(0),
+                total_conns: AtomicU64::new(0),
             }),
             control: Arc::new(Mutex::new(Control {
                 registry: Registry::default(),
                 listeners: ListenerSet::default(),
+                config: Snapshot::empty().spec,
+                overlay,
+                loaded_at: SystemTime::now(),
             })),
             stats: Arc::default(),
             last: Arc::default(),
+            events: broadcast::channel(1024).0,
+            started: SystemTime::now(),
+            admin_http: Arc::default(),
         };
-        veer.apply(spec, true).await?;
+        veer.apply_config(config, true).await?;
+        crate::admin::start(&veer)
+            .await
+            .map_err(|e| ReloadError::State(e.to_string()))?;
         Ok(veer)
     }
 
     pub fn config_path(&self) -> &Path {
         &self.path
+    }
+
+    /// When this process started.
+    pub fn started(&self) -> SystemTime {
+        self.started
     }
 
     /// The snapshot serving now.
@@ -113,15 +150,43 @@ impl Veer {
         self.control.lock().await.listeners.local_addr(name)
     }
 
+    /// The bound address of the admin HTTP listener, when configured.
+    pub fn admin_http_addr(&self) -> Option<SocketAddr> {
+        self.admin_http.get().copied()
+    }
+
+    pub(crate) fn set_admin_http_addr(&self, addr: SocketAddr) {
+        let _ = self.admin_http.set(addr);
+    }
+
     pub fn last_reload(&self) -> Option<ReloadReport> {
         self.last.lock().ok().and_then(|l| l.clone())
     }
 
-    /// Re-reads the config file and applies it if it changed. On error the running
-    /// snapshot keeps serving; the error is logged, counted and returned.
+    /// When the running config file was loaded.
+    pub async fn loaded_at(&self) -> SystemTime {
+        self.control.lock().await.loaded_at
+    }
+
+    /// The runtime changes currently applied.
+    pub async fn overlay(&self) -> Overlay {
+        self.control.lock().await.overlay.clone()
+    }
+
+    /// A stream of JSON event lines (server state, health, split, reload).
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn publish(&self, event: String) {
+        let _ = self.events.send(event);
+    }
+
+    /// Re-reads the config file and applies it (with the overlay) if it changed. On error
+    /// the running snapshot keeps serving; the error is logged, counted and returned.
     pub async fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
         let result = match config::load(&self.path) {
-            Ok(spec) => self.apply(spec, false).await,
+            Ok(spec) => self.apply_config(spec, false).await,
             Err(e) => Err(e.into()),
         };
         match &result {
@@ -135,6 +200,7 @@ impl Veer {
                 tracing::error!("config reload rejected, previous config keeps serving:\n{e}");
             }
         }
+        self.publish(events::reload(&result));
         if let Ok(mut last) = self.last.lock() {
             *last = Some(ReloadReport {
                 at: SystemTime::now(),
@@ -144,21 +210,72 @@ impl Veer {
         result
     }
 
-    async fn apply(&self, spec: Spec, first: bool) -> Result<ReloadOutcome, ReloadError> {
+    async fn apply_config(&self, config: Spec, first: bool) -> Result<ReloadOutcome, ReloadError> {
         let mut control = self.control.lock().await;
-        let current = self.shared.snapshot.load();
-        if !first && *current.spec == spec {
+        if !first && *control.config == config {
             return Ok(ReloadOutcome::Unchanged);
         }
+        let mut overlay = control.overlay.clone();
+        let (spec, notes) = overlay.apply(&config);
+        for note in &notes {
+            tracing::warn!("{note}");
+        }
         let plan = control.listeners.plan(&spec.listeners, spec.runtime.backlog)?;
-        let generation = current.generation + 1;
+        if overlay != control.overlay {
+            self.persist(&spec, &overlay)?;
+        }
+        let generation = self.install(&mut control, spec);
+        control.listeners.apply(plan, &self.shared).await;
+        control.config = Arc::new(config);
+        control.overlay = overlay;
+        control.loaded_at = SystemTime::now();
+        Ok(ReloadOutcome::Applied { generation })
+    }
+
+    /// Applies one admin change. `change` sees the running spec and edits a copy of the
+    /// overlay; its `Ok` value is the command's answer. The new overlay is persisted
+    /// before the new snapshot is swapped in; on any error nothing changes.
+    pub async fn mutate<T>(&self, change: impl FnOnce(&Spec, &mut Overlay) -> Result<T, String>) -> Result<T, String> {
+        let mut control = self.control.lock().await;
+        let current = self.shared.snapshot.load_full();
+        let mut overlay = control.overlay.clone();
+        let answer = change(&current.spec, &mut overlay)?;
+        if overlay == control.overlay {
+            return Ok(answer);
+        }
+        let (spec, notes) = overlay.apply(&control.config);
+        for note in notes {
+            tracing::warn!("{note}");
+        }
+        self.persist(&spec, &overlay).map_err(|e| e.to_string())?;
+        self.install(&mut control, spec);
+        control.overlay = overlay;
+        Ok(answer)
+    }
+
+    fn persist(&self, spec: &Spec, overlay: &Overlay) -> Result<(), ReloadError> {
+        match &spec.admin.state_file {
+            Some(path) => overlay
+                .save(path)
+                .map_err(|e| ReloadError::State(format!("{}: {e}", path.display()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Builds and swaps in the snapshot for `spec`; publishes what changed.
+    fn install(&self, control: &mut Control, spec: Spec) -> u64 {
+        let old = self.shared.snapshot.load_full();
+        let generation = old.generation + 1;
         let (snapshot, dropped) = Snapshot::build(Arc::new(spec), &mut control.registry, generation);
         for (b, s) in dropped {
-            tracing::info!(server = %format!("{b}/{s}"), "server removed by config");
+            tracing::info!(server = %format!("{b}/{s}"), "server removed");
         }
-        self.shared.snapshot.store(Arc::new(snapshot));
-        control.listeners.apply(plan, &self.shared).await;
-        Ok(ReloadOutcome::Applied { generation })
+        let snapshot = Arc::new(snapshot);
+        self.shared.snapshot.store(snapshot.clone());
+        for event in events::diff(&old, &snapshot) {
+            self.publish(event);
+        }
+        generation
     }
 
     /// Stops accepting on every listener. (Graceful draining lands with the lifecycle work.)

@@ -91,6 +91,7 @@ pub struct Server {
     pub group: Arc<str>,
     pub addr: SocketAddr,
     pub weight: u32,
+    pub initial_weight: u32,
     pub admin: AdminState,
     pub state: Arc<ServerState>,
     pub pool: Arc<Pool>,
@@ -204,6 +205,7 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                     };
                     let (state, pool) = reg.get(&b.name, &s.name, key);
                     state.set_draining(s.state == AdminState::Drain, b.drain_timeout);
+                    state.set_admin(s.state);
                     let id = format!("{}/{}", b.name, s.name);
                     let sticky_id = hash::node_id(&id);
                     Arc::new(Server {
@@ -212,6 +214,7 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                         group: group.clone(),
                         addr: s.addr,
                         weight: s.weight,
+                        initial_weight: s.initial_weight,
                         admin: s.state,
                         state,
                         pool,

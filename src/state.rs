@@ -35,9 +35,48 @@ pub struct ServerState {
     ejected_until: AtomicU64,
     /// `now_ms()` at which a draining server stops honouring sticky clients; 0 = not draining.
     drain_until: AtomicU64,
+    /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx, other (HAProxy's hrsp_*).
+    pub responses: [AtomicU64; 6],
+    /// `now_ms()` of the last admin-state or health change.
+    pub last_change: AtomicU64,
+    /// The admin state the last snapshot gave this server (to notice changes).
+    admin: std::sync::atomic::AtomicU8,
+    /// Cancelled by `shutdown sessions server`; long-lived sessions watch it.
+    sessions: arc_swap::ArcSwap<tokio_util::sync::CancellationToken>,
 }
 
 impl ServerState {
+    /// Counts one response by status class.
+    pub fn count_response(&self, status: u16) {
+        let class = match status {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
+        };
+        self.responses[class].fetch_add(1, Relaxed);
+    }
+
+    /// Records the admin state a new snapshot gives the server, noting when it changed.
+    pub fn set_admin(&self, state: crate::config::AdminState) {
+        let code = state as u8 + 1;
+        if self.admin.swap(code, Relaxed) != code {
+            self.last_change.store(now_ms(), Relaxed);
+        }
+    }
+
+    /// A token cancelled when `shutdown sessions` is issued for this server.
+    pub fn sessions(&self) -> Arc<tokio_util::sync::CancellationToken> {
+        self.sessions.load_full()
+    }
+
+    /// Cuts every session that watches [`ServerState::sessions`].
+    pub fn shutdown_sessions(&self) {
+        self.sessions.swap(Arc::default()).cancel();
+    }
+
     /// Enters drain (keeping an earlier deadline if already draining) or leaves it.
     pub fn set_draining(&self, draining: bool, timeout: Duration) {
         if !draining {
@@ -59,6 +98,9 @@ impl ServerState {
     /// Records a failed connect: the server is skipped for `for_` from now.
     pub fn eject(&self, for_: Duration) {
         self.connect_failures.fetch_add(1, Relaxed);
+        if !self.is_ejected(now_ms()) {
+            self.last_change.store(now_ms(), Relaxed);
+        }
         self.ejected_until.store(now_ms() + for_.as_millis() as u64, Relaxed);
     }
 
@@ -66,6 +108,7 @@ impl ServerState {
     pub fn mark_reachable(&self) {
         if self.ejected_until.load(Relaxed) != 0 {
             self.ejected_until.store(0, Relaxed);
+            self.last_change.store(now_ms(), Relaxed);
         }
     }
 

@@ -40,7 +40,10 @@ async fn sticky_clients_follow_the_drain_deadline() {
     };
     let ready = build(&mut registry, "ready");
     let blue1 = ready.backend("shop").unwrap().groups[0].servers[0].sticky_id;
-    let sticky = Affinity { sticky: Some(blue1), ..Affinity::default() };
+    let sticky = Affinity {
+        sticky: Some(blue1),
+        ..Affinity::default()
+    };
 
     // Entering drain starts the clock; a later rebuild (any reload) keeps the deadline.
     let draining = build(&mut registry, "drain");
@@ -53,16 +56,30 @@ async fn sticky_clients_follow_the_drain_deadline() {
     let (s, via) = pick(b, &sticky, &[]).unwrap();
     assert_eq!((&*s.name, via), ("blue-1", Via::Sticky));
     for _ in 0..10 {
-        assert_eq!(&*pick(b, &Affinity::default(), &[]).unwrap().0.name, "blue-2", "new client on a draining server");
+        assert_eq!(
+            &*pick(b, &Affinity::default(), &[]).unwrap().0.name,
+            "blue-2",
+            "new client on a draining server"
+        );
     }
 
     tokio::time::advance(Duration::from_secs(31)).await;
     let (s, via) = pick(b, &sticky, &[]).unwrap();
-    assert_eq!((&*s.name, via), ("blue-2", Via::Balance), "sticky honoured past the drain deadline");
+    assert_eq!(
+        (&*s.name, via),
+        ("blue-2", Via::Balance),
+        "sticky honoured past the drain deadline"
+    );
 
     // Back to ready: stickiness to blue-1 works again, and a new drain starts a new clock.
     let ready = build(&mut registry, "ready");
-    assert_eq!(pick(ready.backend("shop").unwrap(), &sticky, &[]).unwrap().1, Via::Sticky);
+    assert_eq!(
+        pick(ready.backend("shop").unwrap(), &sticky, &[]).unwrap().1,
+        Via::Sticky
+    );
     let draining = build(&mut registry, "drain");
-    assert_eq!(pick(draining.backend("shop").unwrap(), &sticky, &[]).unwrap().1, Via::Sticky);
+    assert_eq!(
+        pick(draining.backend("shop").unwrap(), &sticky, &[]).unwrap().1,
+        Via::Sticky
+    );
 }

@@ -21,7 +21,13 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub socket: Option<String>,
+    /// Octal permission bits of the socket file, e.g. "0660".
+    pub socket_mode: Option<Spanned<String>>,
+    /// Group (name or numeric gid) to own the socket file.
+    pub socket_group: Option<Spanned<String>>,
     pub http: Option<Spanned<String>>,
+    /// File holding the bearer token required for POST /command.
+    pub token_file: Option<Spanned<String>>,
     pub state_file: Option<String>,
 }
 
@@ -76,6 +82,18 @@ pub enum Balance {
     Random,
     /// Consistent (rendezvous) hashing on `hash_key`.
     Hash,
+}
+
+impl Balance {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastRequest => "least_request",
+            Balance::Random => "random",
+            Balance::Hash => "hash",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,7 +159,7 @@ pub struct RawGroup {
     pub servers: Vec<RawServer>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AdminState {
     #[default]

@@ -22,11 +22,28 @@ pub struct Spec {
     pub hash: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AdminSpec {
     pub socket: Option<PathBuf>,
+    /// Permission bits of the socket file; default 0o600.
+    pub socket_mode: u32,
+    pub socket_group: Option<String>,
     pub http: Option<SocketAddr>,
+    pub token_file: Option<PathBuf>,
     pub state_file: Option<PathBuf>,
+}
+
+impl Default for AdminSpec {
+    fn default() -> Self {
+        AdminSpec {
+            socket: None,
+            socket_mode: 0o600,
+            socket_group: None,
+            http: None,
+            token_file: None,
+            state_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -165,5 +182,7 @@ pub struct ServerSpec {
     pub addr: SocketAddr,
     /// 0..=256; 0 takes no new traffic.
     pub weight: u32,
+    /// The weight the server started with (config, or `add server`): `N%` is relative to it.
+    pub initial_weight: u32,
     pub state: AdminState,
 }

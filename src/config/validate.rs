@@ -86,6 +86,20 @@ impl Checker<'_> {
     fn unique(&mut self, seen: &mut HashSet<String>, name: &Spanned<String>, what: &str, scope: &str) {
         if name.get_ref().is_empty() {
             self.err(name.span(), format!("{what} name must not be empty"));
+        } else if name.get_ref().starts_with('#')
+            || name
+                .get_ref()
+                .chars()
+                .any(|ch| ch == '/' || ch == ';' || ch == '=' || ch.is_whitespace() || ch.is_control())
+        {
+            // Names appear in admin commands as `backend/server`, `group=weight`, `#<id>`.
+            self.err(
+                name.span(),
+                format!(
+                    "{what} name {:?} must not contain '/', ';', '=', spaces or a leading '#'",
+                    name.get_ref()
+                ),
+            );
         } else if !seen.insert(name.get_ref().clone()) {
             self.err(
                 name.span(),
@@ -103,10 +117,40 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
         errors: Vec::new(),
     };
 
-    let admin = raw.admin.map(|a| AdminSpec {
-        socket: a.socket.map(PathBuf::from),
-        http: a.http.as_ref().and_then(|h| c.addr(h, "admin http")),
-        state_file: a.state_file.map(PathBuf::from),
+    let admin = raw.admin.map(|a| {
+        let http = a.http.as_ref().and_then(|h| c.addr(h, "admin http"));
+        if let (Some(addr), Some(h), None) = (http, &a.http, &a.token_file) {
+            if !addr.ip().is_loopback() {
+                c.err(
+                    h.span(),
+                    format!("admin http {addr} is not a loopback address: set `token_file` to protect it"),
+                );
+            }
+        }
+        let socket_mode = match &a.socket_mode {
+            None => 0o600,
+            Some(m) => match u32::from_str_radix(m.get_ref(), 8) {
+                Ok(mode) if mode <= 0o777 => mode,
+                _ => {
+                    c.err(
+                        m.span(),
+                        format!(
+                            "invalid socket_mode {:?}: write octal permission bits, e.g. \"0660\"",
+                            m.get_ref()
+                        ),
+                    );
+                    0o600
+                }
+            },
+        };
+        AdminSpec {
+            socket: a.socket.map(PathBuf::from),
+            socket_mode,
+            socket_group: a.socket_group.map(|g| g.into_inner()),
+            http,
+            token_file: a.token_file.map(|t| PathBuf::from(t.into_inner())),
+            state_file: a.state_file.map(PathBuf::from),
+        }
     });
     let runtime = match &raw.runtime {
         None => RuntimeSpec::default(),
@@ -265,12 +309,14 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
     let mut server_names = HashSet::new();
     let mut server = |c: &mut Checker, s: &RawServer| {
         c.unique(&mut server_names, &s.name, "server", &scope);
+        let weight = c.ranged(&s.weight, "server weight", 0..=256, 1) as u32;
         ServerSpec {
             name: s.name.get_ref().clone(),
             addr: c
                 .addr(&s.addr, "server")
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
-            weight: c.ranged(&s.weight, "server weight", 0..=256, 1) as u32,
+            weight,
+            initial_weight: weight,
             state: s.state.unwrap_or_default(),
         }
     };

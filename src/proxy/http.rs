@@ -201,17 +201,24 @@ fn respond(
     active: crate::state::ActiveGuard,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    server.state.count_response(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let client = client_upgrade.ok_or(ProxyError::UnexpectedUpgrade)?;
         let upstream = hyper::upgrade::on(&mut resp);
         let tunnel = server.state.connection_guard();
         let id = server.id.clone();
+        let cut = server.state.sessions();
         tokio::spawn(async move {
             let _counted = (active, tunnel);
             match tokio::try_join!(client, upstream) {
                 Ok((c, u)) => {
-                    let res = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
-                    tracing::debug!(server = %id, ?res, "upgraded tunnel ended");
+                    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                    tokio::select! {
+                        res = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+                            tracing::debug!(server = %id, ?res, "upgraded tunnel ended");
+                        }
+                        _ = cut.cancelled() => tracing::info!(server = %id, "tunnel cut by shutdown sessions"),
+                    }
                 }
                 Err(e) => tracing::debug!(server = %id, error = %e, "upgrade failed"),
             }

@@ -22,6 +22,10 @@ use crate::upstream::UpstreamBody;
 
 /// Serves one accepted connection on listener `listener`.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<String>, shared: Arc<Shared>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    shared.total_conns.fetch_add(1, Relaxed);
+    shared.current_conns.fetch_add(1, Relaxed);
+    let _open = OpenConn(shared.clone());
     let is_http = match shared.snapshot.load().listeners.get(listener.as_str()) {
         Some(ListenerRoutes::Http(_)) => true,
         Some(ListenerRoutes::Tcp { .. }) => false,
@@ -31,6 +35,15 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<String>, s
         http::serve(stream, peer, listener, shared).await
     } else {
         tcp::serve(stream, peer, &listener, &shared).await
+    }
+}
+
+/// Decrements the open-connection count however the connection ends.
+struct OpenConn(Arc<Shared>);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.current_conns.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

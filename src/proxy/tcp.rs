@@ -37,8 +37,13 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, listener: &str, shar
                 let _ = upstream.set_nodelay(true);
                 // copy_bidirectional shuts down each write side when its read side ends,
                 // so half-closed connections keep flowing the other way.
-                let res = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                tracing::debug!(%peer, server = %server.id, ?res, "tcp session ended");
+                let cut = server.state.sessions();
+                tokio::select! {
+                    res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                        tracing::debug!(%peer, server = %server.id, ?res, "tcp session ended");
+                    }
+                    _ = cut.cancelled() => tracing::info!(%peer, server = %server.id, "session cut by shutdown sessions"),
+                }
                 drop(guard);
                 return;
             }

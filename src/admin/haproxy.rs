@@ -1,0 +1,377 @@
+//! HAProxy's runtime-API output formats, byte for byte where tools parse them
+//! (../shared/haproxy-runtime-api.md): `show info`, `show stat` (the 88 HAProxy 2.0 columns),
+//! `show servers state`, `show backend`. Everything is read from one snapshot plus the
+//! servers' atomics.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::config::{AdminState, Balance, Protocol};
+use crate::runtime::Veer;
+use crate::snapshot::{Backend, Server, Snapshot};
+use crate::state::now_ms;
+
+/// `show info` announces this version so tools that gate features on HAProxy's version
+/// (Ansible skips `state=drain` below 1.5) treat veer as a modern HAProxy.
+pub const HAPROXY_COMPAT_VERSION: &str = "2.8.0";
+
+pub fn version() -> String {
+    format!("{HAPROXY_COMPAT_VERSION}-veer-{}", env!("CARGO_PKG_VERSION"))
+}
+
+pub fn show_info(veer: &Veer) -> String {
+    let uptime = veer.started().elapsed().map(|d| d.as_secs()).unwrap_or(0);
+    let shared = &veer.shared;
+    let snap = veer.snapshot();
+    let threads = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .or(snap.spec.runtime.workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let lines = [
+        ("Name", "veer".to_string()),
+        ("Version", version()),
+        ("Release_date", "2026/11/22".to_string()),
+        ("Nbthread", threads.to_string()),
+        ("Nbproc", "1".to_string()),
+        ("Process_num", "1".to_string()),
+        ("Pid", std::process::id().to_string()),
+        (
+            "Uptime",
+            format!(
+                "{}d {}h{:02}m{:02}s",
+                uptime / 86400,
+                uptime / 3600 % 24,
+                uptime / 60 % 60,
+                uptime % 60
+            ),
+        ),
+        ("Uptime_sec", uptime.to_string()),
+        ("CurrConns", shared.current_conns.load(Relaxed).to_string()),
+        ("CumConns", shared.total_conns.load(Relaxed).to_string()),
+        ("Generation", snap.generation.to_string()),
+        ("Description", "veer load balancer".to_string()),
+    ];
+    lines.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
+}
+
+/// The HAProxy 2.0 static columns, in order.
+pub const STAT_COLUMNS: [&str; 88] = [
+    "pxname",
+    "svname",
+    "qcur",
+    "qmax",
+    "scur",
+    "smax",
+    "slim",
+    "stot",
+    "bin",
+    "bout",
+    "dreq",
+    "dresp",
+    "ereq",
+    "econ",
+    "eresp",
+    "wretr",
+    "wredis",
+    "status",
+    "weight",
+    "act",
+    "bck",
+    "chkfail",
+    "chkdown",
+    "lastchg",
+    "downtime",
+    "qlimit",
+    "pid",
+    "iid",
+    "sid",
+    "throttle",
+    "lbtot",
+    "tracked",
+    "type",
+    "rate",
+    "rate_lim",
+    "rate_max",
+    "check_status",
+    "check_code",
+    "check_duration",
+    "hrsp_1xx",
+    "hrsp_2xx",
+    "hrsp_3xx",
+    "hrsp_4xx",
+    "hrsp_5xx",
+    "hrsp_other",
+    "hanafail",
+    "req_rate",
+    "req_rate_max",
+    "req_tot",
+    "cli_abrt",
+    "srv_abrt",
+    "comp_in",
+    "comp_out",
+    "comp_byp",
+    "comp_rsp",
+    "lastsess",
+    "last_chk",
+    "last_agt",
+    "qtime",
+    "ctime",
+    "rtime",
+    "ttime",
+    "agent_status",
+    "agent_code",
+    "agent_duration",
+    "check_desc",
+    "agent_desc",
+    "check_rise",
+    "check_fall",
+    "check_health",
+    "agent_rise",
+    "agent_fall",
+    "agent_health",
+    "addr",
+    "cookie",
+    "mode",
+    "algo",
+    "conn_rate",
+    "conn_rate_max",
+    "conn_tot",
+    "intercepted",
+    "dcon",
+    "dses",
+    "wrew",
+    "connect",
+    "reuse",
+    "cache_lookups",
+    "cache_hits",
+];
+
+fn col(name: &str) -> usize {
+    STAT_COLUMNS.iter().position(|c| *c == name).unwrap_or(0)
+}
+
+/// One CSV row under construction; unset fields stay empty.
+struct Row([String; 88]);
+
+impl Row {
+    fn new(pxname: &str, svname: &str, kind: u8, iid: usize, sid: usize) -> Row {
+        let mut r = Row(std::array::from_fn(|_| String::new()));
+        r.set("pxname", pxname)
+            .set("svname", svname)
+            .set("type", kind)
+            .set("pid", 1)
+            .set("iid", iid)
+            .set("sid", sid);
+        r.set("qcur", 0).set("qmax", 0);
+        r
+    }
+
+    fn set(&mut self, name: &str, v: impl ToString) -> &mut Row {
+        self.0[col(name)] = v.to_string();
+        self
+    }
+
+    fn write(&self, out: &mut String) {
+        for field in &self.0 {
+            if field.contains(',') || field.contains('"') {
+                let _ = write!(out, "\"{}\",", field.replace('"', "\"\""));
+            } else {
+                let _ = write!(out, "{field},");
+            }
+        }
+        out.push('\n');
+    }
+}
+
+/// The server's `status` column.
+pub fn server_status(s: &Server, now: u64) -> &'static str {
+    match s.admin {
+        AdminState::Maint => "MAINT",
+        AdminState::Drain => "DRAIN",
+        AdminState::Ready if s.state.is_ejected(now) => "DOWN",
+        AdminState::Ready => "UP",
+    }
+}
+
+fn algo(b: &Backend) -> &'static str {
+    match b.balance {
+        Balance::RoundRobin => "roundrobin",
+        Balance::LeastRequest => "leastconn",
+        Balance::Random => "random",
+        Balance::Hash => "hash",
+    }
+}
+
+fn mode(snap: &Snapshot, backend: &str) -> &'static str {
+    let tcp = snap
+        .spec
+        .listeners
+        .iter()
+        .any(|l| l.protocol == Protocol::Tcp && l.backend.as_deref() == Some(backend));
+    if tcp {
+        "tcp"
+    } else {
+        "http"
+    }
+}
+
+/// Type filter bits of `show stat <iid> <type> <sid>`: 1 frontends, 2 backends, 4 servers.
+#[derive(Debug, Clone, Copy)]
+pub struct StatFilter {
+    pub iid: Option<usize>,
+    pub types: u8,
+    pub sid: Option<usize>,
+}
+
+impl Default for StatFilter {
+    fn default() -> Self {
+        StatFilter {
+            iid: None,
+            types: 7,
+            sid: None,
+        }
+    }
+}
+
+/// `show stat`: header, then FRONTEND rows per listener, then per backend its servers and its
+/// BACKEND row. Every row ends with ','.
+pub fn show_stat(veer: &Veer, filter: StatFilter) -> String {
+    let snap = veer.snapshot();
+    let now = now_ms();
+    let mut out = String::from("# ");
+    for c in STAT_COLUMNS {
+        out.push_str(c);
+        out.push(',');
+    }
+    out.push('\n');
+    let want_px = |iid: usize| filter.iid.is_none_or(|i| i == iid);
+    if filter.types & 1 != 0 {
+        for (i, l) in snap.spec.listeners.iter().enumerate() {
+            let iid = i + 1;
+            if !want_px(iid) {
+                continue;
+            }
+            let mut r = Row::new(&l.name, "FRONTEND", 0, iid, 0);
+            r.set("scur", 0).set("stot", 0).set("status", "OPEN");
+            r.set("mode", if l.protocol == Protocol::Tcp { "tcp" } else { "http" });
+            r.write(&mut out);
+        }
+    }
+    for (bi, b) in snap.backends.iter().enumerate() {
+        let iid = snap.spec.listeners.len() + bi + 1;
+        if !want_px(iid) {
+            continue;
+        }
+        let mode = mode(&snap, &b.name);
+        let (mut scur, mut stot, mut weight, mut act, mut up) = (0u64, 0u64, 0u64, 0u64, false);
+        let mut hrsp = [0u64; 6];
+        for (si, s) in b.groups.iter().flat_map(|g| &g.servers).enumerate() {
+            let st = &s.state;
+            let cur = (st.active_requests.load(Relaxed) + st.active_connections.load(Relaxed)) as u64;
+            let total = st.total.load(Relaxed);
+            let status = server_status(s, now);
+            let responses: Vec<u64> = st.responses.iter().map(|c| c.load(Relaxed)).collect();
+            scur += cur;
+            stot += total;
+            for (h, r) in hrsp.iter_mut().zip(&responses) {
+                *h += r;
+            }
+            if status == "UP" && s.weight > 0 {
+                weight += s.weight as u64;
+                act += 1;
+                up = true;
+            }
+            if filter.types & 4 == 0 || filter.sid.is_some_and(|sid| sid != si + 1) {
+                continue;
+            }
+            let mut r = Row::new(&b.name, &s.name, 2, iid, si + 1);
+            r.set("scur", cur)
+                .set("stot", total)
+                .set("status", status)
+                .set("weight", s.weight);
+            r.set("act", 1).set("bck", 0).set("chkfail", 0).set("chkdown", 0);
+            r.set("lastchg", now.saturating_sub(st.last_change.load(Relaxed)) / 1000)
+                .set("downtime", 0);
+            r.set("lbtot", total).set("econ", st.connect_failures.load(Relaxed));
+            for (name, v) in ["hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"]
+                .iter()
+                .zip(&responses)
+            {
+                r.set(name, v);
+            }
+            r.set("req_tot", responses.iter().sum::<u64>());
+            r.set("addr", s.addr).set("mode", mode);
+            if b.sticky.is_some() {
+                r.set("cookie", crate::snapshot::sticky_value(s.sticky_id));
+            }
+            r.write(&mut out);
+        }
+        if filter.types & 2 != 0 {
+            let mut r = Row::new(&b.name, "BACKEND", 1, iid, 0);
+            r.set("scur", scur)
+                .set("stot", stot)
+                .set("status", if up { "UP" } else { "DOWN" });
+            r.set("weight", weight).set("act", act).set("bck", 0).set("lbtot", stot);
+            for (name, v) in ["hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"]
+                .iter()
+                .zip(&hrsp)
+            {
+                r.set(name, v);
+            }
+            r.set("req_tot", hrsp.iter().sum::<u64>())
+                .set("mode", mode)
+                .set("algo", algo(b));
+            r.write(&mut out);
+        }
+    }
+    out
+}
+
+/// `show servers state [<backend>]`.
+pub fn show_servers_state(snap: &Snapshot, only: Option<&Backend>) -> String {
+    let now = now_ms();
+    let mut out = String::from(
+        "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight \
+         srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state \
+         srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port \
+         srv_check_addr srv_agent_addr srv_agent_port\n",
+    );
+    for (bi, b) in snap.backends.iter().enumerate() {
+        if only.is_some_and(|o| !std::ptr::eq(o, &**b)) {
+            continue;
+        }
+        for (si, s) in b.groups.iter().flat_map(|g| &g.servers).enumerate() {
+            let op = if s.state.is_ejected(now) { 0 } else { 2 };
+            let admin = match s.admin {
+                AdminState::Ready => 0,
+                AdminState::Maint => 0x01,
+                AdminState::Drain => 0x08,
+            };
+            let since = now.saturating_sub(s.state.last_change.load(Relaxed)) / 1000;
+            let _ = writeln!(
+                out,
+                "{} {} {} {} {} {op} {admin} {} {} {since} 1 0 0 0 0 0 0 - {} - 0 0 - - 0",
+                snap.spec.listeners.len() + bi + 1,
+                b.name,
+                si + 1,
+                s.name,
+                s.addr.ip(),
+                s.weight,
+                s.initial_weight,
+                s.addr.port()
+            );
+        }
+    }
+    out
+}
+
+/// `show backend`.
+pub fn show_backend(snap: &Snapshot) -> String {
+    let mut out = String::from("# name\n");
+    for b in &snap.backends {
+        out.push_str(&b.name);
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,115 @@
+//! The admin plane (design §6): one command parser and dispatcher (`commands`) behind thin
+//! transports — the unix socket (`socket`, HAProxy-compatible), the HTTP admin listener
+//! (`http`) and `veer ctl` (`ctl`) — plus HAProxy's output formats (`haproxy`), the runtime
+//! overlay persisted in the state file (`overlay`) and the event stream (`events`).
+
+pub mod commands;
+pub mod ctl;
+pub mod events;
+pub mod haproxy;
+pub mod http;
+pub mod overlay;
+pub mod socket;
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::runtime::Veer;
+
+/// Binds the configured admin endpoints and serves them until shutdown.
+pub async fn start(veer: &Veer) -> std::io::Result<()> {
+    let admin = veer.snapshot().spec.admin.clone();
+    if let Some(path) = &admin.socket {
+        let listener = socket::bind(&admin, path).await?;
+        tracing::info!(path = %path.display(), "admin socket listening");
+        tokio::spawn(socket::serve(listener, veer.clone()));
+    }
+    if let Some(addr) = admin.http {
+        let token = match &admin.token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("token_file {}: {e}", f.display())))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let listener = crate::listeners::bind(addr, 128)?;
+        let local = listener.local_addr()?;
+        veer.set_admin_http_addr(local);
+        tracing::info!(addr = %local, "admin http listening");
+        tokio::spawn(http::serve(listener, veer.clone(), token));
+    }
+    Ok(())
+}
+
+/// A first Prometheus exposition of the live counters (the observability work replaces it
+/// with the `metrics` registry).
+pub fn metrics_text(veer: &Veer) -> String {
+    let snap = veer.snapshot();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP veer_build_info veer version.\n# TYPE veer_build_info gauge"
+    );
+    let _ = writeln!(out, "veer_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        out,
+        "# HELP veer_config_reloads_total Config reloads by result.\n# TYPE veer_config_reloads_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "veer_config_reloads_total{{result=\"ok\"}} {}",
+        veer.stats.ok.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "veer_config_reloads_total{{result=\"error\"}} {}",
+        veer.stats.failed.load(Relaxed)
+    );
+    let servers: Vec<_> = snap
+        .backends
+        .iter()
+        .flat_map(|b| {
+            b.groups
+                .iter()
+                .flat_map(move |g| g.servers.iter().map(move |s| (b, g, s)))
+        })
+        .collect();
+    let series =
+        |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(&crate::snapshot::Server) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (b, g, s) in &servers {
+                let _ = writeln!(
+                    out,
+                    "{name}{{backend=\"{}\",group=\"{}\",server=\"{}\"}} {}",
+                    b.name,
+                    g.name,
+                    s.name,
+                    value(s)
+                );
+            }
+        };
+    series(
+        &mut out,
+        "veer_server_active_requests",
+        "gauge",
+        "Requests in flight per server.",
+        &|s| s.state.active_requests.load(Relaxed) as u64,
+    );
+    series(
+        &mut out,
+        "veer_server_active_connections",
+        "gauge",
+        "Open TCP sessions and tunnels per server.",
+        &|s| s.state.active_connections.load(Relaxed) as u64,
+    );
+    series(
+        &mut out,
+        "veer_server_requests_total",
+        "counter",
+        "Requests and sessions sent per server.",
+        &|s| s.state.total.load(Relaxed),
+    );
+    out
+}

@@ -1,0 +1,239 @@
+//! The runtime overlay: every change made through the admin plane (server states, weights,
+//! addresses, group splits, added and deleted servers), kept on top of the config file.
+//!
+//! The running spec is always `config ⊕ overlay` (design §2). The overlay is written to
+//! `[admin].state_file` atomically (temp file, fsync, rename, fsync of the directory) before
+//! a command answers, and re-applied on every reload and restart, so runtime changes survive
+//! both — HAProxy loses them on reload (its issue #199). Entries the config no longer has a
+//! place for (a removed server, group or backend) are dropped with a log line.
+//!
+//! Precedence: for each field it sets, the overlay wins over the file. `clear overlay`
+//! returns a server or backend (or everything) to what the file says.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AdminState, ServerSpec, Spec};
+
+/// Runtime changes, keyed by `backend/server` or backend name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlay {
+    /// Format version of the state file.
+    #[serde(default = "version")]
+    pub version: u32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub servers: BTreeMap<String, ServerChange>,
+    /// backend → group → split weight.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub splits: BTreeMap<String, BTreeMap<String, u32>>,
+    /// Servers created by `add server`, keyed by `backend/server`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub added: BTreeMap<String, AddedServer>,
+    /// Config servers removed by `del server`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub deleted: BTreeSet<String>,
+}
+
+fn version() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<AdminState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addr: Option<SocketAddr>,
+    /// `disable health` / `disable agent` (kept for tools that toggle them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_disabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_disabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddedServer {
+    pub group: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+/// Splits `backend/server` at the first '/'.
+pub fn split_id(id: &str) -> Option<(&str, &str)> {
+    id.split_once('/')
+}
+
+impl Overlay {
+    /// Reads a state file; a missing file is an empty overlay.
+    pub fn load(path: &Path) -> Result<Overlay, String> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Overlay {
+                version: 1,
+                ..Overlay::default()
+            }),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Writes the state file atomically: a crash leaves either the old or the new file.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+        ));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    }
+
+    pub fn server_mut(&mut self, id: &str) -> &mut ServerChange {
+        self.servers.entry(id.to_string()).or_default()
+    }
+
+    /// `config ⊕ self`. Entries with no place in `config` are removed from `self`; the
+    /// returned notes say which and why (for the log).
+    pub fn apply(&mut self, config: &Spec) -> (Spec, Vec<String>) {
+        let mut spec = config.clone();
+        let mut notes = Vec::new();
+
+        self.added.retain(|id, added| {
+            let Some((b, s)) = split_id(id) else { return false };
+            let Some(backend) = spec.backends.iter_mut().find(|x| x.name == b) else {
+                notes.push(format!("added server {id}: backend no longer exists"));
+                return false;
+            };
+            if backend.groups.iter().flat_map(|g| &g.servers).any(|x| x.name == s) {
+                notes.push(format!("added server {id}: the config file now defines it"));
+                return false;
+            }
+            let Some(group) = backend.groups.iter_mut().find(|g| g.name == added.group) else {
+                notes.push(format!("added server {id}: group {:?} no longer exists", added.group));
+                return false;
+            };
+            group.servers.push(ServerSpec {
+                name: s.to_string(),
+                addr: added.addr,
+                weight: added.weight,
+                initial_weight: added.weight,
+                state: AdminState::Maint,
+            });
+            true
+        });
+
+        self.deleted.retain(|id| {
+            let Some((b, s)) = split_id(id) else { return false };
+            let removed = spec
+                .backends
+                .iter_mut()
+                .filter(|x| x.name == b)
+                .flat_map(|x| &mut x.groups)
+                .any(|g| {
+                    let before = g.servers.len();
+                    g.servers.retain(|x| x.name != s);
+                    g.servers.len() != before
+                });
+            if !removed {
+                notes.push(format!("deleted server {id}: the config file no longer defines it"));
+            }
+            removed
+        });
+
+        self.servers.retain(|id, change| {
+            let server = split_id(id).and_then(|(b, s)| {
+                spec.backends
+                    .iter_mut()
+                    .find(|x| x.name == b)?
+                    .groups
+                    .iter_mut()
+                    .flat_map(|g| &mut g.servers)
+                    .find(|x| x.name == s)
+            });
+            let Some(server) = server else {
+                notes.push(format!(
+                    "runtime changes of server {id} dropped: the config file no longer defines it"
+                ));
+                return false;
+            };
+            if let Some(state) = change.state {
+                server.state = state;
+            }
+            if let Some(w) = change.weight {
+                server.weight = w;
+            }
+            if let Some(addr) = change.addr {
+                server.addr = addr;
+            }
+            true
+        });
+
+        self.splits.retain(|b, groups| {
+            let Some(backend) = spec.backends.iter_mut().find(|x| x.name == *b) else {
+                notes.push(format!(
+                    "split of backend {b} dropped: the config file no longer defines it"
+                ));
+                return false;
+            };
+            groups.retain(|g, w| match backend.groups.iter_mut().find(|x| x.name == *g) {
+                Some(group) => {
+                    group.weight = *w;
+                    true
+                }
+                None => {
+                    notes.push(format!(
+                        "split weight of group {b}/{g} dropped: the config file no longer defines it"
+                    ));
+                    false
+                }
+            });
+            !groups.is_empty()
+        });
+        (spec, notes)
+    }
+
+    /// Forgets runtime changes: all of them, a backend's, or one server's. Returns whether
+    /// anything was removed.
+    pub fn clear(&mut self, scope: Option<&str>) -> bool {
+        let before = self.clone();
+        match scope {
+            None => {
+                *self = Overlay {
+                    version: 1,
+                    ..Overlay::default()
+                }
+            }
+            Some(target) if target.contains('/') => {
+                self.servers.remove(target);
+                self.added.remove(target);
+                self.deleted.remove(target);
+            }
+            Some(backend) => {
+                let prefix = format!("{backend}/");
+                self.servers.retain(|id, _| !id.starts_with(&prefix));
+                self.added.retain(|id, _| !id.starts_with(&prefix));
+                self.deleted.retain(|id| !id.starts_with(&prefix));
+                self.splits.remove(backend);
+            }
+        }
+        *self != before
+    }
+}

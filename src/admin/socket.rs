@@ -1,0 +1,170 @@
+//! The admin unix socket: HAProxy's CLI session behaviour over the shared dispatcher.
+//!
+//! Non-interactive (default): one line is read, split on unescaped `;`, each command's output
+//! is written followed by one empty line, and the connection closes. `prompt` switches to
+//! interactive mode: after each command the prompt `> ` follows the empty line and the
+//! session stays open until `quit` or EOF. `subscribe` turns the session into an event
+//! stream.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::commands::{execute, Peer, Reply};
+use crate::config::AdminSpec;
+use crate::runtime::Veer;
+
+/// Longest command line accepted; HAProxy's own limit is its buffer size (16 KiB).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Binds the socket: replaces a stale file only when nothing listens on it, then applies
+/// `socket_mode` (default 0600) and `socket_group`.
+pub async fn bind(spec: &AdminSpec, path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "admin socket {} is in use by another process (is another veer running?)",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(spec.socket_mode))?;
+    if let Some(group) = &spec.socket_group {
+        let gid = resolve_group(group).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("unknown group {group:?} for the admin socket"),
+            )
+        })?;
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    Ok(listener)
+}
+
+/// A numeric gid, or a name looked up in /etc/group.
+fn resolve_group(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse() {
+        return Some(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == group).then(|| f.nth(1)?.parse().ok()).flatten()
+    })
+}
+
+pub async fn serve(listener: UnixListener, veer: Veer) {
+    loop {
+        let stream = tokio::select! {
+            _ = veer.shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let veer = veer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = session(stream, &veer).await {
+                tracing::debug!(error = %e, "admin session ended");
+            }
+        });
+    }
+}
+
+/// Splits a line on unescaped `;` (`\;` is a literal semicolon).
+pub fn split_commands(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&';') => {
+                out.last_mut().map(|s| s.push(';'));
+                chars.next();
+            }
+            ';' => out.push(String::new()),
+            c => {
+                out.last_mut().map(|s| s.push(c));
+            }
+        }
+    }
+    out
+}
+
+async fn session(stream: UnixStream, veer: &Veer) -> io::Result<()> {
+    let cred = stream.peer_cred().ok();
+    let peer = Peer {
+        via: "socket",
+        uid: cred.map(|c| c.uid()),
+        pid: cred.and_then(|c| c.pid()),
+        addr: None,
+    };
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut interactive = false;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut read)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.len() > MAX_LINE {
+            write
+                .write_all(format!("Command line too long (limit is {MAX_LINE} bytes).\n\n").as_bytes())
+                .await?;
+            return Ok(());
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if !interactive && text.trim().is_empty() {
+            return Ok(());
+        }
+        for command in split_commands(text) {
+            match execute(veer, &command, &peer).await {
+                Reply::Answer(a) => write.write_all(a.text.as_bytes()).await?,
+                Reply::Prompt => interactive = !interactive,
+                Reply::Quit => return Ok(()),
+                Reply::Subscribe => return stream_events(veer, &mut write).await,
+            }
+            write.write_all(if interactive { b"\n> " } else { b"\n" }).await?;
+        }
+        if !interactive {
+            return Ok(());
+        }
+    }
+}
+
+/// Writes one JSON line per event until the client goes away.
+pub async fn stream_events(veer: &Veer, out: &mut (impl AsyncWrite + Unpin)) -> io::Result<()> {
+    let mut events = veer.subscribe();
+    loop {
+        let line = match events.recv().await {
+            Ok(line) => line,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                serde_json::json!({"event": "lagged", "missed": n}).to_string()
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+        };
+        out.write_all(line.as_bytes()).await?;
+        out.write_all(b"\n").await?;
+        out.flush().await?;
+    }
+}
