@@ -130,6 +130,19 @@ async fn session(stream: UnixStream, veer: &Veer) -> io::Result<()> {
             write
                 .write_all(format!("Command line too long (limit is {MAX_LINE} bytes).\n\n").as_bytes())
                 .await?;
+            write.shutdown().await?;
+            // Discard the rest of the line (bounded) so that closing does not reset the
+            // connection and destroy the answer before the client has read it.
+            let discard = async {
+                while !line.ends_with(b"\n") {
+                    line.clear();
+                    let read = (&mut read).take(MAX_LINE as u64).read_until(b'\n', &mut line).await;
+                    if read.unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), discard).await;
             return Ok(());
         }
         let text = String::from_utf8_lossy(&line);
