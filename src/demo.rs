@@ -73,14 +73,24 @@ pub async fn run() -> Result<(), String> {
         .listener_addr("web")
         .await
         .ok_or("demo config has no `web` listener")?;
+    let socket = veer.snapshot().spec.admin.socket.clone().unwrap_or_default();
+    let admin_http = veer.admin_http_addr().map(|a| a.to_string()).unwrap_or_default();
     println!(
         "veer demo is running.\n\n\
          Try it:\n  for i in $(seq 10); do curl -s http://{web}/; done\n\n\
-         Traffic is split between the blue and green versions by group weight (80/20).\n\
-         Shift it: edit {path} — set blue's weight to 0 and green's to 100 — and save;\n\
-         veer reloads on save, without dropping a request. A typo is reported with its\n\
-         line and column, and the running config keeps serving.\n\n\
+         Traffic is split between the blue and green versions by group weight (80/20).\n\n\
+         Shift it at runtime through the admin socket (atomic, HAProxy-compatible):\n\
+         \x20 cargo run --release -- ctl -s {sock} set split app blue=0 green=100\n\
+         \x20 cargo run --release -- ctl -s {sock} show split app\n\
+         \x20 cargo run --release -- ctl -s {sock} set server app/blue-1 state drain\n\
+         \x20 echo 'show stat' | socat stdio UNIX-CONNECT:{sock}\n\
+         \x20 curl -s --data 'show split app' http://{admin_http}/command\n\n\
+         Or edit {path} (set blue's weight to 0 and green's to 100) and save: veer\n\
+         reloads on save without dropping a request; a typo is reported with its line and\n\
+         column and the running config keeps serving. (Runtime changes win over the file\n\
+         until `ctl clear overlay`.)\n\n\
          Ctrl-C to stop.",
+        sock = socket.display(),
         path = path.display()
     );
     crate::wait_for_stop_signal().await;

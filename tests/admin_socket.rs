@@ -54,7 +54,11 @@ groups = [
     let proxy = Proxy::start(&config).await;
     // Keep the temp dir alive with the proxy.
     std::mem::forget(dir);
-    Admin { proxy, sock, _backends: backends }
+    Admin {
+        proxy,
+        sock,
+        _backends: backends,
+    }
 }
 
 /// Sends raw bytes as one session and reads until EOF.
@@ -149,8 +153,15 @@ async fn every_command_answers_exactly() {
     assert_eq!((shop.groups[0].weight, shop.groups[1].weight), (10, 90));
     // `set group … drain` drained both green servers; `clear overlay shop/green-1` gave
     // green-1 back its config state.
-    let states: Vec<(&str, veer::config::AdminState)> = shop.groups[1].servers.iter().map(|s| (&*s.name, s.admin)).collect();
-    assert_eq!(states, [("green-1", veer::config::AdminState::Ready), ("green-2", veer::config::AdminState::Drain)]);
+    let states: Vec<(&str, veer::config::AdminState)> =
+        shop.groups[1].servers.iter().map(|s| (&*s.name, s.admin)).collect();
+    assert_eq!(
+        states,
+        [
+            ("green-1", veer::config::AdminState::Ready),
+            ("green-2", veer::config::AdminState::Drain)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -163,19 +174,39 @@ async fn show_commands_have_haproxy_shapes() {
 
     let stat = cmd(&a, "show stat").await;
     let lines: Vec<&str> = stat.lines().collect();
-    let header: Vec<&str> = lines[0].strip_prefix("# ").unwrap().trim_end_matches(',').split(',').collect();
+    let header: Vec<&str> = lines[0]
+        .strip_prefix("# ")
+        .unwrap()
+        .trim_end_matches(',')
+        .split(',')
+        .collect();
     assert_eq!(header.len(), 88);
     assert_eq!((header[17], header[18]), ("status", "weight"));
     assert_eq!(lines.last(), Some(&""), "output ends with the empty line");
-    let rows: Vec<Vec<&str>> = lines[1..lines.len() - 1].iter().map(|l| l.split(',').collect()).collect();
-    assert!(rows.iter().all(|r| r.len() == 89 && r[88].is_empty()), "every row ends with ','");
+    let rows: Vec<Vec<&str>> = lines[1..lines.len() - 1]
+        .iter()
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert!(
+        rows.iter().all(|r| r.len() == 89 && r[88].is_empty()),
+        "every row ends with ','"
+    );
     let names: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
     assert_eq!(
         names,
-        [("web", "FRONTEND"), ("shop", "blue-1"), ("shop", "blue-2"), ("shop", "green-1"), ("shop", "BACKEND")]
+        [
+            ("web", "FRONTEND"),
+            ("shop", "blue-1"),
+            ("shop", "blue-2"),
+            ("shop", "green-1"),
+            ("shop", "BACKEND")
+        ]
     );
     let blue2 = &rows[2];
-    assert_eq!((blue2[17], blue2[18], blue2[4], blue2[2], blue2[32]), ("UP", "2", "0", "0", "2"));
+    assert_eq!(
+        (blue2[17], blue2[18], blue2[4], blue2[2], blue2[32]),
+        ("UP", "2", "0", "0", "2")
+    );
     assert_eq!(rows[4][17], "UP");
     assert_eq!(rows[0][17], "OPEN");
 
@@ -185,7 +216,10 @@ async fn show_commands_have_haproxy_shapes() {
     assert!(lines[1].starts_with("# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state"));
     let b2: Vec<&str> = lines[3].split(' ').collect();
     assert_eq!(b2.len(), 25);
-    assert_eq!((b2[1], b2[3], b2[5], b2[6], b2[7], b2[8]), ("shop", "blue-2", "2", "0", "2", "2"));
+    assert_eq!(
+        (b2[1], b2[3], b2[5], b2[6], b2[7], b2[8]),
+        ("shop", "blue-2", "2", "0", "2", "2")
+    );
     cmd(&a, "set server shop/blue-2 state drain; disable server shop/blue-1").await;
     let servers = cmd(&a, "show servers state").await;
     let admin: Vec<&str> = servers.lines().skip(2).filter_map(|l| l.split(' ').nth(6)).collect();
@@ -201,16 +235,24 @@ async fn show_commands_have_haproxy_shapes() {
 
     let config = cmd(&a, "show config").await;
     assert!(config.contains(&format!("File: {}\n", a.proxy.path.display())));
-    assert!(config.contains("\nHash: ") && config.contains("\nLast-reload: none\n"), "{config}");
+    assert!(
+        config.contains("\nHash: ") && config.contains("\nLast-reload: none\n"),
+        "{config}"
+    );
 }
 
 #[tokio::test]
 async fn session_behaviour_matches_haproxy() {
     let a = start().await;
     // Several commands on one line: each output, each followed by an empty line, then EOF.
-    assert_eq!(cmd(&a, "show backend; get weight shop/blue-1").await, "# name\nshop\n\n1 (initial 1)\n\n");
+    assert_eq!(
+        cmd(&a, "show backend; get weight shop/blue-1").await,
+        "# name\nshop\n\n1 (initial 1)\n\n"
+    );
     // `\;` is a literal semicolon, not a separator.
-    assert!(cmd(&a, r"get weight shop/blue-1\;x").await.starts_with("No such server."));
+    assert!(cmd(&a, r"get weight shop/blue-1\;x")
+        .await
+        .starts_with("No such server."));
     // An empty line closes a non-interactive session with no output.
     assert_eq!(send_raw(&a.sock, b"\n").await, "");
 
@@ -240,7 +282,10 @@ async fn session_behaviour_matches_haproxy() {
 #[tokio::test]
 async fn socat_one_liner() {
     if which("socat").is_none() {
-        assert!(std::env::var_os("VEER_REQUIRE_TOOLS").is_none(), "socat is required (CI installs it)");
+        assert!(
+            std::env::var_os("VEER_REQUIRE_TOOLS").is_none(),
+            "socat is required (CI installs it)"
+        );
         eprintln!("socat not installed: skipping (CI installs it and sets VEER_REQUIRE_TOOLS)");
         return;
     }
@@ -249,7 +294,10 @@ async fn socat_one_liner() {
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("sh")
             .arg("-c")
-            .arg(format!("echo 'show info; show stat' | socat stdio UNIX-CONNECT:{}", sock.display()))
+            .arg(format!(
+                "echo 'show info; show stat' | socat stdio UNIX-CONNECT:{}",
+                sock.display()
+            ))
             .output()
             .unwrap()
     })
@@ -264,7 +312,11 @@ async fn socat_one_liner() {
 }
 
 fn which(tool: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.exists())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.exists())
 }
 
 #[tokio::test]
@@ -273,21 +325,50 @@ async fn malformed_input_gets_an_error_and_changes_nothing() {
     let before = (cmd(&a, "show overlay").await, a.proxy.veer.snapshot().generation);
     let huge = format!("set weight shop/blue-1 {}\n", "9".repeat(1 << 20));
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (b"\x00\xff\xfe binary\n".to_vec(), "Unknown command, but maybe one of the following ones is a better match:\n"),
+        (
+            b"\x00\xff\xfe binary\n".to_vec(),
+            "Unknown command, but maybe one of the following ones is a better match:\n",
+        ),
         (huge.into_bytes(), "Command line too long (limit is 65536 bytes).\n\n"),
-        (b"frobnicate the server\n".to_vec(), "Unknown command, but maybe one of the following ones is a better match:\n"),
+        (
+            b"frobnicate the server\n".to_vec(),
+            "Unknown command, but maybe one of the following ones is a better match:\n",
+        ),
         (b"set weight shop/../../etc 1\n".to_vec(), "No such server.\n\n"),
-        (b"set weight shop/blue-1 abc\n".to_vec(), "Empty weight string empty or preceded by garbage\n\n"),
-        (b"set weight shop/blue-1 -1\n".to_vec(), "Absolute weight can only be between 0 and 256 inclusive.\n\n"),
-        (b"set weight shop/blue-1 257\n".to_vec(), "Absolute weight can only be between 0 and 256 inclusive.\n\n"),
-        (b"set split shop blue=5 green=abc\n".to_vec(), "Group weight can only be between 0 and 1000 inclusive.\n\n"),
-        (b"set server shop/blue-1 state \xff\n".to_vec(), "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n\n"),
+        (
+            b"set weight shop/blue-1 abc\n".to_vec(),
+            "Empty weight string empty or preceded by garbage\n\n",
+        ),
+        (
+            b"set weight shop/blue-1 -1\n".to_vec(),
+            "Absolute weight can only be between 0 and 256 inclusive.\n\n",
+        ),
+        (
+            b"set weight shop/blue-1 257\n".to_vec(),
+            "Absolute weight can only be between 0 and 256 inclusive.\n\n",
+        ),
+        (
+            b"set split shop blue=5 green=abc\n".to_vec(),
+            "Group weight can only be between 0 and 1000 inclusive.\n\n",
+        ),
+        (
+            b"set server shop/blue-1 state \xff\n".to_vec(),
+            "'set server <srv> state' expects 'ready', 'drain' and 'maint'.\n\n",
+        ),
     ];
     for (raw, want) in cases {
         let got = send_raw(&a.sock, &raw).await;
-        assert!(got.starts_with(want), "{:?} → {got:?}", String::from_utf8_lossy(&raw[..raw.len().min(30)]));
+        assert!(
+            got.starts_with(want),
+            "{:?} → {got:?}",
+            String::from_utf8_lossy(&raw[..raw.len().min(30)])
+        );
     }
-    assert_eq!((cmd(&a, "show overlay").await, a.proxy.veer.snapshot().generation), before, "state changed");
+    assert_eq!(
+        (cmd(&a, "show overlay").await, a.proxy.veer.snapshot().generation),
+        before,
+        "state changed"
+    );
     // The socket still serves.
     assert_eq!(cmd(&a, "get weight shop/blue-1").await, "1 (initial 1)\n\n");
 }
@@ -319,7 +400,10 @@ async fn a_hundred_concurrent_clients() {
     // the state file agree.
     let overlay: serde_json::Value = serde_json::from_str(&cmd(&a, "show overlay").await).unwrap();
     let w = overlay["servers"]["shop/blue-2"]["weight"].as_u64().unwrap();
-    let (bw, gw) = (overlay["splits"]["shop"]["blue"].as_u64().unwrap(), overlay["splits"]["shop"]["green"].as_u64().unwrap());
+    let (bw, gw) = (
+        overlay["splits"]["shop"]["blue"].as_u64().unwrap(),
+        overlay["splits"]["shop"]["green"].as_u64().unwrap(),
+    );
     assert_eq!(bw + gw, 100);
     let snap = a.proxy.veer.snapshot();
     let shop = snap.backend("shop").unwrap();
@@ -330,4 +414,87 @@ async fn a_hundred_concurrent_clients() {
     )
     .unwrap();
     assert_eq!(on_disk, overlay);
+}
+
+#[tokio::test]
+async fn subscribe_streams_one_json_line_per_change() {
+    let a = start().await;
+    let s = UnixStream::connect(&a.sock).await.unwrap();
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    w.write_all(b"subscribe\n").await.unwrap();
+    let mut hello = String::new();
+    r.read_line(&mut hello).await.unwrap();
+    assert!(hello.starts_with("{\"event\":\"subscribed\""), "{hello}");
+    cmd(
+        &a,
+        "set split shop blue=0 green=100; set server shop/blue-1 state drain",
+    )
+    .await;
+    let mut events = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), r.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        events.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+    }
+    assert_eq!(events[0]["event"], "split");
+    assert_eq!(events[0]["weights"], serde_json::json!({"blue": 0, "green": 100}));
+    assert_eq!(events[1]["event"], "server");
+    assert_eq!(
+        (events[1]["server"].as_str(), events[1]["state"].as_str()),
+        (Some("shop/blue-1"), Some("drain"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn veer_ctl_prints_answers_and_exits_non_zero_on_errors() {
+    let a = start().await;
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_veer"))
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let sock = a.sock.display().to_string();
+    let ok = run(vec![
+        "ctl".into(),
+        "-s".into(),
+        sock.clone(),
+        "get".into(),
+        "weight".into(),
+        "shop/blue-2".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(ok.status.success());
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "2 (initial 2)\n");
+    let bad = run(vec![
+        "ctl".into(),
+        "-s".into(),
+        sock.clone(),
+        "set weight shop/blue-2 257".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr),
+        "Absolute weight can only be between 0 and 256 inclusive.\n"
+    );
+    let both = run(vec![
+        "ctl".into(),
+        "-s".into(),
+        sock,
+        "set split shop blue=1 green=3; show backend".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(both.status.success());
+    assert_eq!(String::from_utf8_lossy(&both.stdout), "# name\nshop\n");
+    assert_eq!(a.proxy.veer.snapshot().backend("shop").unwrap().groups[1].weight, 3);
 }

@@ -88,20 +88,20 @@ pub async fn serve(listener: UnixListener, veer: Veer) {
 
 /// Splits a line on unescaped `;` (`\;` is a literal semicolon).
 pub fn split_commands(line: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
+    let mut out = Vec::new();
+    let mut current = String::new();
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '\\' if chars.peek() == Some(&';') => {
-                out.last_mut().map(|s| s.push(';'));
+                current.push(';');
                 chars.next();
             }
-            ';' => out.push(String::new()),
-            c => {
-                out.last_mut().map(|s| s.push(c));
-            }
+            ';' => out.push(std::mem::take(&mut current)),
+            c => current.push(c),
         }
     }
+    out.push(current);
     out
 }
 
@@ -168,6 +168,10 @@ async fn session(stream: UnixStream, veer: &Veer) -> io::Result<()> {
 /// Writes one JSON line per event until the client goes away.
 pub async fn stream_events(veer: &Veer, out: &mut (impl AsyncWrite + Unpin)) -> io::Result<()> {
     let mut events = veer.subscribe();
+    // Tells the client the stream is live: every change after this line is reported.
+    let hello = serde_json::json!({"event": "subscribed", "generation": veer.snapshot().generation});
+    out.write_all(format!("{hello}\n").as_bytes()).await?;
+    out.flush().await?;
     loop {
         let line = match events.recv().await {
             Ok(line) => line,
