@@ -45,6 +45,8 @@ pub enum ReloadError {
     Bind(#[from] BindError),
     #[error("state file: {0}")]
     State(String),
+    #[error("admin: {0}")]
+    Admin(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,9 +127,11 @@ impl Veer {
             admin_http: Arc::default(),
         };
         veer.apply_config(config, true).await?;
-        crate::admin::start(&veer)
-            .await
-            .map_err(|e| ReloadError::State(e.to_string()))?;
+        if let Err(e) = crate::admin::start(&veer).await {
+            // Nothing half-started is left behind: close the listeners just bound.
+            veer.shutdown().await;
+            return Err(ReloadError::Admin(e.to_string()));
+        }
         Ok(veer)
     }
 

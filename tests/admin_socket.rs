@@ -498,3 +498,37 @@ async fn veer_ctl_prints_answers_and_exits_non_zero_on_errors() {
     assert_eq!(String::from_utf8_lossy(&both.stdout), "# name\nshop\n");
     assert_eq!(a.proxy.veer.snapshot().backend("shop").unwrap().groups[1].weight, 3);
 }
+
+#[tokio::test]
+async fn a_second_veer_on_the_same_socket_fails_clearly_and_a_stale_file_is_replaced() {
+    let a = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |sock: &Path| {
+        format!(
+            "[admin]\nsocket = \"{}\"\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+             [[listener.route]]\nbackend = \"b\"\n[[backend]]\nname = \"b\"\nservers = [ {{ name = \"s\", addr = \"127.0.0.1:1\" }} ]\n",
+            sock.display()
+        )
+    };
+    let path = dir.path().join("second.toml");
+    std::fs::write(&path, config(&a.sock)).unwrap();
+    let err = veer::Veer::start(&path)
+        .await
+        .err()
+        .expect("a second veer must not steal the socket");
+    assert!(err.to_string().contains("is in use by another process"), "{err}");
+    assert_eq!(
+        cmd(&a, "show backend").await,
+        "# name\nshop\n\n",
+        "the first veer still answers"
+    );
+
+    // A stale socket file (nothing listening) is replaced.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    std::fs::write(&path, config(&stale)).unwrap();
+    let second = veer::Veer::start(&path).await.unwrap();
+    assert_eq!(send_raw(&stale, b"show backend\n").await, "# name\nb\n\n");
+    second.shutdown().await;
+}
