@@ -92,6 +92,7 @@ pub struct Veer {
     events: broadcast::Sender<String>,
     started: SystemTime,
     admin_http: Arc<std::sync::OnceLock<SocketAddr>>,
+    state_file: Option<Arc<PathBuf>>,
 }
 
 impl Veer {
@@ -100,6 +101,7 @@ impl Veer {
     pub async fn start(path: impl Into<PathBuf>) -> Result<Veer, ReloadError> {
         let path = path.into();
         let config = config::load(&path)?;
+        let state_file = config.admin.state_file.clone().map(Arc::new);
         let overlay = match &config.admin.state_file {
             Some(f) => Overlay::load(f).map_err(ReloadError::State)?,
             None => Overlay::default(),
@@ -125,6 +127,7 @@ impl Veer {
             events: broadcast::channel(1024).0,
             started: SystemTime::now(),
             admin_http: Arc::default(),
+            state_file,
         };
         veer.apply_config(config, true).await?;
         if let Err(e) = crate::admin::start(&veer).await {
@@ -226,7 +229,7 @@ impl Veer {
         }
         let plan = control.listeners.plan(&spec.listeners, spec.runtime.backlog)?;
         if overlay != control.overlay {
-            self.persist(&spec, &overlay)?;
+            self.persist(&overlay)?;
         }
         let generation = self.install(&mut control, spec);
         control.listeners.apply(plan, &self.shared).await;
@@ -251,14 +254,16 @@ impl Veer {
         for note in notes {
             tracing::warn!("{note}");
         }
-        self.persist(&spec, &overlay).map_err(|e| e.to_string())?;
+        self.persist(&overlay).map_err(|e| e.to_string())?;
         self.install(&mut control, spec);
         control.overlay = overlay;
         Ok(answer)
     }
 
-    fn persist(&self, spec: &Spec, overlay: &Overlay) -> Result<(), ReloadError> {
-        match &spec.admin.state_file {
+    /// Writes the overlay to the state file named at start (like the rest of `[admin]`, a
+    /// changed `state_file` takes effect on restart, so a restart reads what was written).
+    fn persist(&self, overlay: &Overlay) -> Result<(), ReloadError> {
+        match self.state_file.as_deref() {
             Some(path) => overlay
                 .save(path)
                 .map_err(|e| ReloadError::State(format!("{}: {e}", path.display()))),
