@@ -8,6 +8,7 @@
 //! snapshot    the immutable routing state: listeners' route tables, backends, groups, servers
 //! state       per-server atomics (active counts, passive health) carried across snapshots
 //! listeners   sockets (socket2) and accept loops, reconciled on reload
+//! lifecycle   binary upgrade: listening sockets handed to a new process (SCM_RIGHTS)
 //! proxy/      the data paths: http (HTTP/1.1 + h2c, upgrades) and tcp; header rewriting
 //! routing     host / path-prefix / header matching, first match wins
 //! balance/    group split, then round robin / least request / random inside the group
@@ -26,6 +27,7 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod lifecycle;
 pub mod listeners;
 pub mod proxy;
 pub mod routing;
@@ -36,17 +38,48 @@ pub mod upstream;
 
 pub use runtime::{ReloadError, ReloadOutcome, Veer};
 
-/// Runs veer with `path` until SIGTERM or SIGINT: serves, watches the file, reloads on
-/// change and on SIGHUP.
-pub async fn run(path: std::path::PathBuf) -> Result<(), ReloadError> {
-    let veer = Veer::start(path).await?;
+/// Runs veer with `path`: serves, watches the file, reloads on change and on SIGHUP, and on
+/// SIGTERM or SIGINT drains gracefully (a second signal stops at once). Returns `true` when
+/// the drain finished without cutting any work.
+///
+/// With `upgrade`, the sockets are first taken over from the veer already running with the
+/// same config (see [`lifecycle`]), which then drains and exits.
+pub async fn run(path: std::path::PathBuf, upgrade: bool) -> Result<bool, ReloadError> {
+    let veer = if upgrade {
+        let spec = config::load(&path)?;
+        let socket = spec
+            .admin
+            .socket
+            .ok_or_else(|| ReloadError::Admin("--upgrade needs [admin] socket to reach the running veer".into()))?;
+        let (inherited, old) = tokio::task::spawn_blocking(move || lifecycle::receive(&socket))
+            .await
+            .map_err(|e| ReloadError::Admin(e.to_string()))?
+            .map_err(|e| ReloadError::Admin(format!("upgrade: {e}")))?;
+        let veer = Veer::start_with(path, inherited).await?;
+        lifecycle::confirm(old).map_err(|e| ReloadError::Admin(format!("upgrade: {e}")))?;
+        tracing::info!("took over the listening sockets; the previous process drains");
+        veer
+    } else {
+        Veer::start(path).await?
+    };
     if let Err(e) = veer.spawn_watcher() {
         tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
     }
-    wait_for_stop_signal().await;
-    tracing::info!("stopping");
-    veer.shutdown().await;
-    Ok(())
+    tokio::select! {
+        _ = wait_for_stop_signal() => tracing::info!("stop signal: draining"),
+        _ = veer.handed_over() => tracing::info!("handed over to the new process: draining"),
+    }
+    tokio::select! {
+        clean = veer.shutdown_gracefully() => {
+            tracing::info!(clean, "stopped");
+            Ok(clean)
+        }
+        _ = wait_for_stop_signal() => {
+            tracing::warn!("second stop signal: stopping now");
+            veer.shutdown().await;
+            Ok(false)
+        }
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -37,6 +37,10 @@ struct Running {
     /// The listener's name as the accept loop sees it; swapped on a rename.
     name: Arc<ArcSwap<String>>,
     stop: CancellationToken,
+    /// Tells this listener's connections to finish up (Connection: close, GOAWAY).
+    drain: CancellationToken,
+    /// A duplicate of the socket, for handing it to a new process in an upgrade.
+    fd: std::os::fd::OwnedFd,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -73,7 +77,14 @@ impl ListenerSet {
     }
 
     /// Binds what `specs` need that is not already open. Changes nothing on error.
-    pub fn plan(&self, specs: &[ListenerSpec], backlog: u32) -> Result<Plan, BindError> {
+    /// `inherited` holds sockets received in a binary upgrade: a listener whose name and
+    /// configured address match takes its socket instead of binding.
+    pub fn plan(
+        &self,
+        specs: &[ListenerSpec],
+        backlog: u32,
+        inherited: &mut HashMap<String, (SocketAddr, std::net::TcpListener)>,
+    ) -> Result<Plan, BindError> {
         let mut plan = Plan {
             keep: Vec::new(),
             bind: Vec::new(),
@@ -100,11 +111,14 @@ impl ListenerSet {
                     plan.keep.push((old.to_string(), spec.name.clone()));
                 }
                 None => {
-                    let l = bind(spec.bind, backlog).map_err(|source| BindError {
-                        name: spec.name.clone(),
-                        addr: spec.bind,
-                        source,
-                    })?;
+                    let err = |source| BindError { name: spec.name.clone(), addr: spec.bind, source };
+                    let l = match inherited.remove(&spec.name) {
+                        Some((configured, l)) if configured == spec.bind => {
+                            l.set_nonblocking(true).map_err(err)?;
+                            TcpListener::from_std(l).map_err(err)?
+                        }
+                        _ => bind(spec.bind, backlog).map_err(err)?,
+                    };
                     plan.bind.push((spec.name.clone(), spec.bind, l));
                 }
             }
@@ -129,24 +143,35 @@ impl ListenerSet {
         for (name, configured, listener) in plan.bind {
             let local = listener.local_addr().unwrap_or(configured);
             let stop = shared.shutdown.child_token();
+            let drain = shared.drain.child_token();
             let name_cell = Arc::new(ArcSwap::from_pointee(name.clone()));
             tracing::info!(listener = %name, addr = %local, "listening");
-            let task = tokio::spawn(accept_loop(listener, name_cell.clone(), shared.clone(), stop.clone()));
-            self.running.insert(
-                name,
-                Running {
-                    configured,
-                    local,
-                    name: name_cell,
-                    stop,
-                    task,
-                },
-            );
+            let fd = match crate::lifecycle::keep(&listener) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    tracing::error!(listener = %name, error = %e, "cannot duplicate the socket; not serving it");
+                    continue;
+                }
+            };
+            let task = tokio::spawn(accept_loop(
+                listener,
+                name_cell.clone(),
+                shared.clone(),
+                stop.clone(),
+                drain.clone(),
+            ));
+            self.running.insert(name, Running { configured, local, name: name_cell, stop, drain, fd, task });
         }
         for (name, r) in old {
             tracing::info!(listener = %name, addr = %r.local, "listener removed; no longer accepting");
             r.close().await;
         }
+    }
+
+    /// (name, configured address, socket) of every listener, for a hand-over.
+    pub fn sockets(&self) -> Vec<(String, SocketAddr, std::os::fd::BorrowedFd<'_>)> {
+        use std::os::fd::AsFd;
+        self.running.iter().map(|(n, r)| (n.clone(), r.configured, r.fd.as_fd())).collect()
     }
 
     /// Stops every accept loop and closes the sockets.
@@ -158,13 +183,22 @@ impl ListenerSet {
 }
 
 impl Running {
+    /// Stops accepting and closes the socket; the listener's open connections are told to
+    /// finish up and run on (a removed listener drains rather than cuts).
     async fn close(self) {
         self.stop.cancel();
+        self.drain.cancel();
         let _ = self.task.await;
     }
 }
 
-async fn accept_loop(listener: TcpListener, name: Arc<ArcSwap<String>>, shared: Arc<Shared>, stop: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    name: Arc<ArcSwap<String>>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    drain: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -173,7 +207,7 @@ async fn accept_loop(listener: TcpListener, name: Arc<ArcSwap<String>>, shared: 
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(crate::proxy::serve(stream, peer, name.load_full(), shared.clone()));
+                tokio::spawn(crate::proxy::serve(stream, peer, name.load_full(), shared.clone(), drain.clone()));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.

@@ -22,6 +22,10 @@ enum Command {
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Take the listening sockets over from the veer running with this config (found
+        /// through its admin socket), which then drains and exits: a hot binary upgrade.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file: prints every error as file:line:col and exits 64, or exits 0.
     Check {
@@ -61,7 +65,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_CONFIG)
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, upgrade } => {
             init_logging();
             // The worker count comes from the config, so read it before the runtime exists.
             let spec = match veer::config::load(&config) {
@@ -78,8 +82,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(veer::run(config)) {
-                Ok(()) => ExitCode::SUCCESS,
+            match runtime.block_on(veer::run(config, upgrade)) {
+                Ok(true) => ExitCode::SUCCESS,
+                // Work was cut by the shutdown timeout or a second signal.
+                Ok(false) => ExitCode::from(1),
                 Err(veer::ReloadError::Config(errors)) => {
                     eprintln!("{}", errors.render());
                     ExitCode::from(EX_CONFIG)

@@ -7,6 +7,7 @@
 //! accept loops and publish events. Any failure before the swap leaves everything as it was.
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::events;
 use crate::admin::overlay::Overlay;
 use crate::config::{self, ConfigErrors, Spec};
+use crate::lifecycle::Inherited;
 use crate::listeners::{BindError, ListenerSet};
 use crate::snapshot::Snapshot;
 use crate::state::Registry;
@@ -29,8 +31,13 @@ use crate::state::Registry;
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub http: auto::Builder<TokioExecutor>,
-    /// Cancelled when the process stops; parent of every listener's token.
+    /// Cancelled when the process stops: every session still open is cut. Parent of every
+    /// listener's accept token.
     pub shutdown: CancellationToken,
+    /// Cancelled when the process starts draining (SIGTERM, upgrade): `/ready` fails,
+    /// HTTP/1.1 responses carry `Connection: close`, HTTP/2 connections get GOAWAY. Parent
+    /// of every listener's drain token.
+    pub drain: CancellationToken,
     /// Client connections open now, and accepted since start (for `show info`).
     pub current_conns: AtomicUsize,
     pub total_conns: AtomicU64,
@@ -93,12 +100,31 @@ pub struct Veer {
     started: SystemTime,
     admin_http: Arc<std::sync::OnceLock<SocketAddr>>,
     state_file: Option<Arc<PathBuf>>,
+    /// Sockets received in a binary upgrade, consumed as listeners are set up.
+    pub(crate) inherited: Arc<std::sync::Mutex<Inherited>>,
+    /// Duplicates of the admin sockets, for handing them over in an upgrade.
+    pub(crate) admin_fds: Arc<std::sync::Mutex<Vec<(AdminSocket, OwnedFd)>>>,
+    /// Cancelled once a new process has taken over the sockets.
+    handover: CancellationToken,
+}
+
+/// Which admin socket a kept descriptor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminSocket {
+    Unix,
+    Http,
 }
 
 impl Veer {
     /// Loads `path` and the state file it names, binds the listeners and the admin
     /// endpoints, and starts serving.
     pub async fn start(path: impl Into<PathBuf>) -> Result<Veer, ReloadError> {
+        Self::start_with(path, Inherited::default()).await
+    }
+
+    /// Like [`Veer::start`], serving on sockets handed over by the previous process where
+    /// they match the config (see [`crate::lifecycle`]).
+    pub async fn start_with(path: impl Into<PathBuf>, inherited: Inherited) -> Result<Veer, ReloadError> {
         let path = path.into();
         let config = config::load(&path)?;
         let state_file = config.admin.state_file.clone().map(Arc::new);
@@ -112,6 +138,7 @@ impl Veer {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
                 http: crate::proxy::http::builder(),
                 shutdown: CancellationToken::new(),
+                drain: CancellationToken::new(),
                 current_conns: AtomicUsize::new(0),
                 total_conns: AtomicU64::new(0),
             }),
@@ -128,6 +155,9 @@ impl Veer {
             started: SystemTime::now(),
             admin_http: Arc::default(),
             state_file,
+            inherited: Arc::new(std::sync::Mutex::new(inherited)),
+            admin_fds: Arc::default(),
+            handover: CancellationToken::new(),
         };
         veer.apply_config(config, true).await?;
         if let Err(e) = crate::admin::start(&veer).await {
@@ -227,7 +257,10 @@ impl Veer {
         for note in &notes {
             tracing::warn!("{note}");
         }
-        let plan = control.listeners.plan(&spec.listeners, spec.runtime.backlog)?;
+        let plan = {
+            let mut inherited = self.inherited.lock().unwrap_or_else(|p| p.into_inner());
+            control.listeners.plan(&spec.listeners, spec.runtime.backlog, &mut inherited.listeners)?
+        };
         if overlay != control.overlay {
             self.persist(&overlay)?;
         }
@@ -287,10 +320,90 @@ impl Veer {
         generation
     }
 
-    /// Stops accepting on every listener. (Graceful draining lands with the lifecycle work.)
+    /// Stops at once: closes every listener and cuts every session.
     pub async fn shutdown(&self) {
+        self.shared.drain.cancel();
         self.shared.shutdown.cancel();
         self.control.lock().await.listeners.close_all().await;
+    }
+
+    /// The graceful stop (design §4): readiness fails at once and connections are told to
+    /// close; listeners keep accepting for `accept_grace`, then close; in-flight work gets
+    /// `shutdown_timeout` to finish; then whatever is left is cut. Returns `true` when
+    /// nothing had to be cut.
+    pub async fn shutdown_gracefully(&self) -> bool {
+        let runtime = self.snapshot().spec.runtime.clone();
+        tracing::info!(accept_grace = ?runtime.accept_grace, shutdown_timeout = ?runtime.shutdown_timeout, "draining");
+        self.shared.drain.cancel();
+        tokio::time::sleep(runtime.accept_grace).await;
+        self.control.lock().await.listeners.close_all().await;
+        let deadline = tokio::time::Instant::now() + runtime.shutdown_timeout;
+        let clean = loop {
+            let active = self.active_work();
+            if active == 0 {
+                break true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(active, "shutdown timeout: cutting what is still in flight");
+                break false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        };
+        self.shared.shutdown.cancel();
+        clean
+    }
+
+    /// Requests in flight plus open TCP sessions and tunnels, over every server.
+    pub fn active_work(&self) -> usize {
+        self.snapshot()
+            .backends
+            .iter()
+            .flat_map(|b| b.groups.iter().flat_map(|g| &g.servers))
+            .map(|s| s.state.active_requests.load(Relaxed) + s.state.active_connections.load(Relaxed))
+            .sum()
+    }
+
+    /// Resolves once a new process has taken over the sockets (binary upgrade).
+    pub async fn handed_over(&self) {
+        self.handover.cancelled().await
+    }
+
+    /// Old side of a binary upgrade: sends every listening socket (and the admin sockets)
+    /// over `stream` and waits for the new process to confirm. Reloads wait meanwhile.
+    pub(crate) async fn hand_over(&self, stream: tokio::net::UnixStream) -> std::io::Result<bool> {
+        let control = self.control.lock().await;
+        let keep = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned();
+        let listeners = control
+            .listeners
+            .sockets()
+            .into_iter()
+            .map(|(name, addr, fd)| Ok((name, addr, keep(fd)?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let admin = {
+            let fds = self.admin_fds.lock().unwrap_or_else(|p| p.into_inner());
+            let find = |kind| fds.iter().find(|(k, _)| *k == kind).map(|(_, fd)| fd.try_clone()).transpose();
+            (find(AdminSocket::Unix)?, find(AdminSocket::Http)?)
+        };
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(false)?;
+        let taken = tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsFd;
+            let borrowed: Vec<_> = listeners.iter().map(|(n, a, fd)| (n.clone(), *a, fd.as_fd())).collect();
+            crate::lifecycle::send(stream, &borrowed, admin.0.as_ref().map(|f| f.as_fd()), admin.1.as_ref().map(|f| f.as_fd()))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        drop(control);
+        if taken {
+            tracing::info!("a new process took over the sockets");
+            self.handover.cancel();
+        }
+        Ok(taken)
+    }
+
+    /// True once the process has started draining.
+    pub fn draining(&self) -> bool {
+        self.shared.drain.is_cancelled()
     }
 
     /// Reloads whenever the config file changes (see [`config::watch`]) until shutdown.

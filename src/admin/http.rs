@@ -30,6 +30,7 @@ pub async fn serve(listener: TcpListener, veer: Veer, token: Option<String>) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = ctx.veer.shared.shutdown.cancelled() => return,
+            _ = ctx.veer.handed_over() => return,
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
                 Err(_) => {
@@ -65,7 +66,7 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/live") => text(StatusCode::OK, "ok\n", PLAIN),
         (&Method::GET, "/ready") => {
-            if veer.snapshot().generation > 0 && !veer.shared.shutdown.is_cancelled() {
+            if veer.snapshot().generation > 0 && !veer.draining() {
                 text(StatusCode::OK, "ready\n", PLAIN)
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n", PLAIN)

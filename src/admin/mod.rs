@@ -16,11 +16,29 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crate::runtime::Veer;
 
-/// Binds the configured admin endpoints and serves them until shutdown.
+/// Binds the configured admin endpoints (or takes them over from the previous process in
+/// a binary upgrade) and serves them until shutdown or hand-over.
 pub async fn start(veer: &Veer) -> std::io::Result<()> {
+    use crate::runtime::AdminSocket;
     let admin = veer.snapshot().spec.admin.clone();
+    let (inherited_socket, inherited_http) = {
+        let mut inherited = veer.inherited.lock().unwrap_or_else(|p| p.into_inner());
+        (inherited.admin_socket.take(), inherited.admin_http.take())
+    };
+    let keep = |kind, fd: std::os::fd::BorrowedFd<'_>| -> std::io::Result<()> {
+        let fd = fd.try_clone_to_owned()?;
+        veer.admin_fds.lock().unwrap_or_else(|p| p.into_inner()).push((kind, fd));
+        Ok(())
+    };
     if let Some(path) = &admin.socket {
-        let listener = socket::bind(&admin, path).await?;
+        let listener = match inherited_socket {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                tokio::net::UnixListener::from_std(l)?
+            }
+            None => socket::bind(&admin, path).await?,
+        };
+        keep(AdminSocket::Unix, std::os::fd::AsFd::as_fd(&listener))?;
         tracing::info!(path = %path.display(), "admin socket listening");
         tokio::spawn(socket::serve(listener, veer.clone()));
     }
@@ -34,7 +52,14 @@ pub async fn start(veer: &Veer) -> std::io::Result<()> {
             ),
             None => None,
         };
-        let listener = crate::listeners::bind(addr, 128)?;
+        let listener = match inherited_http {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)?
+            }
+            None => crate::listeners::bind(addr, 128)?,
+        };
+        keep(AdminSocket::Http, std::os::fd::AsFd::as_fd(&listener))?;
         let local = listener.local_addr()?;
         veer.set_admin_http_addr(local);
         tracing::info!(addr = %local, "admin http listening");

@@ -68,6 +68,8 @@ pub async fn serve(listener: UnixListener, veer: Veer) {
     loop {
         let stream = tokio::select! {
             _ = veer.shared.shutdown.cancelled() => return,
+            // After a hand-over the new process answers on this socket.
+            _ = veer.handed_over() => return,
             accepted = listener.accept() => match accepted {
                 Ok((s, _)) => s,
                 Err(e) => {
@@ -143,6 +145,13 @@ async fn session(stream: UnixStream, veer: &Veer) -> io::Result<()> {
                 }
             };
             let _ = tokio::time::timeout(std::time::Duration::from_secs(2), discard).await;
+            return Ok(());
+        }
+        if !interactive && line == b"handover\n" {
+            // A new veer process (`veer run --upgrade`) asks for the listening sockets.
+            let stream = read.into_inner().reunite(write).map_err(io::Error::other)?;
+            let taken = veer.hand_over(stream).await?;
+            tracing::info!(taken, "hand-over to a new process finished");
             return Ok(());
         }
         let text = String::from_utf8_lossy(&line);

@@ -36,6 +36,8 @@ pub struct RawAdmin {
 pub struct RawRuntime {
     pub workers: Option<Spanned<i64>>,
     pub backlog: Option<Spanned<i64>>,
+    pub accept_grace: Option<Spanned<String>>,
+    pub shutdown_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

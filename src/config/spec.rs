@@ -52,6 +52,11 @@ pub struct RuntimeSpec {
     pub workers: Option<usize>,
     /// listen(2) backlog for every listener.
     pub backlog: u32,
+    /// After SIGTERM, listeners keep accepting this long (so load balancers and Kubernetes
+    /// endpoints can stop sending) before they close.
+    pub accept_grace: Duration,
+    /// After SIGTERM, in-flight work gets this long to finish before it is cut.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for RuntimeSpec {
@@ -59,6 +64,8 @@ impl Default for RuntimeSpec {
         RuntimeSpec {
             workers: None,
             backlog: DEFAULT_BACKLOG,
+            accept_grace: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -13,6 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use super::{cookies, headers, mirror, ProxyBody};
 use crate::balance::{self, hash, Affinity, Via};
@@ -38,30 +40,57 @@ struct Conn {
     listener: Arc<String>,
     shared: Arc<Shared>,
     peer: SocketAddr,
+    /// Cancelled when the listener is removed or the process drains.
+    drain: CancellationToken,
+    /// Whether this connection speaks HTTP/2 (known from its first request).
+    h2: AtomicBool,
 }
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<String>, shared: Arc<Shared>) {
-    let conn = Arc::new(Conn {
-        listener,
-        shared: shared.clone(),
-        peer,
-    });
+/// Serves one client connection until it ends, the process stops (cut), or it is told to
+/// drain: HTTP/2 then gets GOAWAY and finishes its streams; HTTP/1.1 answers its next
+/// response with `Connection: close` (see [`handle`]) — closing an idle keep-alive
+/// connection outright would race a request the client may be sending at that moment.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<String>,
+    shared: Arc<Shared>,
+    drain: CancellationToken,
+) {
+    let conn = Arc::new(Conn { listener, shared: shared.clone(), peer, drain: drain.clone(), h2: AtomicBool::new(false) });
+    let ctx = conn.clone();
     let svc = service_fn(move |req| {
-        let conn = conn.clone();
+        let conn = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&conn, req).await) }
     });
-    if let Err(e) = shared
-        .http
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-        .await
-    {
-        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    let connection = shared.http.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    tokio::pin!(connection);
+    let mut told = false;
+    loop {
+        tokio::select! {
+            res = connection.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = drain.cancelled(), if !told => {
+                told = true;
+                if conn.h2.load(Relaxed) {
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            _ = shared.shutdown.cancelled() => return,
+        }
     }
 }
 
 async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
     let http1 = req.version() < Version::HTTP_2;
-    match forward(conn, req).await {
+    if !http1 {
+        conn.h2.store(true, Relaxed);
+    }
+    let mut resp = match forward(conn, req).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(peer = %conn.peer, error = %e, "synthetic response");
@@ -69,12 +98,16 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
             if http1 && matches!(e, ProxyError::BadRequest(_)) {
                 // The connection's state is unknown after a refused request (a CONNECT
                 // client may already be tunnelling): do not read another from it.
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             resp
         }
+    };
+    if http1 && conn.drain.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Draining: this is the connection's last response; the client reconnects elsewhere.
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    resp
 }
 
 /// The host the request is for: the URI authority (HTTP/2, absolute-form) or Host.
@@ -142,7 +175,7 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
             Err(_) => return Err(ProxyError::Timeout),
             Ok(Ok((resp, tx))) => {
                 server.state.mark_reachable();
-                let mut resp = respond(resp, tx, &server, active, client_upgrade)?;
+                let mut resp = respond(resp, tx, &server, active, client_upgrade, &conn.shared.shutdown)?;
                 // A new (or re-picked) client learns its server; a returning one already knows.
                 if via != Via::Sticky {
                     if let Some(cookie) = &server.set_cookie {
@@ -200,6 +233,7 @@ fn respond(
     server: &Arc<Server>,
     active: crate::state::ActiveGuard,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    stop: &CancellationToken,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     server.state.count_response(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -208,6 +242,7 @@ fn respond(
         let tunnel = server.state.connection_guard();
         let id = server.id.clone();
         let cut = server.state.sessions();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let _counted = (active, tunnel);
             match tokio::try_join!(client, upstream) {
@@ -218,6 +253,7 @@ fn respond(
                             tracing::debug!(server = %id, ?res, "upgraded tunnel ended");
                         }
                         _ = cut.cancelled() => tracing::info!(server = %id, "tunnel cut by shutdown sessions"),
+                        _ = stop.cancelled() => tracing::info!(server = %id, "tunnel cut by process stop"),
                     }
                 }
                 Err(e) => tracing::debug!(server = %id, error = %e, "upgrade failed"),

@@ -21,7 +21,15 @@ use crate::snapshot::ListenerRoutes;
 use crate::upstream::UpstreamBody;
 
 /// Serves one accepted connection on listener `listener`.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<String>, shared: Arc<Shared>) {
+/// `drain` is the listener's drain token: cancelled when the listener is removed or the
+/// process drains.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<String>,
+    shared: Arc<Shared>,
+    drain: tokio_util::sync::CancellationToken,
+) {
     use std::sync::atomic::Ordering::Relaxed;
     shared.total_conns.fetch_add(1, Relaxed);
     shared.current_conns.fetch_add(1, Relaxed);
@@ -32,7 +40,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<String>, s
         None => return, // removed by a reload between accept and here
     };
     if is_http {
-        http::serve(stream, peer, listener, shared).await
+        http::serve(stream, peer, listener, shared, drain).await
     } else {
         tcp::serve(stream, peer, &listener, &shared).await
     }

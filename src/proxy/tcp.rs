@@ -43,6 +43,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, listener: &str, shar
                         tracing::debug!(%peer, server = %server.id, ?res, "tcp session ended");
                     }
                     _ = cut.cancelled() => tracing::info!(%peer, server = %server.id, "session cut by shutdown sessions"),
+                    _ = shared.shutdown.cancelled() => tracing::info!(%peer, server = %server.id, "session cut by process stop"),
                 }
                 drop(guard);
                 return;
