@@ -206,6 +206,7 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                     let (state, pool) = reg.get(&b.name, &s.name, key);
                     state.set_draining(s.state == AdminState::Drain, b.drain_timeout);
                     state.set_admin(s.state);
+                    pool.set_reuse(s.state == AdminState::Ready);
                     let id = format!("{}/{}", b.name, s.name);
                     let sticky_id = hash::node_id(&id);
                     Arc::new(Server {

@@ -77,12 +77,30 @@ impl ServerState {
         self.sessions.swap(Arc::default()).cancel();
     }
 
-    /// Enters drain (keeping an earlier deadline if already draining) or leaves it.
-    pub fn set_draining(&self, draining: bool, timeout: Duration) {
+    /// Enters drain (keeping an earlier deadline if already draining) or leaves it. At the
+    /// deadline, sessions still open to the server (TCP, WebSocket and other tunnels) are
+    /// cut, as sticky routing to it ends.
+    pub fn set_draining(self: &Arc<Self>, draining: bool, timeout: Duration) {
         if !draining {
             self.drain_until.store(0, Relaxed);
-        } else if self.drain_until.load(Relaxed) == 0 {
-            self.drain_until.store(now_ms() + timeout.as_millis() as u64, Relaxed);
+            return;
+        }
+        if self.drain_until.load(Relaxed) != 0 {
+            return;
+        }
+        let deadline = now_ms() + timeout.as_millis() as u64;
+        self.drain_until.store(deadline, Relaxed);
+        // Outside a runtime (benchmarks building snapshots) there are no sessions to cut.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let state = Arc::downgrade(self);
+            rt.spawn(async move {
+                tokio::time::sleep(timeout).await;
+                match state.upgrade() {
+                    // Still draining under the same deadline (not re-enabled meanwhile).
+                    Some(s) if s.drain_until.load(Relaxed) == deadline => s.shutdown_sessions(),
+                    _ => {}
+                }
+            });
         }
     }
 

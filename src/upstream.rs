@@ -47,14 +47,13 @@ struct Idle {
 pub struct Pool {
     key: PoolKey,
     idle: Mutex<VecDeque<Idle>>,
+    /// Off while the server drains or is in maintenance: connections are not kept.
+    reuse: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
     pub fn new(key: PoolKey) -> Self {
-        Pool {
-            key,
-            idle: Mutex::new(VecDeque::new()),
-        }
+        Pool { key, idle: Mutex::new(VecDeque::new()), reuse: std::sync::atomic::AtomicBool::new(true) }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -64,6 +63,15 @@ impl Pool {
     /// Idle connections currently held.
     pub fn idle_len(&self) -> usize {
         self.idle.lock().map_or(0, |q| q.len())
+    }
+
+    /// Whether finished exchanges keep their connection. Turning it off closes the idle
+    /// connections at once (a draining server should see its keep-alive connections go).
+    pub fn set_reuse(&self, reuse: bool) {
+        let was = self.reuse.swap(reuse, std::sync::atomic::Ordering::Relaxed);
+        if was && !reuse {
+            self.close_idle();
+        }
     }
 
     /// Drops every idle connection (closing it); in-flight exchanges are untouched.
@@ -85,7 +93,8 @@ impl Pool {
     }
 
     fn checkin(&self, tx: Sender) {
-        if tx.is_closed() || self.key.max_idle == 0 {
+        let reuse = self.reuse.load(std::sync::atomic::Ordering::Relaxed);
+        if tx.is_closed() || self.key.max_idle == 0 || !reuse {
             return;
         }
         if let Ok(mut q) = self.idle.lock() {
