@@ -21,8 +21,8 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +64,10 @@ pub fn send(
     fds.extend(admin_socket);
     fds.extend(admin_http);
     if fds.len() > MAX_FDS {
-        return Err(io::Error::other(format!("too many sockets to hand over ({})", fds.len())));
+        return Err(io::Error::other(format!(
+            "too many sockets to hand over ({})",
+            fds.len()
+        )));
     }
     let mut line = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
     line.push(b'\n');
@@ -83,8 +86,12 @@ pub fn send(
 /// New side: asks the process behind `socket` for its sockets. Returns them and the stream
 /// on which to confirm with [`confirm`].
 pub fn receive(socket: &Path) -> io::Result<(Inherited, UnixStream)> {
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot reach the running veer at {}: {e}", socket.display())))?;
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot reach the running veer at {}: {e}", socket.display()),
+        )
+    })?;
     stream.write_all(b"handover\n")?;
     let mut line = Vec::new();
     let mut fds: Vec<OwnedFd> = Vec::new();
@@ -92,23 +99,37 @@ pub fn receive(socket: &Path) -> io::Result<(Inherited, UnixStream)> {
     while !line.ends_with(b"\n") {
         let mut buf = [0u8; 16 * 1024];
         let mut control = RecvAncillaryBuffer::new(&mut space);
-        let got = recvmsg(&stream, &mut [IoSliceMut::new(&mut buf)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
+        let got = recvmsg(
+            &stream,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )?;
         for msg in control.drain() {
             if let RecvAncillaryMessage::ScmRights(received) = msg {
                 fds.extend(received);
             }
         }
         if got.bytes == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the running veer refused the hand-over"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the running veer refused the hand-over",
+            ));
         }
         line.extend_from_slice(&buf[..got.bytes]);
     }
     let manifest: Manifest = serde_json::from_slice(&line).map_err(|e| {
-        io::Error::other(format!("unexpected hand-over answer {:?}: {e}", String::from_utf8_lossy(&line).trim()))
+        io::Error::other(format!(
+            "unexpected hand-over answer {:?}: {e}",
+            String::from_utf8_lossy(&line).trim()
+        ))
     })?;
     let expected = manifest.listeners.len() + manifest.admin_socket as usize + manifest.admin_http as usize;
     if fds.len() != expected {
-        return Err(io::Error::other(format!("expected {expected} sockets, received {}", fds.len())));
+        return Err(io::Error::other(format!(
+            "expected {expected} sockets, received {}",
+            fds.len()
+        )));
     }
     let mut fds = fds.into_iter();
     let mut inherited = Inherited::default();

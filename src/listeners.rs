@@ -111,7 +111,11 @@ impl ListenerSet {
                     plan.keep.push((old.to_string(), spec.name.clone()));
                 }
                 None => {
-                    let err = |source| BindError { name: spec.name.clone(), addr: spec.bind, source };
+                    let err = |source| BindError {
+                        name: spec.name.clone(),
+                        addr: spec.bind,
+                        source,
+                    };
                     let l = match inherited.remove(&spec.name) {
                         Some((configured, l)) if configured == spec.bind => {
                             l.set_nonblocking(true).map_err(err)?;
@@ -160,7 +164,18 @@ impl ListenerSet {
                 stop.clone(),
                 drain.clone(),
             ));
-            self.running.insert(name, Running { configured, local, name: name_cell, stop, drain, fd, task });
+            self.running.insert(
+                name,
+                Running {
+                    configured,
+                    local,
+                    name: name_cell,
+                    stop,
+                    drain,
+                    fd,
+                    task,
+                },
+            );
         }
         for (name, r) in old {
             tracing::info!(listener = %name, addr = %r.local, "listener removed; no longer accepting");
@@ -171,7 +186,10 @@ impl ListenerSet {
     /// (name, configured address, socket) of every listener, for a hand-over.
     pub fn sockets(&self) -> Vec<(String, SocketAddr, std::os::fd::BorrowedFd<'_>)> {
         use std::os::fd::AsFd;
-        self.running.iter().map(|(n, r)| (n.clone(), r.configured, r.fd.as_fd())).collect()
+        self.running
+            .iter()
+            .map(|(n, r)| (n.clone(), r.configured, r.fd.as_fd()))
+            .collect()
     }
 
     /// Stops every accept loop and closes the sockets.
@@ -207,7 +225,15 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(crate::proxy::serve(stream, peer, name.load_full(), shared.clone(), drain.clone()));
+                let open = crate::proxy::OpenConn::new(&shared);
+                tokio::spawn(crate::proxy::serve(
+                    stream,
+                    peer,
+                    name.load_full(),
+                    shared.clone(),
+                    drain.clone(),
+                    open,
+                ));
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.

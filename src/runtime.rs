@@ -259,7 +259,9 @@ impl Veer {
         }
         let plan = {
             let mut inherited = self.inherited.lock().unwrap_or_else(|p| p.into_inner());
-            control.listeners.plan(&spec.listeners, spec.runtime.backlog, &mut inherited.listeners)?
+            control
+                .listeners
+                .plan(&spec.listeners, spec.runtime.backlog, &mut inherited.listeners)?
         };
         if overlay != control.overlay {
             self.persist(&overlay)?;
@@ -328,9 +330,11 @@ impl Veer {
     }
 
     /// The graceful stop (design §4): readiness fails at once and connections are told to
-    /// close; listeners keep accepting for `accept_grace`, then close; in-flight work gets
-    /// `shutdown_timeout` to finish; then whatever is left is cut. Returns `true` when
-    /// nothing had to be cut.
+    /// close (HTTP/1.1 on their next response, HTTP/2 by GOAWAY); listeners keep accepting
+    /// for `accept_grace`, then close; client connections then get `shutdown_timeout` to
+    /// finish and close; whatever is left is cut. Idle keep-alive connections are not closed
+    /// early on purpose: closing one races a request the client may be sending at that
+    /// moment (HAProxy #3472). Returns `true` when no in-flight work had to be cut.
     pub async fn shutdown_gracefully(&self) -> bool {
         let runtime = self.snapshot().spec.runtime.clone();
         tracing::info!(accept_grace = ?runtime.accept_grace, shutdown_timeout = ?runtime.shutdown_timeout, "draining");
@@ -338,17 +342,14 @@ impl Veer {
         tokio::time::sleep(runtime.accept_grace).await;
         self.control.lock().await.listeners.close_all().await;
         let deadline = tokio::time::Instant::now() + runtime.shutdown_timeout;
-        let clean = loop {
-            let active = self.active_work();
-            if active == 0 {
-                break true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(active, "shutdown timeout: cutting what is still in flight");
-                break false;
-            }
+        while self.shared.current_conns.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        };
+        }
+        let active = self.active_work();
+        let clean = active == 0;
+        if !clean {
+            tracing::warn!(active, "shutdown timeout: cutting what is still in flight");
+        }
         self.shared.shutdown.cancel();
         clean
     }
@@ -381,7 +382,12 @@ impl Veer {
             .collect::<std::io::Result<Vec<_>>>()?;
         let admin = {
             let fds = self.admin_fds.lock().unwrap_or_else(|p| p.into_inner());
-            let find = |kind| fds.iter().find(|(k, _)| *k == kind).map(|(_, fd)| fd.try_clone()).transpose();
+            let find = |kind| {
+                fds.iter()
+                    .find(|(k, _)| *k == kind)
+                    .map(|(_, fd)| fd.try_clone())
+                    .transpose()
+            };
             (find(AdminSocket::Unix)?, find(AdminSocket::Http)?)
         };
         let stream = stream.into_std()?;
@@ -389,7 +395,12 @@ impl Veer {
         let taken = tokio::task::spawn_blocking(move || {
             use std::os::fd::AsFd;
             let borrowed: Vec<_> = listeners.iter().map(|(n, a, fd)| (n.clone(), *a, fd.as_fd())).collect();
-            crate::lifecycle::send(stream, &borrowed, admin.0.as_ref().map(|f| f.as_fd()), admin.1.as_ref().map(|f| f.as_fd()))
+            crate::lifecycle::send(
+                stream,
+                &borrowed,
+                admin.0.as_ref().map(|f| f.as_fd()),
+                admin.1.as_ref().map(|f| f.as_fd()),
+            )
         })
         .await
         .map_err(std::io::Error::other)??;

@@ -53,7 +53,11 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(key: PoolKey) -> Self {
-        Pool { key, idle: Mutex::new(VecDeque::new()), reuse: std::sync::atomic::AtomicBool::new(true) }
+        Pool {
+            key,
+            idle: Mutex::new(VecDeque::new()),
+            reuse: std::sync::atomic::AtomicBool::new(true),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

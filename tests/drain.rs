@@ -67,7 +67,10 @@ async fn draining_a_server_finishes_in_flight_work_and_wait_returns_after_it() {
     let fast = FakeBackend::start("fast").await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("admin.sock");
-    let servers = format!(r#"{{ name = "slow", addr = "{}" }}, {{ name = "fast", addr = "{}" }}"#, slow.addr, fast.addr);
+    let servers = format!(
+        r#"{{ name = "slow", addr = "{}" }}, {{ name = "fast", addr = "{}" }}"#,
+        slow.addr, fast.addr
+    );
     let proxy = Proxy::start(&config(&sock, &servers, "")).await;
     let url = proxy.url("web").await;
 
@@ -97,7 +100,11 @@ async fn draining_a_server_finishes_in_flight_work_and_wait_returns_after_it() {
     assert_eq!(slow_server.state.active_requests.load(Ordering::Relaxed), 1);
 
     assert_eq!(admin(&sock, "set server b/slow state drain").await, "\n");
-    assert_eq!(slow_server.pool.idle_len(), 0, "idle upstream connections to a draining server close at once");
+    assert_eq!(
+        slow_server.pool.idle_len(),
+        0,
+        "idle upstream connections to a draining server close at once"
+    );
     let waiter = {
         let sock = sock.clone();
         tokio::spawn(async move { admin(&sock, "wait 60s srv-drained b/slow").await })
@@ -111,9 +118,19 @@ async fn draining_a_server_finishes_in_flight_work_and_wait_returns_after_it() {
     release.add_permits(1);
     let answer = in_flight.await.unwrap();
     assert_eq!((answer.status, answer.server()), (200, "slow"));
-    assert_eq!(tokio::time::timeout(Duration::from_secs(30), waiter).await.unwrap().unwrap(), "\n");
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .unwrap()
+            .unwrap(),
+        "\n"
+    );
     assert_eq!(slow_server.state.active_requests.load(Ordering::Relaxed), 0);
-    assert_eq!(slow_server.pool.idle_len(), 0, "a draining server's connection is not pooled again");
+    assert_eq!(
+        slow_server.pool.idle_len(),
+        0,
+        "a draining server's connection is not pooled again"
+    );
 }
 
 /// Echo server that also greets, for WebSocket-style upgrades and raw TCP alike.
@@ -160,7 +177,10 @@ async fn long_lived_sessions_flow_until_the_drain_deadline_then_close() {
     let other = FakeBackend::start("other").await;
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("admin.sock");
-    let servers = format!(r#"{{ name = "ws", addr = "{backend}" }}, {{ name = "other", addr = "{}", state = "maint" }}"#, other.addr);
+    let servers = format!(
+        r#"{{ name = "ws", addr = "{backend}" }}, {{ name = "other", addr = "{}", state = "maint" }}"#,
+        other.addr
+    );
     let proxy = Proxy::start(&config(&sock, &servers, "drain_timeout = \"1s\"")).await;
 
     // A WebSocket through the http listener and a raw TCP session through the tcp listener.
@@ -177,7 +197,9 @@ async fn long_lived_sessions_flow_until_the_drain_deadline_then_close() {
         }
     }
     let mut tcp = TcpStream::connect(proxy.addr("raw").await).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
     let mut tcp = BufReader::new(tcp);
     loop {
         let mut line = String::new();
@@ -187,7 +209,10 @@ async fn long_lived_sessions_flow_until_the_drain_deadline_then_close() {
         }
     }
 
-    assert_eq!(admin(&sock, "set server b/ws state drain; enable server b/other").await, "\n\n");
+    assert_eq!(
+        admin(&sock, "set server b/ws state drain; enable server b/other").await,
+        "\n\n"
+    );
     // Both keep flowing after the drain started …
     for (name, s) in [("websocket", &mut ws), ("tcp", &mut tcp)] {
         s.get_mut().write_all(b"still here\n").await.unwrap();
@@ -196,7 +221,9 @@ async fn long_lived_sessions_flow_until_the_drain_deadline_then_close() {
         assert_eq!(echo, "still here\n", "{name}");
     }
     // … and new TCP connections go elsewhere (the draining server takes no new clients).
-    let fresh = get(&client(), &format!("http://{}/", proxy.addr("raw").await), &[]).await.unwrap();
+    let fresh = get(&client(), &format!("http://{}/", proxy.addr("raw").await), &[])
+        .await
+        .unwrap();
     assert_eq!(fresh.server(), "other");
     // At the deadline both are closed.
     for (name, s) in [("websocket", &mut ws), ("tcp", &mut tcp)] {
@@ -236,7 +263,10 @@ async fn a_removed_listener_lets_its_in_flight_request_finish() {
     std::fs::write(&proxy.path, without).unwrap();
     proxy.veer.reload().await.unwrap();
     assert!(proxy.veer.listener_addr("web").await.is_none());
-    assert!(TcpStream::connect(web).await.is_err(), "a removed listener still accepts");
+    assert!(
+        TcpStream::connect(web).await.is_err(),
+        "a removed listener still accepts"
+    );
     release.add_permits(1);
     let answer = in_flight.await.unwrap().unwrap();
     assert_eq!((answer.status, answer.server()), (200, "slow"));

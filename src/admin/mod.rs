@@ -27,7 +27,10 @@ pub async fn start(veer: &Veer) -> std::io::Result<()> {
     };
     let keep = |kind, fd: std::os::fd::BorrowedFd<'_>| -> std::io::Result<()> {
         let fd = fd.try_clone_to_owned()?;
-        veer.admin_fds.lock().unwrap_or_else(|p| p.into_inner()).push((kind, fd));
+        veer.admin_fds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((kind, fd));
         Ok(())
     };
     if let Some(path) = &admin.socket {

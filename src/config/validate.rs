@@ -161,7 +161,11 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
                 .map(|_| c.ranged(&r.workers, "workers", 1..=1024, 1) as usize),
             backlog: c.ranged(&r.backlog, "backlog", 1..=65535, DEFAULT_BACKLOG as i64) as u32,
             accept_grace: c.duration(&r.accept_grace, "accept_grace", RuntimeSpec::default().accept_grace),
-            shutdown_timeout: c.duration(&r.shutdown_timeout, "shutdown_timeout", RuntimeSpec::default().shutdown_timeout),
+            shutdown_timeout: c.duration(
+                &r.shutdown_timeout,
+                "shutdown_timeout",
+                RuntimeSpec::default().shutdown_timeout,
+            ),
         },
     };
 

@@ -57,7 +57,13 @@ pub async fn serve(
     shared: Arc<Shared>,
     drain: CancellationToken,
 ) {
-    let conn = Arc::new(Conn { listener, shared: shared.clone(), peer, drain: drain.clone(), h2: AtomicBool::new(false) });
+    let conn = Arc::new(Conn {
+        listener,
+        shared: shared.clone(),
+        peer,
+        drain: drain.clone(),
+        h2: AtomicBool::new(false),
+    });
     let ctx = conn.clone();
     let svc = service_fn(move |req| {
         let conn = ctx.clone();
@@ -98,14 +104,16 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
             if http1 && matches!(e, ProxyError::BadRequest(_)) {
                 // The connection's state is unknown after a refused request (a CONNECT
                 // client may already be tunnelling): do not read another from it.
-                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             resp
         }
     };
     if http1 && conn.drain.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Draining: this is the connection's last response; the client reconnects elsewhere.
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }

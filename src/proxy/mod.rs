@@ -29,11 +29,8 @@ pub async fn serve(
     listener: Arc<String>,
     shared: Arc<Shared>,
     drain: tokio_util::sync::CancellationToken,
+    _open: OpenConn,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
-    shared.total_conns.fetch_add(1, Relaxed);
-    shared.current_conns.fetch_add(1, Relaxed);
-    let _open = OpenConn(shared.clone());
     let is_http = match shared.snapshot.load().listeners.get(listener.as_str()) {
         Some(ListenerRoutes::Http(_)) => true,
         Some(ListenerRoutes::Tcp { .. }) => false,
@@ -46,8 +43,19 @@ pub async fn serve(
     }
 }
 
-/// Decrements the open-connection count however the connection ends.
-struct OpenConn(Arc<Shared>);
+/// Counts an open client connection until it ends, however it ends. Created in the accept
+/// loop, before the connection's task is spawned, so a drain never misses a connection that
+/// was accepted but not yet served.
+pub struct OpenConn(Arc<Shared>);
+
+impl OpenConn {
+    pub fn new(shared: &Arc<Shared>) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        shared.total_conns.fetch_add(1, Relaxed);
+        shared.current_conns.fetch_add(1, Relaxed);
+        OpenConn(shared.clone())
+    }
+}
 
 impl Drop for OpenConn {
     fn drop(&mut self) {

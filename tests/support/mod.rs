@@ -187,3 +187,97 @@ pub async fn tally(client: &HttpClient, url: &str, n: usize) -> std::collections
     }
     counts
 }
+
+/// A `veer run` child process, killed (by PID) when dropped unless it already exited.
+pub struct VeerProcess {
+    pub child: std::process::Child,
+    /// Every "listening listener=<name> addr=<addr>" the process logged.
+    pub listeners: std::collections::HashMap<String, SocketAddr>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl VeerProcess {
+    /// Starts `veer run -c <config> <extra…>` and waits until `listeners` are logged.
+    pub fn start(config: &std::path::Path, extra: &[&str], listeners: &[&str]) -> VeerProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_veer"))
+            .args(["run", "-c"])
+            .arg(config)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let (Some(name), Some(addr)) = (
+                    line.split("listener=").nth(1).and_then(|s| s.split_whitespace().next()),
+                    line.split("addr=").nth(1).and_then(|s| s.split_whitespace().next()),
+                ) {
+                    if line.contains("listening") {
+                        let _ = tx.send((name.to_string(), addr.parse::<SocketAddr>().unwrap()));
+                    }
+                }
+                l.lock().unwrap().push(line);
+            }
+        });
+        let mut found = std::collections::HashMap::new();
+        while listeners.iter().any(|n| !found.contains_key(*n)) {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok((name, addr)) => {
+                    found.insert(name, addr);
+                }
+                Err(_) => panic!(
+                    "veer never logged its listeners; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                ),
+            }
+        }
+        VeerProcess {
+            child,
+            listeners: found,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name ("TERM", "INT", "HUP") with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("veer did not exit; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for VeerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
