@@ -65,10 +65,15 @@ pub async fn run(path: std::path::PathBuf, upgrade: bool) -> Result<bool, Reload
     if let Err(e) = veer.spawn_watcher() {
         tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
     }
+    // systemd (Type=notify): ready, and after an upgrade this process is the service's main
+    // process (the unit needs NotifyAccess=all for that).
+    let pid = std::process::id();
+    notify(&[sd_notify::NotifyState::MainPid(pid), sd_notify::NotifyState::Ready]);
     tokio::select! {
         _ = wait_for_stop_signal() => tracing::info!("stop signal: draining"),
         _ = veer.handed_over() => tracing::info!("handed over to the new process: draining"),
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
     tokio::select! {
         clean = veer.shutdown_gracefully() => {
             tracing::info!(clean, "stopped");
@@ -79,6 +84,13 @@ pub async fn run(path: std::path::PathBuf, upgrade: bool) -> Result<bool, Reload
             veer.shutdown().await;
             Ok(false)
         }
+    }
+}
+
+/// Tells systemd about a state change when run under it (`NOTIFY_SOCKET`); a no-op otherwise.
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %e, "sd_notify failed");
     }
 }
 

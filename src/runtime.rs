@@ -412,6 +412,15 @@ impl Veer {
         Ok(taken)
     }
 
+    /// Starts draining without stopping: `/ready` fails and connections are told to close;
+    /// listeners keep accepting until the stop (SIGTERM) that normally follows.
+    pub fn start_draining(&self) {
+        if !self.shared.drain.is_cancelled() {
+            tracing::info!("draining: readiness fails, connections are told to close");
+        }
+        self.shared.drain.cancel();
+    }
+
     /// True once the process has started draining.
     pub fn draining(&self) -> bool {
         self.shared.drain.is_cancelled()

@@ -273,3 +273,23 @@ async fn a_removed_listener_lets_its_in_flight_request_finish() {
     // Its last response asked the client to close (the listener is draining).
     assert_eq!(answer.header("connection"), Some("close"));
 }
+
+#[tokio::test]
+async fn admin_drain_fails_readiness_but_keeps_serving() {
+    let s = FakeBackend::start("s").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("admin.sock");
+    let servers = format!(r#"{{ name = "s", addr = "{}" }}"#, s.addr);
+    let cfg = config(&sock, &servers, "").replace("[admin]\n", "[admin]\nhttp = \"127.0.0.1:0\"\n");
+    let proxy = Proxy::start(&cfg).await;
+    let ready = format!("http://{}/ready", proxy.veer.admin_http_addr().unwrap());
+    let c = client();
+    assert_eq!(get(&c, &ready, &[]).await.unwrap().status, 200);
+    let before = get(&c, &proxy.url("web").await, &[]).await.unwrap();
+    assert_eq!(before.header("connection"), None);
+
+    assert_eq!(admin(&sock, "drain").await, "\n");
+    assert_eq!(get(&c, &ready, &[]).await.unwrap().status, 503);
+    let after = get(&c, &proxy.url("web").await, &[]).await.unwrap();
+    assert_eq!((after.status, after.header("connection")), (200, Some("close")));
+}

@@ -98,6 +98,7 @@ show split <bk> [json]                   : a backend's groups and servers (veer)
 wait <delay> srv-drained <bk>/<srv>      : wait until a server has no active work (veer)
 wait <delay> group-drained <bk>/<group>  : wait until a group has no active work (veer)
 reload                                   : reload the config file (veer)
+drain                                    : start draining the process: /ready fails, connections close (veer)
 show config                              : running config hash, load time, last reload (veer)
 show overlay                             : runtime changes on top of the config file, JSON (veer)
 clear overlay [<bk>[/<srv>]]             : drop runtime changes (veer)
@@ -117,6 +118,7 @@ fn mutates(words: &[&str]) -> bool {
             | ["del", ..]
             | ["reload"]
             | ["clear", ..]
+            | ["drain"]
     )
 }
 
@@ -223,6 +225,12 @@ async fn dispatch(veer: &Veer, words: &[&str]) -> Answer {
         ["wait", rest @ ..] => wait(veer, rest).await,
         ["set", "split", rest @ ..] => set_split(veer, rest).await,
         ["set", "group", target, "state", state] => set_group_state(veer, target, state).await,
+        ["drain"] => {
+            // What SIGTERM starts, without stopping: for a Kubernetes preStop hook, so the
+            // endpoint is removed while veer still serves; SIGTERM then finishes the job.
+            veer.start_draining();
+            Answer::done()
+        }
         ["reload"] => match veer.reload().await {
             Ok(ReloadOutcome::Applied { generation }) => Answer::ok(format!("Reloaded: generation {generation}.\n")),
             Ok(ReloadOutcome::Unchanged) => Answer::ok("Config unchanged.\n"),
