@@ -14,6 +14,8 @@
 //! balance/    group split, then round robin / least request / random inside the group
 //! upstream    connect + per-server keep-alive pool
 //! error       the one error type and its synthetic responses
+//! access_log  one line per request, written off the data path, dropped (and counted) when stalled
+//! metrics     Prometheus names, recorder, handles carried in snapshots, /metrics rendering
 //! admin/      the admin plane: HAProxy-compatible socket, HTTP admin, overlay, events, ctl
 //! demo        `veer demo`: built-in blue/green upstreams
 //! ```
@@ -22,6 +24,7 @@
 //! [`snapshot::Snapshot`]; a request loads it once and is routed entirely by it.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod config;
@@ -29,6 +32,7 @@ pub mod demo;
 pub mod error;
 pub mod lifecycle;
 pub mod listeners;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod runtime;

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ListenerSpec;
+use crate::metrics::ListenerStats;
 use crate::runtime::Shared;
 
 /// Creates a listening socket with SO_REUSEADDR and the configured backlog.
@@ -41,6 +42,7 @@ struct Running {
     drain: CancellationToken,
     /// A duplicate of the socket, for handing it to a new process in an upgrade.
     fd: std::os::fd::OwnedFd,
+    stats: Arc<ListenerStats>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -157,30 +159,26 @@ impl ListenerSet {
                     continue;
                 }
             };
+            let stats = Arc::new(ListenerStats::default());
             let task = tokio::spawn(accept_loop(
                 listener,
                 name_cell.clone(),
                 shared.clone(),
                 stop.clone(),
                 drain.clone(),
+                stats.clone(),
             ));
-            self.running.insert(
-                name,
-                Running {
-                    configured,
-                    local,
-                    name: name_cell,
-                    stop,
-                    drain,
-                    fd,
-                    task,
-                },
-            );
+            self.running.insert(name, Running { configured, local, name: name_cell, stop, drain, fd, stats, task });
         }
         for (name, r) in old {
             tracing::info!(listener = %name, addr = %r.local, "listener removed; no longer accepting");
             r.close().await;
         }
+    }
+
+    /// Counters of every listener, for `/metrics`.
+    pub fn stats(&self) -> Vec<(String, Arc<ListenerStats>)> {
+        self.running.iter().map(|(n, r)| (n.clone(), r.stats.clone())).collect()
     }
 
     /// (name, configured address, socket) of every listener, for a hand-over.
@@ -216,6 +214,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     stop: CancellationToken,
     drain: CancellationToken,
+    stats: Arc<ListenerStats>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -225,7 +224,7 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let open = crate::proxy::OpenConn::new(&shared);
+                let open = crate::proxy::OpenConn::new(&shared, &stats);
                 tokio::spawn(crate::proxy::serve(
                     stream,
                     peer,

@@ -15,7 +15,7 @@ use crate::config::RouteSpec;
 /// One compiled route: its match conditions and the index of its backend in the snapshot.
 #[derive(Debug)]
 pub struct Route {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     pub backend: usize,
     index: usize,
     path_prefix: Option<String>,
@@ -48,7 +48,7 @@ impl RouteTable {
         let mut t = RouteTable::default();
         for (index, r) in routes.iter().enumerate() {
             let route = Route {
-                name: r.name.clone(),
+                name: r.name.as_str().into(),
                 backend: backend_index(&r.backend),
                 index,
                 path_prefix: r.path_prefix.clone().filter(|p| p != "/"),

@@ -41,6 +41,8 @@ pub struct Shared {
     /// Client connections open now, and accepted since start (for `show info`).
     pub current_conns: AtomicUsize,
     pub total_conns: AtomicU64,
+    /// Set from `[access_log]` at start.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 /// Why a reload (or the first load, or an admin change) did not apply.
@@ -95,6 +97,7 @@ pub struct Veer {
     pub(crate) shared: Arc<Shared>,
     control: Arc<Mutex<Control>>,
     pub stats: Arc<ReloadStats>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     last: Arc<std::sync::Mutex<Option<ReloadReport>>>,
     events: broadcast::Sender<String>,
     started: SystemTime,
@@ -128,6 +131,12 @@ impl Veer {
         let path = path.into();
         let config = config::load(&path)?;
         let state_file = config.admin.state_file.clone().map(Arc::new);
+        // Buckets and the cardinality limit are read at start, like [admin].
+        let metrics = crate::metrics::Metrics::new(&config.metrics);
+        let access_log = match &config.access_log {
+            Some(spec) => Some(crate::access_log::AccessLog::open(spec).map_err(|e| ReloadError::Admin(format!("access log: {e}")))?),
+            None => None,
+        };
         let overlay = match &config.admin.state_file {
             Some(f) => Overlay::load(f).map_err(ReloadError::State)?,
             None => Overlay::default(),
@@ -141,15 +150,17 @@ impl Veer {
                 drain: CancellationToken::new(),
                 current_conns: AtomicUsize::new(0),
                 total_conns: AtomicU64::new(0),
+                access_log,
             }),
             control: Arc::new(Mutex::new(Control {
-                registry: Registry::default(),
+                registry: Registry::with_metrics(metrics.clone()),
                 listeners: ListenerSet::default(),
                 config: Snapshot::empty().spec,
                 overlay,
                 loaded_at: SystemTime::now(),
             })),
             stats: Arc::default(),
+            metrics,
             last: Arc::default(),
             events: broadcast::channel(1024).0,
             started: SystemTime::now(),
@@ -160,6 +171,16 @@ impl Veer {
             handover: CancellationToken::new(),
         };
         veer.apply_config(config, true).await?;
+        let upkeep = veer.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = upkeep.shared.shutdown.cancelled() => return,
+                    _ = tick.tick() => upkeep.metrics.upkeep(),
+                }
+            }
+        });
         if let Err(e) = crate::admin::start(&veer).await {
             // Nothing half-started is left behind: close the listeners just bound.
             veer.shutdown().await;
@@ -410,6 +431,18 @@ impl Veer {
             self.handover.cancel();
         }
         Ok(taken)
+    }
+
+    /// The Prometheus exposition for `/metrics`.
+    pub async fn render_metrics(&self) -> String {
+        let listeners = self.control.lock().await.listeners.stats();
+        let inputs = crate::metrics::ScrapeInputs {
+            listeners,
+            reloads_ok: self.stats.ok.load(Relaxed),
+            reloads_failed: self.stats.failed.load(Relaxed),
+            access_log_dropped: self.shared.access_log.as_ref().map_or(0, |l| l.dropped()),
+        };
+        self.metrics.render(&self.snapshot(), &inputs)
     }
 
     /// Starts draining without stopping: `/ready` fails and connections are told to close;

@@ -100,6 +100,7 @@ pub struct Server {
     pub sticky_id: u64,
     /// The `Set-Cookie` value naming this server, when its backend is sticky.
     pub set_cookie: Option<HeaderValue>,
+    pub metrics: crate::metrics::ServerMetrics,
 }
 
 /// The sticky cookie's value for a server id: 16 lowercase hex digits.
@@ -133,6 +134,8 @@ impl Snapshot {
             spec: Arc::new(Spec {
                 admin: Default::default(),
                 runtime: Default::default(),
+                metrics: Default::default(),
+                access_log: None,
                 listeners: Vec::new(),
                 backends: Vec::new(),
                 hash: 0,
@@ -189,6 +192,7 @@ impl Snapshot {
 
 fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> Backend {
     let name: Arc<str> = b.name.as_str().into();
+    let mut index = 0;
     let groups: Vec<Group> = b
         .groups
         .iter()
@@ -209,7 +213,10 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                     pool.set_reuse(s.state == AdminState::Ready);
                     let id = format!("{}/{}", b.name, s.name);
                     let sticky_id = hash::node_id(&id);
+                    let metrics = reg.server_metrics(&b.name, &g.name, &s.name, index);
+                    index += 1;
                     Arc::new(Server {
+                        metrics,
                         name: s.name.as_str().into(),
                         id: id.into(),
                         group: group.clone(),

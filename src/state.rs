@@ -37,6 +37,8 @@ pub struct ServerState {
     drain_until: AtomicU64,
     /// Responses by status class: 1xx, 2xx, 3xx, 4xx, 5xx, other (HAProxy's hrsp_*).
     pub responses: [AtomicU64; 6],
+    /// Response body bytes received from the server.
+    pub response_bytes: AtomicU64,
     /// `now_ms()` of the last admin-state or health change.
     pub last_change: AtomicU64,
     /// The admin state the last snapshot gave this server (to notice changes).
@@ -155,6 +157,11 @@ pub struct ActiveGuard {
 }
 
 impl ActiveGuard {
+    /// The server this guard counts for.
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+
     fn new(state: Arc<ServerState>, counter: Counter) -> Self {
         state.total.fetch_add(1, Relaxed);
         state.counter(counter).fetch_add(1, Relaxed);
@@ -204,6 +211,10 @@ pub struct BackendState {
     pub mirror_failed: AtomicU64,
     /// Sampled requests not mirrored: body too large, no mirror server, or saturated.
     pub mirror_skipped: AtomicU64,
+    /// Requests retried on another server after a connect failure.
+    pub retries: AtomicU64,
+    /// Requests answered 504.
+    pub timeouts: AtomicU64,
     pub mirror_slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -213,6 +224,8 @@ impl Default for BackendState {
             mirror_ok: AtomicU64::new(0),
             mirror_failed: AtomicU64::new(0),
             mirror_skipped: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
             mirror_slots: Arc::new(tokio::sync::Semaphore::new(MIRROR_MAX_IN_FLIGHT)),
         }
     }
@@ -223,9 +236,16 @@ impl Default for BackendState {
 pub struct Registry {
     servers: HashMap<(String, String), Entry>,
     backends: HashMap<String, Arc<BackendState>>,
+    /// Where snapshots resolve their metric handles; `None` records nothing (benches).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Registry {
+    /// A registry whose snapshots record into `metrics`.
+    pub fn with_metrics(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Registry { metrics: Some(metrics), ..Registry::default() }
+    }
+
     /// Starts a build: the returned builder hands out existing state for servers that
     /// remain and fresh state for new ones; `finish` forgets servers no longer configured.
     pub fn begin(&mut self) -> RegistryBuild<'_> {
@@ -244,6 +264,14 @@ pub struct RegistryBuild<'r> {
 }
 
 impl RegistryBuild<'_> {
+    /// Histogram handles for a server (noop without a recorder).
+    pub fn server_metrics(&self, backend: &str, group: &str, server: &str, index: usize) -> crate::metrics::ServerMetrics {
+        match &self.registry.metrics {
+            Some(m) => m.server(backend, group, &m.server_label(server, index)),
+            None => crate::metrics::ServerMetrics::noop(),
+        }
+    }
+
     /// The counters of backend `name`, carried over if it existed before.
     pub fn backend(&mut self, name: &str) -> Arc<BackendState> {
         let state = self.old_backends.remove(name).unwrap_or_default();

@@ -112,21 +112,21 @@ impl Pool {
         }
     }
 
-    /// Sends `req` on a pooled connection, or a new one. Returns the response and the
-    /// connection, which goes back to the pool when the response body ends
-    /// (see [`UpstreamBody`]).
+    /// Sends `req` on a pooled connection, or a new one. Returns the response, the
+    /// connection (which goes back to the pool when the response body ends, see
+    /// [`UpstreamBody`]) and, for a new connection, how long connecting took.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<UpstreamRequestBody>,
         connect_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Sender), SendError> {
+    ) -> Result<(Response<Incoming>, Sender, Option<Duration>), SendError> {
         while let Some(mut tx) = self.checkout() {
             // A pooled connection finishes its previous exchange before it is ready.
             if tx.ready().await.is_err() {
                 continue;
             }
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, tx)),
+                Ok(resp) => return Ok((resp, tx, None)),
                 Err(mut e) => match e.take_message() {
                     // Never written (the server closed the idle connection): try another.
                     Some(r) => req = r,
@@ -134,12 +134,14 @@ impl Pool {
                 },
             }
         }
+        let connecting = Instant::now();
         let mut tx = match connect(self.key.addr, connect_timeout).await {
             Ok(tx) => tx,
             Err(e) => return Err(SendError::Connect(e, Box::new(req))),
         };
+        let connected = connecting.elapsed();
         match tx.try_send_request(req).await {
-            Ok(resp) => Ok((resp, tx)),
+            Ok(resp) => Ok((resp, tx, Some(connected))),
             Err(mut e) => match e.take_message() {
                 Some(r) => Err(SendError::Connect(io::Error::other(e.into_error()), Box::new(r))),
                 None => Err(SendError::Protocol(e.into_error())),
@@ -167,25 +169,42 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
 }
 
 /// An upstream response body on its way to the client. While it streams it holds the
-/// server's active-request count; when it ends cleanly it returns its connection to the
-/// pool. Dropped early (client gone), the connection is closed instead, since a half-read
-/// response cannot be reused.
+/// server's active-request count and counts its bytes; when it ends cleanly it returns its
+/// connection to the pool. Dropped early (client gone), the connection is closed instead,
+/// since a half-read response cannot be reused. Either way the request's duration is
+/// recorded and its access-log line written.
 pub struct UpstreamBody {
     body: Incoming,
     conn: Option<(Sender, Arc<Pool>)>,
     done: bool,
-    _active: ActiveGuard,
+    bytes: u64,
+    end: RequestEnd,
+    active: ActiveGuard,
+}
+
+/// What to record when a proxied response finishes.
+pub struct RequestEnd {
+    pub start: std::time::Instant,
+    pub duration: ::metrics::Histogram,
+    /// The access-log line to complete, when logging is on.
+    pub log: Option<Box<crate::proxy::http::PendingLog>>,
+}
+
+impl RequestEnd {
+    /// Records the finished request: its duration, and its access-log line.
+    pub fn record(&mut self, bytes: u64) {
+        let elapsed = self.start.elapsed();
+        self.duration.record(elapsed);
+        if let Some(log) = self.log.take() {
+            log.finish(bytes, elapsed);
+        }
+    }
 }
 
 impl UpstreamBody {
     /// `conn` is `None` when the connection must not be reused (e.g. it was upgraded).
-    pub fn new(body: Incoming, conn: Option<(Sender, Arc<Pool>)>, active: ActiveGuard) -> Self {
-        UpstreamBody {
-            body,
-            conn,
-            done: false,
-            _active: active,
-        }
+    pub fn new(body: Incoming, conn: Option<(Sender, Arc<Pool>)>, active: ActiveGuard, end: RequestEnd) -> Self {
+        UpstreamBody { body, conn, done: false, bytes: 0, end, active }
     }
 }
 
@@ -196,8 +215,10 @@ impl Body for UpstreamBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let res = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(None) = res {
-            this.done = true;
+        match &res {
+            Poll::Ready(None) => this.done = true,
+            Poll::Ready(Some(Ok(frame))) => this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => {}
         }
         res
     }
@@ -218,5 +239,7 @@ impl Drop for UpstreamBody {
                 pool.checkin(tx);
             }
         }
+        self.active.state().response_bytes.fetch_add(self.bytes, std::sync::atomic::Ordering::Relaxed);
+        self.end.record(self.bytes);
     }
 }

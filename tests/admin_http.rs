@@ -178,7 +178,7 @@ async fn live_ready_and_unknown_paths() {
     let metrics = get(&c, &format!("{base}/metrics"), &[]).await.unwrap();
     assert_eq!(metrics.status, 200);
     assert!(
-        body(&metrics).contains("veer_server_requests_total{backend=\"shop\",group=\"blue\",server=\"blue-1\"}"),
+        body(&metrics).contains("veer_server_active_requests{backend=\"shop\",group=\"blue\",server=\"blue-1\"} 0"),
         "{}",
         body(&metrics)
     );

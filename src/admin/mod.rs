@@ -11,9 +11,6 @@ pub mod http;
 pub mod overlay;
 pub mod socket;
 
-use std::fmt::Write;
-use std::sync::atomic::Ordering::Relaxed;
-
 use crate::runtime::Veer;
 
 /// Binds the configured admin endpoints (or takes them over from the previous process in
@@ -69,75 +66,4 @@ pub async fn start(veer: &Veer) -> std::io::Result<()> {
         tokio::spawn(http::serve(listener, veer.clone(), token));
     }
     Ok(())
-}
-
-/// A first Prometheus exposition of the live counters (the observability work replaces it
-/// with the `metrics` registry).
-pub fn metrics_text(veer: &Veer) -> String {
-    let snap = veer.snapshot();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP veer_build_info veer version.\n# TYPE veer_build_info gauge"
-    );
-    let _ = writeln!(out, "veer_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
-    let _ = writeln!(
-        out,
-        "# HELP veer_config_reloads_total Config reloads by result.\n# TYPE veer_config_reloads_total counter"
-    );
-    let _ = writeln!(
-        out,
-        "veer_config_reloads_total{{result=\"ok\"}} {}",
-        veer.stats.ok.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "veer_config_reloads_total{{result=\"error\"}} {}",
-        veer.stats.failed.load(Relaxed)
-    );
-    let servers: Vec<_> = snap
-        .backends
-        .iter()
-        .flat_map(|b| {
-            b.groups
-                .iter()
-                .flat_map(move |g| g.servers.iter().map(move |s| (b, g, s)))
-        })
-        .collect();
-    let series =
-        |out: &mut String, name: &str, kind: &str, help: &str, value: &dyn Fn(&crate::snapshot::Server) -> u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (b, g, s) in &servers {
-                let _ = writeln!(
-                    out,
-                    "{name}{{backend=\"{}\",group=\"{}\",server=\"{}\"}} {}",
-                    b.name,
-                    g.name,
-                    s.name,
-                    value(s)
-                );
-            }
-        };
-    series(
-        &mut out,
-        "veer_server_active_requests",
-        "gauge",
-        "Requests in flight per server.",
-        &|s| s.state.active_requests.load(Relaxed) as u64,
-    );
-    series(
-        &mut out,
-        "veer_server_active_connections",
-        "gauge",
-        "Open TCP sessions and tunnels per server.",
-        &|s| s.state.active_connections.load(Relaxed) as u64,
-    );
-    series(
-        &mut out,
-        "veer_server_requests_total",
-        "counter",
-        "Requests and sessions sent per server.",
-        &|s| s.state.total.load(Relaxed),
-    );
-    out
 }

@@ -11,6 +11,8 @@ use toml::Spanned;
 pub struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub runtime: Option<RawRuntime>,
+    pub metrics: Option<RawMetrics>,
+    pub access_log: Option<RawAccessLog>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "backend")]
@@ -38,6 +40,32 @@ pub struct RawRuntime {
     pub backlog: Option<Spanned<i64>>,
     pub accept_grace: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Histogram bucket bounds as durations, ascending.
+    pub buckets: Option<Spanned<Vec<String>>>,
+    pub max_servers_per_backend: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// "stdout" or a file path.
+    pub path: String,
+    pub format: Option<LogFormat>,
+    /// Lines buffered before new ones are dropped (and counted).
+    pub buffer: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Combined,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::model::{AdminState, Balance, Protocol, SameSite};
+pub use super::model::{AdminState, Balance, LogFormat, Protocol, SameSite};
 
 /// Backends without `groups` get one group of this name.
 pub const DEFAULT_GROUP: &str = "default";
@@ -16,6 +16,8 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 pub struct Spec {
     pub admin: AdminSpec,
     pub runtime: RuntimeSpec,
+    pub metrics: MetricsSpec,
+    pub access_log: Option<AccessLogSpec>,
     pub listeners: Vec<ListenerSpec>,
     pub backends: Vec<BackendSpec>,
     /// XXH3 of the file's bytes: identifies the running config.
@@ -68,6 +70,32 @@ impl Default for RuntimeSpec {
             shutdown_timeout: Duration::from_secs(30),
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSpec {
+    /// Histogram bucket upper bounds, in seconds.
+    pub buckets: Vec<f64>,
+    /// Beyond this many servers in a backend, per-server series fold into `server="other"`.
+    pub max_servers_per_backend: usize,
+}
+
+/// 100 µs … 10 s: a proxy's latencies.
+pub const DEFAULT_BUCKETS: [f64; 16] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+impl Default for MetricsSpec {
+    fn default() -> Self {
+        MetricsSpec { buckets: DEFAULT_BUCKETS.to_vec(), max_servers_per_backend: 50 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogSpec {
+    /// `None` = stdout.
+    pub path: Option<PathBuf>,
+    pub format: LogFormat,
+    pub buffer: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -244,8 +244,44 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
         });
     }
 
+    let metrics = match &raw.metrics {
+        None => MetricsSpec::default(),
+        Some(m) => {
+            let mut buckets = MetricsSpec::default().buckets;
+            if let Some(b) = &m.buckets {
+                let parsed: Vec<f64> = b
+                    .get_ref()
+                    .iter()
+                    .filter_map(|d| match humantime::parse_duration(d) {
+                        Ok(d) => Some(d.as_secs_f64()),
+                        Err(e) => {
+                            c.err(b.span(), format!("invalid bucket {d:?}: {e}"));
+                            None
+                        }
+                    })
+                    .collect();
+                if parsed.is_empty() || parsed.windows(2).any(|w| w[0] >= w[1]) {
+                    c.err(b.span(), "buckets must be a non-empty list of ascending durations");
+                } else {
+                    buckets = parsed;
+                }
+            }
+            MetricsSpec {
+                buckets,
+                max_servers_per_backend: c.ranged(&m.max_servers_per_backend, "max_servers_per_backend", 1..=100_000, 50)
+                    as usize,
+            }
+        }
+    };
+    let access_log = raw.access_log.as_ref().map(|a| AccessLogSpec {
+        path: (a.path != "stdout").then(|| PathBuf::from(&a.path)),
+        format: a.format.unwrap_or_default(),
+        buffer: c.ranged(&a.buffer, "access_log buffer", 1..=1_000_000, 4096) as usize,
+    });
     if c.errors.is_empty() {
         Ok(Spec {
+            metrics,
+            access_log,
             admin: admin.unwrap_or_default(),
             runtime,
             listeners,

@@ -6,10 +6,12 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -22,7 +24,9 @@ use crate::config::HashKey;
 use crate::error::ProxyError;
 use crate::runtime::Shared;
 use crate::snapshot::{Backend, ListenerRoutes, Server};
-use crate::upstream::{SendError, UpstreamBody};
+use crate::access_log::AccessLog;
+use crate::metrics::ListenerStats;
+use crate::upstream::{RequestEnd, SendError, UpstreamBody};
 
 /// The downstream connection builder shared by all listeners, with explicit HTTP/2 limits
 /// (design §11: the reset-flood advisories).
@@ -44,6 +48,7 @@ struct Conn {
     drain: CancellationToken,
     /// Whether this connection speaks HTTP/2 (known from its first request).
     h2: AtomicBool,
+    stats: Arc<ListenerStats>,
 }
 
 /// Serves one client connection until it ends, the process stops (cut), or it is told to
@@ -56,6 +61,7 @@ pub async fn serve(
     listener: Arc<String>,
     shared: Arc<Shared>,
     drain: CancellationToken,
+    stats: Arc<ListenerStats>,
 ) {
     let conn = Arc::new(Conn {
         listener,
@@ -63,6 +69,7 @@ pub async fn serve(
         peer,
         drain: drain.clone(),
         h2: AtomicBool::new(false),
+        stats,
     });
     let ctx = conn.clone();
     let svc = service_fn(move |req| {
@@ -91,12 +98,15 @@ pub async fn serve(
     }
 }
 
-async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    let start = Instant::now();
     let http1 = req.version() < Version::HTTP_2;
     if !http1 {
         conn.h2.store(true, Relaxed);
     }
-    let mut resp = match forward(conn, req).await {
+    let request_id = ensure_request_id(req.headers_mut());
+    let head = conn.shared.access_log.as_ref().map(|log| Arc::new(LogHead::new(log, conn, &req, request_id)));
+    let mut resp = match forward(conn, req, start, head.clone()).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(peer = %conn.peer, error = %e, "synthetic response");
@@ -104,18 +114,102 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<ProxyBody> {
             if http1 && matches!(e, ProxyError::BadRequest(_)) {
                 // The connection's state is unknown after a refused request (a CONNECT
                 // client may already be tunnelling): do not read another from it.
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some(head) = head {
+                let bytes = resp.body().size_hint().exact().unwrap_or(0);
+                head.log(resp.status().as_u16(), bytes, start.elapsed(), None, Some(e.reason()), None);
             }
             resp
         }
     };
     if http1 && conn.drain.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Draining: this is the connection's last response; the client reconnects elsewhere.
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// The request's `X-Request-Id`, generated (and forwarded) when the client sent none.
+fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        return id.clone();
+    }
+    let id = HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..))).unwrap_or(HeaderValue::from_static("-"));
+    headers.insert(&X_REQUEST_ID, id.clone());
+    id
+}
+
+/// What the access log needs from the request, captured before it is forwarded.
+pub struct LogHead {
+    log: Arc<AccessLog>,
+    time: SystemTime,
+    client: SocketAddr,
+    method: Method,
+    host: String,
+    path: String,
+    request_id: String,
+    listener: Arc<String>,
+}
+
+/// Where a proxied request went, for its access-log line.
+pub struct Upstream {
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
+    pub group: Arc<str>,
+    pub server: Arc<str>,
+    pub upstream_duration: Duration,
+}
+
+impl LogHead {
+    fn new(log: &Arc<AccessLog>, conn: &Conn, req: &Request<Incoming>, request_id: HeaderValue) -> Self {
+        LogHead {
+            log: log.clone(),
+            time: SystemTime::now(),
+            client: conn.peer,
+            method: req.method().clone(),
+            host: request_host(req).unwrap_or("").to_string(),
+            path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            request_id: request_id.to_str().unwrap_or("-").to_string(),
+            listener: conn.listener.clone(),
+        }
+    }
+
+    fn log(&self, status: u16, bytes: u64, duration: Duration, to: Option<&Upstream>, error: Option<&str>, route: Option<&str>) {
+        self.log.log(&crate::access_log::Entry {
+            time: self.time,
+            client: self.client,
+            method: self.method.as_str(),
+            host: &self.host,
+            path: &self.path,
+            status,
+            bytes,
+            duration,
+            upstream_duration: to.map(|u| u.upstream_duration),
+            listener: &self.listener,
+            route: to.map(|u| &*u.route).or(route).unwrap_or("-"),
+            backend: to.map_or("-", |u| &u.backend),
+            group: to.map_or("-", |u| &u.group),
+            server: to.map_or("-", |u| &u.server),
+            veer_error: error,
+            request_id: &self.request_id,
+        });
+    }
+}
+
+/// A proxied request's access-log line, completed when its response body ends.
+pub struct PendingLog {
+    head: Arc<LogHead>,
+    status: u16,
+    upstream: Upstream,
+}
+
+impl PendingLog {
+    pub fn finish(self, bytes: u64, duration: Duration) {
+        self.head.log(self.status, bytes, duration, Some(&self.upstream), None, None);
+    }
 }
 
 /// The host the request is for: the URI authority (HTTP/2, absolute-form) or Host.
@@ -126,7 +220,12 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
     }
 }
 
-async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+async fn forward(
+    conn: &Conn,
+    mut req: Request<Incoming>,
+    start: Instant,
+    head: Option<Arc<LogHead>>,
+) -> Result<Response<ProxyBody>, ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
@@ -137,15 +236,13 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
         .unwrap_or_default();
 
     // Route with exactly one snapshot; keep only the backend for the rest of the exchange.
-    let backend: Arc<Backend> = {
+    let (backend, route): (Arc<Backend>, Arc<str>) = {
         let snap = conn.shared.snapshot.load();
         let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()) else {
             return Err(ProxyError::NoRoute);
         };
-        let route = table
-            .find(&host, req.uri().path(), req.headers())
-            .ok_or(ProxyError::NoRoute)?;
-        snap.backends[route.backend].clone()
+        let route = table.find(&host, req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
+        (snap.backends[route.backend].clone(), route.name.clone())
     };
 
     let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
@@ -169,7 +266,14 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
     }
     parts.version = Version::HTTP_11;
     let affinity = affinity(&backend, &mut parts.headers, conn.peer.ip());
-    let body = mirror::tee(&backend, &parts, body);
+    let received = conn.stats.clone();
+    let body = body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            received.request_bytes.fetch_add(data.len() as u64, Relaxed);
+        }
+        frame
+    });
+    let body = mirror::tee(&backend, &parts, body.boxed_unsync());
     let mut up_req = Request::from_parts(parts, body);
 
     let mut tried: Vec<Arc<Server>> = Vec::new();
@@ -178,12 +282,35 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
             return Err(ProxyError::NoServer);
         };
         let active = server.state.request_guard();
+        let sent_at = Instant::now();
         let sent = tokio::time::timeout(backend.timeout, server.pool.send(up_req, backend.connect_timeout)).await;
         match sent {
-            Err(_) => return Err(ProxyError::Timeout),
-            Ok(Ok((resp, tx))) => {
+            Err(_) => {
+                backend.state.timeouts.fetch_add(1, Relaxed);
+                return Err(ProxyError::Timeout);
+            }
+            Ok(Ok((resp, tx, connected))) => {
+                let upstream_duration = sent_at.elapsed();
+                server.metrics.upstream.record(upstream_duration);
+                if let Some(d) = connected {
+                    server.metrics.connect.record(d);
+                }
                 server.state.mark_reachable();
-                let mut resp = respond(resp, tx, &server, active, client_upgrade, &conn.shared.shutdown)?;
+                let log = head.map(|head| {
+                    Box::new(PendingLog {
+                        head,
+                        status: resp.status().as_u16(),
+                        upstream: Upstream {
+                            route,
+                            backend: backend.name.clone(),
+                            group: server.group.clone(),
+                            server: server.name.clone(),
+                            upstream_duration,
+                        },
+                    })
+                });
+                let end = RequestEnd { start, duration: server.metrics.request.clone(), log };
+                let mut resp = respond(resp, tx, &server, active, client_upgrade, &conn.shared.shutdown, end)?;
                 // A new (or re-picked) client learns its server; a returning one already knows.
                 if via != Via::Sticky {
                     if let Some(cookie) = &server.set_cookie {
@@ -200,6 +327,7 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Result<Response<Pro
                     return Err(ProxyError::Connect(e));
                 }
                 tried.push(server);
+                backend.state.retries.fetch_add(1, Relaxed);
                 up_req = *req;
             }
         }
@@ -242,6 +370,7 @@ fn respond(
     active: crate::state::ActiveGuard,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     stop: &CancellationToken,
+    mut end: RequestEnd,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     server.state.count_response(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -267,6 +396,7 @@ fn respond(
                 Err(e) => tracing::debug!(server = %id, error = %e, "upgrade failed"),
             }
         });
+        end.record(0);
         let (mut parts, _) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, true);
         return Ok(Response::from_parts(parts, ProxyBody::Synthetic(None)));
@@ -274,6 +404,6 @@ fn respond(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
-    let body = UpstreamBody::new(body, Some((tx, server.pool.clone())), active);
+    let body = UpstreamBody::new(body, Some((tx, server.pool.clone())), active, end);
     Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
 }

@@ -12,22 +12,22 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::balance::pick_in_group;
 use crate::snapshot::{Backend, Mirror};
 use crate::state::now_ms;
-use crate::upstream::{UpstreamBody, UpstreamRequestBody};
+use crate::upstream::{RequestEnd, UpstreamBody, UpstreamRequestBody};
 
 /// Returns the body to send upstream for the primary request; when the request is sampled
 /// for mirroring, that body also feeds the mirrored copy.
-pub fn tee(backend: &Arc<Backend>, parts: &http::request::Parts, body: Incoming) -> UpstreamRequestBody {
+pub fn tee(backend: &Arc<Backend>, parts: &http::request::Parts, body: UpstreamRequestBody) -> UpstreamRequestBody {
     let Some(mirror) = &backend.mirror else {
-        return body.boxed_unsync();
+        return body;
     };
     if mirror.percent < 100 && fastrand::u32(0..100) >= mirror.percent {
-        return body.boxed_unsync();
+        return body;
     }
     let counters = &backend.state;
     let fits = body.size_hint().lower() <= mirror.max_body;
@@ -36,7 +36,7 @@ pub fn tee(backend: &Arc<Backend>, parts: &http::request::Parts, body: Incoming)
         .flatten()
     else {
         counters.mirror_skipped.fetch_add(1, Relaxed);
-        return body.boxed_unsync();
+        return body;
     };
     let mut copy = Request::new(());
     *copy.method_mut() = parts.method.clone();
@@ -48,7 +48,7 @@ pub fn tee(backend: &Arc<Backend>, parts: &http::request::Parts, body: Incoming)
     let backend = backend.clone();
     if body.is_end_stream() {
         tokio::spawn(send(backend, copy, Bytes::new(), permit));
-        return body.boxed_unsync();
+        return body;
     }
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -84,8 +84,10 @@ async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: Ow
     let req = copy.map(|_| Full::new(body).map_err(|never| match never {}).boxed_unsync());
     let active = server.state.request_guard();
     let exchange = async {
-        let (resp, conn) = server.pool.send(req, backend.connect_timeout).await.ok()?;
-        let body = UpstreamBody::new(resp.into_body(), Some((conn, server.pool.clone())), active);
+        let (resp, conn, _) = server.pool.send(req, backend.connect_timeout).await.ok()?;
+        // Mirrored copies stay out of the client-view latency histograms and the access log.
+        let end = RequestEnd { start: std::time::Instant::now(), duration: ::metrics::Histogram::noop(), log: None };
+        let body = UpstreamBody::new(resp.into_body(), Some((conn, server.pool.clone())), active, end);
         body.collect().await.ok()
     };
     match tokio::time::timeout(backend.timeout, exchange).await {
@@ -99,7 +101,7 @@ async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: Ow
 
 /// The primary request body, copying what passes through (up to `limit`) for the mirror.
 struct TeeBody {
-    inner: Incoming,
+    inner: UpstreamRequestBody,
     copy: BytesMut,
     limit: u64,
     /// Receives the whole copy when the body ends; dropped (mirror skipped) when over limit.

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
+use crate::metrics::ListenerStats;
 use crate::runtime::Shared;
 use crate::snapshot::ListenerRoutes;
 use crate::upstream::UpstreamBody;
@@ -37,7 +38,8 @@ pub async fn serve(
         None => return, // removed by a reload between accept and here
     };
     if is_http {
-        http::serve(stream, peer, listener, shared, drain).await
+        let stats = _open.listener.clone();
+        http::serve(stream, peer, listener, shared, drain, stats).await
     } else {
         tcp::serve(stream, peer, &listener, &shared).await
     }
@@ -46,20 +48,27 @@ pub async fn serve(
 /// Counts an open client connection until it ends, however it ends. Created in the accept
 /// loop, before the connection's task is spawned, so a drain never misses a connection that
 /// was accepted but not yet served.
-pub struct OpenConn(Arc<Shared>);
+pub struct OpenConn {
+    shared: Arc<Shared>,
+    pub listener: Arc<ListenerStats>,
+}
 
 impl OpenConn {
-    pub fn new(shared: &Arc<Shared>) -> Self {
+    pub fn new(shared: &Arc<Shared>, listener: &Arc<ListenerStats>) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
         shared.total_conns.fetch_add(1, Relaxed);
         shared.current_conns.fetch_add(1, Relaxed);
-        OpenConn(shared.clone())
+        listener.total.fetch_add(1, Relaxed);
+        listener.active.fetch_add(1, Relaxed);
+        OpenConn { shared: shared.clone(), listener: listener.clone() }
     }
 }
 
 impl Drop for OpenConn {
     fn drop(&mut self) {
-        self.0.current_conns.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        self.shared.current_conns.fetch_sub(1, Relaxed);
+        self.listener.active.fetch_sub(1, Relaxed);
     }
 }
 

@@ -1,0 +1,130 @@
+//! The access log: one line per request (JSON or Apache "combined"), written by a dedicated
+//! thread. The data path never waits for it: lines go through a bounded queue, and when the
+//! sink stalls (a full disk, a pipe nobody reads) new lines are dropped and counted
+//! (`veer_access_log_dropped_total`) rather than slowing traffic down.
+
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{AccessLogSpec, LogFormat};
+
+pub struct AccessLog {
+    tx: SyncSender<String>,
+    format: LogFormat,
+    dropped: AtomicU64,
+}
+
+/// One finished request.
+pub struct Entry<'a> {
+    pub time: SystemTime,
+    pub client: SocketAddr,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    /// Response body bytes sent to the client.
+    pub bytes: u64,
+    pub duration: Duration,
+    pub upstream_duration: Option<Duration>,
+    pub listener: &'a str,
+    pub route: &'a str,
+    pub backend: &'a str,
+    pub group: &'a str,
+    pub server: &'a str,
+    pub veer_error: Option<&'a str>,
+    pub request_id: &'a str,
+}
+
+impl AccessLog {
+    /// Opens the sink (stdout or a file, appended) and starts its writer thread.
+    pub fn open(spec: &AccessLogSpec) -> io::Result<Arc<AccessLog>> {
+        let sink: Box<dyn Write + Send> = match &spec.path {
+            None => Box::new(io::stdout()),
+            Some(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
+        };
+        let (tx, rx) = sync_channel::<String>(spec.buffer);
+        std::thread::Builder::new().name("veer-access-log".into()).spawn(move || {
+            let mut out = BufWriter::new(sink);
+            while let Ok(line) = rx.recv() {
+                let mut ok = out.write_all(line.as_bytes()).is_ok();
+                // Write whatever is already queued, then flush once.
+                while let Ok(line) = rx.try_recv() {
+                    ok &= out.write_all(line.as_bytes()).is_ok();
+                }
+                if !ok || out.flush().is_err() {
+                    // A broken sink: keep draining so senders never block.
+                    continue;
+                }
+            }
+        })?;
+        Ok(Arc::new(AccessLog { tx, format: spec.format, dropped: AtomicU64::new(0) }))
+    }
+
+    /// Lines dropped because the sink could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+
+    /// Queues the line for `e`; never blocks.
+    pub fn log(&self, e: &Entry<'_>) {
+        let line = match self.format {
+            LogFormat::Json => json(e),
+            LogFormat::Combined => combined(e),
+        };
+        match self.tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+fn json(e: &Entry<'_>) -> String {
+    let mut line = serde_json::json!({
+        "time": humantime::format_rfc3339_millis(e.time).to_string(),
+        "client": e.client.to_string(),
+        "method": e.method,
+        "host": e.host,
+        "path": e.path,
+        "status": e.status,
+        "bytes": e.bytes,
+        "duration_ms": e.duration.as_secs_f64() * 1000.0,
+        "upstream_duration_ms": e.upstream_duration.map(|d| d.as_secs_f64() * 1000.0),
+        "listener": e.listener,
+        "route": e.route,
+        "backend": e.backend,
+        "group": e.group,
+        "server": e.server,
+        "veer_error": e.veer_error,
+        "request_id": e.request_id,
+    })
+    .to_string();
+    line.push('\n');
+    line
+}
+
+/// Apache combined, with veer's fields appended: `… "backend/group/server" <ms> <request id>`.
+fn combined(e: &Entry<'_>) -> String {
+    let time = humantime::format_rfc3339_seconds(e.time);
+    format!(
+        "{} - - [{time}] \"{} {} HTTP/1.1\" {} {} \"-\" \"-\" host={} route={} server={}/{}/{} ms={:.3} error={} id={}\n",
+        e.client.ip(),
+        e.method,
+        e.path,
+        e.status,
+        e.bytes,
+        e.host,
+        e.route,
+        e.backend,
+        e.group,
+        e.server,
+        e.duration.as_secs_f64() * 1000.0,
+        e.veer_error.unwrap_or("-"),
+        e.request_id
+    )
+}

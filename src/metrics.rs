@@ -1,0 +1,244 @@
+//! Prometheus metrics (design §7): every name in one place ([`names`]), one recorder per
+//! running veer, and the `/metrics` rendering.
+//!
+//! The hot path does no string formatting and no label lookup: histogram handles are
+//! resolved when a snapshot is built and carried in it ([`ServerMetrics`]). Counters and
+//! gauges are not kept twice: at scrape time they are read from the same atomics `show stat`
+//! reads (requests by class, active counts, failures), so both always agree. Above
+//! `max_servers_per_backend`, a backend's per-server series fold into `server="other"`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use ::metrics::{Counter, Gauge, Histogram, Key, Label, Recorder};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::config::{AdminState, MetricsSpec};
+use crate::snapshot::Snapshot;
+
+/// Every metric name veer exports.
+pub mod names {
+    pub const REQUESTS: &str = "veer_requests_total";
+    pub const REQUEST_DURATION: &str = "veer_request_duration_seconds";
+    pub const UPSTREAM_RESPONSE: &str = "veer_upstream_response_duration_seconds";
+    pub const UPSTREAM_CONNECT: &str = "veer_upstream_connect_duration_seconds";
+    pub const SERVER_ACTIVE_REQUESTS: &str = "veer_server_active_requests";
+    pub const SERVER_ACTIVE_CONNECTIONS: &str = "veer_server_active_connections";
+    pub const SERVER_CONNECT_FAILURES: &str = "veer_server_connect_failures_total";
+    pub const SERVER_RESPONSE_BYTES: &str = "veer_server_response_bytes_total";
+    pub const SERVER_UP: &str = "veer_server_up";
+    pub const SERVER_ADMIN_STATE: &str = "veer_server_admin_state";
+    pub const GROUP_WEIGHT: &str = "veer_group_weight";
+    pub const LISTENER_ACTIVE_CONNECTIONS: &str = "veer_listener_active_connections";
+    pub const LISTENER_CONNECTIONS: &str = "veer_listener_connections_total";
+    pub const LISTENER_REQUEST_BYTES: &str = "veer_listener_request_bytes_total";
+    pub const BACKEND_RETRIES: &str = "veer_backend_retries_total";
+    pub const BACKEND_TIMEOUTS: &str = "veer_backend_timeouts_total";
+    pub const MIRROR_REQUESTS: &str = "veer_mirror_requests_total";
+    pub const RELOADS: &str = "veer_config_reloads_total";
+    pub const CONFIG_INFO: &str = "veer_config_info";
+    pub const ADMIN_COMMANDS: &str = "veer_admin_commands_total";
+    pub const ACCESS_LOG_DROPPED: &str = "veer_access_log_dropped_total";
+    pub const BUILD_INFO: &str = "veer_build_info";
+}
+
+/// Histogram handles of one server, resolved once per snapshot.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    /// Client view: from the request's arrival to the end of the response body.
+    pub request: Histogram,
+    /// From sending upstream to the response headers.
+    pub upstream: Histogram,
+    /// Establishing a new upstream connection.
+    pub connect: Histogram,
+}
+
+impl ServerMetrics {
+    /// Handles that record nothing (snapshots built without a recorder: benches).
+    pub fn noop() -> Self {
+        ServerMetrics { request: Histogram::noop(), upstream: Histogram::noop(), connect: Histogram::noop() }
+    }
+}
+
+/// The recorder of one running veer.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    max_servers: usize,
+}
+
+static META: ::metrics::Metadata<'static> = ::metrics::Metadata::new(module_path!(), ::metrics::Level::INFO, None);
+
+fn key(name: &'static str, labels: &[(&'static str, String)]) -> Key {
+    Key::from_parts(name, labels.iter().map(|(k, v)| Label::new(*k, v.clone())).collect::<Vec<_>>())
+}
+
+impl Metrics {
+    pub fn new(spec: &MetricsSpec) -> Arc<Metrics> {
+        let builder = PrometheusBuilder::new();
+        let builder = builder.set_buckets(&spec.buckets).unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        for (name, help) in [
+            (names::REQUESTS, "Responses from upstream servers, by status class."),
+            (names::REQUEST_DURATION, "Request duration as the client sees it, to the end of the response body."),
+            (names::UPSTREAM_RESPONSE, "Time from sending a request upstream to its response headers."),
+            (names::UPSTREAM_CONNECT, "Time to establish a new upstream connection."),
+            (names::SERVER_ACTIVE_REQUESTS, "Requests in flight per server."),
+            (names::SERVER_ACTIVE_CONNECTIONS, "Open TCP sessions and upgraded tunnels per server."),
+            (names::SERVER_CONNECT_FAILURES, "Failed upstream connection attempts per server."),
+            (names::SERVER_RESPONSE_BYTES, "Response body bytes received from each server."),
+            (names::SERVER_UP, "1 when the server is reachable (not ejected after connect failures)."),
+            (names::SERVER_ADMIN_STATE, "1 for the server's admin state (ready, drain, maint)."),
+            (names::GROUP_WEIGHT, "Split weight of each group."),
+            (names::LISTENER_ACTIVE_CONNECTIONS, "Open client connections per listener."),
+            (names::LISTENER_CONNECTIONS, "Client connections accepted per listener."),
+            (names::LISTENER_REQUEST_BYTES, "Request body bytes received from clients per listener."),
+            (names::BACKEND_RETRIES, "Requests retried on another server after a connect failure."),
+            (names::BACKEND_TIMEOUTS, "Requests answered 504 because the upstream did not answer in time."),
+            (names::MIRROR_REQUESTS, "Mirrored copies by result."),
+            (names::RELOADS, "Config reloads by result."),
+            (names::CONFIG_INFO, "The running config's hash."),
+            (names::ADMIN_COMMANDS, "Admin commands by command and result."),
+            (names::ACCESS_LOG_DROPPED, "Access log lines dropped because the sink could not keep up."),
+            (names::BUILD_INFO, "veer's version."),
+        ] {
+            if name.ends_with("_seconds") {
+                recorder.describe_histogram(name.into(), Some(::metrics::Unit::Seconds), help.into());
+            } else if name.ends_with("_total") {
+                recorder.describe_counter(name.into(), None, help.into());
+            } else {
+                recorder.describe_gauge(name.into(), None, help.into());
+            }
+        }
+        Arc::new(Metrics { recorder, handle, max_servers: spec.max_servers_per_backend })
+    }
+
+    /// The server label: its name, or "other" past the backend's cardinality limit.
+    pub fn server_label(&self, server: &str, index_in_backend: usize) -> String {
+        if index_in_backend < self.max_servers {
+            server.to_string()
+        } else {
+            "other".to_string()
+        }
+    }
+
+    /// The histogram handles for one server.
+    pub fn server(&self, backend: &str, group: &str, server_label: &str) -> ServerMetrics {
+        let labels = [("backend", backend.to_string()), ("group", group.to_string()), ("server", server_label.to_string())];
+        let h = |name| self.recorder.register_histogram(&key(name, &labels), &META);
+        ServerMetrics { request: h(names::REQUEST_DURATION), upstream: h(names::UPSTREAM_RESPONSE), connect: h(names::UPSTREAM_CONNECT) }
+    }
+
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, String)]) -> Counter {
+        self.recorder.register_counter(&key(name, labels), &META)
+    }
+
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, String)]) -> Gauge {
+        self.recorder.register_gauge(&key(name, labels), &META)
+    }
+
+    /// Drains histogram samples into their buckets (call periodically).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// The Prometheus text exposition: counters and gauges refreshed from the live atomics,
+    /// then everything rendered.
+    pub fn render(&self, snap: &Snapshot, extra: &ScrapeInputs) -> String {
+        #[derive(Default)]
+        struct Agg {
+            responses: [u64; 6],
+            active_requests: u64,
+            active_connections: u64,
+            connect_failures: u64,
+            bytes: u64,
+        }
+        let mut servers: BTreeMap<(String, String, String), Agg> = BTreeMap::new();
+        let now = crate::state::now_ms();
+        for b in &snap.backends {
+            let mut index = 0;
+            for g in &b.groups {
+                self.gauge(names::GROUP_WEIGHT, &[("backend", b.name.to_string()), ("group", g.name.to_string())])
+                    .set(g.weight as f64);
+                for s in &g.servers {
+                    let label = self.server_label(&s.name, index);
+                    index += 1;
+                    let st = &s.state;
+                    let agg = servers.entry((b.name.to_string(), g.name.to_string(), label.clone())).or_default();
+                    for (a, c) in agg.responses.iter_mut().zip(&st.responses) {
+                        *a += c.load(Relaxed);
+                    }
+                    agg.active_requests += st.active_requests.load(Relaxed) as u64;
+                    agg.active_connections += st.active_connections.load(Relaxed) as u64;
+                    agg.connect_failures += st.connect_failures.load(Relaxed);
+                    agg.bytes += st.response_bytes.load(Relaxed);
+                    if label != "other" {
+                        let labels =
+                            [("backend", b.name.to_string()), ("group", g.name.to_string()), ("server", label.clone())];
+                        self.gauge(names::SERVER_UP, &labels).set(if st.is_ejected(now) { 0.0 } else { 1.0 });
+                        for (state, name) in
+                            [(AdminState::Ready, "ready"), (AdminState::Drain, "drain"), (AdminState::Maint, "maint")]
+                        {
+                            let mut l = labels.to_vec();
+                            l.push(("state", name.to_string()));
+                            self.gauge(names::SERVER_ADMIN_STATE, &l).set(if s.admin == state { 1.0 } else { 0.0 });
+                        }
+                    }
+                }
+            }
+            let backend = [("backend", b.name.to_string())];
+            self.counter(names::BACKEND_RETRIES, &backend).absolute(b.state.retries.load(Relaxed));
+            self.counter(names::BACKEND_TIMEOUTS, &backend).absolute(b.state.timeouts.load(Relaxed));
+            if b.mirror.is_some() {
+                for (result, c) in
+                    [("ok", &b.state.mirror_ok), ("failed", &b.state.mirror_failed), ("skipped", &b.state.mirror_skipped)]
+                {
+                    self.counter(names::MIRROR_REQUESTS, &[("backend", b.name.to_string()), ("result", result.into())])
+                        .absolute(c.load(Relaxed));
+                }
+            }
+        }
+        for ((b, g, s), agg) in servers {
+            let labels = [("backend", b), ("group", g), ("server", s)];
+            for (class, v) in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"].iter().zip(agg.responses) {
+                let mut l = labels.to_vec();
+                l.push(("code", class.to_string()));
+                self.counter(names::REQUESTS, &l).absolute(v);
+            }
+            self.gauge(names::SERVER_ACTIVE_REQUESTS, &labels).set(agg.active_requests as f64);
+            self.gauge(names::SERVER_ACTIVE_CONNECTIONS, &labels).set(agg.active_connections as f64);
+            self.counter(names::SERVER_CONNECT_FAILURES, &labels).absolute(agg.connect_failures);
+            self.counter(names::SERVER_RESPONSE_BYTES, &labels).absolute(agg.bytes);
+        }
+        for (name, stats) in &extra.listeners {
+            let l = [("listener", name.clone())];
+            self.gauge(names::LISTENER_ACTIVE_CONNECTIONS, &l).set(stats.active.load(Relaxed) as f64);
+            self.counter(names::LISTENER_CONNECTIONS, &l).absolute(stats.total.load(Relaxed));
+            self.counter(names::LISTENER_REQUEST_BYTES, &l).absolute(stats.request_bytes.load(Relaxed));
+        }
+        self.counter(names::RELOADS, &[("result", "ok".into())]).absolute(extra.reloads_ok);
+        self.counter(names::RELOADS, &[("result", "error".into())]).absolute(extra.reloads_failed);
+        self.gauge(names::CONFIG_INFO, &[("hash", format!("{:016x}", snap.spec.hash))]).set(1.0);
+        self.gauge(names::BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION").into())]).set(1.0);
+        self.counter(names::ACCESS_LOG_DROPPED, &[]).absolute(extra.access_log_dropped);
+        self.handle.render()
+    }
+}
+
+/// What a scrape reads besides the snapshot.
+pub struct ScrapeInputs {
+    pub listeners: Vec<(String, Arc<ListenerStats>)>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub access_log_dropped: u64,
+}
+
+/// Per-listener counters, kept by the listener's accept loop (a rename keeps them).
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    pub active: std::sync::atomic::AtomicUsize,
+    pub total: std::sync::atomic::AtomicU64,
+    pub request_bytes: std::sync::atomic::AtomicU64,
+}

@@ -1,0 +1,226 @@
+//! Observability: Prometheus counters and histograms that equal the traffic exactly, 5xx
+//! in the 5xx class, the cardinality guard, `promtool check metrics`, and the access log
+//! (one JSON line per request with every field; a stalled sink drops and counts lines while
+//! proxying carries on).
+
+mod support;
+use std::time::Duration;
+
+use support::*;
+
+fn config(dir: &std::path::Path, servers: &[&FakeBackend], extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|b| format!(r#"{{ name = "{}", addr = "{}" }}"#, b.name, b.addr)).collect();
+    format!(
+        r#"
+[admin]
+http = "127.0.0.1:0"
+socket = "{}"
+{extra}
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+  [[listener.route]]
+  name = "all"
+  path_prefix = "/"
+  backend = "obs"
+[[backend]]
+name = "obs"
+servers = [ {} ]
+"#,
+        dir.join("admin.sock").display(),
+        list.join(", ")
+    )
+}
+
+async fn scrape(proxy: &Proxy) -> String {
+    let url = format!("http://{}/metrics", proxy.veer.admin_http_addr().unwrap());
+    String::from_utf8(get(&client(), &url, &[]).await.unwrap().body.to_vec()).unwrap()
+}
+
+/// The value of the series whose line starts with `series ` (name plus labels).
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+}
+
+#[tokio::test]
+async fn counters_and_histograms_count_every_request_exactly() {
+    let ok = FakeBackend::start("s1").await;
+    let failing = FakeBackend::with_handler("s2", |_req| {
+        Box::pin(async {
+            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from("boom")));
+            *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(&config(dir.path(), &[&ok, &failing], "")).await;
+    let url = proxy.url("web").await;
+    let c = client();
+    for _ in 0..40 {
+        get(&c, &url, &[]).await.unwrap();
+    }
+    // Round robin: 20 each. Histogram samples land when each response body ends.
+    let labels = |s: &str| format!("backend=\"obs\",group=\"default\",server=\"{s}\"");
+    let mut m = String::new();
+    for _ in 0..200 {
+        m = scrape(&proxy).await;
+        if value(&m, &format!("veer_request_duration_seconds_count{{{}}}", labels("s2"))) == Some(20.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(value(&m, &format!("veer_requests_total{{{},code=\"2xx\"}}", labels("s1"))), Some(20.0), "{m}");
+    assert_eq!(value(&m, &format!("veer_requests_total{{{},code=\"5xx\"}}", labels("s2"))), Some(20.0));
+    assert_eq!(value(&m, &format!("veer_requests_total{{{},code=\"2xx\"}}", labels("s2"))), Some(0.0));
+    for s in ["s1", "s2"] {
+        assert_eq!(value(&m, &format!("veer_request_duration_seconds_count{{{}}}", labels(s))), Some(20.0), "{s}");
+        assert_eq!(value(&m, &format!("veer_upstream_response_duration_seconds_count{{{}}}", labels(s))), Some(20.0));
+        assert_eq!(value(&m, &format!("veer_request_duration_seconds_bucket{{{},le=\"+Inf\"}}", labels(s))), Some(20.0));
+    }
+    // One keep-alive client: one upstream connection per server.
+    assert_eq!(value(&m, &format!("veer_upstream_connect_duration_seconds_count{{{}}}", labels("s1"))), Some(1.0));
+    assert_eq!(value(&m, "veer_group_weight{backend=\"obs\",group=\"default\"}"), Some(100.0));
+    assert_eq!(value(&m, &format!("veer_server_admin_state{{{},state=\"ready\"}}", labels("s1"))), Some(1.0));
+    assert_eq!(value(&m, "veer_listener_connections_total{listener=\"web\"}"), Some(1.0));
+    assert!(m.contains("le=\"0.0001\"") && m.contains("le=\"10\""), "buckets from 100µs to 10s");
+    // Response bytes: 20 bodies of "boom".
+    assert_eq!(value(&m, &format!("veer_server_response_bytes_total{{{}}}", labels("s2"))), Some(80.0));
+}
+
+#[tokio::test]
+async fn per_server_series_fold_above_the_cardinality_limit() {
+    let mut servers = Vec::new();
+    for i in 0..4 {
+        servers.push(FakeBackend::start(&format!("s{i}")).await);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let refs: Vec<&FakeBackend> = servers.iter().collect();
+    let proxy = Proxy::start(&config(dir.path(), &refs, "[metrics]\nmax_servers_per_backend = 2")).await;
+    let c = client();
+    let url = proxy.url("web").await;
+    for _ in 0..8 {
+        get(&c, &url, &[]).await.unwrap();
+    }
+    let m = scrape(&proxy).await;
+    assert!(m.contains("server=\"s0\"") && m.contains("server=\"s1\""));
+    assert!(!m.contains("server=\"s2\"") && !m.contains("server=\"s3\""), "{m}");
+    let other = "backend=\"obs\",group=\"default\",server=\"other\"";
+    assert_eq!(value(&m, &format!("veer_requests_total{{{other},code=\"2xx\"}}")), Some(4.0), "{m}");
+}
+
+#[tokio::test]
+async fn promtool_accepts_the_exposition() {
+    let promtool = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("promtool")).find(|p| p.exists()));
+    let Some(promtool) = promtool else {
+        assert!(std::env::var_os("VEER_REQUIRE_TOOLS").is_none(), "promtool is required (CI installs prometheus)");
+        eprintln!("promtool not installed: skipping (CI installs it and sets VEER_REQUIRE_TOOLS)");
+        return;
+    };
+    let (a, b) = (FakeBackend::start("a").await, FakeBackend::start("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(&config(dir.path(), &[&a, &b], "")).await;
+    let c = client();
+    let url = proxy.url("web").await;
+    for path in ["/", "/x", "/y?z=1"] {
+        get(&c, &format!("{url}{path}"), &[]).await.unwrap();
+    }
+    let m = scrape(&proxy).await;
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn access_log_writes_one_json_line_per_request() {
+    let s = FakeBackend::start("s1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let extra = format!("[access_log]\npath = \"{}\"\nformat = \"json\"", log.display());
+    let proxy = Proxy::start(&config(dir.path(), &[&s], &extra)).await;
+    let c = client();
+    let url = proxy.url("web").await;
+    let mine = get(&c, &format!("{url}/given?q=1"), &[("x-request-id", "abc-123")]).await.unwrap();
+    assert_eq!(mine.header("x-echo-x-request-id"), Some("abc-123"), "the client's id is forwarded");
+    let generated = get(&c, &format!("{url}/gen"), &[]).await.unwrap();
+    let generated_id = generated.header("x-echo-x-request-id").expect("an id is generated").to_string();
+    assert_eq!(generated_id.len(), 32);
+    let other = get(&c, &format!("{url}/x"), &[("host", "other.example")]).await.unwrap();
+    assert_eq!(other.status, 200);
+
+    let mut lines = Vec::new();
+    for _ in 0..500 {
+        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+        if lines.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    for field in [
+        "time", "client", "method", "host", "path", "status", "bytes", "duration_ms", "upstream_duration_ms", "listener",
+        "route", "backend", "group", "server", "veer_error", "request_id",
+    ] {
+        assert!(first.get(field).is_some(), "{field} missing in {first}");
+    }
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/given?q=1");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["bytes"], 2);
+    assert_eq!((first["listener"].as_str(), first["route"].as_str()), (Some("web"), Some("all")));
+    assert_eq!((first["backend"].as_str(), first["group"].as_str(), first["server"].as_str()), (Some("obs"), Some("default"), Some("s1")));
+    assert_eq!(first["request_id"], "abc-123");
+    assert!(first["veer_error"].is_null());
+    let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(second["request_id"].as_str(), Some(generated_id.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_access_log_drops_lines_and_proxying_continues() {
+    let s = FakeBackend::start("s1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("stalled.pipe");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    // A reader that opens the pipe and never reads it: the pipe fills and the writer stalls.
+    let reader_path = fifo.clone();
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(reader_path).unwrap();
+        opened_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(600));
+        drop(f);
+    });
+    let extra = format!("[access_log]\npath = \"{}\"\nbuffer = 16", fifo.display());
+    let proxy = Proxy::start(&config(dir.path(), &[&s], &extra)).await;
+    opened_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let c = client();
+    let url = proxy.url("web").await;
+    let long_path = format!("{url}/{}", "p".repeat(1000));
+    for _ in 0..400 {
+        let a = get(&c, &long_path, &[]).await.unwrap();
+        assert_eq!(a.status, 200);
+    }
+    let m = scrape(&proxy).await;
+    let dropped = value(&m, "veer_access_log_dropped_total").unwrap();
+    assert!(dropped > 0.0, "no line counted as dropped:\n{m}");
+}
