@@ -47,21 +47,27 @@ impl AccessLog {
             Some(path) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
         };
         let (tx, rx) = sync_channel::<String>(spec.buffer);
-        std::thread::Builder::new().name("veer-access-log".into()).spawn(move || {
-            let mut out = BufWriter::new(sink);
-            while let Ok(line) = rx.recv() {
-                let mut ok = out.write_all(line.as_bytes()).is_ok();
-                // Write whatever is already queued, then flush once.
-                while let Ok(line) = rx.try_recv() {
-                    ok &= out.write_all(line.as_bytes()).is_ok();
+        std::thread::Builder::new()
+            .name("veer-access-log".into())
+            .spawn(move || {
+                let mut out = BufWriter::new(sink);
+                while let Ok(line) = rx.recv() {
+                    let mut ok = out.write_all(line.as_bytes()).is_ok();
+                    // Write whatever is already queued, then flush once.
+                    while let Ok(line) = rx.try_recv() {
+                        ok &= out.write_all(line.as_bytes()).is_ok();
+                    }
+                    if !ok || out.flush().is_err() {
+                        // A broken sink: keep draining so senders never block.
+                        continue;
+                    }
                 }
-                if !ok || out.flush().is_err() {
-                    // A broken sink: keep draining so senders never block.
-                    continue;
-                }
-            }
-        })?;
-        Ok(Arc::new(AccessLog { tx, format: spec.format, dropped: AtomicU64::new(0) }))
+            })?;
+        Ok(Arc::new(AccessLog {
+            tx,
+            format: spec.format,
+            dropped: AtomicU64::new(0),
+        }))
     }
 
     /// Lines dropped because the sink could not keep up.

@@ -168,7 +168,19 @@ impl ListenerSet {
                 drain.clone(),
                 stats.clone(),
             ));
-            self.running.insert(name, Running { configured, local, name: name_cell, stop, drain, fd, stats, task });
+            self.running.insert(
+                name,
+                Running {
+                    configured,
+                    local,
+                    name: name_cell,
+                    stop,
+                    drain,
+                    fd,
+                    stats,
+                    task,
+                },
+            );
         }
         for (name, r) in old {
             tracing::info!(listener = %name, addr = %r.local, "listener removed; no longer accepting");

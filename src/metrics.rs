@@ -57,7 +57,11 @@ pub struct ServerMetrics {
 impl ServerMetrics {
     /// Handles that record nothing (snapshots built without a recorder: benches).
     pub fn noop() -> Self {
-        ServerMetrics { request: Histogram::noop(), upstream: Histogram::noop(), connect: Histogram::noop() }
+        ServerMetrics {
+            request: Histogram::noop(),
+            upstream: Histogram::noop(),
+            connect: Histogram::noop(),
+        }
     }
 }
 
@@ -71,37 +75,81 @@ pub struct Metrics {
 static META: ::metrics::Metadata<'static> = ::metrics::Metadata::new(module_path!(), ::metrics::Level::INFO, None);
 
 fn key(name: &'static str, labels: &[(&'static str, String)]) -> Key {
-    Key::from_parts(name, labels.iter().map(|(k, v)| Label::new(*k, v.clone())).collect::<Vec<_>>())
+    Key::from_parts(
+        name,
+        labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.clone()))
+            .collect::<Vec<_>>(),
+    )
 }
 
 impl Metrics {
     pub fn new(spec: &MetricsSpec) -> Arc<Metrics> {
         let builder = PrometheusBuilder::new();
-        let builder = builder.set_buckets(&spec.buckets).unwrap_or_else(|_| PrometheusBuilder::new());
+        let builder = builder
+            .set_buckets(&spec.buckets)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         for (name, help) in [
             (names::REQUESTS, "Responses from upstream servers, by status class."),
-            (names::REQUEST_DURATION, "Request duration as the client sees it, to the end of the response body."),
-            (names::UPSTREAM_RESPONSE, "Time from sending a request upstream to its response headers."),
+            (
+                names::REQUEST_DURATION,
+                "Request duration as the client sees it, to the end of the response body.",
+            ),
+            (
+                names::UPSTREAM_RESPONSE,
+                "Time from sending a request upstream to its response headers.",
+            ),
             (names::UPSTREAM_CONNECT, "Time to establish a new upstream connection."),
             (names::SERVER_ACTIVE_REQUESTS, "Requests in flight per server."),
-            (names::SERVER_ACTIVE_CONNECTIONS, "Open TCP sessions and upgraded tunnels per server."),
-            (names::SERVER_CONNECT_FAILURES, "Failed upstream connection attempts per server."),
-            (names::SERVER_RESPONSE_BYTES, "Response body bytes received from each server."),
-            (names::SERVER_UP, "1 when the server is reachable (not ejected after connect failures)."),
-            (names::SERVER_ADMIN_STATE, "1 for the server's admin state (ready, drain, maint)."),
+            (
+                names::SERVER_ACTIVE_CONNECTIONS,
+                "Open TCP sessions and upgraded tunnels per server.",
+            ),
+            (
+                names::SERVER_CONNECT_FAILURES,
+                "Failed upstream connection attempts per server.",
+            ),
+            (
+                names::SERVER_RESPONSE_BYTES,
+                "Response body bytes received from each server.",
+            ),
+            (
+                names::SERVER_UP,
+                "1 when the server is reachable (not ejected after connect failures).",
+            ),
+            (
+                names::SERVER_ADMIN_STATE,
+                "1 for the server's admin state (ready, drain, maint).",
+            ),
             (names::GROUP_WEIGHT, "Split weight of each group."),
-            (names::LISTENER_ACTIVE_CONNECTIONS, "Open client connections per listener."),
+            (
+                names::LISTENER_ACTIVE_CONNECTIONS,
+                "Open client connections per listener.",
+            ),
             (names::LISTENER_CONNECTIONS, "Client connections accepted per listener."),
-            (names::LISTENER_REQUEST_BYTES, "Request body bytes received from clients per listener."),
-            (names::BACKEND_RETRIES, "Requests retried on another server after a connect failure."),
-            (names::BACKEND_TIMEOUTS, "Requests answered 504 because the upstream did not answer in time."),
+            (
+                names::LISTENER_REQUEST_BYTES,
+                "Request body bytes received from clients per listener.",
+            ),
+            (
+                names::BACKEND_RETRIES,
+                "Requests retried on another server after a connect failure.",
+            ),
+            (
+                names::BACKEND_TIMEOUTS,
+                "Requests answered 504 because the upstream did not answer in time.",
+            ),
             (names::MIRROR_REQUESTS, "Mirrored copies by result."),
             (names::RELOADS, "Config reloads by result."),
             (names::CONFIG_INFO, "The running config's hash."),
             (names::ADMIN_COMMANDS, "Admin commands by command and result."),
-            (names::ACCESS_LOG_DROPPED, "Access log lines dropped because the sink could not keep up."),
+            (
+                names::ACCESS_LOG_DROPPED,
+                "Access log lines dropped because the sink could not keep up.",
+            ),
             (names::BUILD_INFO, "veer's version."),
         ] {
             if name.ends_with("_seconds") {
@@ -112,7 +160,11 @@ impl Metrics {
                 recorder.describe_gauge(name.into(), None, help.into());
             }
         }
-        Arc::new(Metrics { recorder, handle, max_servers: spec.max_servers_per_backend })
+        Arc::new(Metrics {
+            recorder,
+            handle,
+            max_servers: spec.max_servers_per_backend,
+        })
     }
 
     /// The server label: its name, or "other" past the backend's cardinality limit.
@@ -126,9 +178,17 @@ impl Metrics {
 
     /// The histogram handles for one server.
     pub fn server(&self, backend: &str, group: &str, server_label: &str) -> ServerMetrics {
-        let labels = [("backend", backend.to_string()), ("group", group.to_string()), ("server", server_label.to_string())];
+        let labels = [
+            ("backend", backend.to_string()),
+            ("group", group.to_string()),
+            ("server", server_label.to_string()),
+        ];
         let h = |name| self.recorder.register_histogram(&key(name, &labels), &META);
-        ServerMetrics { request: h(names::REQUEST_DURATION), upstream: h(names::UPSTREAM_RESPONSE), connect: h(names::UPSTREAM_CONNECT) }
+        ServerMetrics {
+            request: h(names::REQUEST_DURATION),
+            upstream: h(names::UPSTREAM_RESPONSE),
+            connect: h(names::UPSTREAM_CONNECT),
+        }
     }
 
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, String)]) -> Counter {
@@ -160,13 +220,18 @@ impl Metrics {
         for b in &snap.backends {
             let mut index = 0;
             for g in &b.groups {
-                self.gauge(names::GROUP_WEIGHT, &[("backend", b.name.to_string()), ("group", g.name.to_string())])
-                    .set(g.weight as f64);
+                self.gauge(
+                    names::GROUP_WEIGHT,
+                    &[("backend", b.name.to_string()), ("group", g.name.to_string())],
+                )
+                .set(g.weight as f64);
                 for s in &g.servers {
                     let label = self.server_label(&s.name, index);
                     index += 1;
                     let st = &s.state;
-                    let agg = servers.entry((b.name.to_string(), g.name.to_string(), label.clone())).or_default();
+                    let agg = servers
+                        .entry((b.name.to_string(), g.name.to_string(), label.clone()))
+                        .or_default();
                     for (a, c) in agg.responses.iter_mut().zip(&st.responses) {
                         *a += c.load(Relaxed);
                     }
@@ -175,28 +240,42 @@ impl Metrics {
                     agg.connect_failures += st.connect_failures.load(Relaxed);
                     agg.bytes += st.response_bytes.load(Relaxed);
                     if label != "other" {
-                        let labels =
-                            [("backend", b.name.to_string()), ("group", g.name.to_string()), ("server", label.clone())];
-                        self.gauge(names::SERVER_UP, &labels).set(if st.is_ejected(now) { 0.0 } else { 1.0 });
-                        for (state, name) in
-                            [(AdminState::Ready, "ready"), (AdminState::Drain, "drain"), (AdminState::Maint, "maint")]
-                        {
+                        let labels = [
+                            ("backend", b.name.to_string()),
+                            ("group", g.name.to_string()),
+                            ("server", label.clone()),
+                        ];
+                        self.gauge(names::SERVER_UP, &labels)
+                            .set(if st.is_ejected(now) { 0.0 } else { 1.0 });
+                        for (state, name) in [
+                            (AdminState::Ready, "ready"),
+                            (AdminState::Drain, "drain"),
+                            (AdminState::Maint, "maint"),
+                        ] {
                             let mut l = labels.to_vec();
                             l.push(("state", name.to_string()));
-                            self.gauge(names::SERVER_ADMIN_STATE, &l).set(if s.admin == state { 1.0 } else { 0.0 });
+                            self.gauge(names::SERVER_ADMIN_STATE, &l)
+                                .set(if s.admin == state { 1.0 } else { 0.0 });
                         }
                     }
                 }
             }
             let backend = [("backend", b.name.to_string())];
-            self.counter(names::BACKEND_RETRIES, &backend).absolute(b.state.retries.load(Relaxed));
-            self.counter(names::BACKEND_TIMEOUTS, &backend).absolute(b.state.timeouts.load(Relaxed));
+            self.counter(names::BACKEND_RETRIES, &backend)
+                .absolute(b.state.retries.load(Relaxed));
+            self.counter(names::BACKEND_TIMEOUTS, &backend)
+                .absolute(b.state.timeouts.load(Relaxed));
             if b.mirror.is_some() {
-                for (result, c) in
-                    [("ok", &b.state.mirror_ok), ("failed", &b.state.mirror_failed), ("skipped", &b.state.mirror_skipped)]
-                {
-                    self.counter(names::MIRROR_REQUESTS, &[("backend", b.name.to_string()), ("result", result.into())])
-                        .absolute(c.load(Relaxed));
+                for (result, c) in [
+                    ("ok", &b.state.mirror_ok),
+                    ("failed", &b.state.mirror_failed),
+                    ("skipped", &b.state.mirror_skipped),
+                ] {
+                    self.counter(
+                        names::MIRROR_REQUESTS,
+                        &[("backend", b.name.to_string()), ("result", result.into())],
+                    )
+                    .absolute(c.load(Relaxed));
                 }
             }
         }
@@ -207,22 +286,33 @@ impl Metrics {
                 l.push(("code", class.to_string()));
                 self.counter(names::REQUESTS, &l).absolute(v);
             }
-            self.gauge(names::SERVER_ACTIVE_REQUESTS, &labels).set(agg.active_requests as f64);
-            self.gauge(names::SERVER_ACTIVE_CONNECTIONS, &labels).set(agg.active_connections as f64);
-            self.counter(names::SERVER_CONNECT_FAILURES, &labels).absolute(agg.connect_failures);
+            self.gauge(names::SERVER_ACTIVE_REQUESTS, &labels)
+                .set(agg.active_requests as f64);
+            self.gauge(names::SERVER_ACTIVE_CONNECTIONS, &labels)
+                .set(agg.active_connections as f64);
+            self.counter(names::SERVER_CONNECT_FAILURES, &labels)
+                .absolute(agg.connect_failures);
             self.counter(names::SERVER_RESPONSE_BYTES, &labels).absolute(agg.bytes);
         }
         for (name, stats) in &extra.listeners {
             let l = [("listener", name.clone())];
-            self.gauge(names::LISTENER_ACTIVE_CONNECTIONS, &l).set(stats.active.load(Relaxed) as f64);
-            self.counter(names::LISTENER_CONNECTIONS, &l).absolute(stats.total.load(Relaxed));
-            self.counter(names::LISTENER_REQUEST_BYTES, &l).absolute(stats.request_bytes.load(Relaxed));
+            self.gauge(names::LISTENER_ACTIVE_CONNECTIONS, &l)
+                .set(stats.active.load(Relaxed) as f64);
+            self.counter(names::LISTENER_CONNECTIONS, &l)
+                .absolute(stats.total.load(Relaxed));
+            self.counter(names::LISTENER_REQUEST_BYTES, &l)
+                .absolute(stats.request_bytes.load(Relaxed));
         }
-        self.counter(names::RELOADS, &[("result", "ok".into())]).absolute(extra.reloads_ok);
-        self.counter(names::RELOADS, &[("result", "error".into())]).absolute(extra.reloads_failed);
-        self.gauge(names::CONFIG_INFO, &[("hash", format!("{:016x}", snap.spec.hash))]).set(1.0);
-        self.gauge(names::BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION").into())]).set(1.0);
-        self.counter(names::ACCESS_LOG_DROPPED, &[]).absolute(extra.access_log_dropped);
+        self.counter(names::RELOADS, &[("result", "ok".into())])
+            .absolute(extra.reloads_ok);
+        self.counter(names::RELOADS, &[("result", "error".into())])
+            .absolute(extra.reloads_failed);
+        self.gauge(names::CONFIG_INFO, &[("hash", format!("{:016x}", snap.spec.hash))])
+            .set(1.0);
+        self.gauge(names::BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION").into())])
+            .set(1.0);
+        self.counter(names::ACCESS_LOG_DROPPED, &[])
+            .absolute(extra.access_log_dropped);
         self.handle.render()
     }
 }

@@ -134,7 +134,9 @@ impl Veer {
         // Buckets and the cardinality limit are read at start, like [admin].
         let metrics = crate::metrics::Metrics::new(&config.metrics);
         let access_log = match &config.access_log {
-            Some(spec) => Some(crate::access_log::AccessLog::open(spec).map_err(|e| ReloadError::Admin(format!("access log: {e}")))?),
+            Some(spec) => Some(
+                crate::access_log::AccessLog::open(spec).map_err(|e| ReloadError::Admin(format!("access log: {e}")))?,
+            ),
             None => None,
         };
         let overlay = match &config.admin.state_file {

@@ -243,7 +243,10 @@ pub struct Registry {
 impl Registry {
     /// A registry whose snapshots record into `metrics`.
     pub fn with_metrics(metrics: Arc<crate::metrics::Metrics>) -> Self {
-        Registry { metrics: Some(metrics), ..Registry::default() }
+        Registry {
+            metrics: Some(metrics),
+            ..Registry::default()
+        }
     }
 
     /// Starts a build: the returned builder hands out existing state for servers that
@@ -265,7 +268,13 @@ pub struct RegistryBuild<'r> {
 
 impl RegistryBuild<'_> {
     /// Histogram handles for a server (noop without a recorder).
-    pub fn server_metrics(&self, backend: &str, group: &str, server: &str, index: usize) -> crate::metrics::ServerMetrics {
+    pub fn server_metrics(
+        &self,
+        backend: &str,
+        group: &str,
+        server: &str,
+        index: usize,
+    ) -> crate::metrics::ServerMetrics {
         match &self.registry.metrics {
             Some(m) => m.server(backend, group, &m.server_label(server, index)),
             None => crate::metrics::ServerMetrics::noop(),

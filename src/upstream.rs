@@ -204,7 +204,14 @@ impl RequestEnd {
 impl UpstreamBody {
     /// `conn` is `None` when the connection must not be reused (e.g. it was upgraded).
     pub fn new(body: Incoming, conn: Option<(Sender, Arc<Pool>)>, active: ActiveGuard, end: RequestEnd) -> Self {
-        UpstreamBody { body, conn, done: false, bytes: 0, end, active }
+        UpstreamBody {
+            body,
+            conn,
+            done: false,
+            bytes: 0,
+            end,
+            active,
+        }
     }
 }
 
@@ -239,7 +246,10 @@ impl Drop for UpstreamBody {
                 pool.checkin(tx);
             }
         }
-        self.active.state().response_bytes.fetch_add(self.bytes, std::sync::atomic::Ordering::Relaxed);
+        self.active
+            .state()
+            .response_bytes
+            .fetch_add(self.bytes, std::sync::atomic::Ordering::Relaxed);
         self.end.record(self.bytes);
     }
 }

@@ -9,7 +9,10 @@ use std::time::Duration;
 use support::*;
 
 fn config(dir: &std::path::Path, servers: &[&FakeBackend], extra: &str) -> String {
-    let list: Vec<String> = servers.iter().map(|b| format!(r#"{{ name = "{}", addr = "{}" }}"#, b.name, b.addr)).collect();
+    let list: Vec<String> = servers
+        .iter()
+        .map(|b| format!(r#"{{ name = "{}", addr = "{}" }}"#, b.name, b.addr))
+        .collect();
     format!(
         r#"
 [admin]
@@ -40,7 +43,9 @@ async fn scrape(proxy: &Proxy) -> String {
 
 /// The value of the series whose line starts with `series ` (name plus labels).
 fn value(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
 }
 
 #[tokio::test]
@@ -71,22 +76,72 @@ async fn counters_and_histograms_count_every_request_exactly() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(value(&m, &format!("veer_requests_total{{{},code=\"2xx\"}}", labels("s1"))), Some(20.0), "{m}");
-    assert_eq!(value(&m, &format!("veer_requests_total{{{},code=\"5xx\"}}", labels("s2"))), Some(20.0));
-    assert_eq!(value(&m, &format!("veer_requests_total{{{},code=\"2xx\"}}", labels("s2"))), Some(0.0));
+    assert_eq!(
+        value(&m, &format!("veer_requests_total{{{},code=\"2xx\"}}", labels("s1"))),
+        Some(20.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, &format!("veer_requests_total{{{},code=\"5xx\"}}", labels("s2"))),
+        Some(20.0)
+    );
+    assert_eq!(
+        value(&m, &format!("veer_requests_total{{{},code=\"2xx\"}}", labels("s2"))),
+        Some(0.0)
+    );
     for s in ["s1", "s2"] {
-        assert_eq!(value(&m, &format!("veer_request_duration_seconds_count{{{}}}", labels(s))), Some(20.0), "{s}");
-        assert_eq!(value(&m, &format!("veer_upstream_response_duration_seconds_count{{{}}}", labels(s))), Some(20.0));
-        assert_eq!(value(&m, &format!("veer_request_duration_seconds_bucket{{{},le=\"+Inf\"}}", labels(s))), Some(20.0));
+        assert_eq!(
+            value(&m, &format!("veer_request_duration_seconds_count{{{}}}", labels(s))),
+            Some(20.0),
+            "{s}"
+        );
+        assert_eq!(
+            value(
+                &m,
+                &format!("veer_upstream_response_duration_seconds_count{{{}}}", labels(s))
+            ),
+            Some(20.0)
+        );
+        assert_eq!(
+            value(
+                &m,
+                &format!("veer_request_duration_seconds_bucket{{{},le=\"+Inf\"}}", labels(s))
+            ),
+            Some(20.0)
+        );
     }
     // One keep-alive client: one upstream connection per server.
-    assert_eq!(value(&m, &format!("veer_upstream_connect_duration_seconds_count{{{}}}", labels("s1"))), Some(1.0));
-    assert_eq!(value(&m, "veer_group_weight{backend=\"obs\",group=\"default\"}"), Some(100.0));
-    assert_eq!(value(&m, &format!("veer_server_admin_state{{{},state=\"ready\"}}", labels("s1"))), Some(1.0));
-    assert_eq!(value(&m, "veer_listener_connections_total{listener=\"web\"}"), Some(1.0));
-    assert!(m.contains("le=\"0.0001\"") && m.contains("le=\"10\""), "buckets from 100µs to 10s");
+    assert_eq!(
+        value(
+            &m,
+            &format!("veer_upstream_connect_duration_seconds_count{{{}}}", labels("s1"))
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "veer_group_weight{backend=\"obs\",group=\"default\"}"),
+        Some(100.0)
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!("veer_server_admin_state{{{},state=\"ready\"}}", labels("s1"))
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "veer_listener_connections_total{listener=\"web\"}"),
+        Some(1.0)
+    );
+    assert!(
+        m.contains("le=\"0.0001\"") && m.contains("le=\"10\""),
+        "buckets from 100µs to 10s"
+    );
     // Response bytes: 20 bodies of "boom".
-    assert_eq!(value(&m, &format!("veer_server_response_bytes_total{{{}}}", labels("s2"))), Some(80.0));
+    assert_eq!(
+        value(&m, &format!("veer_server_response_bytes_total{{{}}}", labels("s2"))),
+        Some(80.0)
+    );
 }
 
 #[tokio::test]
@@ -107,15 +162,25 @@ async fn per_server_series_fold_above_the_cardinality_limit() {
     assert!(m.contains("server=\"s0\"") && m.contains("server=\"s1\""));
     assert!(!m.contains("server=\"s2\"") && !m.contains("server=\"s3\""), "{m}");
     let other = "backend=\"obs\",group=\"default\",server=\"other\"";
-    assert_eq!(value(&m, &format!("veer_requests_total{{{other},code=\"2xx\"}}")), Some(4.0), "{m}");
+    assert_eq!(
+        value(&m, &format!("veer_requests_total{{{other},code=\"2xx\"}}")),
+        Some(4.0),
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn promtool_accepts_the_exposition() {
-    let promtool = std::env::var_os("PATH")
-        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("promtool")).find(|p| p.exists()));
+    let promtool = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.exists())
+    });
     let Some(promtool) = promtool else {
-        assert!(std::env::var_os("VEER_REQUIRE_TOOLS").is_none(), "promtool is required (CI installs prometheus)");
+        assert!(
+            std::env::var_os("VEER_REQUIRE_TOOLS").is_none(),
+            "promtool is required (CI installs prometheus)"
+        );
         eprintln!("promtool not installed: skipping (CI installs it and sets VEER_REQUIRE_TOOLS)");
         return;
     };
@@ -159,17 +224,32 @@ async fn access_log_writes_one_json_line_per_request() {
     let proxy = Proxy::start(&config(dir.path(), &[&s], &extra)).await;
     let c = client();
     let url = proxy.url("web").await;
-    let mine = get(&c, &format!("{url}/given?q=1"), &[("x-request-id", "abc-123")]).await.unwrap();
-    assert_eq!(mine.header("x-echo-x-request-id"), Some("abc-123"), "the client's id is forwarded");
+    let mine = get(&c, &format!("{url}/given?q=1"), &[("x-request-id", "abc-123")])
+        .await
+        .unwrap();
+    assert_eq!(
+        mine.header("x-echo-x-request-id"),
+        Some("abc-123"),
+        "the client's id is forwarded"
+    );
     let generated = get(&c, &format!("{url}/gen"), &[]).await.unwrap();
-    let generated_id = generated.header("x-echo-x-request-id").expect("an id is generated").to_string();
+    let generated_id = generated
+        .header("x-echo-x-request-id")
+        .expect("an id is generated")
+        .to_string();
     assert_eq!(generated_id.len(), 32);
-    let other = get(&c, &format!("{url}/x"), &[("host", "other.example")]).await.unwrap();
+    let other = get(&c, &format!("{url}/x"), &[("host", "other.example")])
+        .await
+        .unwrap();
     assert_eq!(other.status, 200);
 
     let mut lines = Vec::new();
     for _ in 0..500 {
-        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
         if lines.len() >= 3 {
             break;
         }
@@ -178,8 +258,22 @@ async fn access_log_writes_one_json_line_per_request() {
     assert_eq!(lines.len(), 3, "{lines:?}");
     let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     for field in [
-        "time", "client", "method", "host", "path", "status", "bytes", "duration_ms", "upstream_duration_ms", "listener",
-        "route", "backend", "group", "server", "veer_error", "request_id",
+        "time",
+        "client",
+        "method",
+        "host",
+        "path",
+        "status",
+        "bytes",
+        "duration_ms",
+        "upstream_duration_ms",
+        "listener",
+        "route",
+        "backend",
+        "group",
+        "server",
+        "veer_error",
+        "request_id",
     ] {
         assert!(first.get(field).is_some(), "{field} missing in {first}");
     }
@@ -187,8 +281,18 @@ async fn access_log_writes_one_json_line_per_request() {
     assert_eq!(first["path"], "/given?q=1");
     assert_eq!(first["status"], 200);
     assert_eq!(first["bytes"], 2);
-    assert_eq!((first["listener"].as_str(), first["route"].as_str()), (Some("web"), Some("all")));
-    assert_eq!((first["backend"].as_str(), first["group"].as_str(), first["server"].as_str()), (Some("obs"), Some("default"), Some("s1")));
+    assert_eq!(
+        (first["listener"].as_str(), first["route"].as_str()),
+        (Some("web"), Some("all"))
+    );
+    assert_eq!(
+        (
+            first["backend"].as_str(),
+            first["group"].as_str(),
+            first["server"].as_str()
+        ),
+        (Some("obs"), Some("default"), Some("s1"))
+    );
     assert_eq!(first["request_id"], "abc-123");
     assert!(first["veer_error"].is_null());
     let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
@@ -200,7 +304,11 @@ async fn a_stalled_access_log_drops_lines_and_proxying_continues() {
     let s = FakeBackend::start("s1").await;
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("stalled.pipe");
-    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     // A reader that opens the pipe and never reads it: the pipe fills and the writer stalls.
     let reader_path = fifo.clone();
     let (opened_tx, opened_rx) = std::sync::mpsc::channel();
@@ -223,4 +331,78 @@ async fn a_stalled_access_log_drops_lines_and_proxying_continues() {
     let m = scrape(&proxy).await;
     let dropped = value(&m, "veer_access_log_dropped_total").unwrap();
     assert!(dropped > 0.0, "no line counted as dropped:\n{m}");
+}
+
+#[test]
+fn dashboard_queries_are_valid_promql_over_exported_names() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana-dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| {
+            t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$backend", ".*")
+        })
+        .collect();
+    assert!(exprs.len() >= 8);
+    // Every metric a panel uses is one veer exports.
+    let exported =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs")).unwrap();
+    for e in &exprs {
+        for name in e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("veer_"))
+        {
+            let base = name.trim_end_matches("_bucket");
+            assert!(
+                exported.contains(&format!("\"{base}\"")),
+                "{name} is not exported ({e})"
+            );
+        }
+    }
+    let Some(promtool) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.exists())
+    }) else {
+        assert!(
+            std::env::var_os("VEER_REQUIRE_TOOLS").is_none(),
+            "promtool is required (CI installs prometheus)"
+        );
+        return;
+    };
+    let rules: Vec<String> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            format!(
+                "      - record: veer:dashboard_{i}\n        expr: '{}'\n",
+                e.replace('\'', "''")
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yml");
+    std::fs::write(
+        &file,
+        format!("groups:\n  - name: dashboard\n    rules:\n{}", rules.concat()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

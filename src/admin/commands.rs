@@ -146,12 +146,23 @@ pub async fn execute(veer: &Veer, command: &str, peer: &Peer) -> Reply {
         "unknown".to_string()
     } else {
         // The verb, and its object where it has one: bounded label values.
-        let two = matches!(words.first(), Some(&("set" | "show" | "get" | "enable" | "disable" | "add" | "del" | "shutdown" | "clear")));
-        words.iter().take(if two { 2 } else { 1 }).copied().collect::<Vec<_>>().join(" ")
+        let two = matches!(
+            words.first(),
+            Some(&("set" | "show" | "get" | "enable" | "disable" | "add" | "del" | "shutdown" | "clear"))
+        );
+        words
+            .iter()
+            .take(if two { 2 } else { 1 })
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     let result = if answer.ok { "ok" } else { "error" };
     veer.metrics
-        .counter(crate::metrics::names::ADMIN_COMMANDS, &[("command", name), ("result", result.to_string())])
+        .counter(
+            crate::metrics::names::ADMIN_COMMANDS,
+            &[("command", name), ("result", result.to_string())],
+        )
         .increment(1);
     if mutates(&words) {
         tracing::info!(

@@ -77,9 +77,11 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response
             haproxy::show_stat(veer, StatFilter::default()),
             "text/plain; charset=utf-8",
         ),
-        (&Method::GET, "/metrics") => {
-            text(StatusCode::OK, veer.render_metrics().await, "text/plain; version=0.0.4; charset=utf-8")
-        }
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            veer.render_metrics().await,
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
         (&Method::POST, "/command") => command(ctx, req, peer).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n", PLAIN),
     }

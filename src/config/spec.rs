@@ -81,12 +81,16 @@ pub struct MetricsSpec {
 }
 
 /// 100 µs … 10 s: a proxy's latencies.
-pub const DEFAULT_BUCKETS: [f64; 16] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const DEFAULT_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 impl Default for MetricsSpec {
     fn default() -> Self {
-        MetricsSpec { buckets: DEFAULT_BUCKETS.to_vec(), max_servers_per_backend: 50 }
+        MetricsSpec {
+            buckets: DEFAULT_BUCKETS.to_vec(),
+            max_servers_per_backend: 50,
+        }
     }
 }
 

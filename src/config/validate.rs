@@ -268,8 +268,12 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
             }
             MetricsSpec {
                 buckets,
-                max_servers_per_backend: c.ranged(&m.max_servers_per_backend, "max_servers_per_backend", 1..=100_000, 50)
-                    as usize,
+                max_servers_per_backend: c.ranged(
+                    &m.max_servers_per_backend,
+                    "max_servers_per_backend",
+                    1..=100_000,
+                    50,
+                ) as usize,
             }
         }
     };

@@ -19,13 +19,13 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{cookies, headers, mirror, ProxyBody};
+use crate::access_log::AccessLog;
 use crate::balance::{self, hash, Affinity, Via};
 use crate::config::HashKey;
 use crate::error::ProxyError;
+use crate::metrics::ListenerStats;
 use crate::runtime::Shared;
 use crate::snapshot::{Backend, ListenerRoutes, Server};
-use crate::access_log::AccessLog;
-use crate::metrics::ListenerStats;
 use crate::upstream::{RequestEnd, SendError, UpstreamBody};
 
 /// The downstream connection builder shared by all listeners, with explicit HTTP/2 limits
@@ -105,7 +105,11 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
         conn.h2.store(true, Relaxed);
     }
     let request_id = ensure_request_id(req.headers_mut());
-    let head = conn.shared.access_log.as_ref().map(|log| Arc::new(LogHead::new(log, conn, &req, request_id)));
+    let head = conn
+        .shared
+        .access_log
+        .as_ref()
+        .map(|log| Arc::new(LogHead::new(log, conn, &req, request_id)));
     let mut resp = match forward(conn, req, start, head.clone()).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -114,18 +118,27 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
             if http1 && matches!(e, ProxyError::BadRequest(_)) {
                 // The connection's state is unknown after a refused request (a CONNECT
                 // client may already be tunnelling): do not read another from it.
-                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             if let Some(head) = head {
                 let bytes = resp.body().size_hint().exact().unwrap_or(0);
-                head.log(resp.status().as_u16(), bytes, start.elapsed(), None, Some(e.reason()), None);
+                head.log(
+                    resp.status().as_u16(),
+                    bytes,
+                    start.elapsed(),
+                    None,
+                    Some(e.reason()),
+                    None,
+                );
             }
             resp
         }
     };
     if http1 && conn.drain.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Draining: this is the connection's last response; the client reconnects elsewhere.
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }
@@ -177,7 +190,15 @@ impl LogHead {
         }
     }
 
-    fn log(&self, status: u16, bytes: u64, duration: Duration, to: Option<&Upstream>, error: Option<&str>, route: Option<&str>) {
+    fn log(
+        &self,
+        status: u16,
+        bytes: u64,
+        duration: Duration,
+        to: Option<&Upstream>,
+        error: Option<&str>,
+        route: Option<&str>,
+    ) {
         self.log.log(&crate::access_log::Entry {
             time: self.time,
             client: self.client,
@@ -208,7 +229,8 @@ pub struct PendingLog {
 
 impl PendingLog {
     pub fn finish(self, bytes: u64, duration: Duration) {
-        self.head.log(self.status, bytes, duration, Some(&self.upstream), None, None);
+        self.head
+            .log(self.status, bytes, duration, Some(&self.upstream), None, None);
     }
 }
 
@@ -241,7 +263,9 @@ async fn forward(
         let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()) else {
             return Err(ProxyError::NoRoute);
         };
-        let route = table.find(&host, req.uri().path(), req.headers()).ok_or(ProxyError::NoRoute)?;
+        let route = table
+            .find(&host, req.uri().path(), req.headers())
+            .ok_or(ProxyError::NoRoute)?;
         (snap.backends[route.backend].clone(), route.name.clone())
     };
 
@@ -309,7 +333,11 @@ async fn forward(
                         },
                     })
                 });
-                let end = RequestEnd { start, duration: server.metrics.request.clone(), log };
+                let end = RequestEnd {
+                    start,
+                    duration: server.metrics.request.clone(),
+                    log,
+                };
                 let mut resp = respond(resp, tx, &server, active, client_upgrade, &conn.shared.shutdown, end)?;
                 // A new (or re-picked) client learns its server; a returning one already knows.
                 if via != Via::Sticky {

@@ -86,7 +86,11 @@ async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: Ow
     let exchange = async {
         let (resp, conn, _) = server.pool.send(req, backend.connect_timeout).await.ok()?;
         // Mirrored copies stay out of the client-view latency histograms and the access log.
-        let end = RequestEnd { start: std::time::Instant::now(), duration: ::metrics::Histogram::noop(), log: None };
+        let end = RequestEnd {
+            start: std::time::Instant::now(),
+            duration: ::metrics::Histogram::noop(),
+            log: None,
+        };
         let body = UpstreamBody::new(resp.into_body(), Some((conn, server.pool.clone())), active, end);
         body.collect().await.ok()
     };

@@ -60,7 +60,10 @@ impl OpenConn {
         shared.current_conns.fetch_add(1, Relaxed);
         listener.total.fetch_add(1, Relaxed);
         listener.active.fetch_add(1, Relaxed);
-        OpenConn { shared: shared.clone(), listener: listener.clone() }
+        OpenConn {
+            shared: shared.clone(),
+            listener: listener.clone(),
+        }
     }
 }
 
