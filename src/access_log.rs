@@ -134,3 +134,92 @@ fn combined(e: &Entry<'_>) -> String {
         e.request_id
     )
 }
+
+// === request lines ===
+
+/// What the access log needs from the request, captured before it is forwarded.
+pub struct LogHead {
+    log: Arc<AccessLog>,
+    time: SystemTime,
+    client: SocketAddr,
+    method: http::Method,
+    host: String,
+    path: String,
+    request_id: String,
+    listener: Arc<String>,
+}
+
+/// Where a proxied request went, for its access-log line.
+pub struct Upstream {
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
+    pub group: Arc<str>,
+    pub server: Arc<str>,
+    pub upstream_duration: Duration,
+}
+
+impl LogHead {
+    /// Captures the request line; `host` as the client sent it.
+    pub fn new<B>(
+        log: &Arc<AccessLog>,
+        client: SocketAddr,
+        listener: &Arc<String>,
+        req: &http::Request<B>,
+        host: &str,
+        request_id: &http::HeaderValue,
+    ) -> Self {
+        LogHead {
+            log: log.clone(),
+            time: SystemTime::now(),
+            client,
+            method: req.method().clone(),
+            host: host.to_string(),
+            path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string(),
+            request_id: request_id.to_str().unwrap_or("-").to_string(),
+            listener: listener.clone(),
+        }
+    }
+
+    pub fn log(
+        &self,
+        status: u16,
+        bytes: u64,
+        duration: Duration,
+        to: Option<&Upstream>,
+        error: Option<&str>,
+        route: Option<&str>,
+    ) {
+        self.log.log(&Entry {
+            time: self.time,
+            client: self.client,
+            method: self.method.as_str(),
+            host: &self.host,
+            path: &self.path,
+            status,
+            bytes,
+            duration,
+            upstream_duration: to.map(|u| u.upstream_duration),
+            listener: &self.listener,
+            route: to.map(|u| &*u.route).or(route).unwrap_or("-"),
+            backend: to.map_or("-", |u| &u.backend),
+            group: to.map_or("-", |u| &u.group),
+            server: to.map_or("-", |u| &u.server),
+            veer_error: error,
+            request_id: &self.request_id,
+        });
+    }
+}
+
+/// A proxied request's access-log line, completed when its response body ends.
+pub struct PendingLog {
+    pub head: Arc<LogHead>,
+    pub status: u16,
+    pub upstream: Upstream,
+}
+
+impl PendingLog {
+    pub fn finish(self, bytes: u64, duration: Duration) {
+        self.head
+            .log(self.status, bytes, duration, Some(&self.upstream), None, None);
+    }
+}

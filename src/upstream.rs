@@ -187,7 +187,7 @@ pub struct RequestEnd {
     pub start: std::time::Instant,
     pub duration: ::metrics::Histogram,
     /// The access-log line to complete, when logging is on.
-    pub log: Option<Box<crate::proxy::http::PendingLog>>,
+    pub log: Option<Box<crate::access_log::PendingLog>>,
 }
 
 impl RequestEnd {

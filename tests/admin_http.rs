@@ -14,12 +14,11 @@
 mod support;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use support::admin as socket_cmd;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The HAProxy 2.0 static columns, from ../shared/haproxy-runtime-api.md (not from src/, so
 /// a change of the emitted header is caught).
@@ -86,20 +85,6 @@ fn toml_path(p: &Path) -> String {
 /// `http://<admin http addr>`
 fn admin_url(p: &Proxy) -> String {
     format!("http://{}", p.veer.admin_http_addr().expect("admin http is bound"))
-}
-
-/// One line to the admin socket; everything it writes until EOF.
-async fn socket_cmd(path: &Path, line: &str) -> String {
-    let talk = async {
-        let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
-        s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    };
-    tokio::time::timeout(Duration::from_secs(10), talk)
-        .await
-        .unwrap_or_else(|_| panic!("admin socket did not answer {line:?} within 10s"))
 }
 
 async fn post_command(c: &HttpClient, base: &str, body: &str, headers: &[(&str, &str)]) -> Answer {

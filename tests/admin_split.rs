@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_switch_is_atomic_under_load() {
@@ -61,11 +60,7 @@ groups = [
     while blue.hits() < 500 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
-    s.write_all(b"set split shop blue=0 green=100\n").await.unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).await.unwrap();
-    assert_eq!(answer, "\n");
+    assert_eq!(admin(&sock, "set split shop blue=0 green=100").await, "\n");
     switched.store(true, Ordering::SeqCst);
     while green.hits() < 500 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -9,14 +9,13 @@
 //!   instead of starting with empty state.
 
 mod support;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::admin as socket_cmd;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use veer::Veer;
 
 /// Where the admin socket and the state file live.
@@ -91,20 +90,6 @@ async fn backends() -> Vec<FakeBackend> {
     s
 }
 
-/// One line to the admin socket; everything it writes until EOF.
-async fn socket_cmd(path: &Path, line: &str) -> String {
-    let talk = async {
-        let mut s = tokio::net::UnixStream::connect(path).await.unwrap();
-        s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    };
-    tokio::time::timeout(Duration::from_secs(10), talk)
-        .await
-        .unwrap_or_else(|_| panic!("admin socket did not answer {line:?} within 10s"))
-}
-
 /// The changes every test makes: all traffic to green, green-2 in maintenance, blue-1
 /// draining. Three mutations → three empty lines and nothing else.
 const CHANGES: &str =
@@ -114,7 +99,7 @@ const CHANGES: &str =
 type Split = Vec<(String, u64, Vec<(String, String)>)>;
 
 async fn split_of(socket: &Path) -> Split {
-    let out = socket_cmd(socket, "show split shop json").await;
+    let out = admin(socket, "show split shop json").await;
     let json = out
         .strip_suffix("\n\n")
         .unwrap_or_else(|| panic!("no terminating empty line: {out:?}"));
@@ -154,7 +139,7 @@ fn changed_split() -> Split {
 
 /// `show servers state shop`: server name → (srv_admin_state, srv_uweight).
 async fn servers_state(socket: &Path) -> Vec<(String, String)> {
-    let out = socket_cmd(socket, "show servers state shop").await;
+    let out = admin(socket, "show servers state shop").await;
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("1"), "{out}");
     assert!(
@@ -273,73 +258,6 @@ async fn removing_a_server_from_the_config_drops_its_overlay_entry() {
     assert_eq!(counts.get("green-2"), Some(&20), "{counts:?}");
 }
 
-/// A `veer run` child process, killed (by PID) when dropped.
-struct VeerProcess {
-    child: Child,
-    web: SocketAddr,
-}
-
-impl VeerProcess {
-    /// Starts `veer run -c config` and waits (at most 30 s) until its listener is bound and
-    /// its admin socket listens.
-    fn start(config: &Path) -> VeerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_veer"))
-            .args(["run", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Read stderr on a thread that keeps draining it, so the child never blocks on a pipe.
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if line.contains("listener=web") {
-                    if let Some(addr) = line.split("addr=").nth(1) {
-                        let _ = tx.send(Some(addr.trim().parse::<SocketAddr>().unwrap()));
-                    }
-                }
-                if line.contains("admin socket listening") {
-                    let _ = tx.send(None);
-                }
-            }
-        });
-        // Owned from here on: a failed wait below still kills the child.
-        let mut process = VeerProcess {
-            child,
-            web: "0.0.0.0:0".parse().unwrap(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let (mut web, mut admin) = (None, false);
-        while web.is_none() || !admin {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(Some(addr)) => web = Some(addr),
-                Ok(None) => admin = true,
-                Err(_) => panic!("veer did not log its listener and admin socket within 30s"),
-            }
-        }
-        process.web = web.unwrap();
-        process
-    }
-
-    /// SIGKILL, and reap.
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        let status = self.child.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(9), "{status:?}");
-    }
-}
-
-impl Drop for VeerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_binary_keeps_runtime_state_across_sigkill() {
     let s = backends().await;
@@ -347,13 +265,14 @@ async fn real_binary_keeps_runtime_state_across_sigkill() {
     std::fs::write(d.config_path(), config(&d, &s, "10s", true)).unwrap();
     let c = client();
 
-    let mut first = VeerProcess::start(&d.config_path());
-    let counts = tally(&c, &format!("http://{}/", first.web), 20).await;
+    let mut first = VeerProcess::start(&d.config_path(), &[], &["web"]);
+    first.wait_for_log("admin socket listening");
+    let counts = tally(&c, &format!("http://{}/", first.listeners["web"]), 20).await;
     assert_eq!(counts.keys().collect::<Vec<_>>(), ["blue-1", "blue-2"], "{counts:?}");
     assert_eq!(socket_cmd(&d.socket(), CHANGES).await, "\n\n\n");
     assert_eq!(socket_cmd(&d.socket(), "set weight shop/green-1 3").await, "\n");
     assert_eq!(split_of(&d.socket()).await, changed_split());
-    let counts = tally(&c, &format!("http://{}/", first.web), 50).await;
+    let counts = tally(&c, &format!("http://{}/", first.listeners["web"]), 50).await;
     assert_eq!(counts.get("green-1"), Some(&50), "{counts:?}");
     let persisted = std::fs::read_to_string(d.state()).unwrap();
     first.kill9();
@@ -364,14 +283,15 @@ async fn real_binary_keeps_runtime_state_across_sigkill() {
     );
 
     // Same config, new process (its listener on a new port, the stale socket file replaced).
-    let second = VeerProcess::start(&d.config_path());
+    let second = VeerProcess::start(&d.config_path(), &[], &["web"]);
+    second.wait_for_log("admin socket listening");
     assert_eq!(split_of(&d.socket()).await, changed_split());
     assert_eq!(servers_state(&d.socket()).await, changed_servers_state());
     assert_eq!(
         socket_cmd(&d.socket(), "get weight shop/green-1; get weight shop/green-2").await,
         "3 (initial 1)\n\n1 (initial 1)\n\n"
     );
-    let counts = tally(&c, &format!("http://{}/", second.web), 100).await;
+    let counts = tally(&c, &format!("http://{}/", second.listeners["web"]), 100).await;
     assert_eq!(counts.get("green-1"), Some(&100), "{counts:?}");
     drop(first);
     drop(second);

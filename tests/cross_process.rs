@@ -3,51 +3,7 @@
 //! restart changes nothing. Runs the real binary.
 
 mod support;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-
 use support::*;
-
-/// A `veer run` child process, killed (by PID) when dropped.
-struct VeerProcess {
-    child: Child,
-    web: SocketAddr,
-}
-
-impl VeerProcess {
-    fn start(config: &std::path::Path) -> VeerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_veer"))
-            .args(["run", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The bound address is logged: "listening listener=web addr=127.0.0.1:NNNN". Read it
-        // on a thread that then keeps draining stderr, so the child never blocks on a pipe.
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("addr=").nth(1).filter(|_| line.contains("listener=web")) {
-                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
-                }
-            }
-        });
-        let web = rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .expect("veer never logged its listener");
-        VeerProcess { child, web }
-    }
-}
-
-impl Drop for VeerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(s: &[FakeBackend]) -> String {
     format!(
@@ -89,13 +45,13 @@ async fn two_processes_agree_on_cookies_and_hashes_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("veer.toml");
     std::fs::write(&path, config(&s)).unwrap();
-    let a = VeerProcess::start(&path);
-    let mut b = VeerProcess::start(&path);
+    let a = VeerProcess::start(&path, &[], &["web"]);
+    let mut b = VeerProcess::start(&path, &[], &["web"]);
     let c = client();
 
     let mut cookies = Vec::new();
     for _ in 0..30 {
-        let first = get(&c, &format!("http://{}/", a.web), &[]).await.unwrap();
+        let first = get(&c, &format!("http://{}/", a.listeners["web"]), &[]).await.unwrap();
         let cookie = first
             .header("set-cookie")
             .unwrap()
@@ -103,7 +59,7 @@ async fn two_processes_agree_on_cookies_and_hashes_across_restarts() {
             .next()
             .unwrap()
             .to_string();
-        let through_b = get(&c, &format!("http://{}/", b.web), &[("cookie", &cookie)])
+        let through_b = get(&c, &format!("http://{}/", b.listeners["web"]), &[("cookie", &cookie)])
             .await
             .unwrap();
         assert_eq!(through_b.server(), first.server(), "{cookie}");
@@ -113,10 +69,10 @@ async fn two_processes_agree_on_cookies_and_hashes_across_restarts() {
     let mut hashed = Vec::new();
     for user in 0..30 {
         let user = format!("u{user}");
-        let via_a = get(&c, &format!("http://{}/hash", a.web), &[("x-user", &user)])
+        let via_a = get(&c, &format!("http://{}/hash", a.listeners["web"]), &[("x-user", &user)])
             .await
             .unwrap();
-        let via_b = get(&c, &format!("http://{}/hash", b.web), &[("x-user", &user)])
+        let via_b = get(&c, &format!("http://{}/hash", b.listeners["web"]), &[("x-user", &user)])
             .await
             .unwrap();
         assert_eq!(via_a.server(), via_b.server(), "{user}");
@@ -124,15 +80,15 @@ async fn two_processes_agree_on_cookies_and_hashes_across_restarts() {
     }
 
     // Restart b: same answers.
-    drop(std::mem::replace(&mut b, VeerProcess::start(&path)));
+    drop(std::mem::replace(&mut b, VeerProcess::start(&path, &[], &["web"])));
     for (cookie, server) in &cookies {
-        let a = get(&c, &format!("http://{}/", b.web), &[("cookie", cookie)])
+        let a = get(&c, &format!("http://{}/", b.listeners["web"]), &[("cookie", cookie)])
             .await
             .unwrap();
         assert_eq!(a.server(), server);
     }
     for (user, server) in &hashed {
-        let a = get(&c, &format!("http://{}/hash", b.web), &[("x-user", user)])
+        let a = get(&c, &format!("http://{}/hash", b.listeners["web"]), &[("x-user", user)])
             .await
             .unwrap();
         assert_eq!(a.server(), server);

@@ -12,15 +12,7 @@ use std::time::Duration;
 
 use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpStream, UnixStream};
-
-async fn admin(sock: &Path, line: &str) -> String {
-    let mut s = UnixStream::connect(sock).await.unwrap();
-    s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
+use tokio::net::TcpStream;
 
 /// A backend whose answers wait for `release` permits.
 async fn held_backend(name: &str, release: Arc<tokio::sync::Semaphore>) -> FakeBackend {

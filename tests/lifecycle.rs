@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(dir: &Path, backends: &[&FakeBackend], runtime: &str) -> String {
     let servers: Vec<String> = backends
@@ -43,21 +42,6 @@ groups = [
         servers[0],
         servers[1..].join(", ")
     )
-}
-
-async fn admin(sock: &Path, line: &str) -> String {
-    // The admin socket is bound right after the listeners are logged.
-    for _ in 0..3000 {
-        if sock.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut s = tokio::net::UnixStream::connect(sock).await.unwrap();
-    s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{cookies, headers, mirror, ProxyBody};
-use crate::access_log::AccessLog;
+use crate::access_log::{LogHead, PendingLog, Upstream};
 use crate::balance::{self, hash, Affinity, Via};
 use crate::config::HashKey;
 use crate::error::ProxyError;
@@ -105,11 +105,10 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
         conn.h2.store(true, Relaxed);
     }
     let request_id = ensure_request_id(req.headers_mut());
-    let head = conn
-        .shared
-        .access_log
-        .as_ref()
-        .map(|log| Arc::new(LogHead::new(log, conn, &req, request_id)));
+    let head = conn.shared.access_log.as_ref().map(|log| {
+        let host = request_host(&req).unwrap_or("");
+        Arc::new(LogHead::new(log, conn.peer, &conn.listener, &req, host, &request_id))
+    });
     let mut resp = match forward(conn, req, start, head.clone()).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -153,85 +152,6 @@ fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     let id = HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..))).unwrap_or(HeaderValue::from_static("-"));
     headers.insert(&X_REQUEST_ID, id.clone());
     id
-}
-
-/// What the access log needs from the request, captured before it is forwarded.
-pub struct LogHead {
-    log: Arc<AccessLog>,
-    time: SystemTime,
-    client: SocketAddr,
-    method: Method,
-    host: String,
-    path: String,
-    request_id: String,
-    listener: Arc<String>,
-}
-
-/// Where a proxied request went, for its access-log line.
-pub struct Upstream {
-    pub route: Arc<str>,
-    pub backend: Arc<str>,
-    pub group: Arc<str>,
-    pub server: Arc<str>,
-    pub upstream_duration: Duration,
-}
-
-impl LogHead {
-    fn new(log: &Arc<AccessLog>, conn: &Conn, req: &Request<Incoming>, request_id: HeaderValue) -> Self {
-        LogHead {
-            log: log.clone(),
-            time: SystemTime::now(),
-            client: conn.peer,
-            method: req.method().clone(),
-            host: request_host(req).unwrap_or("").to_string(),
-            path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string(),
-            request_id: request_id.to_str().unwrap_or("-").to_string(),
-            listener: conn.listener.clone(),
-        }
-    }
-
-    fn log(
-        &self,
-        status: u16,
-        bytes: u64,
-        duration: Duration,
-        to: Option<&Upstream>,
-        error: Option<&str>,
-        route: Option<&str>,
-    ) {
-        self.log.log(&crate::access_log::Entry {
-            time: self.time,
-            client: self.client,
-            method: self.method.as_str(),
-            host: &self.host,
-            path: &self.path,
-            status,
-            bytes,
-            duration,
-            upstream_duration: to.map(|u| u.upstream_duration),
-            listener: &self.listener,
-            route: to.map(|u| &*u.route).or(route).unwrap_or("-"),
-            backend: to.map_or("-", |u| &u.backend),
-            group: to.map_or("-", |u| &u.group),
-            server: to.map_or("-", |u| &u.server),
-            veer_error: error,
-            request_id: &self.request_id,
-        });
-    }
-}
-
-/// A proxied request's access-log line, completed when its response body ends.
-pub struct PendingLog {
-    head: Arc<LogHead>,
-    status: u16,
-    upstream: Upstream,
-}
-
-impl PendingLog {
-    pub fn finish(self, bytes: u64, duration: Duration) {
-        self.head
-            .log(self.status, bytes, duration, Some(&self.upstream), None, None);
-    }
 }
 
 /// The host the request is for: the URI authority (HTTP/2, absolute-form) or Host.

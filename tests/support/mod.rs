@@ -188,6 +188,25 @@ pub async fn tally(client: &HttpClient, url: &str, n: usize) -> std::collections
     counts
 }
 
+/// One line to an admin socket; everything it writes until EOF. Waits (bounded) for the
+/// socket to appear, since veer binds it right after its listeners.
+pub async fn admin(sock: &std::path::Path, line: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let talk = async {
+        while !sock.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut s = tokio::net::UnixStream::connect(sock).await.unwrap();
+        s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    tokio::time::timeout(Duration::from_secs(30), talk)
+        .await
+        .unwrap_or_else(|_| panic!("admin socket {} did not answer {line:?}", sock.display()))
+}
+
 /// A `veer run` child process, killed (by PID) when dropped unless it already exited.
 pub struct VeerProcess {
     pub child: std::process::Child,
@@ -272,6 +291,30 @@ impl VeerProcess {
 
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) until a log line contains `text`; returns that line.
+    pub fn wait_for_log(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {text:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        use std::os::unix::process::ExitStatusExt;
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "{status:?}");
     }
 }
 
