@@ -173,16 +173,7 @@ impl Veer {
             handover: CancellationToken::new(),
         };
         veer.apply_config(config, true).await?;
-        let upkeep = veer.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = upkeep.shared.shutdown.cancelled() => return,
-                    _ = tick.tick() => upkeep.metrics.upkeep(),
-                }
-            }
-        });
+        tokio::spawn(veer.clone().housekeeping());
         if let Err(e) = crate::admin::start(&veer).await {
             // Nothing half-started is left behind: close the listeners just bound.
             veer.shutdown().await;
@@ -433,6 +424,32 @@ impl Veer {
             self.handover.cancel();
         }
         Ok(taken)
+    }
+
+    /// Background chores until shutdown: publishes passive-health transitions (a server
+    /// ejected after connect failures, or reachable again) on the event stream, and drains
+    /// histogram samples into their buckets.
+    async fn housekeeping(self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        let mut up: std::collections::HashMap<Arc<str>, bool> = std::collections::HashMap::new();
+        for round in 0u64.. {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let snap = self.snapshot();
+            let now = crate::state::now_ms();
+            for s in snap.backends.iter().flat_map(|b| b.groups.iter().flat_map(|g| &g.servers)) {
+                let reachable = !s.state.is_ejected(now);
+                // A server starts out healthy: first seen ejected is a transition too.
+                if up.insert(s.id.clone(), reachable).unwrap_or(true) != reachable {
+                    self.publish(events::health(&s.id, reachable));
+                }
+            }
+            if round % 20 == 0 {
+                self.metrics.upkeep();
+            }
+        }
     }
 
     /// The Prometheus exposition for `/metrics`.

@@ -532,3 +532,33 @@ async fn a_second_veer_on_the_same_socket_fails_clearly_and_a_stale_file_is_repl
     assert_eq!(send_raw(&stale, b"show backend\n").await, "# name\nb\n\n");
     second.shutdown().await;
 }
+
+#[tokio::test]
+async fn passive_health_transitions_are_streamed() {
+    let alive = FakeBackend::start("alive").await;
+    let dead = dead_addr().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("admin.sock");
+    let proxy = Proxy::start(&format!(
+        "[admin]\nsocket = \"{}\"\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+         [[listener.route]]\nbackend = \"b\"\n[[backend]]\nname = \"b\"\n\
+         servers = [ {{ name = \"dead\", addr = \"{dead}\" }}, {{ name = \"alive\", addr = \"{}\" }} ]\n",
+        sock.display(),
+        alive.addr
+    ))
+    .await;
+    let s = UnixStream::connect(&sock).await.unwrap();
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    w.write_all(b"subscribe\n").await.unwrap();
+    let mut hello = String::new();
+    r.read_line(&mut hello).await.unwrap();
+    // Round robin reaches the dead server within two requests; the client never notices.
+    for _ in 0..2 {
+        assert_eq!(get(&client(), &proxy.url("web").await, &[]).await.unwrap().server(), "alive");
+    }
+    let mut line = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), r.read_line(&mut line)).await.unwrap().unwrap();
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!((event["event"].as_str(), event["server"].as_str(), event["health"].as_str()), (Some("health"), Some("b/dead"), Some("down")));
+}
