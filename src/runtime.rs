@@ -371,9 +371,7 @@ impl Veer {
     /// Requests in flight plus open TCP sessions and tunnels, over every server.
     pub fn active_work(&self) -> usize {
         self.snapshot()
-            .backends
-            .iter()
-            .flat_map(|b| b.groups.iter().flat_map(|g| &g.servers))
+            .servers()
             .map(|s| s.state.active_requests.load(Relaxed) + s.state.active_connections.load(Relaxed))
             .sum()
     }
@@ -439,7 +437,7 @@ impl Veer {
             }
             let snap = self.snapshot();
             let now = crate::state::now_ms();
-            for s in snap.backends.iter().flat_map(|b| b.groups.iter().flat_map(|g| &g.servers)) {
+            for s in snap.servers() {
                 let reachable = !s.state.is_ejected(now);
                 // A server starts out healthy: first seen ejected is a transition too.
                 if up.insert(s.id.clone(), reachable).unwrap_or(true) != reachable {

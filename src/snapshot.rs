@@ -53,6 +53,13 @@ pub struct Backend {
     pub state: Arc<BackendState>,
 }
 
+impl Backend {
+    /// Every server, group by group (the order of `show stat` and of `#<id>`).
+    pub fn servers(&self) -> impl Iterator<Item = &Arc<Server>> {
+        self.groups.iter().flat_map(|g| &g.servers)
+    }
+}
+
 /// Sticky-cookie settings and the cookie value → server index, built once per snapshot.
 pub struct Sticky {
     pub cookie: String,
@@ -183,6 +190,11 @@ impl Snapshot {
             },
             dropped,
         )
+    }
+
+    /// Every server of every backend.
+    pub fn servers(&self) -> impl Iterator<Item = &Arc<Server>> {
+        self.backends.iter().flat_map(|b| b.servers())
     }
 
     pub fn backend(&self, name: &str) -> Option<&Arc<Backend>> {

@@ -555,10 +555,23 @@ async fn passive_health_transitions_are_streamed() {
     r.read_line(&mut hello).await.unwrap();
     // Round robin reaches the dead server within two requests; the client never notices.
     for _ in 0..2 {
-        assert_eq!(get(&client(), &proxy.url("web").await, &[]).await.unwrap().server(), "alive");
+        assert_eq!(
+            get(&client(), &proxy.url("web").await, &[]).await.unwrap().server(),
+            "alive"
+        );
     }
     let mut line = String::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), r.read_line(&mut line)).await.unwrap().unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), r.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
     let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-    assert_eq!((event["event"].as_str(), event["server"].as_str(), event["health"].as_str()), (Some("health"), Some("b/dead"), Some("down")));
+    assert_eq!(
+        (
+            event["event"].as_str(),
+            event["server"].as_str(),
+            event["health"].as_str()
+        ),
+        (Some("health"), Some("b/dead"), Some("down"))
+    );
 }

@@ -294,7 +294,7 @@ fn backend_index(spec: &Spec, name: &str) -> Option<usize> {
 fn locate<'s>(spec: &'s Spec, arg: Option<&str>) -> Result<Located<'s>, &'static str> {
     let (b, s) = arg.and_then(|a| a.split_once('/')).ok_or("Require 'backend/server'.")?;
     let backend = &spec.backends[backend_index(spec, b).ok_or("No such backend.")?];
-    let mut servers = backend.groups.iter().flat_map(|g| &g.servers);
+    let mut servers = backend.servers();
     let server = match s.strip_prefix('#') {
         Some(n) => n
             .parse::<usize>()
@@ -312,12 +312,7 @@ fn locate<'s>(spec: &'s Spec, arg: Option<&str>) -> Result<Located<'s>, &'static
 
 /// The snapshot's server for an id (for its live counters).
 fn live_server(snap: &Snapshot, id: &str) -> Result<std::sync::Arc<Server>, &'static str> {
-    snap.backends
-        .iter()
-        .flat_map(|b| b.groups.iter().flat_map(|g| &g.servers))
-        .find(|s| &*s.id == id)
-        .cloned()
-        .ok_or("No such server.")
+    snap.servers().find(|s| &*s.id == id).cloned().ok_or("No such server.")
 }
 
 fn active(s: &Server) -> usize {
@@ -479,7 +474,7 @@ async fn add_server(veer: &Veer, args: &[&str]) -> Answer {
             let Some(addr) = rest.first() else {
                 return Err("'server' expects <name> and <addr>[:<port>] as arguments.".into());
             };
-            if backend.groups.iter().flat_map(|g| &g.servers).any(|x| x.name == s) {
+            if backend.servers().any(|x| x.name == s) {
                 return Err("Already exists a server with the same name in backend.".into());
             }
             if s.is_empty() || s.starts_with('#') || s.contains(['/', ';', '=']) {

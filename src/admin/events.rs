@@ -43,14 +43,7 @@ pub fn health(server: &str, up: bool) -> String {
 pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     let mut out = Vec::new();
     let servers = |snap: &Snapshot| -> HashMap<String, std::sync::Arc<Server>> {
-        snap.backends
-            .iter()
-            .flat_map(|b| {
-                b.groups
-                    .iter()
-                    .flat_map(|g| g.servers.iter().map(|s| (s.id.to_string(), s.clone())))
-            })
-            .collect()
+        snap.servers().map(|s| (s.id.to_string(), s.clone())).collect()
     };
     let (before, after) = (servers(old), servers(new));
     for (id, s) in &after {

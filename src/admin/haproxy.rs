@@ -266,7 +266,7 @@ pub fn show_stat(veer: &Veer, filter: StatFilter) -> String {
         let mode = mode(&snap, &b.name);
         let (mut scur, mut stot, mut weight, mut act, mut up) = (0u64, 0u64, 0u64, 0u64, false);
         let mut hrsp = [0u64; 6];
-        for (si, s) in b.groups.iter().flat_map(|g| &g.servers).enumerate() {
+        for (si, s) in b.servers().enumerate() {
             let st = &s.state;
             let cur = (st.active_requests.load(Relaxed) + st.active_connections.load(Relaxed)) as u64;
             let total = st.total.load(Relaxed);
@@ -341,7 +341,7 @@ pub fn show_servers_state(snap: &Snapshot, only: Option<&Backend>) -> String {
         if only.is_some_and(|o| !std::ptr::eq(o, &**b)) {
             continue;
         }
-        for (si, s) in b.groups.iter().flat_map(|g| &g.servers).enumerate() {
+        for (si, s) in b.servers().enumerate() {
             let op = if s.state.is_ejected(now) { 0 } else { 2 };
             let admin = match s.admin {
                 AdminState::Ready => 0,

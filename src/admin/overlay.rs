@@ -122,7 +122,7 @@ impl Overlay {
                 notes.push(format!("added server {id}: backend no longer exists"));
                 return false;
             };
-            if backend.groups.iter().flat_map(|g| &g.servers).any(|x| x.name == s) {
+            if backend.servers().any(|x| x.name == s) {
                 notes.push(format!("added server {id}: the config file now defines it"));
                 return false;
             }

@@ -186,6 +186,11 @@ pub struct MirrorSpec {
 }
 
 impl BackendSpec {
+    /// Every server, group by group.
+    pub fn servers(&self) -> impl Iterator<Item = &ServerSpec> {
+        self.groups.iter().flat_map(|g| &g.servers)
+    }
+
     /// A backend with every tunable at its documented default and no groups.
     pub fn defaults() -> Self {
         BackendSpec {
