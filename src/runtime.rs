@@ -450,9 +450,14 @@ impl Veer {
         }
     }
 
+    /// Every listener's counters, by name.
+    pub async fn listener_stats(&self) -> Vec<(String, Arc<crate::metrics::ListenerStats>)> {
+        self.control.lock().await.listeners.stats()
+    }
+
     /// The Prometheus exposition for `/metrics`.
     pub async fn render_metrics(&self) -> String {
-        let listeners = self.control.lock().await.listeners.stats();
+        let listeners = self.listener_stats().await;
         let inputs = crate::metrics::ScrapeInputs {
             listeners,
             reloads_ok: self.stats.ok.load(Relaxed),

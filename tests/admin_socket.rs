@@ -172,6 +172,9 @@ async fn show_commands_have_haproxy_shapes() {
     assert!(info.contains(&format!("\nPid: {}\n", std::process::id())));
     assert!(info.ends_with("\n\n") && !info.trim_end().contains("\n\n"));
 
+    // One keep-alive client connection, held open: the FRONTEND row counts it.
+    let c = client();
+    get(&c, &a.proxy.url("web").await, &[]).await.unwrap();
     let stat = cmd(&a, "show stat").await;
     let lines: Vec<&str> = stat.lines().collect();
     let header: Vec<&str> = lines[0]
@@ -208,7 +211,11 @@ async fn show_commands_have_haproxy_shapes() {
         ("UP", "2", "0", "0", "2")
     );
     assert_eq!(rows[4][17], "UP");
-    assert_eq!(rows[0][17], "OPEN");
+    assert_eq!(
+        (rows[0][17], rows[0][4], rows[0][7]),
+        ("OPEN", "1", "1"),
+        "FRONTEND status, scur, stot"
+    );
 
     let servers = cmd(&a, "show servers state shop").await;
     let lines: Vec<&str> = servers.lines().collect();

@@ -186,7 +186,7 @@ async fn dispatch(veer: &Veer, words: &[&str]) -> Answer {
         ["help"] => Answer::ok(HELP),
         ["show", "info"] => Answer::ok(haproxy::show_info(veer)),
         ["show", "stat", rest @ ..] => match stat_filter(rest) {
-            Some(f) => Answer::ok(haproxy::show_stat(veer, f)),
+            Some(f) => Answer::ok(haproxy::show_stat(veer, f).await),
             None => Answer::err("Usage: show stat [<iid> <type> <sid>]"),
         },
         ["show", "servers", "state"] => Answer::ok(haproxy::show_servers_state(&veer.snapshot(), None)),

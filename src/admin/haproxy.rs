@@ -236,7 +236,8 @@ impl Default for StatFilter {
 
 /// `show stat`: header, then FRONTEND rows per listener, then per backend its servers and its
 /// BACKEND row. Every row ends with ','.
-pub fn show_stat(veer: &Veer, filter: StatFilter) -> String {
+pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
+    let listener_stats = veer.listener_stats().await;
     let snap = veer.snapshot();
     let now = now_ms();
     let mut out = String::from("# ");
@@ -253,7 +254,9 @@ pub fn show_stat(veer: &Veer, filter: StatFilter) -> String {
                 continue;
             }
             let mut r = Row::new(&l.name, "FRONTEND", 0, iid, 0);
-            r.set("scur", 0).set("stot", 0).set("status", "OPEN");
+            let stats = listener_stats.iter().find(|(n, _)| *n == l.name).map(|(_, s)| s);
+            let (scur, stot) = stats.map_or((0, 0), |s| (s.active.load(Relaxed) as u64, s.total.load(Relaxed)));
+            r.set("scur", scur).set("stot", stot).set("status", "OPEN");
             r.set("mode", if l.protocol == Protocol::Tcp { "tcp" } else { "http" });
             r.write(&mut out);
         }

@@ -74,7 +74,7 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response
         }
         (&Method::GET, "/haproxy") if req.uri().query().is_some_and(|q| q.split(';').any(|p| p == "csv")) => text(
             StatusCode::OK,
-            haproxy::show_stat(veer, StatFilter::default()),
+            haproxy::show_stat(veer, StatFilter::default()).await,
             "text/plain; charset=utf-8",
         ),
         (&Method::GET, "/metrics") => text(
