@@ -74,10 +74,6 @@ impl ListenerSet {
         self.running.get(name).map(|r| r.local)
     }
 
-    pub fn names(&self) -> impl Iterator<Item = (&str, SocketAddr)> {
-        self.running.iter().map(|(n, r)| (n.as_str(), r.local))
-    }
-
     /// Binds what `specs` need that is not already open. Changes nothing on error.
     /// `inherited` holds sockets received in a binary upgrade: a listener whose name and
     /// configured address match takes its socket instead of binding.

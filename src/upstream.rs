@@ -60,10 +60,6 @@ impl Pool {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.key.addr
-    }
-
     /// Idle connections currently held.
     pub fn idle_len(&self) -> usize {
         self.idle.lock().map_or(0, |q| q.len())

@@ -112,7 +112,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
     let mut resp = match forward(conn, req, start, head.clone()).await {
         Ok(resp) => resp,
         Err(e) => {
-            tracing::debug!(peer = %conn.peer, error = %e, "synthetic response");
+            tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
             let mut resp = e.to_response();
             if http1 && matches!(e, ProxyError::BadRequest(_)) {
                 // The connection's state is unknown after a refused request (a CONNECT
