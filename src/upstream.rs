@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
@@ -121,12 +122,21 @@ impl Pool {
             if tx.ready().await.is_err() {
                 continue;
             }
+            // The upstream may close an idle keep-alive connection just as it is reused (its
+            // keep-alive timeout racing ours). A request that is safe to repeat and has no
+            // body is then sent again on a new connection instead of failing the client.
+            let again = replayable(&req).then(|| head_copy(&req));
             match tx.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, tx, None)),
-                Err(mut e) => match e.take_message() {
+                Err(mut e) => match (e.take_message(), again) {
                     // Never written (the server closed the idle connection): try another.
-                    Some(r) => req = r,
-                    None => return Err(SendError::Protocol(e.into_error())),
+                    (Some(r), _) => req = r,
+                    (None, Some(copy)) => {
+                        tracing::debug!(addr = %self.key.addr, error = %e.into_error(), "reused connection failed; retrying");
+                        req = copy;
+                        break;
+                    }
+                    (None, None) => return Err(SendError::Protocol(e.into_error())),
                 },
             }
         }
@@ -144,6 +154,29 @@ impl Pool {
             },
         }
     }
+}
+
+/// Idempotent (RFC 9110 §9.2.2) and bodiless: sending it twice is harmless.
+fn replayable(req: &Request<UpstreamRequestBody>) -> bool {
+    use http::Method;
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    ) && req.body().is_end_stream()
+}
+
+/// The request line and headers of `req`, with an empty body.
+fn head_copy(req: &Request<UpstreamRequestBody>) -> Request<UpstreamRequestBody> {
+    let mut copy = Request::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 /// Opens a TCP connection (with TCP_NODELAY) and an HTTP/1.1 client session on it.

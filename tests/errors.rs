@@ -104,3 +104,54 @@ async fn malformed_requests_get_4xx_and_never_reach_the_server() {
     let a = get(&client(), &proxy.url("web").await, &[]).await.unwrap();
     assert_eq!(a.status, 200);
 }
+
+/// An upstream that answers the first request on each connection and then, like a server
+/// whose keep-alive timeout fires just as the connection is reused, closes the connection
+/// when the next request arrives without answering it.
+async fn closes_on_reuse() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                let _ = s.read(&mut buf).await;
+                // Next request arrived: close without answering.
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_reused_connection_closed_by_the_upstream_is_retried_for_safe_requests() {
+    let upstream = closes_on_reuse().await;
+    let proxy = Proxy::start(&one_backend(&format!(r#"{{ name = "s", addr = "{upstream}" }}"#), "")).await;
+    let url = proxy.url("web").await;
+    let c = client();
+    // First GET opens a connection; the second reuses it, the upstream closes it, and veer
+    // repeats the GET on a new connection.
+    for _ in 0..3 {
+        let a = get(&c, &url, &[]).await.unwrap();
+        assert_eq!((a.status, &a.body[..]), (200, &b"ok"[..]), "{a:?}");
+    }
+    // A request with a body is not repeated: the failure is reported, not hidden.
+    let post = http::Request::post(&url)
+        .body(http_body_util::Full::new(bytes::Bytes::from("order")))
+        .unwrap();
+    let a = send(&c, post).await.unwrap();
+    assert_eq!((a.status, a.header("veer-error")), (502, Some("upstream-error")));
+}
