@@ -31,6 +31,8 @@ use crate::state::Registry;
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub http: auto::Builder<TokioExecutor>,
+    /// `[runtime] header_timeout`, read at start (the HTTP builder carries it too).
+    pub header_timeout: std::time::Duration,
     /// Cancelled when the process stops: every session still open is cut. Parent of every
     /// listener's accept token.
     pub shutdown: CancellationToken,
@@ -147,7 +149,8 @@ impl Veer {
             path: Arc::new(path),
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-                http: crate::proxy::http::builder(),
+                http: crate::proxy::http::builder(config.runtime.header_timeout),
+                header_timeout: config.runtime.header_timeout,
                 shutdown: CancellationToken::new(),
                 drain: CancellationToken::new(),
                 current_conns: AtomicUsize::new(0),

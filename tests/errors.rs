@@ -155,3 +155,37 @@ async fn a_reused_connection_closed_by_the_upstream_is_retried_for_safe_requests
     let a = send(&c, post).await.unwrap();
     assert_eq!((a.status, a.header("veer-error")), (502, Some("upstream-error")));
 }
+
+#[tokio::test]
+async fn slow_or_silent_clients_and_idle_keep_alives_are_closed_after_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = FakeBackend::start("s").await;
+    let config = one_backend(&format!(r#"{{ name = "s", addr = "{}" }}"#, s.addr), "")
+        .replace("[[listener]]", "[runtime]\nheader_timeout = \"300ms\"\n\n[[listener]]");
+    let proxy = Proxy::start(&config).await;
+    let addr = proxy.addr("web").await;
+    let closed_within = |mut c: tokio::net::TcpStream| async move {
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), c.read_to_end(&mut out))
+            .await
+            .is_ok()
+    };
+    // Connects and sends nothing.
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed_within(silent).await, "a silent client is never closed");
+    // Sends half a request head, then stalls.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n").await.unwrap();
+    assert!(closed_within(slow).await, "a slow-loris client is never closed");
+    // A keep-alive connection idle after its request.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert!(
+        closed_within(idle).await,
+        "an idle keep-alive connection is never closed"
+    );
+    assert_eq!(s.hits(), 1);
+}

@@ -40,6 +40,7 @@ pub struct RawRuntime {
     pub backlog: Option<Spanned<i64>>,
     pub accept_grace: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
+    pub header_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

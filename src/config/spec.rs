@@ -59,6 +59,10 @@ pub struct RuntimeSpec {
     pub accept_grace: Duration,
     /// After SIGTERM, in-flight work gets this long to finish before it is cut.
     pub shutdown_timeout: Duration,
+    /// A client must send a request's complete headers within this long, from connecting
+    /// or from the end of its previous request (HAProxy's `timeout http-request` and
+    /// `timeout http-keep-alive`): slow-loris clients and idle keep-alives are closed.
+    pub header_timeout: Duration,
 }
 
 impl Default for RuntimeSpec {
@@ -68,6 +72,7 @@ impl Default for RuntimeSpec {
             backlog: DEFAULT_BACKLOG,
             accept_grace: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -166,6 +166,11 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
                 "shutdown_timeout",
                 RuntimeSpec::default().shutdown_timeout,
             ),
+            header_timeout: c.duration(
+                &r.header_timeout,
+                "header_timeout",
+                RuntimeSpec::default().header_timeout,
+            ),
         },
     };
 

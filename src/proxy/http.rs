@@ -30,9 +30,14 @@ use crate::upstream::{RequestEnd, SendError, UpstreamBody};
 
 /// The downstream connection builder shared by all listeners, with explicit HTTP/2 limits
 /// (design §11: the reset-flood advisories).
-pub fn builder() -> auto::Builder<TokioExecutor> {
+/// `header_timeout` bounds the wait for an HTTP/1 request's headers (see
+/// [`crate::config::RuntimeSpec::header_timeout`]).
+pub fn builder(header_timeout: std::time::Duration) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1().max_buf_size(64 * 1024);
+    b.http1()
+        .max_buf_size(64 * 1024)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
     b.http2()
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(Some(64));
@@ -76,6 +81,16 @@ pub async fn serve(
         let conn = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&conn, req).await) }
     });
+    // A client that connects and sends nothing never reaches hyper's header timer (the
+    // HTTP/1-or-2 detection waits for bytes): bound that wait too.
+    // (`peek` waits for a byte or EOF; readiness alone can be reported early.)
+    if tokio::time::timeout(shared.header_timeout, stream.peek(&mut [0u8; 1]))
+        .await
+        .is_err()
+    {
+        tracing::debug!(%peer, "client sent nothing; closing");
+        return;
+    }
     let connection = shared.http.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(connection);
     let mut told = false;
