@@ -7,6 +7,7 @@
 //! (`try_send_request` returns it when it was never written).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -209,6 +210,11 @@ pub struct UpstreamBody {
     bytes: u64,
     end: RequestEnd,
     active: ActiveGuard,
+    /// The server's session token as the response started: cancelled by `shutdown
+    /// sessions` or the drain deadline.
+    sessions: Arc<tokio_util::sync::CancellationToken>,
+    /// Waits on `sessions`; created on the body's first wait, so quick responses never pay.
+    cut: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
 }
 
 /// What to record when a proxied response finishes.
@@ -239,24 +245,46 @@ impl UpstreamBody {
             done: false,
             bytes: 0,
             end,
+            sessions: active.state().sessions(),
             active,
+            cut: None,
         }
     }
 }
 
+/// Why a response body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    /// `shutdown sessions`, or the server's drain deadline.
+    #[error("response cut: the server's sessions were shut down")]
+    Cut,
+}
+
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let res = Pin::new(&mut this.body).poll_frame(cx);
         match &res {
             Poll::Ready(None) => this.done = true,
             Poll::Ready(Some(Ok(frame))) => this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
-            _ => {}
+            Poll::Ready(Some(Err(_))) => {}
+            // Only a response that waits on its server (a stream, a long poll) can outlive a
+            // cut, so only then is the server's session token watched.
+            Poll::Pending => {
+                let cut = this
+                    .cut
+                    .get_or_insert_with(|| Box::pin((*this.sessions).clone().cancelled_owned()));
+                if cut.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Some(Err(BodyError::Cut)));
+                }
+            }
         }
-        res
+        res.map(|f| f.map(|r| r.map_err(BodyError::from)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -285,3 +285,75 @@ async fn admin_drain_fails_readiness_but_keeps_serving() {
     let after = get(&c, &proxy.url("web").await, &[]).await.unwrap();
     assert_eq!((after.status, after.header("connection")), (200, Some("close")));
 }
+
+/// A backend whose response body sends one chunk and then never ends (a stream).
+async fn streaming_backend() -> std::net::SocketAddr {
+    use http_body_util::channel::Channel;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: hyper::Request<hyper::body::Incoming>| async move {
+                    let (mut tx, body) = Channel::<bytes::Bytes, std::convert::Infallible>::new(1);
+                    tokio::spawn(async move {
+                        tx.send_data(bytes::Bytes::from_static(b"event: 1\n")).await.unwrap();
+                        std::future::pending::<()>().await;
+                        drop(tx);
+                    });
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sessions_and_the_drain_deadline_cut_streaming_responses() {
+    use http_body_util::BodyExt;
+    let backend = streaming_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("admin.sock");
+    let servers = format!(r#"{{ name = "stream", addr = "{backend}" }}"#);
+    let proxy = Proxy::start(&config(&sock, &servers, "drain_timeout = \"1s\"")).await;
+    let url = proxy.url("web").await;
+    let snap = proxy.veer.snapshot();
+    let server = snap.backend("b").unwrap().groups[0].servers[0].clone();
+
+    for (how, command) in [
+        ("shutdown sessions", "shutdown sessions server b/stream"),
+        ("drain deadline", "set server b/stream state drain"),
+    ] {
+        let resp = client()
+            .request(
+                http::Request::get(&url)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let mut body = resp.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"event: 1\n");
+        assert_eq!(server.state.active_requests.load(Ordering::Relaxed), 1);
+        assert_eq!(admin(&sock, command).await, "\n");
+        // The stream ends (with an error: it was cut) instead of hanging forever.
+        let end = tokio::time::timeout(Duration::from_secs(20), body.frame()).await;
+        assert!(end.is_ok(), "{how}: the streaming response was not cut");
+        assert!(!matches!(end.unwrap(), Some(Ok(_))), "{how}: the stream went on");
+        for _ in 0..500 {
+            if server.state.active_requests.load(Ordering::Relaxed) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(server.state.active_requests.load(Ordering::Relaxed), 0, "{how}");
+    }
+}

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use crate::metrics::ListenerStats;
 use crate::runtime::Shared;
 use crate::snapshot::ListenerRoutes;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{BodyError, UpstreamBody};
 
 /// Serves one accepted connection on listener `listener`.
 /// `drain` is the listener's drain token: cancelled when the listener is removed or the
@@ -89,9 +89,9 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Synthetic(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
