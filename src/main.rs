@@ -1,4 +1,5 @@
-//! The `veer` command line: run, check, demo. Exits 64 (EX_USAGE) on a bad config.
+//! The `veer` command line: run, check, demo, ctl. Exits 64 (EX_USAGE) on a bad config.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
