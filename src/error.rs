@@ -18,6 +18,16 @@ pub enum Side {
     Internal,
 }
 
+/// Every `veer-error` value.
+pub const REASONS: [&str; 6] = [
+    "no-route",
+    "bad-request",
+    "no-server",
+    "connect-failed",
+    "upstream-error",
+    "upstream-timeout",
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no route matches the request")]
@@ -62,13 +72,18 @@ impl ProxyError {
 
     /// The `veer-error` header value: stable, machine-readable.
     pub fn reason(&self) -> &'static str {
+        REASONS[self.reason_index()]
+    }
+
+    /// Index of [`ProxyError::reason`] in [`REASONS`] (for counters kept per reason).
+    pub fn reason_index(&self) -> usize {
         match self {
-            ProxyError::NoRoute => "no-route",
-            ProxyError::BadRequest(_) => "bad-request",
-            ProxyError::NoServer => "no-server",
-            ProxyError::Connect(_) => "connect-failed",
-            ProxyError::UpstreamProtocol(_) | ProxyError::UnexpectedUpgrade => "upstream-error",
-            ProxyError::Timeout => "upstream-timeout",
+            ProxyError::NoRoute => 0,
+            ProxyError::BadRequest(_) => 1,
+            ProxyError::NoServer => 2,
+            ProxyError::Connect(_) => 3,
+            ProxyError::UpstreamProtocol(_) | ProxyError::UnexpectedUpgrade => 4,
+            ProxyError::Timeout => 5,
         }
     }
 

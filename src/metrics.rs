@@ -33,6 +33,8 @@ pub mod names {
     pub const LISTENER_ACTIVE_CONNECTIONS: &str = "veer_listener_active_connections";
     pub const LISTENER_CONNECTIONS: &str = "veer_listener_connections_total";
     pub const LISTENER_REQUEST_BYTES: &str = "veer_listener_request_bytes_total";
+    pub const LISTENER_RESPONSES: &str = "veer_listener_responses_total";
+    pub const PROXY_ERRORS: &str = "veer_proxy_errors_total";
     pub const BACKEND_RETRIES: &str = "veer_backend_retries_total";
     pub const BACKEND_TIMEOUTS: &str = "veer_backend_timeouts_total";
     pub const MIRROR_REQUESTS: &str = "veer_mirror_requests_total";
@@ -133,6 +135,14 @@ impl Metrics {
             (
                 names::LISTENER_REQUEST_BYTES,
                 "Request body bytes received from clients per listener.",
+            ),
+            (
+                names::LISTENER_RESPONSES,
+                "Responses to clients per listener, by status class, veer's own errors included.",
+            ),
+            (
+                names::PROXY_ERRORS,
+                "Responses veer produced itself (veer-error), by reason.",
             ),
             (
                 names::BACKEND_RETRIES,
@@ -302,6 +312,23 @@ impl Metrics {
                 .absolute(stats.total.load(Relaxed));
             self.counter(names::LISTENER_REQUEST_BYTES, &l)
                 .absolute(stats.request_bytes.load(Relaxed));
+            for (class, c) in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
+                .iter()
+                .zip(&stats.responses)
+            {
+                self.counter(
+                    names::LISTENER_RESPONSES,
+                    &[("listener", name.clone()), ("code", class.to_string())],
+                )
+                .absolute(c.load(Relaxed));
+            }
+            for (reason, c) in crate::error::REASONS.iter().zip(&stats.errors) {
+                self.counter(
+                    names::PROXY_ERRORS,
+                    &[("listener", name.clone()), ("reason", reason.to_string())],
+                )
+                .absolute(c.load(Relaxed));
+            }
         }
         self.counter(names::RELOADS, &[("result", "ok".into())])
             .absolute(extra.reloads_ok);
@@ -331,4 +358,8 @@ pub struct ListenerStats {
     pub active: std::sync::atomic::AtomicUsize,
     pub total: std::sync::atomic::AtomicU64,
     pub request_bytes: std::sync::atomic::AtomicU64,
+    /// Responses to clients by status class (proxied and veer's own), as in `ServerState`.
+    pub responses: [std::sync::atomic::AtomicU64; 6],
+    /// veer's own error responses, by `veer-error` reason ([`crate::error::REASONS`]).
+    pub errors: [std::sync::atomic::AtomicU64; 6],
 }

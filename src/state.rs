@@ -21,6 +21,18 @@ pub fn now_ms() -> u64 {
     tokio::time::Instant::now().saturating_duration_since(base).as_millis() as u64 + 1
 }
 
+/// Index of a status code's class in response counters: 1xx, 2xx, 3xx, 4xx, 5xx, other.
+pub fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        500..=599 => 4,
+        _ => 5,
+    }
+}
+
 /// Live counters and passive health of one server.
 #[derive(Debug, Default)]
 pub struct ServerState {
@@ -50,15 +62,7 @@ pub struct ServerState {
 impl ServerState {
     /// Counts one response by status class.
     pub fn count_response(&self, status: u16) {
-        let class = match status {
-            100..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            500..=599 => 4,
-            _ => 5,
-        };
-        self.responses[class].fetch_add(1, Relaxed);
+        self.responses[status_class(status)].fetch_add(1, Relaxed);
     }
 
     /// Records the admin state a new snapshot gives the server, noting when it changed.

@@ -142,6 +142,34 @@ async fn counters_and_histograms_count_every_request_exactly() {
         value(&m, &format!("veer_server_response_bytes_total{{{}}}", labels("s2"))),
         Some(80.0)
     );
+    // Per listener, veer's own errors included: with every server in maintenance, 503.
+    assert_eq!(
+        value(&m, "veer_listener_responses_total{listener=\"web\",code=\"2xx\"}"),
+        Some(20.0),
+        "{m}"
+    );
+    let sock = dir.path().join("admin.sock");
+    assert_eq!(
+        admin(&sock, "disable server obs/s1; disable server obs/s2").await,
+        "\n\n"
+    );
+    let a = get(&c, &url, &[]).await.unwrap();
+    assert_eq!((a.status, a.header("veer-error")), (503, Some("no-server")));
+    let m = scrape(&proxy).await;
+    assert_eq!(
+        value(&m, "veer_listener_responses_total{listener=\"web\",code=\"5xx\"}"),
+        Some(21.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "veer_proxy_errors_total{listener=\"web\",reason=\"no-server\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "veer_proxy_errors_total{listener=\"web\",reason=\"no-route\"}"),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]

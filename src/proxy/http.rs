@@ -128,6 +128,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
+            conn.stats.errors[e.reason_index()].fetch_add(1, Relaxed);
             let mut resp = e.to_response();
             if http1 && matches!(e, ProxyError::BadRequest(_)) {
                 // The connection's state is unknown after a refused request (a CONNECT
@@ -149,6 +150,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
             resp
         }
     };
+    conn.stats.responses[crate::state::status_class(resp.status().as_u16())].fetch_add(1, Relaxed);
     if http1 && conn.drain.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Draining: this is the connection's last response; the client reconnects elsewhere.
         resp.headers_mut()
