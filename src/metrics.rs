@@ -257,13 +257,9 @@ impl Metrics {
                         ];
                         self.gauge(names::SERVER_UP, &labels)
                             .set(if st.is_ejected(now) { 0.0 } else { 1.0 });
-                        for (state, name) in [
-                            (AdminState::Ready, "ready"),
-                            (AdminState::Drain, "drain"),
-                            (AdminState::Maint, "maint"),
-                        ] {
+                        for state in AdminState::ALL {
                             let mut l = labels.to_vec();
-                            l.push(("state", name.to_string()));
+                            l.push(("state", state.as_str().to_string()));
                             self.gauge(names::SERVER_ADMIN_STATE, &l)
                                 .set(if s.admin == state { 1.0 } else { 0.0 });
                         }
@@ -291,7 +287,7 @@ impl Metrics {
         }
         for ((b, g, s), agg) in servers {
             let labels = [("backend", b), ("group", g), ("server", s)];
-            for (class, v) in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"].iter().zip(agg.responses) {
+            for (class, v) in crate::state::STATUS_CLASSES.iter().zip(agg.responses) {
                 let mut l = labels.to_vec();
                 l.push(("code", class.to_string()));
                 self.counter(names::REQUESTS, &l).absolute(v);
@@ -312,10 +308,7 @@ impl Metrics {
                 .absolute(stats.total.load(Relaxed));
             self.counter(names::LISTENER_REQUEST_BYTES, &l)
                 .absolute(stats.request_bytes.load(Relaxed));
-            for (class, c) in ["1xx", "2xx", "3xx", "4xx", "5xx", "other"]
-                .iter()
-                .zip(&stats.responses)
-            {
+            for (class, c) in crate::state::STATUS_CLASSES.iter().zip(&stats.responses) {
                 self.counter(
                     names::LISTENER_RESPONSES,
                     &[("listener", name.clone()), ("code", class.to_string())],

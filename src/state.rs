@@ -21,6 +21,9 @@ pub fn now_ms() -> u64 {
     tokio::time::Instant::now().saturating_duration_since(base).as_millis() as u64 + 1
 }
 
+/// The response counters' classes, in index order (see [`status_class`]).
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
 /// Index of a status code's class in response counters: 1xx, 2xx, 3xx, 4xx, 5xx, other.
 pub fn status_class(status: u16) -> usize {
     match status {

@@ -402,17 +402,15 @@ async fn set_server(veer: &Veer, args: &[&str]) -> Answer {
     let target = args.first().copied();
     match args.get(1..).unwrap_or(&[]) {
         ["state", rest @ ..] => {
-            let state = match rest {
-                ["ready"] => AdminState::Ready,
-                ["drain"] => AdminState::Drain,
-                ["maint"] => AdminState::Maint,
-                _ => {
-                    // The server is looked up first, as HAProxy does.
-                    if let Err(e) = locate(&veer.snapshot().spec, target) {
-                        return Answer::err(e);
-                    }
-                    return Answer::err("'set server <srv> state' expects 'ready', 'drain' and 'maint'.");
+            let Some(state) = (match rest {
+                [s] => AdminState::parse(s),
+                _ => None,
+            }) else {
+                // The server is looked up first, as HAProxy does.
+                if let Err(e) = locate(&veer.snapshot().spec, target) {
+                    return Answer::err(e);
                 }
+                return Answer::err("'set server <srv> state' expects 'ready', 'drain' and 'maint'.");
             };
             set_state(veer, target, state).await
         }
@@ -653,11 +651,8 @@ async fn set_split(veer: &Veer, args: &[&str]) -> Answer {
 }
 
 async fn set_group_state(veer: &Veer, target: &str, state: &str) -> Answer {
-    let state = match state {
-        "ready" => AdminState::Ready,
-        "drain" => AdminState::Drain,
-        "maint" => AdminState::Maint,
-        _ => return Answer::err("'set group <grp> state' expects 'ready', 'drain' and 'maint'."),
+    let Some(state) = AdminState::parse(state) else {
+        return Answer::err("'set group <grp> state' expects 'ready', 'drain' and 'maint'.");
     };
     let target = target.to_string();
     let result = veer
@@ -700,11 +695,7 @@ fn show_split(snap: &Snapshot, b: &str, rest: &[&str]) -> Answer {
         }
     };
     let health = |s: &Server| if s.state.is_ejected(now) { "down" } else { "up" };
-    let state = |s: &Server| match s.admin {
-        AdminState::Ready => "ready",
-        AdminState::Drain => "drain",
-        AdminState::Maint => "maint",
-    };
+    let state = |s: &Server| s.admin.as_str();
     match rest {
         ["json"] => {
             let groups: Vec<_> = backend

@@ -13,14 +13,6 @@ fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
-fn state_name(s: &Server) -> &'static str {
-    match s.admin {
-        crate::config::AdminState::Ready => "ready",
-        crate::config::AdminState::Drain => "drain",
-        crate::config::AdminState::Maint => "maint",
-    }
-}
-
 /// The outcome of a reload attempt.
 pub fn reload(result: &Result<ReloadOutcome, ReloadError>) -> String {
     match result {
@@ -48,7 +40,7 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     let (before, after) = (servers(old), servers(new));
     for (id, s) in &after {
         let describe = |event: &str| {
-            json!({"time": now(), "event": event, "server": id, "group": &*s.group, "state": state_name(s),
+            json!({"time": now(), "event": event, "server": id, "group": &*s.group, "state": s.admin.as_str(),
                    "weight": s.weight, "addr": s.addr.to_string()})
             .to_string()
         };

@@ -147,6 +147,9 @@ pub const STAT_COLUMNS: [&str; 88] = [
     "cache_hits",
 ];
 
+/// The per-class response columns, in [`crate::state::STATUS_CLASSES`] order.
+const HRSP: [&str; 6] = ["hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"];
+
 fn col(name: &str) -> usize {
     STAT_COLUMNS.iter().position(|c| *c == name).unwrap_or(0)
 }
@@ -297,10 +300,7 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
             r.set("lastchg", now.saturating_sub(st.last_change.load(Relaxed)) / 1000)
                 .set("downtime", 0);
             r.set("lbtot", total).set("econ", st.connect_failures.load(Relaxed));
-            for (name, v) in ["hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"]
-                .iter()
-                .zip(&responses)
-            {
+            for (name, v) in HRSP.iter().zip(&responses) {
                 r.set(name, v);
             }
             r.set("req_tot", responses.iter().sum::<u64>());
@@ -316,10 +316,7 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
                 .set("stot", stot)
                 .set("status", if up { "UP" } else { "DOWN" });
             r.set("weight", weight).set("act", act).set("bck", 0).set("lbtot", stot);
-            for (name, v) in ["hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"]
-                .iter()
-                .zip(&hrsp)
-            {
+            for (name, v) in HRSP.iter().zip(&hrsp) {
                 r.set(name, v);
             }
             r.set("req_tot", hrsp.iter().sum::<u64>())

@@ -199,6 +199,24 @@ pub enum AdminState {
     Maint,
 }
 
+impl AdminState {
+    pub const ALL: [AdminState; 3] = [AdminState::Ready, AdminState::Drain, AdminState::Maint];
+
+    /// The config and admin-command spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+
+    /// Parses the spelling of [`AdminState::as_str`].
+    pub fn parse(s: &str) -> Option<AdminState> {
+        AdminState::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {

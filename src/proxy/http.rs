@@ -188,9 +188,15 @@ async fn forward(
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
-    let authority = request_host(&req).map(str::to_owned);
+    // The Host header is reused as is (a cheap clone); only an HTTP/2 or absolute-form
+    // authority needs a new header value.
+    let authority: Option<HeaderValue> = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
+    };
     let host = authority
-        .as_deref()
+        .as_ref()
+        .and_then(|a| a.to_str().ok())
         .map(crate::routing::normalize_host)
         .unwrap_or_default();
 
@@ -211,10 +217,9 @@ async fn forward(
 
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    let host_value = authority.as_deref().and_then(|a| HeaderValue::from_str(a).ok());
-    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), "http", host_value.as_ref());
+    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), "http", authority.as_ref());
     if !parts.headers.contains_key(header::HOST) {
-        if let Some(h) = host_value {
+        if let Some(h) = authority.clone() {
             parts.headers.insert(header::HOST, h);
         }
     }
