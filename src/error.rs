@@ -19,13 +19,15 @@ pub enum Side {
 }
 
 /// Every `veer-error` value.
-pub const REASONS: [&str; 6] = [
+pub const REASONS: [&str; 8] = [
     "no-route",
     "bad-request",
     "no-server",
     "connect-failed",
     "upstream-error",
     "upstream-timeout",
+    "request-timeout",
+    "local-resources",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -44,13 +46,19 @@ pub enum ProxyError {
     UnexpectedUpgrade,
     #[error("upstream timed out")]
     Timeout,
+    /// The client stopped sending its request body for `body_timeout`.
+    #[error("the client's request body stalled")]
+    RequestTimeout,
+    /// This machine ran out of descriptors, buffers or ports: not the server's fault.
+    #[error("out of local resources: {0}")]
+    LocalResources(io::Error),
 }
 
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoRoute | ProxyError::BadRequest(_) => Side::Downstream,
-            ProxyError::NoServer => Side::Internal,
+            ProxyError::NoRoute | ProxyError::BadRequest(_) | ProxyError::RequestTimeout => Side::Downstream,
+            ProxyError::NoServer | ProxyError::LocalResources(_) => Side::Internal,
             ProxyError::Connect(_)
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::UnexpectedUpgrade
@@ -62,7 +70,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoServer => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServer | ProxyError::LocalResources(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Connect(_) | ProxyError::UpstreamProtocol(_) | ProxyError::UnexpectedUpgrade => {
                 StatusCode::BAD_GATEWAY
             }
@@ -84,6 +93,8 @@ impl ProxyError {
             ProxyError::Connect(_) => 3,
             ProxyError::UpstreamProtocol(_) | ProxyError::UnexpectedUpgrade => 4,
             ProxyError::Timeout => 5,
+            ProxyError::RequestTimeout => 6,
+            ProxyError::LocalResources(_) => 7,
         }
     }
 
@@ -100,6 +111,10 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if matches!(self, ProxyError::LocalResources(_)) {
+            // A moment's shortage: HAProxy-style clients and browsers retry.
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
     }
 }

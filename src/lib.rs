@@ -14,6 +14,7 @@
 //! balance/    group split, then round robin / least request / random inside the group
 //! upstream    connect + per-server keep-alive pool
 //! error       the one error type and its synthetic responses
+//! ratelimit   one warning line per second per kind on the data path; local-resource errors
 //! access_log  one line per request, written off the data path, dropped (and counted) when stalled
 //! metrics     Prometheus names, recorder, handles carried in snapshots, /metrics rendering
 //! admin/      the admin plane: HAProxy-compatible socket, HTTP admin, overlay, events, ctl
@@ -34,6 +35,7 @@ pub mod lifecycle;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod runtime;
 pub mod snapshot;
@@ -78,17 +80,19 @@ pub async fn run(path: std::path::PathBuf, upgrade: bool) -> Result<bool, Reload
         _ = veer.handed_over() => tracing::info!("handed over to the new process: draining"),
     }
     notify(&[sd_notify::NotifyState::Stopping]);
-    tokio::select! {
+    let clean = tokio::select! {
         clean = veer.shutdown_gracefully() => {
             tracing::info!(clean, "stopped");
-            Ok(clean)
+            clean
         }
         _ = wait_for_stop_signal() => {
             tracing::warn!("second stop signal: stopping now");
             veer.shutdown().await;
-            Ok(false)
+            false
         }
-    }
+    };
+    veer.remove_admin_socket();
+    Ok(clean)
 }
 
 /// Tells systemd about a state change when run under it (`NOTIFY_SOCKET`); a no-op otherwise.

@@ -26,7 +26,7 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Most descriptors one hand-over carries (listeners + 2 admin sockets).
+/// Most descriptors one hand-over carries (listeners + 3 admin sockets).
 const MAX_FDS: usize = 250;
 
 /// What the old process hands over, in the order of the attached descriptors.
@@ -36,6 +36,9 @@ struct Manifest {
     listeners: Vec<(String, SocketAddr)>,
     admin_socket: bool,
     admin_http: bool,
+    /// The `[admin] probe` listener (absent in hand-overs from older versions).
+    #[serde(default)]
+    probe: bool,
 }
 
 /// Sockets received from the previous process, consumed as the new one starts.
@@ -45,6 +48,7 @@ pub struct Inherited {
     pub listeners: HashMap<String, (SocketAddr, std::net::TcpListener)>,
     pub admin_socket: Option<std::os::unix::net::UnixListener>,
     pub admin_http: Option<std::net::TcpListener>,
+    pub probe: Option<std::net::TcpListener>,
 }
 
 /// Old side: sends the manifest and descriptors over `stream`, then waits for `ready`.
@@ -54,15 +58,18 @@ pub fn send(
     listeners: &[(String, SocketAddr, BorrowedFd<'_>)],
     admin_socket: Option<BorrowedFd<'_>>,
     admin_http: Option<BorrowedFd<'_>>,
+    probe: Option<BorrowedFd<'_>>,
 ) -> io::Result<bool> {
     let manifest = Manifest {
         listeners: listeners.iter().map(|(n, a, _)| (n.clone(), *a)).collect(),
         admin_socket: admin_socket.is_some(),
         admin_http: admin_http.is_some(),
+        probe: probe.is_some(),
     };
     let mut fds: Vec<BorrowedFd<'_>> = listeners.iter().map(|(_, _, fd)| *fd).collect();
     fds.extend(admin_socket);
     fds.extend(admin_http);
+    fds.extend(probe);
     if fds.len() > MAX_FDS {
         return Err(io::Error::other(format!(
             "too many sockets to hand over ({})",
@@ -124,7 +131,10 @@ pub fn receive(socket: &Path) -> io::Result<(Inherited, UnixStream)> {
             String::from_utf8_lossy(&line).trim()
         ))
     })?;
-    let expected = manifest.listeners.len() + manifest.admin_socket as usize + manifest.admin_http as usize;
+    let expected = manifest.listeners.len()
+        + manifest.admin_socket as usize
+        + manifest.admin_http as usize
+        + manifest.probe as usize;
     if fds.len() != expected {
         return Err(io::Error::other(format!(
             "expected {expected} sockets, received {}",
@@ -142,6 +152,9 @@ pub fn receive(socket: &Path) -> io::Result<(Inherited, UnixStream)> {
     }
     if manifest.admin_http {
         inherited.admin_http = fds.next().map(std::net::TcpListener::from);
+    }
+    if manifest.probe {
+        inherited.probe = fds.next().map(std::net::TcpListener::from);
     }
     Ok((inherited, stream))
 }

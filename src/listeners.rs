@@ -38,8 +38,10 @@ struct Running {
     /// The listener's name as the accept loop sees it; swapped on a rename.
     name: Arc<ArcSwap<String>>,
     stop: CancellationToken,
-    /// Tells this listener's connections to finish up (Connection: close, GOAWAY).
-    drain: CancellationToken,
+    /// Tells this listener's connections to finish up (Connection: close, GOAWAY). A child
+    /// of the process's drain token; replaced by `undrain`, so the accept loop reads it per
+    /// connection.
+    drain: Arc<ArcSwap<CancellationToken>>,
     /// A duplicate of the socket, for handing it to a new process in an upgrade.
     fd: std::os::fd::OwnedFd,
     stats: Arc<ListenerStats>,
@@ -61,8 +63,10 @@ pub struct Plan {
 
 /// A listener that could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("listener {name:?} cannot bind {addr}: {source}")]
+#[error("{at}: listener {name:?} cannot bind {addr}: {source}")]
 pub struct BindError {
+    /// Where the listener's `bind` is written: `file:line:col`.
+    pub at: String,
     pub name: String,
     pub addr: SocketAddr,
     #[source]
@@ -110,6 +114,7 @@ impl ListenerSet {
                 }
                 None => {
                     let err = |source| BindError {
+                        at: spec.bind_at.clone(),
                         name: spec.name.clone(),
                         addr: spec.bind,
                         source,
@@ -145,7 +150,7 @@ impl ListenerSet {
         for (name, configured, listener) in plan.bind {
             let local = listener.local_addr().unwrap_or(configured);
             let stop = shared.shutdown.child_token();
-            let drain = shared.drain.child_token();
+            let drain = Arc::new(ArcSwap::from_pointee(shared.drain.load().child_token()));
             let name_cell = Arc::new(ArcSwap::from_pointee(name.clone()));
             tracing::info!(listener = %name, addr = %local, "listening");
             let fd = match crate::lifecycle::keep(&listener) {
@@ -198,6 +203,23 @@ impl ListenerSet {
             .collect()
     }
 
+    /// After `undrain`: listeners hand new connections a fresh drain token, a child of the
+    /// process's new one (connections told to close before keep their verdict).
+    pub fn renew_drain(&self, shared: &Shared) {
+        for r in self.running.values() {
+            r.drain.store(Arc::new(shared.drain.load().child_token()));
+        }
+    }
+
+    /// How many listeners are accepting.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
     /// Stops every accept loop and closes the sockets.
     pub async fn close_all(&mut self) {
         for (_, r) in self.running.drain() {
@@ -211,7 +233,7 @@ impl Running {
     /// finish up and run on (a removed listener drains rather than cuts).
     async fn close(self) {
         self.stop.cancel();
-        self.drain.cancel();
+        self.drain.load().cancel();
         let _ = self.task.await;
     }
 }
@@ -221,7 +243,7 @@ async fn accept_loop(
     name: Arc<ArcSwap<String>>,
     shared: Arc<Shared>,
     stop: CancellationToken,
-    drain: CancellationToken,
+    drain: Arc<ArcSwap<CancellationToken>>,
     stats: Arc<ListenerStats>,
 ) {
     loop {
@@ -238,14 +260,19 @@ async fn accept_loop(
                     peer,
                     name.load_full(),
                     shared.clone(),
-                    drain.clone(),
+                    (**drain.load()).clone(),
                     open,
                 ));
             }
             Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                // Out of descriptors or memory: the connection waits in the backlog, so
+                // back off (as HAProxy pauses its listeners) instead of spinning and
+                // flooding the log; other errors (the client reset first) retry at once.
+                let local = crate::ratelimit::is_local_resource_error(&e);
+                crate::warn_limited!(crate::ratelimit::Kind::Accept, error = %e, "accept failed");
+                if local {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
             }
         }
     }

@@ -27,6 +27,7 @@ pub mod names {
     pub const SERVER_ACTIVE_CONNECTIONS: &str = "veer_server_active_connections";
     pub const SERVER_CONNECT_FAILURES: &str = "veer_server_connect_failures_total";
     pub const SERVER_RESPONSE_BYTES: &str = "veer_server_response_bytes_total";
+    pub const SERVER_READ_TIMEOUTS: &str = "veer_server_read_timeouts_total";
     pub const SERVER_UP: &str = "veer_server_up";
     pub const SERVER_ADMIN_STATE: &str = "veer_server_admin_state";
     pub const GROUP_WEIGHT: &str = "veer_group_weight";
@@ -117,6 +118,10 @@ impl Metrics {
             (
                 names::SERVER_RESPONSE_BYTES,
                 "Response body bytes received from each server.",
+            ),
+            (
+                names::SERVER_READ_TIMEOUTS,
+                "Responses cut because the server sent no body bytes for read_timeout.",
             ),
             (
                 names::SERVER_UP,
@@ -223,6 +228,7 @@ impl Metrics {
             active_requests: u64,
             active_connections: u64,
             connect_failures: u64,
+            read_timeouts: u64,
             bytes: u64,
         }
         let mut servers: BTreeMap<(String, String, String), Agg> = BTreeMap::new();
@@ -248,6 +254,7 @@ impl Metrics {
                     agg.active_requests += st.active_requests.load(Relaxed) as u64;
                     agg.active_connections += st.active_connections.load(Relaxed) as u64;
                     agg.connect_failures += st.connect_failures.load(Relaxed);
+                    agg.read_timeouts += st.read_timeouts.load(Relaxed);
                     agg.bytes += st.response_bytes.load(Relaxed);
                     if label != "other" {
                         let labels = [
@@ -298,6 +305,8 @@ impl Metrics {
                 .set(agg.active_connections as f64);
             self.counter(names::SERVER_CONNECT_FAILURES, &labels)
                 .absolute(agg.connect_failures);
+            self.counter(names::SERVER_READ_TIMEOUTS, &labels)
+                .absolute(agg.read_timeouts);
             self.counter(names::SERVER_RESPONSE_BYTES, &labels).absolute(agg.bytes);
         }
         for (name, stats) in &extra.listeners {
@@ -354,5 +363,5 @@ pub struct ListenerStats {
     /// Responses to clients by status class (proxied and veer's own), as in `ServerState`.
     pub responses: [std::sync::atomic::AtomicU64; 6],
     /// veer's own error responses, by `veer-error` reason ([`crate::error::REASONS`]).
-    pub errors: [std::sync::atomic::AtomicU64; 6],
+    pub errors: [std::sync::atomic::AtomicU64; crate::error::REASONS.len()],
 }

@@ -36,10 +36,16 @@ pub struct Shared {
     /// Cancelled when the process stops: every session still open is cut. Parent of every
     /// listener's accept token.
     pub shutdown: CancellationToken,
-    /// Cancelled when the process starts draining (SIGTERM, upgrade): `/ready` fails,
-    /// HTTP/1.1 responses carry `Connection: close`, HTTP/2 connections get GOAWAY. Parent
-    /// of every listener's drain token.
-    pub drain: CancellationToken,
+    /// Cancelled when the process starts draining (SIGTERM, upgrade, admin `drain`):
+    /// `/ready` fails, HTTP/1.1 responses carry `Connection: close`, HTTP/2 connections get
+    /// GOAWAY. Parent of every listener's drain token. Replaced by a fresh token on
+    /// `undrain` (which a stopping process refuses).
+    pub drain: ArcSwap<CancellationToken>,
+    /// Cancelled once the process is stopping (SIGTERM, upgrade hand-over): a drain that
+    /// can no longer be undone.
+    pub stopping: CancellationToken,
+    /// `[runtime] body_timeout`, read at start.
+    pub body_timeout: std::time::Duration,
     /// Client connections open now, and accepted since start (for `show info`).
     pub current_conns: AtomicUsize,
     pub total_conns: AtomicU64,
@@ -104,6 +110,7 @@ pub struct Veer {
     events: broadcast::Sender<String>,
     started: SystemTime,
     admin_http: Arc<std::sync::OnceLock<SocketAddr>>,
+    probe: Arc<std::sync::OnceLock<SocketAddr>>,
     state_file: Option<Arc<PathBuf>>,
     /// Sockets received in a binary upgrade, consumed as listeners are set up.
     pub(crate) inherited: Arc<std::sync::Mutex<Inherited>>,
@@ -118,6 +125,7 @@ pub struct Veer {
 pub enum AdminSocket {
     Unix,
     Http,
+    Probe,
 }
 
 impl Veer {
@@ -151,8 +159,10 @@ impl Veer {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
                 http: crate::proxy::http::builder(config.runtime.header_timeout),
                 header_timeout: config.runtime.header_timeout,
+                body_timeout: config.runtime.body_timeout,
                 shutdown: CancellationToken::new(),
-                drain: CancellationToken::new(),
+                drain: ArcSwap::from_pointee(CancellationToken::new()),
+                stopping: CancellationToken::new(),
                 current_conns: AtomicUsize::new(0),
                 total_conns: AtomicU64::new(0),
                 access_log,
@@ -170,6 +180,7 @@ impl Veer {
             events: broadcast::channel(1024).0,
             started: SystemTime::now(),
             admin_http: Arc::default(),
+            probe: Arc::default(),
             state_file,
             inherited: Arc::new(std::sync::Mutex::new(inherited)),
             admin_fds: Arc::default(),
@@ -213,6 +224,15 @@ impl Veer {
         let _ = self.admin_http.set(addr);
     }
 
+    /// The bound address of the probe listener (`[admin] probe`), when configured.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe.get().copied()
+    }
+
+    pub(crate) fn set_probe_addr(&self, addr: SocketAddr) {
+        let _ = self.probe.set(addr);
+    }
+
     pub fn last_reload(&self) -> Option<ReloadReport> {
         self.last.lock().ok().and_then(|l| l.clone())
     }
@@ -248,7 +268,9 @@ impl Veer {
                 self.stats.ok.fetch_add(1, Relaxed);
                 tracing::info!(generation, path = %self.path.display(), "config reloaded");
             }
-            Ok(ReloadOutcome::Unchanged) => tracing::debug!("config unchanged; nothing to reload"),
+            Ok(ReloadOutcome::Unchanged) => {
+                tracing::info!(path = %self.path.display(), "config reload: contents unchanged, nothing to do")
+            }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Relaxed);
                 tracing::error!("config reload rejected, previous config keeps serving:\n{e}");
@@ -341,7 +363,8 @@ impl Veer {
 
     /// Stops at once: closes every listener and cuts every session.
     pub async fn shutdown(&self) {
-        self.shared.drain.cancel();
+        self.shared.stopping.cancel();
+        self.shared.drain.load().cancel();
         self.shared.shutdown.cancel();
         self.control.lock().await.listeners.close_all().await;
     }
@@ -355,7 +378,8 @@ impl Veer {
     pub async fn shutdown_gracefully(&self) -> bool {
         let runtime = self.snapshot().spec.runtime.clone();
         tracing::info!(accept_grace = ?runtime.accept_grace, shutdown_timeout = ?runtime.shutdown_timeout, "draining");
-        self.shared.drain.cancel();
+        self.shared.stopping.cancel();
+        self.shared.drain.load().cancel();
         tokio::time::sleep(runtime.accept_grace).await;
         self.control.lock().await.listeners.close_all().await;
         let deadline = tokio::time::Instant::now() + runtime.shutdown_timeout;
@@ -384,6 +408,21 @@ impl Veer {
         self.handover.cancelled().await
     }
 
+    /// After a clean stop: removes the admin socket file, unless a new process took it
+    /// over (it serves on the same path).
+    pub fn remove_admin_socket(&self) {
+        if self.handover.is_cancelled() {
+            return;
+        }
+        if let Some(path) = &self.snapshot().spec.admin.socket {
+            match std::fs::remove_file(path) {
+                Ok(()) => tracing::debug!(path = %path.display(), "admin socket removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove the admin socket"),
+            }
+        }
+    }
+
     /// Old side of a binary upgrade: sends every listening socket (and the admin sockets)
     /// over `stream` and waits for the new process to confirm. Reloads wait meanwhile.
     pub(crate) async fn hand_over(&self, stream: tokio::net::UnixStream) -> std::io::Result<bool> {
@@ -403,7 +442,11 @@ impl Veer {
                     .map(|(_, fd)| fd.try_clone())
                     .transpose()
             };
-            (find(AdminSocket::Unix)?, find(AdminSocket::Http)?)
+            (
+                find(AdminSocket::Unix)?,
+                find(AdminSocket::Http)?,
+                find(AdminSocket::Probe)?,
+            )
         };
         let stream = stream.into_std()?;
         stream.set_nonblocking(false)?;
@@ -415,6 +458,7 @@ impl Veer {
                 &borrowed,
                 admin.0.as_ref().map(|f| f.as_fd()),
                 admin.1.as_ref().map(|f| f.as_fd()),
+                admin.2.as_ref().map(|f| f.as_fd()),
             )
         })
         .await
@@ -422,14 +466,16 @@ impl Veer {
         drop(control);
         if taken {
             tracing::info!("a new process took over the sockets");
+            self.shared.stopping.cancel();
             self.handover.cancel();
         }
         Ok(taken)
     }
 
     /// Background chores until shutdown: publishes passive-health transitions (a server
-    /// ejected after connect failures, or reachable again) on the event stream, and drains
-    /// histogram samples into their buckets.
+    /// ejected after connect failures, or reachable again) on the event stream, closes
+    /// pooled upstream connections idle past `pool_idle_timeout`, and drains histogram
+    /// samples into their buckets.
     async fn housekeeping(self) {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
         let mut up: std::collections::HashMap<Arc<str>, bool> = std::collections::HashMap::new();
@@ -441,6 +487,7 @@ impl Veer {
             let snap = self.snapshot();
             let now = crate::state::now_ms();
             for s in snap.servers() {
+                s.pool.expire_idle();
                 let reachable = !s.state.is_ejected(now);
                 // A server starts out healthy: first seen ejected is a transition too.
                 if up.insert(s.id.clone(), reachable).unwrap_or(true) != reachable {
@@ -473,15 +520,44 @@ impl Veer {
     /// Starts draining without stopping: `/ready` fails and connections are told to close;
     /// listeners keep accepting until the stop (SIGTERM) that normally follows.
     pub fn start_draining(&self) {
-        if !self.shared.drain.is_cancelled() {
+        let drain = self.shared.drain.load();
+        if !drain.is_cancelled() {
             tracing::info!("draining: readiness fails, connections are told to close");
         }
-        self.shared.drain.cancel();
+        drain.cancel();
     }
 
-    /// True once the process has started draining.
+    /// Undoes [`Veer::start_draining`]: `/ready` passes again and new connections are no
+    /// longer told to close (connections already told keep their verdict). Refused once the
+    /// process is stopping.
+    pub async fn undrain(&self) -> Result<bool, &'static str> {
+        if self.shared.stopping.is_cancelled() {
+            return Err("The process is stopping; it cannot be undrained.");
+        }
+        let control = self.control.lock().await;
+        if !self.shared.drain.load().is_cancelled() {
+            return Ok(false);
+        }
+        self.shared.drain.store(Arc::new(CancellationToken::new()));
+        control.listeners.renew_drain(&self.shared);
+        tracing::info!("undrained: readiness passes, connections are kept again");
+        Ok(true)
+    }
+
+    /// True while the process drains.
     pub fn draining(&self) -> bool {
-        self.shared.drain.is_cancelled()
+        self.shared.drain.load().is_cancelled()
+    }
+
+    /// Ready to take traffic: a config is serving, at least one listener accepts, and the
+    /// process is not draining.
+    pub async fn ready(&self) -> bool {
+        self.snapshot().generation > 0 && !self.draining() && !self.control.lock().await.listeners.is_empty()
+    }
+
+    /// Sessions currently subscribed to the event stream.
+    pub fn subscribers(&self) -> usize {
+        self.events.receiver_count()
     }
 
     /// Reloads whenever the config file changes (see [`config::watch`]) until shutdown.

@@ -42,6 +42,8 @@ pub struct Backend {
     pub split: Schedule,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// Longest wait for the next bytes of a response body; zero = no limit.
+    pub read_timeout: Duration,
     pub retries: u32,
     pub eject_time: Duration,
     pub drain_timeout: Duration,
@@ -278,6 +280,7 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
         groups,
         connect_timeout: b.connect_timeout,
         timeout: b.timeout,
+        read_timeout: b.read_timeout,
         retries: b.retries,
         eject_time: b.eject_time,
         drain_timeout: b.drain_timeout,

@@ -46,6 +46,8 @@ pub struct ServerState {
     /// Requests and connections sent to this server since start.
     pub total: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// Response bodies cut because the server sent nothing for `read_timeout`.
+    pub read_timeouts: AtomicU64,
     /// `now_ms()` until which the server is skipped after a connect failure; 0 = never.
     ejected_until: AtomicU64,
     /// `now_ms()` at which a draining server stops honouring sticky clients; 0 = not draining.

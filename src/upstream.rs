@@ -27,8 +27,10 @@ use tokio::time::Instant;
 
 use crate::state::{ActiveGuard, PoolKey};
 
+/// Any error a request body may fail with (the client's body: malformed, timed out).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type sent upstream: the client's streamed body, or a synthetic one.
-pub type UpstreamRequestBody = UnsyncBoxBody<Bytes, hyper::Error>;
+pub type UpstreamRequestBody = UnsyncBoxBody<Bytes, BoxError>;
 type Sender = http1::SendRequest<UpstreamRequestBody>;
 
 /// Why an upstream exchange failed.
@@ -80,6 +82,20 @@ impl Pool {
     pub fn close_idle(&self) {
         if let Ok(mut q) = self.idle.lock() {
             q.clear();
+        }
+    }
+
+    /// Closes the idle connections that have been idle for `pool_idle_timeout` (called
+    /// periodically, so an unused pool does not hold them forever).
+    pub fn expire_idle(&self) {
+        if let Ok(mut q) = self.idle.lock() {
+            // Oldest first: stop at the first one still young.
+            while q
+                .front()
+                .is_some_and(|i| i.tx.is_closed() || i.since.elapsed() >= self.key.idle_timeout)
+            {
+                q.pop_front();
+            }
         }
     }
 
@@ -210,6 +226,10 @@ pub struct UpstreamBody {
     bytes: u64,
     end: RequestEnd,
     active: ActiveGuard,
+    /// Longest wait for the next frame; zero = none.
+    read_timeout: Duration,
+    /// Armed on the first wait for the server, reset by every frame.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The server's session token as the response started: cancelled by `shutdown
     /// sessions` or the drain deadline.
     sessions: Arc<tokio_util::sync::CancellationToken>,
@@ -238,13 +258,21 @@ impl RequestEnd {
 
 impl UpstreamBody {
     /// `conn` is `None` when the connection must not be reused (e.g. it was upgraded).
-    pub fn new(body: Incoming, conn: Option<(Sender, Arc<Pool>)>, active: ActiveGuard, end: RequestEnd) -> Self {
+    pub fn new(
+        body: Incoming,
+        conn: Option<(Sender, Arc<Pool>)>,
+        active: ActiveGuard,
+        end: RequestEnd,
+        read_timeout: Duration,
+    ) -> Self {
         UpstreamBody {
             body,
             conn,
             done: false,
             bytes: 0,
             end,
+            read_timeout,
+            stall: None,
             sessions: active.state().sessions(),
             active,
             cut: None,
@@ -260,6 +288,9 @@ pub enum BodyError {
     /// `shutdown sessions`, or the server's drain deadline.
     #[error("response cut: the server's sessions were shut down")]
     Cut,
+    /// The server sent no byte of the body for `read_timeout`.
+    #[error("response cut: the server sent nothing for read_timeout")]
+    ReadTimeout,
 }
 
 impl Body for UpstreamBody {
@@ -271,16 +302,36 @@ impl Body for UpstreamBody {
         let res = Pin::new(&mut this.body).poll_frame(cx);
         match &res {
             Poll::Ready(None) => this.done = true,
-            Poll::Ready(Some(Ok(frame))) => this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Poll::Ready(Some(Ok(frame))) => {
+                this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if let Some(stall) = this.stall.as_mut() {
+                    stall.as_mut().reset(Instant::now() + this.read_timeout);
+                }
+            }
             Poll::Ready(Some(Err(_))) => {}
-            // Only a response that waits on its server (a stream, a long poll) can outlive a
-            // cut, so only then is the server's session token watched.
+            // Only a response that waits on its server (a stream, a long poll, a stalled
+            // server) can outlive a cut or stall, so only then are the server's session
+            // token and the read timer armed.
             Poll::Pending => {
                 let cut = this
                     .cut
                     .get_or_insert_with(|| Box::pin((*this.sessions).clone().cancelled_owned()));
                 if cut.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Some(Err(BodyError::Cut)));
+                }
+                if !this.read_timeout.is_zero() {
+                    let timeout = this.read_timeout;
+                    let stall = this.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if stall.as_mut().poll(cx).is_ready() {
+                        let state = this.active.state();
+                        state.read_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        crate::warn_limited!(
+                            crate::ratelimit::Kind::ReadTimeout,
+                            addr = %this.conn.as_ref().map_or_else(String::new, |(_, p)| p.key.addr.to_string()),
+                            "response body stalled past read_timeout; cutting the client connection"
+                        );
+                        return Poll::Ready(Some(Err(BodyError::ReadTimeout)));
+                    }
                 }
             }
         }

@@ -87,8 +87,10 @@ fn admin_url(p: &Proxy) -> String {
     format!("http://{}", p.veer.admin_http_addr().expect("admin http is bound"))
 }
 
+/// POST /command as a deliberate admin client does (`X-Veer-Admin: 1`; the client names the
+/// listener in Host).
 async fn post_command(c: &HttpClient, base: &str, body: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut b = http::Request::post(format!("{base}/command"));
+    let mut b = http::Request::post(format!("{base}/command")).header("x-veer-admin", "1");
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -431,7 +433,8 @@ async fn token_guards_post_command() {
 #[test]
 fn non_loopback_admin_http_needs_a_token() {
     let file = Path::new("/etc/veer/veer.toml");
-    let backend = "\n[[backend]]\nname = \"shop\"\nservers = [ { name = \"a\", addr = \"127.0.0.1:9\" } ]\n";
+    let backend = "\n[[backend]]\nname = \"shop\"\nservers = [ { name = \"a\", addr = \"127.0.0.1:9\" } ]\n\
+                   [[listener]]\nname = \"t\"\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nbackend = \"shop\"\n";
     for addr in ["0.0.0.0:9999", "[::]:9999", "192.0.2.10:9999"] {
         let src = format!("# admin\n[admin]\nhttp = \"{addr}\"\n{backend}");
         let errors = match veer::config::parse(file, &src) {

@@ -115,7 +115,7 @@ async fn draining_a_server_finishes_in_flight_work_and_wait_returns_after_it() {
             .await
             .unwrap()
             .unwrap(),
-        "\n"
+        "Drained.\n\n"
     );
     assert_eq!(slow_server.state.active_requests.load(Ordering::Relaxed), 0);
     assert_eq!(

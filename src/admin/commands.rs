@@ -48,8 +48,12 @@ impl Answer {
         Answer { ok: false, text }
     }
 
-    /// `{"ok":…,"output":…}` on one line.
+    /// `{"ok":…,"output":…}` on one line; a success that prints nothing is `{"ok":true}`,
+    /// so a client that gave up early (and read nothing) can never mistake that for success.
     pub fn to_json(&self) -> String {
+        if self.ok && self.text.is_empty() {
+            return json!({"ok": true}).to_string();
+        }
         json!({"ok": self.ok, "output": self.text}).to_string()
     }
 }
@@ -93,12 +97,13 @@ add server <bk>/<srv> <addr>:<port> [weight <w>] [group <g>] : add a server (sta
 del server <bk>/<srv>                    : delete a server in maintenance without connections
 wait <delay> [srv-removable <bk>/<srv>]  : wait until a server can be deleted, or for <delay>
 set split <bk> <group>=<weight>...       : set group split weights atomically (veer)
-set group <bk>/<group> state ready|drain|maint : set every server of a group at once (veer)
+set group <bk>/<group> state ready|drain|maint [force] : set every server of a group at once (veer)
 show split <bk> [json]                   : a backend's groups and servers (veer)
-wait <delay> srv-drained <bk>/<srv>      : wait until a server has no active work (veer)
-wait <delay> group-drained <bk>/<group>  : wait until a group has no active work (veer)
+wait <delay> srv-drained <bk>/<srv>      : wait until a server has no active work; says Drained. (veer)
+wait <delay> group-drained <bk>/<group>  : wait until a group has no active work; says Drained. (veer)
 reload                                   : reload the config file (veer)
 drain                                    : start draining the process: /ready fails, connections close (veer)
+undrain                                  : stop draining (not after SIGTERM): /ready passes again (veer)
 show config                              : running config hash, load time, last reload (veer)
 show overlay                             : runtime changes on top of the config file, JSON (veer)
 clear overlay [<bk>[/<srv>]]             : drop runtime changes (veer)
@@ -119,7 +124,18 @@ fn mutates(words: &[&str]) -> bool {
             | ["reload"]
             | ["clear", ..]
             | ["drain"]
+            | ["undrain"]
     )
+}
+
+/// True for a command that changes nothing (`show …`, `get …`, `help`, `wait …`), with or
+/// without a `json` prefix: what the HTTP admin listener lets through unauthenticated.
+pub fn is_read_only(command: &str) -> bool {
+    let mut words: Vec<&str> = command.split_whitespace().collect();
+    while words.first() == Some(&"json") {
+        words.remove(0);
+    }
+    !mutates(&words)
 }
 
 /// Runs one command (one `;`-separated part of a line).
@@ -246,13 +262,18 @@ async fn dispatch(veer: &Veer, words: &[&str]) -> Answer {
         ["del", "server", rest @ ..] => del_server(veer, rest.first().copied()).await,
         ["wait", rest @ ..] => wait(veer, rest).await,
         ["set", "split", rest @ ..] => set_split(veer, rest).await,
-        ["set", "group", target, "state", state] => set_group_state(veer, target, state).await,
+        ["set", "group", target, "state", state] => set_group_state(veer, target, state, false).await,
+        ["set", "group", target, "state", state, "force"] => set_group_state(veer, target, state, true).await,
         ["drain"] => {
             // What SIGTERM starts, without stopping: for a Kubernetes preStop hook, so the
             // endpoint is removed while veer still serves; SIGTERM then finishes the job.
             veer.start_draining();
             Answer::done()
         }
+        ["undrain"] => match veer.undrain().await {
+            Ok(_) => Answer::done(),
+            Err(e) => Answer::err(e),
+        },
         ["reload"] => match veer.reload().await {
             Ok(ReloadOutcome::Applied { generation }) => Answer::ok(format!("Reloaded: generation {generation}.\n")),
             Ok(ReloadOutcome::Unchanged) => Answer::ok("Config unchanged.\n"),
@@ -585,7 +606,11 @@ async fn wait(veer: &Veer, args: &[&str]) -> Answer {
                 )
             }
         };
+        // HAProxy's forms stay silent on success (tools rely on it); veer's own say so, so
+        // that a client which gave up early (empty output) is never read as success.
+        let veers_own = matches!(condition.first(), Some(&("srv-drained" | "group-drained")));
         match check {
+            Ok(true) if veers_own => return Answer::ok("Drained.\n"),
             Ok(true) => return Answer::done(),
             Err(e) => return Answer::err(e),
             Ok(false) => {}
@@ -596,7 +621,21 @@ async fn wait(veer: &Veer, args: &[&str]) -> Answer {
                 Some(&"srv-removable") => {
                     Answer::err("Wait delay expired. Server still has connections attached to it, cannot remove it.")
                 }
-                Some(_) => Answer::err("Wait delay expired. Still has active connections or requests."),
+                Some(_) => {
+                    let servers = match condition.as_slice() {
+                        ["srv-drained", target] => locate(&snap.spec, Some(target))
+                            .and_then(|at| live_server(&snap, &at.id))
+                            .map(|s| vec![s])
+                            .unwrap_or_default(),
+                        [_, target] => group_servers(&snap, target).unwrap_or_default(),
+                        _ => Vec::new(),
+                    };
+                    let requests: usize = servers.iter().map(|s| s.state.active_requests.load(Relaxed)).sum();
+                    let conns: usize = servers.iter().map(|s| s.state.active_connections.load(Relaxed)).sum();
+                    Answer::err(format!(
+                        "Wait delay expired. Still has active connections or requests ({requests} requests, {conns} connections)."
+                    ))
+                }
             };
         }
         tokio::time::sleep(Duration::from_millis(10).min(deadline - tokio::time::Instant::now())).await;
@@ -650,7 +689,7 @@ async fn set_split(veer: &Veer, args: &[&str]) -> Answer {
     result.into()
 }
 
-async fn set_group_state(veer: &Veer, target: &str, state: &str) -> Answer {
+async fn set_group_state(veer: &Veer, target: &str, state: &str, force: bool) -> Answer {
     let Some(state) = AdminState::parse(state) else {
         return Answer::err("'set group <grp> state' expects 'ready', 'drain' and 'maint'.");
     };
@@ -664,6 +703,23 @@ async fn set_group_state(veer: &Veer, target: &str, state: &str) -> Answer {
                 .iter()
                 .find(|x| x.name == g)
                 .ok_or(format!("No such group '{g}' in backend '{}'.", backend.name))?;
+            // A group that can take new clients: split weight above zero and a ready server
+            // with weight. Refuse to leave none (everyone would get 503 no-server) unless told.
+            let can_take = |x: &crate::config::GroupSpec| {
+                x.weight > 0
+                    && x.servers.iter().any(|s| {
+                        let after = if x.name == g { state } else { s.state };
+                        after == AdminState::Ready && s.weight > 0
+                    })
+            };
+            let any_left = backend.groups.iter().any(can_take);
+            if !any_left && !force {
+                return Err(format!(
+                    "No group of backend '{}' could take new clients after this (they would get 503 no-server); \
+                     add 'force' to do it anyway.",
+                    backend.name
+                ));
+            }
             for s in &group.servers {
                 o.server_mut(&format!("{}/{}", backend.name, s.name)).state = Some(state);
             }

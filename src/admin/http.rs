@@ -1,7 +1,9 @@
 //! The admin HTTP listener (loopback by default): `/live`, `/ready`, the stats CSV at
 //! `/haproxy?stats;csv` (what zero-downtime-deploy scripts poll), `/metrics`, and
-//! `POST /command` running the same dispatcher as the socket. A bearer token from
-//! `[admin].token_file` guards `/command` when configured.
+//! `POST /command` running the same dispatcher as the socket, guarded against web pages
+//! (see [`command`]). The probe listener is the same server with only `/live`, `/ready` and
+//! `/metrics`. Both close connections that do not send their headers within
+//! `[admin] session_timeout`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,18 +17,32 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::commands::{execute, Answer, Peer, Reply};
+use super::commands::{execute, is_read_only, Answer, Peer, Reply};
 use super::haproxy::{self, StatFilter};
 use super::socket::{split_commands, MAX_LINE};
 use crate::runtime::Veer;
 
-struct Ctx {
-    veer: Veer,
-    token: Option<String>,
+/// What an HTTP admin listener serves.
+pub enum Role {
+    /// `[admin] http`: everything, with `POST /command` guarded (see [`command`]).
+    Admin { token: Option<String> },
+    /// `[admin] probe`: `/live`, `/ready` and `/metrics` only, so it may face the pod
+    /// network without a token.
+    Probe,
 }
 
-pub async fn serve(listener: TcpListener, veer: Veer, token: Option<String>) {
-    let ctx = Arc::new(Ctx { veer, token });
+struct Ctx {
+    veer: Veer,
+    role: Role,
+    /// This listener's own address: the only Host (besides `localhost`) a mutating
+    /// command may name.
+    local: SocketAddr,
+}
+
+pub async fn serve(listener: TcpListener, veer: Veer, role: Role) {
+    let Ok(local) = listener.local_addr() else { return };
+    let header_timeout = veer.snapshot().spec.admin.session_timeout;
+    let ctx = Arc::new(Ctx { veer, role, local });
     loop {
         let (stream, peer) = tokio::select! {
             _ = ctx.veer.shared.shutdown.cancelled() => return,
@@ -45,9 +61,21 @@ pub async fn serve(listener: TcpListener, veer: Veer, token: Option<String>) {
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(&ctx, req, peer).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(hyper_util::rt::TokioTimer::new());
+            if !header_timeout.is_zero() {
+                // Half-sent requests (and idle keep-alives) do not hold the listener.
+                builder.header_read_timeout(header_timeout);
+            }
+            // A client that connects and sends nothing is not reached by the header timer.
+            if !header_timeout.is_zero()
+                && tokio::time::timeout(header_timeout, stream.peek(&mut [0u8; 1]))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }
@@ -63,47 +91,74 @@ fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) 
 async fn handle(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     let veer = &ctx.veer;
+    let probe = matches!(ctx.role, Role::Probe);
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/live") => text(StatusCode::OK, "ok\n", PLAIN),
         (&Method::GET, "/ready") => {
-            if veer.snapshot().generation > 0 && !veer.draining() {
+            if veer.ready().await {
                 text(StatusCode::OK, "ready\n", PLAIN)
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n", PLAIN)
             }
         }
-        (&Method::GET, "/haproxy") if req.uri().query().is_some_and(|q| q.split(';').any(|p| p == "csv")) => text(
-            StatusCode::OK,
-            haproxy::show_stat(veer, StatFilter::default()).await,
-            "text/plain; charset=utf-8",
-        ),
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             veer.render_metrics().await,
             "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        _ if probe => text(
+            StatusCode::NOT_FOUND,
+            "not found (probe listener: /live, /ready, /metrics)\n",
+            PLAIN,
+        ),
+        (&Method::GET, "/haproxy") if req.uri().query().is_some_and(|q| q.split(';').any(|p| p == "csv")) => text(
+            StatusCode::OK,
+            haproxy::show_stat(veer, StatFilter::default()).await,
+            "text/plain; charset=utf-8",
         ),
         (&Method::POST, "/command") => command(ctx, req, peer).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n", PLAIN),
     }
 }
 
+/// `POST /command`. A web page can make a browser send a "simple" cross-origin POST (and
+/// DNS rebinding can make it look same-origin), so state-changing commands need what a page
+/// cannot send: the bearer token when `token_file` is set; otherwise the `X-Veer-Admin`
+/// header (a non-simple request, whose preflight veer never grants) and a Host naming this
+/// listener or `localhost`. A foreign `Origin` is refused outright. Without a token,
+/// read-only commands (`show …`, `get …`, `help`, `wait …`) stay open (the listener is
+/// loopback-only then); with one, every command needs it.
 async fn command(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
-    if let Some(token) = &ctx.token {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if given.and_then(|v| v.strip_prefix("Bearer ")) != Some(token.as_str()) {
-            let mut r = text(
-                StatusCode::UNAUTHORIZED,
-                "Unauthorized: a valid bearer token is required.\n",
+    let Role::Admin { token } = &ctx.role else {
+        return text(StatusCode::NOT_FOUND, "not found\n", PLAIN);
+    };
+    let headers = req.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let own = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")))
+            .is_some_and(|h| own_host(h, ctx.local));
+        if !own {
+            return text(
+                StatusCode::FORBIDDEN,
+                "Forbidden: cross-origin requests to the admin listener are refused.\n",
                 PLAIN,
             );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            return r;
         }
     }
-    let json = req
-        .headers()
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let authorized = token.as_deref().is_some_and(|t| bearer == Some(t));
+    let marked = headers.contains_key(ADMIN_HEADER)
+        && headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| own_host(h, ctx.local));
+    let json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
@@ -119,6 +174,30 @@ async fn command(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Respons
     };
     let line = String::from_utf8_lossy(&body);
     let line = line.lines().next().unwrap_or("");
+    let parts = split_commands(line);
+    let mutating = parts.iter().any(|p| !is_read_only(p));
+    let unauthorized = || {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: a valid bearer token is required.\n",
+            PLAIN,
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        r
+    };
+    match token {
+        Some(_) if !authorized => return unauthorized(),
+        None if mutating && !marked => {
+            return text(
+                StatusCode::FORBIDDEN,
+                "Forbidden: state-changing commands over HTTP need the header 'X-Veer-Admin: 1' \
+                 and a Host naming this listener or localhost (veer ctl --http sends both).\n",
+                PLAIN,
+            )
+        }
+        _ => {}
+    }
     let who = Peer {
         via: "http",
         uid: None,
@@ -126,7 +205,7 @@ async fn command(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Respons
         addr: Some(peer),
     };
     let mut answers = Vec::new();
-    for part in split_commands(line) {
+    for part in parts {
         answers.push(match execute(&ctx.veer, &part, &who).await {
             Reply::Answer(a) => a,
             _ => Answer::err("This command is only available on the admin socket."),
@@ -146,5 +225,47 @@ async fn command(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Respons
             answers.iter().map(|a| a.text.clone()).collect::<Vec<_>>().join("\n"),
             PLAIN,
         )
+    }
+}
+
+/// The header that marks a deliberate admin request (browsers cannot send it cross-origin
+/// without a preflight, which veer never answers).
+pub const ADMIN_HEADER: &str = "x-veer-admin";
+
+/// True when `host` (a Host header, or an Origin without its scheme) names `local`:
+/// `localhost` or the listener's IP, with the listener's port or none.
+fn own_host(host: &str, local: SocketAddr) -> bool {
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) if !n.ends_with(':') && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => (n, Some(p)),
+        _ => (host, None),
+    };
+    let ip = name.trim_start_matches('[').trim_end_matches(']');
+    let named = name.eq_ignore_ascii_case("localhost") || ip.parse::<std::net::IpAddr>().ok() == Some(local.ip());
+    named && port.is_none_or(|p| p.parse::<u16>().ok() == Some(local.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_host;
+
+    #[test]
+    fn own_hosts() {
+        let local = "127.0.0.1:9901".parse().unwrap();
+        for ok in ["127.0.0.1:9901", "127.0.0.1", "localhost:9901", "LOCALHOST"] {
+            assert!(own_host(ok, local), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "127.0.0.1:80",
+            "localhost:1",
+            "127.0.0.2:9901",
+            "",
+            "evil.example:9901",
+        ] {
+            assert!(!own_host(bad, local), "{bad}");
+        }
+        let v6 = "[::1]:9901".parse().unwrap();
+        assert!(own_host("[::1]:9901", v6));
+        assert!(!own_host("[::2]:9901", v6));
     }
 }

@@ -1,7 +1,8 @@
 //! The admin plane (design §6): one command parser and dispatcher (`commands`) behind thin
 //! transports — the unix socket (`socket`, HAProxy-compatible), the HTTP admin listener
 //! (`http`) and `veer ctl` (`ctl`) — plus HAProxy's output formats (`haproxy`), the runtime
-//! overlay persisted in the state file (`overlay`) and the event stream (`events`).
+//! overlay persisted in the state file (`overlay`) and the event stream (`events`). The
+//! read-only probe listener (`[admin] probe`) is the HTTP listener without commands.
 
 pub mod commands;
 pub mod ctl;
@@ -18,9 +19,22 @@ use crate::runtime::Veer;
 pub async fn start(veer: &Veer) -> std::io::Result<()> {
     use crate::runtime::AdminSocket;
     let admin = veer.snapshot().spec.admin.clone();
-    let (inherited_socket, inherited_http) = {
+    let (inherited_socket, inherited_http, inherited_probe) = {
         let mut inherited = veer.inherited.lock().unwrap_or_else(|p| p.into_inner());
-        (inherited.admin_socket.take(), inherited.admin_http.take())
+        (
+            inherited.admin_socket.take(),
+            inherited.admin_http.take(),
+            inherited.probe.take(),
+        )
+    };
+    let tcp = |inherited: Option<std::net::TcpListener>, addr| -> std::io::Result<tokio::net::TcpListener> {
+        match inherited {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            }
+            None => crate::listeners::bind(addr, 128),
+        }
     };
     let keep = |kind, fd: std::os::fd::BorrowedFd<'_>| -> std::io::Result<()> {
         let fd = fd.try_clone_to_owned()?;
@@ -52,18 +66,20 @@ pub async fn start(veer: &Veer) -> std::io::Result<()> {
             ),
             None => None,
         };
-        let listener = match inherited_http {
-            Some(l) => {
-                l.set_nonblocking(true)?;
-                tokio::net::TcpListener::from_std(l)?
-            }
-            None => crate::listeners::bind(addr, 128)?,
-        };
+        let listener = tcp(inherited_http, addr)?;
         keep(AdminSocket::Http, std::os::fd::AsFd::as_fd(&listener))?;
         let local = listener.local_addr()?;
         veer.set_admin_http_addr(local);
         tracing::info!(addr = %local, "admin http listening");
-        tokio::spawn(http::serve(listener, veer.clone(), token));
+        tokio::spawn(http::serve(listener, veer.clone(), http::Role::Admin { token }));
+    }
+    if let Some(addr) = admin.probe {
+        let listener = tcp(inherited_probe, addr)?;
+        keep(AdminSocket::Probe, std::os::fd::AsFd::as_fd(&listener))?;
+        let local = listener.local_addr()?;
+        veer.set_probe_addr(local);
+        tracing::info!(addr = %local, "admin probe listening (/live, /ready, /metrics)");
+        tokio::spawn(http::serve(listener, veer.clone(), http::Role::Probe));
     }
     Ok(())
 }

@@ -4,13 +4,14 @@
 //! is written followed by one empty line, and the connection closes. `prompt` switches to
 //! interactive mode: after each command the prompt `> ` follows the empty line and the
 //! session stays open until `quit` or EOF. `subscribe` turns the session into an event
-//! stream.
+//! stream. A session that sends nothing for `[admin] session_timeout` is closed (HAProxy's
+//! `stats timeout`); a subscribed one stays until the client closes it.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::commands::{execute, Peer, Reply};
@@ -119,12 +120,24 @@ async fn session(stream: UnixStream, veer: &Veer) -> io::Result<()> {
     let mut read = BufReader::new(read);
     let mut interactive = false;
     let mut line = Vec::new();
+    // HAProxy's `stats timeout`: a session that sends nothing for this long is closed (a
+    // command that runs long, like `wait`, is not idle).
+    let idle = veer.snapshot().spec.admin.session_timeout;
     loop {
         line.clear();
-        let n = (&mut read)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await?;
+        let mut limited = (&mut read).take(MAX_LINE as u64 + 1);
+        let read_line = limited.read_until(b'\n', &mut line);
+        let n = if idle.is_zero() {
+            read_line.await?
+        } else {
+            match tokio::time::timeout(idle, read_line).await {
+                Ok(n) => n?,
+                Err(_) => {
+                    tracing::debug!("admin session idle past session_timeout; closing");
+                    return Ok(());
+                }
+            }
+        };
         if n == 0 {
             return Ok(());
         }
@@ -164,7 +177,7 @@ async fn session(stream: UnixStream, veer: &Veer) -> io::Result<()> {
                 Reply::Answer(a) => write.write_all(a.text.as_bytes()).await?,
                 Reply::Prompt => interactive = !interactive,
                 Reply::Quit => return Ok(()),
-                Reply::Subscribe => return stream_events(veer, &mut write).await,
+                Reply::Subscribe => return stream_events(veer, &mut read, &mut write).await,
             }
             write.write_all(if interactive { b"\n> " } else { b"\n" }).await?;
         }
@@ -174,15 +187,29 @@ async fn session(stream: UnixStream, veer: &Veer) -> io::Result<()> {
     }
 }
 
-/// Writes one JSON line per event until the client goes away.
-pub async fn stream_events(veer: &Veer, out: &mut (impl AsyncWrite + Unpin)) -> io::Result<()> {
+/// Writes one JSON line per event until the client goes away: its EOF (or error) is
+/// noticed at once, not at the next event, so a closed subscriber holds no descriptor.
+/// Anything else the client sends is ignored.
+pub async fn stream_events(
+    veer: &Veer,
+    input: &mut (impl AsyncRead + Unpin),
+    out: &mut (impl AsyncWrite + Unpin),
+) -> io::Result<()> {
     let mut events = veer.subscribe();
     // Tells the client the stream is live: every change after this line is reported.
     let hello = serde_json::json!({"event": "subscribed", "generation": veer.snapshot().generation});
     out.write_all(format!("{hello}\n").as_bytes()).await?;
     out.flush().await?;
+    let mut discard = [0u8; 512];
     loop {
-        let line = match events.recv().await {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            read = input.read(&mut discard) => match read {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => continue,
+            },
+        };
+        let line = match event {
             Ok(line) => line,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 serde_json::json!({"event": "lagged", "missed": n}).to_string()

@@ -31,6 +31,11 @@ pub struct RawAdmin {
     /// File holding the bearer token required for POST /command.
     pub token_file: Option<Spanned<String>>,
     pub state_file: Option<String>,
+    /// Read-only probe listener (`/live`, `/ready`, `/metrics`), e.g. "0.0.0.0:9902".
+    pub probe: Option<Spanned<String>>,
+    /// Idle admin socket sessions (not subscribed) and admin HTTP header reads are closed
+    /// after this long (HAProxy's `stats timeout`).
+    pub session_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +46,8 @@ pub struct RawRuntime {
     pub accept_grace: Option<Spanned<String>>,
     pub shutdown_timeout: Option<Spanned<String>>,
     pub header_timeout: Option<Spanned<String>>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub body_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +92,8 @@ pub struct RawListener {
     #[serde(default, rename = "route")]
     pub routes: Vec<RawRoute>,
     pub backend: Option<Spanned<String>>,
+    /// Overrides `[runtime] idle_timeout` for this listener.
+    pub idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +146,7 @@ pub struct RawBackend {
     pub servers: Option<Vec<RawServer>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
+    pub read_timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub eject_time: Option<Spanned<String>>,
     pub pool_idle_timeout: Option<Spanned<String>>,

@@ -33,6 +33,11 @@ pub struct AdminSpec {
     pub http: Option<SocketAddr>,
     pub token_file: Option<PathBuf>,
     pub state_file: Option<PathBuf>,
+    /// The read-only probe listener: `/live`, `/ready`, `/metrics`, no commands.
+    pub probe: Option<SocketAddr>,
+    /// Idle admin socket sessions (not subscribed) are closed after this long; also the
+    /// admin HTTP listeners' header timeout (HAProxy's `stats timeout`).
+    pub session_timeout: Duration,
 }
 
 impl Default for AdminSpec {
@@ -44,6 +49,8 @@ impl Default for AdminSpec {
             http: None,
             token_file: None,
             state_file: None,
+            probe: None,
+            session_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -63,6 +70,14 @@ pub struct RuntimeSpec {
     /// or from the end of its previous request (HAProxy's `timeout http-request` and
     /// `timeout http-keep-alive`): slow-loris clients and idle keep-alives are closed.
     pub header_timeout: Duration,
+    /// A connection with nothing in flight is closed after this long: an HTTP/2 connection
+    /// with no open stream gets GOAWAY, a TCP connection or upgraded tunnel that carried no
+    /// byte either way is closed. Listeners may override it.
+    pub idle_timeout: Duration,
+    /// The longest wait for the next bytes of a request body (HAProxy's `timeout client`
+    /// while a body is uploaded): then 408 if no response has started, else the
+    /// connection is cut.
+    pub body_timeout: Duration,
 }
 
 impl Default for RuntimeSpec {
@@ -73,6 +88,8 @@ impl Default for RuntimeSpec {
             accept_grace: Duration::ZERO,
             shutdown_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -116,6 +133,11 @@ pub struct ListenerSpec {
     pub routes: Vec<RouteSpec>,
     /// tcp listeners: the backend every connection goes to.
     pub backend: Option<String>,
+    /// `idle_timeout` for this listener (its own key, or `[runtime]`'s).
+    pub idle_timeout: Duration,
+    /// Where `bind` is written (`file:line:col`), for errors found after validation
+    /// (a bind conflict).
+    pub bind_at: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +160,9 @@ pub struct BackendSpec {
     pub connect_timeout: Duration,
     /// Limit on waiting for the upstream's response headers (504 after it).
     pub timeout: Duration,
+    /// The longest wait for the next bytes of a response body (HAProxy's `timeout
+    /// server`): then the client connection is cut and the event counted per server.
+    pub read_timeout: Duration,
     /// Extra attempts on other servers after a connect failure.
     pub retries: u32,
     /// How long a server that refused a connection is skipped (passive health).
@@ -204,6 +229,7 @@ impl BackendSpec {
             groups: Vec::new(),
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
             retries: 2,
             eject_time: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(60),

@@ -143,7 +143,15 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
                 }
             },
         };
+        let probe = a.probe.as_ref().and_then(|p| c.addr(p, "admin probe"));
+        let session_timeout = c.duration(
+            &a.session_timeout,
+            "session_timeout",
+            AdminSpec::default().session_timeout,
+        );
         AdminSpec {
+            probe,
+            session_timeout,
             socket: a.socket.map(PathBuf::from),
             socket_mode,
             socket_group: a.socket_group.map(|g| g.into_inner()),
@@ -171,6 +179,8 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
                 "header_timeout",
                 RuntimeSpec::default().header_timeout,
             ),
+            idle_timeout: c.duration(&r.idle_timeout, "idle_timeout", RuntimeSpec::default().idle_timeout),
+            body_timeout: c.duration(&r.body_timeout, "body_timeout", RuntimeSpec::default().body_timeout),
         },
     };
 
@@ -240,13 +250,24 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
                 (Vec::new(), backend)
             }
         };
+        let at = Diagnostic::at(c.file, c.source, l.bind.span(), "");
         listeners.push(ListenerSpec {
             name: l.name.get_ref().clone(),
             bind: bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             protocol: *l.protocol.get_ref(),
             routes,
             backend,
+            idle_timeout: c.duration(&l.idle_timeout, "idle_timeout", runtime.idle_timeout),
+            bind_at: format!("{}:{}:{}", at.file, at.line, at.col),
         });
+    }
+    if raw.listeners.is_empty() {
+        // An empty or truncated file (a config tool that truncates before it writes) must
+        // not take every listener down; HAProxy refuses to start without one too.
+        c.errors.push(Diagnostic::whole_file(
+            file,
+            "no [[listener]]: a config needs at least one listener (an empty or truncated file is refused)",
+        ));
     }
 
     let metrics = match &raw.metrics {
@@ -509,6 +530,7 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
         groups,
         connect_timeout: c.duration(&b.connect_timeout, "connect_timeout", d.connect_timeout),
         timeout: c.duration(&b.timeout, "timeout", d.timeout),
+        read_timeout: c.duration(&b.read_timeout, "read_timeout", d.read_timeout),
         retries: c.ranged(&b.retries, "retries", 0..=10, d.retries as i64) as u32,
         eject_time: c.duration(&b.eject_time, "eject_time", d.eject_time),
         pool_idle_timeout: c.duration(&b.pool_idle_timeout, "pool_idle_timeout", d.pool_idle_timeout),

@@ -31,20 +31,35 @@ fn strip_quotes(v: &[u8]) -> &[u8] {
     }
 }
 
-/// Removes every cookie named `name` from the request, keeping the others byte for byte
-/// (joined into one header, as RFC 6265 §5.4 wants for HTTP/1.1).
+/// Removes every cookie named `name` from the request and keeps every other byte: the
+/// other pairs, valueless cookies and the client's own spacing. Only when the client sent
+/// several `Cookie` headers (HTTP/2 does) are they joined, with "; " (RFC 9113 §8.2.3), since
+/// an HTTP/1.1 server expects one (RFC 6265 §5.4).
 pub fn remove(headers: &mut HeaderMap, name: &str) {
     let mut kept: Vec<u8> = Vec::new();
-    for (n, v) in pairs(headers).filter(|(n, _)| *n != name.as_bytes()) {
-        if !kept.is_empty() {
-            kept.extend_from_slice(b"; ");
+    for value in headers.get_all(COOKIE) {
+        let mut first = true;
+        for segment in value.as_bytes().split(|b| *b == b';') {
+            let pair = segment.trim_ascii();
+            let cookie_name = pair.split(|b| *b == b'=').next().unwrap_or(pair).trim_ascii();
+            if cookie_name == name.as_bytes() && pair.contains(&b'=') {
+                continue;
+            }
+            if first {
+                if !kept.is_empty() {
+                    kept.extend_from_slice(b"; ");
+                }
+                // What followed a removed leading pair's ';' is the new start.
+                kept.extend_from_slice(segment.trim_ascii_start());
+                first = false;
+            } else {
+                kept.push(b';');
+                kept.extend_from_slice(segment);
+            }
         }
-        kept.extend_from_slice(n);
-        kept.push(b'=');
-        kept.extend_from_slice(v);
     }
     headers.remove(COOKIE);
-    if !kept.is_empty() {
+    if !kept.trim_ascii().is_empty() {
         if let Ok(v) = HeaderValue::from_bytes(&kept) {
             headers.insert(COOKIE, v);
         }
@@ -84,6 +99,31 @@ mod tests {
         remove(&mut h, "b");
         remove(&mut h, "c");
         assert!(h.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn removal_keeps_every_other_byte() {
+        for (input, name, expected) in [
+            (
+                &b"a=1;b=2; flag; VEER_SRV=zzzz; c=\"q\""[..],
+                "VEER_SRV",
+                Some(&b"a=1;b=2; flag; c=\"q\""[..]),
+            ),
+            (b"VEER_SRV=00000000000000ff; a=1", "VEER_SRV", Some(b"a=1")),
+            (b"a=1;  VEER_SRV=x", "VEER_SRV", Some(b"a=1")),
+            (b"VEER_SRV=x", "VEER_SRV", None),
+            (b"VEER_SRV", "VEER_SRV", Some(b"VEER_SRV")),
+            (b"a=1 ;b = 2", "VEER_SRV", Some(b"a=1 ;b = 2")),
+        ] {
+            let mut h = headers(&[input]);
+            remove(&mut h, name);
+            assert_eq!(
+                h.get(COOKIE).map(|v| v.as_bytes()),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
     }
 
     #[test]

@@ -69,6 +69,40 @@ fn is_proxy_header(name: &HeaderName) -> bool {
     name.as_str().starts_with("proxy-")
 }
 
+/// True for a valid `host[:port]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name
+/// (unreserved, pct-encoded and sub-delims characters), an IPv4 address or a bracketed IPv6
+/// literal, optionally followed by `:` and digits. An empty value is valid (a target URI
+/// without authority). Rejects what smuggles a different host past routing: spaces, `/`,
+/// `@` (userinfo), a second `:`.
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = match value.first() {
+        Some(b'[') => match value.iter().position(|b| *b == b']') {
+            Some(end) => {
+                let literal = &value[1..end];
+                if literal.is_empty() || !literal.iter().all(|b| b.is_ascii_hexdigit() || b".:".contains(b)) {
+                    return false;
+                }
+                (&value[..=end], &value[end + 1..])
+            }
+            None => return false,
+        },
+        _ => match value.iter().position(|b| *b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &value[value.len()..]),
+        },
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    let reg_name = host.first() == Some(&b'[')
+        || host
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(b));
+    port_ok && reg_name
+}
+
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto and -Host.
 pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
     let ip = client.to_string();
@@ -113,6 +147,36 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in [
+            &b""[..],
+            b"example.com",
+            b"example.com:8080",
+            b"127.0.0.1:80",
+            b"[::1]:8080",
+            b"[2001:db8::1]",
+            b"xn--bcher-kva.example",
+        ] {
+            assert!(valid_host(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b"a b/c"[..],
+            b"a@evil",
+            b"a/b",
+            b"a:b",
+            b"a:80:80",
+            b"a:123456",
+            b"[::1",
+            b"[zz]",
+            b"[]",
+            b"[::1]x",
+            b"a\tb",
+        ] {
+            assert!(!valid_host(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

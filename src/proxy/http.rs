@@ -4,9 +4,9 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -18,6 +18,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::body::{client_fault, ClientBody, ClientBodyError, Upload};
+use super::splice::{splice, Ended};
 use super::{cookies, headers, mirror, ProxyBody};
 use crate::access_log::{LogHead, PendingLog, Upstream};
 use crate::balance::{self, hash, Affinity, Via};
@@ -26,6 +28,7 @@ use crate::error::ProxyError;
 use crate::metrics::ListenerStats;
 use crate::runtime::Shared;
 use crate::snapshot::{Backend, ListenerRoutes, Server};
+use crate::state::now_ms;
 use crate::upstream::{RequestEnd, SendError, UpstreamBody};
 
 /// The downstream connection builder shared by all listeners, with explicit HTTP/2 limits
@@ -51,15 +54,45 @@ struct Conn {
     peer: SocketAddr,
     /// Cancelled when the listener is removed or the process drains.
     drain: CancellationToken,
-    /// Whether this connection speaks HTTP/2 (known from its first request).
-    h2: AtomicBool,
+    /// [`UNKNOWN`], [`HTTP1`] or [`HTTP2`]: known from the connection's first request.
+    version: AtomicU8,
+    /// HTTP/2 streams open now (requests whose response body is still going).
+    streams: AtomicUsize,
+    /// `now_ms()` when the last stream closed (or the connection opened).
+    idle_since: AtomicU64,
     stats: Arc<ListenerStats>,
+}
+
+const UNKNOWN: u8 = 0;
+const HTTP1: u8 = 1;
+const HTTP2: u8 = 2;
+
+/// Holds one HTTP/2 stream open in its connection's count, until the response body is
+/// dropped (sent, or abandoned by the client).
+pub struct OpenStream(Arc<Conn>);
+
+impl OpenStream {
+    fn new(conn: &Arc<Conn>) -> Self {
+        conn.streams.fetch_add(1, Relaxed);
+        OpenStream(conn.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if self.0.streams.fetch_sub(1, Relaxed) == 1 {
+            self.0.idle_since.store(now_ms(), Relaxed);
+        }
+    }
 }
 
 /// Serves one client connection until it ends, the process stops (cut), or it is told to
 /// drain: HTTP/2 then gets GOAWAY and finishes its streams; HTTP/1.1 answers its next
 /// response with `Connection: close` (see [`handle`]) — closing an idle keep-alive
 /// connection outright would race a request the client may be sending at that moment.
+/// A connection that has sent no request, or an HTTP/2 connection with no open stream, is
+/// told to go away (GOAWAY) after `idle` (zero = never); idle HTTP/1.1 keep-alives are
+/// closed by `header_timeout`.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -67,13 +100,16 @@ pub async fn serve(
     shared: Arc<Shared>,
     drain: CancellationToken,
     stats: Arc<ListenerStats>,
+    idle: Duration,
 ) {
     let conn = Arc::new(Conn {
         listener,
         shared: shared.clone(),
         peer,
         drain: drain.clone(),
-        h2: AtomicBool::new(false),
+        version: AtomicU8::new(UNKNOWN),
+        streams: AtomicUsize::new(0),
+        idle_since: AtomicU64::new(now_ms()),
         stats,
     });
     let ctx = conn.clone();
@@ -94,6 +130,9 @@ pub async fn serve(
     let connection = shared.http.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(connection);
     let mut told = false;
+    // The idle watch ends once the connection is known to be HTTP/1.1 or has been told.
+    let mut watch_idle = !idle.is_zero();
+    let mut wait = idle;
     loop {
         tokio::select! {
             res = connection.as_mut() => {
@@ -104,8 +143,24 @@ pub async fn serve(
             }
             _ = drain.cancelled(), if !told => {
                 told = true;
-                if conn.h2.load(Relaxed) {
+                if conn.version.load(Relaxed) == HTTP2 {
                     connection.as_mut().graceful_shutdown();
+                }
+            }
+            _ = tokio::time::sleep(wait), if watch_idle => {
+                if conn.version.load(Relaxed) == HTTP1 {
+                    watch_idle = false;
+                    continue;
+                }
+                let quiet = Duration::from_millis(now_ms().saturating_sub(conn.idle_since.load(Relaxed)));
+                if conn.streams.load(Relaxed) > 0 {
+                    wait = idle;
+                } else if quiet >= idle {
+                    tracing::debug!(%peer, "idle connection; GOAWAY");
+                    watch_idle = false;
+                    connection.as_mut().graceful_shutdown();
+                } else {
+                    wait = idle - quiet;
                 }
             }
             _ = shared.shutdown.cancelled() => return,
@@ -113,12 +168,11 @@ pub async fn serve(
     }
 }
 
-async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
     let http1 = req.version() < Version::HTTP_2;
-    if !http1 {
-        conn.h2.store(true, Relaxed);
-    }
+    conn.version.store(if http1 { HTTP1 } else { HTTP2 }, Relaxed);
+    let stream = (!http1).then(|| OpenStream::new(conn));
     let request_id = ensure_request_id(req.headers_mut());
     let head = conn.shared.access_log.as_ref().map(|log| {
         let host = request_host(&req).unwrap_or("");
@@ -130,7 +184,7 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
             tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
             conn.stats.errors[e.reason_index()].fetch_add(1, Relaxed);
             let mut resp = e.to_response();
-            if http1 && matches!(e, ProxyError::BadRequest(_)) {
+            if http1 && matches!(e, ProxyError::BadRequest(_) | ProxyError::RequestTimeout) {
                 // The connection's state is unknown after a refused request (a CONNECT
                 // client may already be tunnelling): do not read another from it.
                 resp.headers_mut()
@@ -156,7 +210,10 @@ async fn handle(conn: &Conn, mut req: Request<Incoming>) -> Response<ProxyBody> 
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    resp
+    match stream {
+        Some(open) => resp.map(|body| ProxyBody::Stream(Box::new(body), open)),
+        None => resp,
+    }
 }
 
 static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
@@ -179,6 +236,33 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
     }
 }
 
+/// The one host a request is routed by and forwarded with (RFC 9112 §3.2, §3.2.2): the
+/// request-target's authority when it has one (absolute-form, HTTP/2), else the single
+/// Host header. More than one Host, none on HTTP/1.1, or a value that is not
+/// `host[:port]` is a bad request.
+fn destination(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    if host.is_some_and(|h| !headers::valid_host(h.as_bytes())) {
+        return Err(ProxyError::BadRequest("invalid Host header"));
+    }
+    if let Some(a) = req.uri().authority() {
+        if !headers::valid_host(a.as_str().as_bytes()) {
+            return Err(ProxyError::BadRequest("invalid request-target authority"));
+        }
+        return HeaderValue::from_str(a.as_str())
+            .map(Some)
+            .map_err(|_| ProxyError::BadRequest("invalid request-target authority"));
+    }
+    if host.is_none() && req.version() == Version::HTTP_11 {
+        return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+    }
+    Ok(host.cloned())
+}
+
 async fn forward(
     conn: &Conn,
     mut req: Request<Incoming>,
@@ -190,10 +274,7 @@ async fn forward(
     }
     // The Host header is reused as is (a cheap clone); only an HTTP/2 or absolute-form
     // authority needs a new header value.
-    let authority: Option<HeaderValue> = match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(header::HOST).cloned(),
-    };
+    let authority = destination(&req)?;
     let host = authority
         .as_ref()
         .and_then(|a| a.to_str().ok())
@@ -218,7 +299,9 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     headers::set_forwarded(&mut parts.headers, conn.peer.ip(), "http", authority.as_ref());
-    if !parts.headers.contains_key(header::HOST) {
+    // Forwarded with the host it was routed by: an absolute-form target's authority
+    // replaces the client's Host (RFC 9112 §3.2.2).
+    if parts.uri.authority().is_some() {
         if let Some(h) = authority.clone() {
             parts.headers.insert(header::HOST, h);
         }
@@ -232,13 +315,9 @@ async fn forward(
     }
     parts.version = Version::HTTP_11;
     let affinity = affinity(&backend, &mut parts.headers, conn.peer.ip());
-    let received = conn.stats.clone();
-    let body = body.map_frame(move |frame| {
-        if let Some(data) = frame.data_ref() {
-            received.request_bytes.fetch_add(data.len() as u64, Relaxed);
-        }
-        frame
-    });
+    // A bodiless request (most of them) has no upload to follow.
+    let upload = (!body.is_end_stream()).then(|| Arc::new(Upload::default()));
+    let body = ClientBody::new(body, conn.stats.clone(), conn.shared.body_timeout, upload.clone());
     let body = mirror::tee(&backend, &parts, body.boxed_unsync());
     let mut up_req = Request::from_parts(parts, body);
 
@@ -249,7 +328,12 @@ async fn forward(
         };
         let active = server.state.request_guard();
         let sent_at = Instant::now();
-        let sent = tokio::time::timeout(backend.timeout, server.pool.send(up_req, backend.connect_timeout)).await;
+        let sent = response_head(
+            backend.timeout,
+            upload.as_deref(),
+            server.pool.send(up_req, backend.connect_timeout),
+        )
+        .await;
         match sent {
             Err(_) => {
                 backend.state.timeouts.fetch_add(1, Relaxed);
@@ -280,7 +364,12 @@ async fn forward(
                     duration: server.metrics.request.clone(),
                     log,
                 };
-                let mut resp = respond(resp, tx, &server, active, client_upgrade, &conn.shared.shutdown, end)?;
+                let tunnel = Tunnel {
+                    client: client_upgrade,
+                    stop: conn.shared.shutdown.clone(),
+                    idle: tunnel_idle(&conn.shared, &conn.listener),
+                };
+                let mut resp = respond(resp, tx, &server, &backend, active, tunnel, end)?;
                 // A new (or re-picked) client learns its server; a returning one already knows.
                 if via != Via::Sticky {
                     if let Some(cookie) = &server.set_cookie {
@@ -289,9 +378,24 @@ async fn forward(
                 }
                 return Ok(resp);
             }
-            Ok(Err(SendError::Protocol(e))) => return Err(ProxyError::UpstreamProtocol(e)),
+            // The client's body failed (malformed chunks, a stall): the client's fault, not
+            // the server's.
+            Ok(Err(SendError::Protocol(e))) => {
+                return Err(match client_fault(&e) {
+                    Some(ClientBodyError::Timeout) => ProxyError::RequestTimeout,
+                    Some(ClientBodyError::Malformed(_)) => ProxyError::BadRequest("malformed request body"),
+                    None => ProxyError::UpstreamProtocol(e),
+                })
+            }
+            Ok(Err(SendError::Connect(e, _))) if crate::ratelimit::is_local_resource_error(&e) => {
+                // Out of descriptors or ports here: another server would fail the same way,
+                // and this one is healthy.
+                crate::warn_limited!(crate::ratelimit::Kind::LocalResources, server = %server.id, error = %e,
+                    "upstream connect failed for want of local resources; answering 503, no server ejected");
+                return Err(ProxyError::LocalResources(e));
+            }
             Ok(Err(SendError::Connect(e, req))) => {
-                tracing::warn!(server = %server.id, error = %e, "upstream connect failed; ejecting");
+                crate::warn_limited!(crate::ratelimit::Kind::UpstreamConnect, server = %server.id, error = %e, "upstream connect failed; ejecting");
                 server.state.eject(backend.eject_time);
                 if tried.len() as u32 >= backend.retries {
                     return Err(ProxyError::Connect(e));
@@ -333,32 +437,81 @@ fn affinity(b: &Backend, headers: &mut HeaderMap, client: IpAddr) -> Affinity {
     a
 }
 
+/// Waits for the response head, within `timeout` of the whole request having been sent:
+/// while the client is still uploading its body the server is not expected to answer, and
+/// `body_timeout` bounds the upload instead (a stall ends the send with the body's error,
+/// answered 408). `Err` when the time is up.
+async fn response_head<F: std::future::Future>(
+    timeout: Duration,
+    upload: Option<&Upload>,
+    send: F,
+) -> Result<F::Output, ()> {
+    let Some(upload) = upload else {
+        return tokio::time::timeout(timeout, send).await.map_err(|_| ());
+    };
+    tokio::pin!(send);
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            out = send.as_mut() => return Ok(out),
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        let now = tokio::time::Instant::now();
+        match upload.sent_for() {
+            None => deadline = now + timeout,
+            Some(since) if since < timeout => deadline = now + (timeout - since),
+            Some(_) => return Err(()),
+        }
+    }
+}
+
+/// How upgraded tunnels of a connection end.
+struct Tunnel {
+    /// The client's side of the upgrade (HTTP/1.1 `Upgrade` requests only).
+    client: Option<hyper::upgrade::OnUpgrade>,
+    /// The process stop: cuts the tunnel.
+    stop: CancellationToken,
+    /// Closed after this long without a byte either way.
+    idle: Duration,
+}
+
+/// The idle timeout of the listener a tunnel runs on.
+fn tunnel_idle(shared: &Shared, listener: &str) -> Duration {
+    let snap = shared.snapshot.load();
+    snap.spec
+        .listeners
+        .iter()
+        .find(|l| l.name == listener)
+        .map_or(snap.spec.runtime.idle_timeout, |l| l.idle_timeout)
+}
+
 fn respond(
     mut resp: Response<Incoming>,
     tx: hyper::client::conn::http1::SendRequest<crate::upstream::UpstreamRequestBody>,
     server: &Arc<Server>,
+    backend: &Backend,
     active: crate::state::ActiveGuard,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    stop: &CancellationToken,
+    tunnel: Tunnel,
     mut end: RequestEnd,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     server.state.count_response(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let client = client_upgrade.ok_or(ProxyError::UnexpectedUpgrade)?;
+        let client = tunnel.client.ok_or(ProxyError::UnexpectedUpgrade)?;
         let upstream = hyper::upgrade::on(&mut resp);
-        let tunnel = server.state.connection_guard();
+        let open = server.state.connection_guard();
         let id = server.id.clone();
         let cut = server.state.sessions();
-        let stop = stop.clone();
+        let (stop, idle) = (tunnel.stop, tunnel.idle);
         tokio::spawn(async move {
-            let _counted = (active, tunnel);
+            let _counted = (active, open);
             match tokio::try_join!(client, upstream) {
                 Ok((c, u)) => {
                     let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
                     tokio::select! {
-                        res = tokio::io::copy_bidirectional(&mut c, &mut u) => {
-                            tracing::debug!(server = %id, ?res, "upgraded tunnel ended");
-                        }
+                        ended = splice(&mut c, &mut u, idle) => match ended {
+                            Ended::Idle => tracing::debug!(server = %id, "upgraded tunnel idle; closed"),
+                            other => tracing::debug!(server = %id, ?other, "upgraded tunnel ended"),
+                        },
                         _ = cut.cancelled() => tracing::info!(server = %id, "tunnel cut by shutdown sessions"),
                         _ = stop.cancelled() => tracing::info!(server = %id, "tunnel cut by process stop"),
                     }
@@ -374,6 +527,6 @@ fn respond(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     parts.version = Version::HTTP_11;
-    let body = UpstreamBody::new(body, Some((tx, server.pool.clone())), active, end);
+    let body = UpstreamBody::new(body, Some((tx, server.pool.clone())), active, end, backend.read_timeout);
     Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
 }

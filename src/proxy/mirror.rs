@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use crate::balance::pick_in_group;
 use crate::snapshot::{Backend, Mirror};
 use crate::state::now_ms;
-use crate::upstream::{RequestEnd, UpstreamBody, UpstreamRequestBody};
+use crate::upstream::{BoxError, RequestEnd, UpstreamBody, UpstreamRequestBody};
 
 /// Returns the body to send upstream for the primary request; when the request is sampled
 /// for mirroring, that body also feeds the mirrored copy.
@@ -91,7 +91,13 @@ async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: Ow
             duration: ::metrics::Histogram::noop(),
             log: None,
         };
-        let body = UpstreamBody::new(resp.into_body(), Some((conn, server.pool.clone())), active, end);
+        let body = UpstreamBody::new(
+            resp.into_body(),
+            Some((conn, server.pool.clone())),
+            active,
+            end,
+            backend.read_timeout,
+        );
         body.collect().await.ok()
     };
     match tokio::time::timeout(backend.timeout, exchange).await {
@@ -122,9 +128,9 @@ impl TeeBody {
 
 impl Body for TeeBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let res = Pin::new(&mut this.inner).poll_frame(cx);
         match &res {

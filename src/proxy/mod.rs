@@ -1,10 +1,12 @@
 //! The data paths. A listener's accept loop hands each connection to [`serve`], which looks
 //! up in the current snapshot what the listener is (http or tcp) and runs that path.
 
+pub mod body;
 pub mod cookies;
 pub mod headers;
 pub mod http;
 pub mod mirror;
+pub mod splice;
 pub mod tcp;
 
 use std::net::SocketAddr;
@@ -32,16 +34,26 @@ pub async fn serve(
     drain: tokio_util::sync::CancellationToken,
     _open: OpenConn,
 ) {
-    let is_http = match shared.snapshot.load().listeners.get(listener.as_str()) {
-        Some(ListenerRoutes::Http(_)) => true,
-        Some(ListenerRoutes::Tcp { .. }) => false,
-        None => return, // removed by a reload between accept and here
+    let (is_http, idle) = {
+        let snap = shared.snapshot.load();
+        let is_http = match snap.listeners.get(listener.as_str()) {
+            Some(ListenerRoutes::Http(_)) => true,
+            Some(ListenerRoutes::Tcp { .. }) => false,
+            None => return, // removed by a reload between accept and here
+        };
+        let idle = snap
+            .spec
+            .listeners
+            .iter()
+            .find(|l| l.name == *listener)
+            .map_or(snap.spec.runtime.idle_timeout, |l| l.idle_timeout);
+        (is_http, idle)
     };
     if is_http {
         let stats = _open.listener.clone();
-        http::serve(stream, peer, listener, shared, drain, stats).await
+        http::serve(stream, peer, listener, shared, drain, stats, idle).await
     } else {
-        tcp::serve(stream, peer, &listener, &shared).await
+        tcp::serve(stream, peer, &listener, &shared, idle).await
     }
 }
 
@@ -79,6 +91,9 @@ impl Drop for OpenConn {
 pub enum ProxyBody {
     Upstream(UpstreamBody),
     Synthetic(Option<Bytes>),
+    /// An HTTP/2 stream's body, holding the stream open in its connection's count (idle
+    /// connections are those with none).
+    Stream(Box<ProxyBody>, http::OpenStream),
 }
 
 impl ProxyBody {
@@ -95,6 +110,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Synthetic(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Stream(b, _) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -102,6 +118,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Synthetic(b) => b.is_none(),
+            ProxyBody::Stream(b, _) => b.is_end_stream(),
         }
     }
 
@@ -109,6 +126,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(b) => b.size_hint(),
             ProxyBody::Synthetic(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Stream(b, _) => b.size_hint(),
         }
     }
 }

@@ -1,17 +1,22 @@
 //! The L4 data path: pick a server, connect under the backend's timeout, then copy bytes
-//! both ways with correct half-close. A failed connect ejects the server and tries the next
-//! one once before giving up on the client.
+//! both ways with correct half-close until the session ends or idles out. A failed connect
+//! ejects the server and tries the next one once before giving up on the client; a connect
+//! that failed for want of local resources (descriptors, ports) blames no server.
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use tokio::net::TcpStream;
+
+use super::splice::{splice, Ended};
 
 use crate::balance::{self, hash, Affinity};
 use crate::config::HashKey;
 use crate::runtime::Shared;
 use crate::snapshot::ListenerRoutes;
 
-pub async fn serve(mut client: TcpStream, peer: SocketAddr, listener: &str, shared: &Shared) {
+pub async fn serve(mut client: TcpStream, peer: SocketAddr, listener: &str, shared: &Shared, idle: Duration) {
     let backend = {
         let snap = shared.snapshot.load();
         match snap.listeners.get(listener) {
@@ -35,21 +40,29 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, listener: &str, shar
             Ok(Ok(mut upstream)) => {
                 server.state.mark_reachable();
                 let _ = upstream.set_nodelay(true);
-                // copy_bidirectional shuts down each write side when its read side ends,
-                // so half-closed connections keep flowing the other way.
                 let cut = server.state.sessions();
                 tokio::select! {
-                    res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                        tracing::debug!(%peer, server = %server.id, ?res, "tcp session ended");
-                    }
+                    ended = splice(&mut client, &mut upstream, idle) => match ended {
+                        Ended::Idle => tracing::debug!(%peer, server = %server.id, "tcp session idle; closed"),
+                        other => tracing::debug!(%peer, server = %server.id, ?other, "tcp session ended"),
+                    },
                     _ = cut.cancelled() => tracing::info!(%peer, server = %server.id, "session cut by shutdown sessions"),
                     _ = shared.shutdown.cancelled() => tracing::info!(%peer, server = %server.id, "session cut by process stop"),
                 }
                 drop(guard);
                 return;
             }
-            Ok(Err(e)) => tracing::warn!(%peer, server = %server.id, error = %e, "tcp connect failed"),
-            Err(_) => tracing::warn!(%peer, server = %server.id, "tcp connect timed out"),
+            Ok(Err(e)) if crate::ratelimit::is_local_resource_error(&e) => {
+                crate::warn_limited!(crate::ratelimit::Kind::LocalResources, %peer, server = %server.id, error = %e,
+                    "tcp connect failed for want of local resources; closing the client, the server keeps its health");
+                return;
+            }
+            Ok(Err(e)) => {
+                crate::warn_limited!(crate::ratelimit::Kind::TcpConnect, %peer, server = %server.id, error = %e, "tcp connect failed")
+            }
+            Err(_) => {
+                crate::warn_limited!(crate::ratelimit::Kind::TcpConnect, %peer, server = %server.id, "tcp connect timed out")
+            }
         }
         server.state.eject(backend.eject_time);
         tried.push(server);
