@@ -328,7 +328,8 @@ impl Veer {
         for note in notes {
             tracing::warn!("{note}");
         }
-        self.persist(&overlay).map_err(|e| e.to_string())?;
+        self.persist(&overlay)
+            .map_err(|e| format!("Cannot save the change: {e}. Nothing was changed."))?;
         self.install(&mut control, spec);
         control.overlay = overlay;
         Ok(answer)

@@ -85,8 +85,11 @@ impl Overlay {
         }
     }
 
-    /// Writes the state file atomically: a crash leaves either the old or the new file.
+    /// Writes the state file atomically (mode 0600, temp file, fsync, rename, directory
+    /// fsync): a crash leaves either the old or the new file, and on error the old file and
+    /// no temp file remain.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
         let dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -96,14 +99,27 @@ impl Overlay {
             ".{}.tmp",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
         ));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
+        let write = || -> std::io::Result<()> {
+            // The fleet's routing state is nobody else's business: 0600 from the start, not
+            // chmod-ed after (a reader could open it in between).
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
             f.write_all(b"\n")?;
             f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            std::fs::File::open(dir)?.sync_all()
+        };
+        let result = write();
+        if result.is_err() {
+            // The old file stays as it was; no temp file is left behind.
+            let _ = std::fs::remove_file(&tmp);
         }
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        result
     }
 
     pub fn server_mut(&mut self, id: &str) -> &mut ServerChange {

@@ -2,11 +2,16 @@
 //!
 //! The file's *directory* is watched, not the file: editors replace files by
 //! write-then-rename and Kubernetes updates a ConfigMap by swapping the `..data` symlink, and
-//! both leave a watch on the old inode blind. Any event in the directory (other than reads)
-//! is a hint; bursts are debounced and the reload itself compares contents, so spurious hints
-//! cost one read.
+//! both leave a watch on the old inode blind. But only events that can change what the
+//! config path reads count: an event naming the config file itself, or one after which the
+//! path resolves to a different file (the `..data` swap). Everything else in the directory
+//! (a log file written next to the config, say) is ignored, so it can neither starve nor
+//! delay a reload. Bursts are debounced (quiet for [`DEBOUNCE`]) but never past [`CEILING`]
+//! after the first event, and the reload itself compares contents, so a spurious trigger
+//! costs one read.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -14,6 +19,8 @@ use tokio::sync::mpsc;
 
 /// Quiet time after the last event of a burst before a reload is triggered.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
+/// A burst that never goes quiet still triggers a reload this long after its first event.
+pub const CEILING: Duration = Duration::from_secs(1);
 
 /// A stream of "the config may have changed" ticks; keeps the OS watcher alive.
 pub struct Changes {
@@ -38,14 +45,51 @@ impl Changes {
                 return true;
             }
         }
-        // Debounce: wait until the directory has been quiet for DEBOUNCE.
-        loop {
-            match tokio::time::timeout(DEBOUNCE, self.rx.recv()).await {
-                Ok(Some(())) => continue,
-                Ok(None) => return false,
-                Err(_) => return true,
-            }
+        debounce(&mut self.rx).await
+    }
+}
+
+/// After a first event: waits until events stop for [`DEBOUNCE`], or [`CEILING`] has passed
+/// since the first. `false` when the sender is gone.
+async fn debounce(rx: &mut mpsc::Receiver<()>) -> bool {
+    let ceiling = tokio::time::Instant::now() + CEILING;
+    loop {
+        let quiet = tokio::time::Instant::now() + DEBOUNCE;
+        match tokio::time::timeout_at(quiet.min(ceiling), rx.recv()).await {
+            Ok(Some(())) if tokio::time::Instant::now() < ceiling => continue,
+            Ok(Some(())) | Err(_) => return true,
+            Ok(None) => return false,
         }
+    }
+}
+
+/// Whether an event can have changed what `config` reads.
+struct Relevance {
+    config: PathBuf,
+    /// What the path resolved to when last looked at.
+    resolved: Mutex<Option<PathBuf>>,
+}
+
+impl Relevance {
+    fn new(config: &Path) -> Self {
+        Relevance {
+            config: config.to_path_buf(),
+            resolved: Mutex::new(std::fs::canonicalize(config).ok()),
+        }
+    }
+
+    fn matters(&self, event: &notify::Event) -> bool {
+        if matches!(event.kind, EventKind::Access(_)) {
+            return false;
+        }
+        let name = self.config.file_name();
+        let names_config = event.paths.iter().any(|p| p.file_name() == name);
+        // A symlink swap (Kubernetes `..data`) changes the file behind the path.
+        let now = std::fs::canonicalize(&self.config).ok();
+        let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        let retargeted = *resolved != now;
+        *resolved = now;
+        names_config || retargeted
     }
 }
 
@@ -56,9 +100,10 @@ pub fn watch(config: &Path) -> std::io::Result<Changes> {
         _ => Path::new(".").to_path_buf(),
     };
     let (tx, rx) = mpsc::channel(1);
+    let relevance = Relevance::new(config);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(ev) = event {
-            if !matches!(ev.kind, EventKind::Access(_)) {
+            if relevance.matters(&ev) {
                 // Full channel = a tick is already pending; that is enough.
                 let _ = tx.try_send(());
             }
@@ -74,4 +119,49 @@ pub fn watch(config: &Path) -> std::io::Result<Changes> {
         rx,
         hangup,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst that never goes quiet is cut at the ceiling (paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn debounce_has_a_ceiling() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let noise = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = tx.try_send(());
+            }
+        });
+        let started = tokio::time::Instant::now();
+        assert!(debounce(&mut rx).await);
+        let waited = started.elapsed();
+        assert!(waited >= CEILING && waited < CEILING + DEBOUNCE, "{waited:?}");
+        noise.abort();
+    }
+
+    /// A quiet burst triggers after DEBOUNCE (paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn debounce_waits_for_quiet() {
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.try_send(()).unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(debounce(&mut rx).await);
+        assert_eq!(started.elapsed(), DEBOUNCE);
+    }
+
+    #[test]
+    fn only_events_about_the_config_matter() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("veer.toml");
+        std::fs::write(&config, "x").unwrap();
+        let r = Relevance::new(&config);
+        let event = |path: &Path| notify::Event::new(EventKind::Any).add_path(path.to_path_buf());
+        assert!(!r.matters(&event(&dir.path().join("app.log"))));
+        assert!(r.matters(&event(&config)));
+        let access = notify::Event::new(EventKind::Access(notify::event::AccessKind::Any)).add_path(config.clone());
+        assert!(!r.matters(&access));
+    }
 }

@@ -324,3 +324,57 @@ impl Drop for VeerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Sends raw bytes on a new connection and reads until the peer closes (bounded): for
+/// requests no well-behaved client library would send.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let talk = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        let mut out = Vec::new();
+        // A reset after the answer (unread request bytes) still leaves the answer read.
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    tokio::time::timeout(Duration::from_secs(30), talk)
+        .await
+        .expect("the raw exchange did not end")
+}
+
+/// The status code of a raw HTTP/1.1 response ("HTTP/1.1 400 …" → 400); 0 for none.
+pub fn raw_status(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A backend that reads the whole request body before answering 200 with its name (so a
+/// broken request body fails the exchange, as with most real servers).
+pub async fn reading_backend(name: &str) -> FakeBackend {
+    let n = name.to_string();
+    FakeBackend::with_handler(name, move |req| {
+        let n = n.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let got = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+            let echo = Request::from_parts(parts, ());
+            let mut resp = Response::builder()
+                .header("x-server", n.as_str())
+                .header("x-body-len", got);
+            for (k, v) in echo.headers() {
+                resp = resp.header(format!("x-echo-{}", k.as_str()), v.clone());
+            }
+            resp.body(Full::new(Bytes::from(n))).unwrap()
+        })
+    })
+    .await
+}
