@@ -133,6 +133,11 @@ async fn sigterm_lets_50_slow_requests_finish_then_exits_0() {
         .await
         .unwrap();
     assert_eq!(code, Some(0));
+    // A clean exit leaves no admin socket behind (an upgrade keeps it: see below).
+    assert!(
+        !dir.path().join("admin.sock").exists(),
+        "the admin socket outlived veer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,6 +133,9 @@ pub async fn serve(
     // The idle watch ends once the connection is known to be HTTP/1.1 or has been told.
     let mut watch_idle = !idle.is_zero();
     let mut wait = idle;
+    // After an idle GOAWAY: when to close a connection whose client never completes the
+    // graceful shutdown (h2 waits for the client's PING acknowledgement).
+    let mut close_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             res = connection.as_mut() => {
@@ -159,14 +162,26 @@ pub async fn serve(
                     tracing::debug!(%peer, "idle connection; GOAWAY");
                     watch_idle = false;
                     connection.as_mut().graceful_shutdown();
+                    close_at = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                 } else {
                     wait = idle - quiet;
                 }
+            }
+            _ = tokio::time::sleep_until(close_at.unwrap_or_else(tokio::time::Instant::now)), if close_at.is_some() => {
+                if conn.streams.load(Relaxed) == 0 {
+                    tracing::debug!(%peer, "idle connection did not finish its GOAWAY; closing");
+                    return;
+                }
+                // A stream opened as the GOAWAY went out: the graceful shutdown finishes it.
+                close_at = None;
             }
             _ = shared.shutdown.cancelled() => return,
         }
     }
 }
+
+/// How long an idle connection told GOAWAY has to close by itself before it is closed.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
