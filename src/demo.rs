@@ -83,8 +83,10 @@ pub async fn run() -> Result<(), String> {
          \x20 cargo run --release -- ctl -s {sock} set split app blue=0 green=100\n\
          \x20 cargo run --release -- ctl -s {sock} show split app\n\
          \x20 cargo run --release -- ctl -s {sock} set server app/blue-1 state drain\n\
-         \x20 echo 'show stat' | socat stdio UNIX-CONNECT:{sock}\n\
-         \x20 curl -s --data 'show split app' http://{admin_http}/command\n\n\
+         \x20 echo 'show stat' | socat -t 5 stdio UNIX-CONNECT:{sock}\n\
+         \x20 echo 'wait 30s group-drained app/blue' | socat -t 35 stdio UNIX-CONNECT:{sock}\n\
+         \x20 curl -s --data 'show split app' http://{admin_http}/command\n\
+         \x20 curl -s -H 'X-Veer-Admin: 1' --data 'set split app blue=50 green=50' http://{admin_http}/command\n\n\
          Or edit {path} (set blue's weight to 0 and green's to 100) and save: veer\n\
          reloads on save without dropping a request; a typo is reported with its line and\n\
          column and the running config keeps serving. (Runtime changes win over the file\n\

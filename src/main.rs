@@ -40,6 +40,13 @@ enum Command {
         /// The admin socket.
         #[arg(short, long, env = "VEER_SOCKET", default_value = "/tmp/veer/admin.sock")]
         socket: PathBuf,
+        /// Use the HTTP admin listener at this address (ip:port) instead of the socket; sends
+        /// what a state-changing command needs (X-Veer-Admin, the listener's Host).
+        #[arg(long, env = "VEER_ADMIN_HTTP")]
+        http: Option<std::net::SocketAddr>,
+        /// With --http: the file holding the bearer token (`[admin] token_file`).
+        #[arg(long, env = "VEER_TOKEN_FILE", requires = "http")]
+        token_file: Option<PathBuf>,
         /// The command, e.g. `set split shop blue=0 green=100`; `;` separates commands.
         command: Vec<String>,
     },
@@ -97,7 +104,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Ctl { socket, command } => veer::admin::ctl::run(&socket, &command),
+        Command::Ctl {
+            http: Some(addr),
+            token_file,
+            command,
+            ..
+        } => veer::admin::ctl::run_http(addr, token_file.as_deref(), &command),
+        Command::Ctl { socket, command, .. } => veer::admin::ctl::run(&socket, &command),
         Command::Demo => {
             init_logging();
             let result = build_runtime(None)

@@ -414,3 +414,28 @@ async fn wait_outcomes_cannot_be_mistaken() {
     .await;
     assert!(resp.ends_with("{\"ok\":true,\"output\":\"Drained.\\n\"}\n"), "{resp}");
 }
+
+/// `veer ctl --http` sends what a state-changing command needs, and exits like the socket
+/// client: 0, or 1 on an error answer.
+#[tokio::test]
+async fn veer_ctl_over_http_sends_what_is_needed() {
+    let (p, _b, _g) = setup("").await;
+    let addr = p.veer.admin_http_addr().unwrap().to_string();
+    let ctl = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_veer"));
+        cmd.args(["ctl", "--http", &addr]).args(args);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    let out = ctl(&["set", "split", "app", "blue=70", "green=30"]).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(weights(&p), [70, 30]);
+    let out = ctl(&["get weight app/blue-1; show backend"]).await.unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1 (initial 1)\n# name\napp\n");
+    let out = ctl(&["set", "split", "app", "purple=1"]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "No such group 'purple' in backend 'app'.\n"
+    );
+}
