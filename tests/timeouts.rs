@@ -295,3 +295,66 @@ async fn pooled_upstream_connections_expire_on_time() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A backend that accepts any upgrade (101) and then echoes bytes.
+async fn upgrading_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .await
+                    .unwrap();
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn idle_upgraded_tunnels_close() {
+    let proxy = Proxy::start(&http_config("idle_timeout = \"400ms\"", "", upgrading_echo().await)).await;
+    let mut s = TcpStream::connect(proxy.addr("web").await).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // Busy first: bytes keep moving for longer than the idle timeout.
+    for i in 0..12u8 {
+        s.write_all(&[i]).await.unwrap();
+        s.read_exact(&mut byte).await.unwrap();
+        assert_eq!(byte[0], i);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Then quiet: the tunnel is closed.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(SOON, s.read_to_end(&mut rest))
+        .await
+        .expect("an idle tunnel was never closed");
+    assert_eq!(n.unwrap(), 0);
+    let snap = proxy.veer.snapshot();
+    let server = snap.backend("b").unwrap().servers().next().unwrap().clone();
+    let deadline = tokio::time::Instant::now() + SOON;
+    while server.state.active_connections.load(Relaxed) > 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

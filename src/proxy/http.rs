@@ -60,6 +60,8 @@ struct Conn {
     streams: AtomicUsize,
     /// `now_ms()` when the last stream closed (or the connection opened).
     idle_since: AtomicU64,
+    /// The listener's `idle_timeout`: for the connection and its upgraded tunnels.
+    idle: Duration,
     stats: Arc<ListenerStats>,
 }
 
@@ -110,6 +112,7 @@ pub async fn serve(
         version: AtomicU8::new(UNKNOWN),
         streams: AtomicUsize::new(0),
         idle_since: AtomicU64::new(now_ms()),
+        idle,
         stats,
     });
     let ctx = conn.clone();
@@ -379,12 +382,7 @@ async fn forward(
                     duration: server.metrics.request.clone(),
                     log,
                 };
-                let tunnel = Tunnel {
-                    client: client_upgrade,
-                    stop: conn.shared.shutdown.clone(),
-                    idle: tunnel_idle(&conn.shared, &conn.listener),
-                };
-                let mut resp = respond(resp, tx, &server, &backend, active, tunnel, end)?;
+                let mut resp = respond(resp, tx, &server, &backend, active, client_upgrade, conn, end)?;
                 // A new (or re-picked) client learns its server; a returning one already knows.
                 if via != Via::Sticky {
                     if let Some(cookie) = &server.set_cookie {
@@ -480,43 +478,28 @@ async fn response_head<F: std::future::Future>(
     }
 }
 
-/// How upgraded tunnels of a connection end.
-struct Tunnel {
-    /// The client's side of the upgrade (HTTP/1.1 `Upgrade` requests only).
-    client: Option<hyper::upgrade::OnUpgrade>,
-    /// The process stop: cuts the tunnel.
-    stop: CancellationToken,
-    /// Closed after this long without a byte either way.
-    idle: Duration,
-}
-
-/// The idle timeout of the listener a tunnel runs on.
-fn tunnel_idle(shared: &Shared, listener: &str) -> Duration {
-    let snap = shared.snapshot.load();
-    snap.spec
-        .listeners
-        .iter()
-        .find(|l| l.name == listener)
-        .map_or(snap.spec.runtime.idle_timeout, |l| l.idle_timeout)
-}
-
+/// Turns the upstream response into the client's: streamed with its connection returned to
+/// the pool at the end, or, for a 101, the two upgraded connections spliced (cut by the
+/// process stop, `shutdown sessions` or the connection's idle timeout).
+#[allow(clippy::too_many_arguments)]
 fn respond(
     mut resp: Response<Incoming>,
     tx: hyper::client::conn::http1::SendRequest<crate::upstream::UpstreamRequestBody>,
     server: &Arc<Server>,
     backend: &Backend,
     active: crate::state::ActiveGuard,
-    tunnel: Tunnel,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    conn: &Conn,
     mut end: RequestEnd,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     server.state.count_response(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let client = tunnel.client.ok_or(ProxyError::UnexpectedUpgrade)?;
+        let client = client_upgrade.ok_or(ProxyError::UnexpectedUpgrade)?;
         let upstream = hyper::upgrade::on(&mut resp);
         let open = server.state.connection_guard();
         let id = server.id.clone();
         let cut = server.state.sessions();
-        let (stop, idle) = (tunnel.stop, tunnel.idle);
+        let (stop, idle) = (conn.shared.shutdown.clone(), conn.idle);
         tokio::spawn(async move {
             let _counted = (active, open);
             match tokio::try_join!(client, upstream) {
