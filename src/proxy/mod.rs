@@ -2,6 +2,7 @@
 //! up in the current snapshot what the listener is (http or tcp) and runs that path.
 
 pub mod body;
+pub mod h1;
 pub mod cookies;
 pub mod headers;
 pub mod http;

@@ -1,0 +1,370 @@
+//! HTTP/1.1 message heads and body framing (RFC 9112), strict by construction: this code
+//! owns request-smuggling safety, so every ambiguity is an error, never a guess.
+//!
+//! Heads are parsed with `httparse` (zero-copy, borrowing the read buffer) in sync code;
+//! what a message's framing is follows RFC 9112 §6. [`Chunked`] walks a chunked body
+//! incrementally, across reads, validating every size line and CRLF while the bytes are
+//! relayed as they arrived (or decoded, for an HTTP/1.0 peer). Knows nothing of routing,
+//! sockets or veer's state.
+
+/// Most header fields in one head; more is 431 (requests) or 502 (responses).
+pub const MAX_HEADERS: usize = 100;
+/// Longest chunk extension accepted on one size line.
+pub const MAX_CHUNK_EXT: usize = 4096;
+/// Longest trailer section accepted after the last chunk.
+pub const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Why a head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    /// Not valid HTTP/1.x: bad request line, header name or value bytes, obs-fold,
+    /// whitespace before a colon, bare CR…
+    Malformed,
+    /// More header fields than [`MAX_HEADERS`].
+    TooManyHeaders,
+    /// `Content-Length` not a number, or several that differ.
+    BadContentLength,
+    /// `Transfer-Encoding` other than exactly `chunked`, on HTTP/1.0, or together with
+    /// `Content-Length`.
+    BadTransferEncoding,
+}
+
+impl HeadError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            HeadError::Malformed => "malformed message head",
+            HeadError::TooManyHeaders => "too many header fields",
+            HeadError::BadContentLength => "invalid or conflicting Content-Length",
+            HeadError::BadTransferEncoding => "unsupported or conflicting Transfer-Encoding",
+        }
+    }
+}
+
+/// How a message's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (or an empty one).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the server closes the connection (responses only).
+    Close,
+}
+
+/// What the rest of the exchange needs to know about a head's header fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fields {
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    /// `Connection: close`.
+    pub close: bool,
+    /// `Connection: keep-alive` (matters for HTTP/1.0).
+    pub keep_alive: bool,
+    /// `Connection: upgrade` together with an `Upgrade` field.
+    pub upgrade: bool,
+    /// `Expect: 100-continue`.
+    pub expect_continue: bool,
+    /// How many `Host` fields.
+    pub hosts: u8,
+}
+
+/// Scans the header fields for framing and connection facts, refusing what RFC 9112 says
+/// a recipient must not guess at.
+pub fn fields(headers: &[httparse::Header<'_>], http10: bool) -> Result<Fields, HeadError> {
+    let mut f = Fields::default();
+    let mut has_upgrade_field = false;
+    let mut connection_upgrade = false;
+    let mut te_seen = false;
+    for h in headers {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            for part in h.value.split(|b| *b == b',') {
+                let n = parse_length(part.trim_ascii()).ok_or(HeadError::BadContentLength)?;
+                if f.content_length.is_some_and(|prev| prev != n) {
+                    return Err(HeadError::BadContentLength);
+                }
+                f.content_length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only one coding is relayed: exactly `chunked`, once.
+            if te_seen || !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadError::BadTransferEncoding);
+            }
+            te_seen = true;
+            f.chunked = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    f.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    f.keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    connection_upgrade = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            has_upgrade_field = true;
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            f.expect_continue |= h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case(b"host") {
+            f.hosts = f.hosts.saturating_add(1);
+        }
+    }
+    if f.chunked && (f.content_length.is_some() || http10) {
+        return Err(HeadError::BadTransferEncoding);
+    }
+    f.upgrade = has_upgrade_field && connection_upgrade && !http10;
+    Ok(f)
+}
+
+/// 1*DIGIT, no sign, no overflow.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// A request's body framing (RFC 9112 §6.3: no Content-Length and no chunked = no body).
+pub fn request_framing(f: &Fields) -> Framing {
+    if f.chunked {
+        Framing::Chunked
+    } else {
+        match f.content_length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    }
+}
+
+/// A response's body framing, given the request's method and the status.
+pub fn response_framing(f: &Fields, status: u16, head_request: bool) -> Framing {
+    if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Framing::None;
+    }
+    if f.chunked {
+        Framing::Chunked
+    } else {
+        match f.content_length {
+            Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        }
+    }
+}
+
+/// The parser settings for requests: nothing lenient.
+pub fn request_parser() -> httparse::ParserConfig {
+    httparse::ParserConfig::default()
+}
+
+/// Responses: servers in the wild send a few harmless oddities (a missing reason phrase is
+/// fine for httparse already); obs-fold and spaces before the colon stay errors.
+pub fn response_parser() -> httparse::ParserConfig {
+    httparse::ParserConfig::default()
+}
+
+/// Maps httparse's error to ours.
+pub fn head_error(e: httparse::Error) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
+        _ => HeadError::Malformed,
+    }
+}
+
+/// Rejects bare CR, bare LF and NUL anywhere in a head (httparse tolerates bare LF line
+/// endings).
+pub fn clean_head(head: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for &b in head {
+        if b == 0 || (prev == b'\r' && b != b'\n') || (b == b'\n' && prev != b'\r') {
+            return false;
+        }
+        prev = b;
+    }
+    true
+}
+
+// === chunked bodies ===
+
+/// Why a chunked body was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("invalid chunk size")]
+    Size,
+    #[error("chunk extension too long")]
+    Extension,
+    #[error("missing CRLF after chunk data")]
+    DataEnd,
+    #[error("malformed or oversized trailer section")]
+    Trailer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading hex digits; `digits` so far.
+    Size { digits: u8 },
+    /// Whitespace after the size, before `;` or CR.
+    SizeSpace,
+    /// Inside `;ext`, `len` bytes so far.
+    Ext { len: usize },
+    /// Saw CR of the size line.
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// In the trailer section (after the last chunk): at a line start.
+    TrailerStart,
+    /// In a trailer line.
+    TrailerLine,
+    /// CR of a trailer line (`empty`: the line was empty, so this ends the body).
+    TrailerLf { empty: bool },
+    Done,
+}
+
+/// An incremental, validating walk over a chunked body.
+#[derive(Debug, Clone)]
+pub struct Chunked {
+    state: State,
+    /// Size of the current chunk, then bytes of it left.
+    size: u64,
+    trailer_bytes: usize,
+}
+
+impl Default for Chunked {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Chunked {
+    pub fn new() -> Self {
+        Chunked {
+            state: State::Size { digits: 0 },
+            size: 0,
+            trailer_bytes: 0,
+        }
+    }
+
+    /// True once the last chunk and the trailer section have been seen.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Walks `input` up to the end of the body; returns how many bytes belong to it (the
+    /// rest is the next message). `data` receives the chunk data, for decoding.
+    pub fn scan(&mut self, input: &[u8], mut data: impl FnMut(&[u8])) -> Result<usize, ChunkError> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                State::Done => return Ok(i),
+                State::Data => {
+                    let take = (self.size.min((input.len() - i) as u64)) as usize;
+                    data(&input[i..i + take]);
+                    self.size -= take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.state = State::DataCr;
+                    }
+                    continue;
+                }
+                State::Size { digits } => match hex(b) {
+                    Some(v) => {
+                        if digits >= 16 {
+                            return Err(ChunkError::Size);
+                        }
+                        self.size = self.size << 4 | v as u64;
+                        self.state = State::Size { digits: digits + 1 };
+                    }
+                    None if digits == 0 => return Err(ChunkError::Size),
+                    None => match b {
+                        b' ' | b'\t' => self.state = State::SizeSpace,
+                        b';' => self.state = State::Ext { len: 0 },
+                        b'\r' => self.state = State::SizeLf,
+                        _ => return Err(ChunkError::Size),
+                    },
+                },
+                State::SizeSpace => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = State::Ext { len: 0 },
+                    b'\r' => self.state = State::SizeLf,
+                    _ => return Err(ChunkError::Size),
+                },
+                State::Ext { len } => match b {
+                    b'\r' => self.state = State::SizeLf,
+                    b'\n' | 0 => return Err(ChunkError::Extension),
+                    _ if len >= MAX_CHUNK_EXT => return Err(ChunkError::Extension),
+                    _ => self.state = State::Ext { len: len + 1 },
+                },
+                State::SizeLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError::Size);
+                    }
+                    self.state = if self.size == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    };
+                }
+                State::DataCr => {
+                    if b != b'\r' {
+                        return Err(ChunkError::DataEnd);
+                    }
+                    self.state = State::DataLf;
+                }
+                State::DataLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError::DataEnd);
+                    }
+                    self.size = 0;
+                    self.state = State::Size { digits: 0 };
+                }
+                State::TrailerStart => {
+                    self.count_trailer()?;
+                    self.state = match b {
+                        b'\r' => State::TrailerLf { empty: true },
+                        b'\n' | b' ' | b'\t' | 0 => return Err(ChunkError::Trailer),
+                        _ => State::TrailerLine,
+                    };
+                }
+                State::TrailerLine => {
+                    self.count_trailer()?;
+                    match b {
+                        b'\r' => self.state = State::TrailerLf { empty: false },
+                        b'\n' | 0 => return Err(ChunkError::Trailer),
+                        _ => {}
+                    }
+                }
+                State::TrailerLf { empty } => {
+                    if b != b'\n' {
+                        return Err(ChunkError::Trailer);
+                    }
+                    self.state = if empty { State::Done } else { State::TrailerStart };
+                }
+            }
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    fn count_trailer(&mut self) -> Result<(), ChunkError> {
+        self.trailer_bytes += 1;
+        if self.trailer_bytes > MAX_TRAILERS {
+            return Err(ChunkError::Trailer);
+        }
+        Ok(())
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
