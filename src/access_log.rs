@@ -180,6 +180,28 @@ impl LogHead {
         }
     }
 
+    /// Captures a request line from its raw parts (the HTTP/1 engine's parsed head).
+    pub fn raw(
+        log: &Arc<AccessLog>,
+        client: SocketAddr,
+        listener: &Arc<String>,
+        method: &str,
+        host: &str,
+        path: &str,
+        request_id: &str,
+    ) -> Self {
+        LogHead {
+            log: log.clone(),
+            time: SystemTime::now(),
+            client,
+            method: http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET),
+            host: host.to_string(),
+            path: path.to_string(),
+            request_id: request_id.to_string(),
+            listener: listener.clone(),
+        }
+    }
+
     pub fn log(
         &self,
         status: u16,

@@ -19,7 +19,7 @@ pub enum Side {
 }
 
 /// Every `veer-error` value.
-pub const REASONS: [&str; 8] = [
+pub const REASONS: [&str; 9] = [
     "no-route",
     "bad-request",
     "no-server",
@@ -28,6 +28,7 @@ pub const REASONS: [&str; 8] = [
     "upstream-timeout",
     "request-timeout",
     "local-resources",
+    "upstream-protocol",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,15 @@ pub enum ProxyError {
     Connect(io::Error),
     #[error("upstream protocol error: {0}")]
     UpstreamProtocol(#[source] hyper::Error),
+    /// The connection to the server broke during the exchange.
+    #[error("upstream connection failed: {0}")]
+    UpstreamIo(io::Error),
+    /// The server's response head could not be parsed, or its framing is ambiguous.
+    #[error("unparsable or ambiguous response from upstream: {0}")]
+    UpstreamMalformed(&'static str),
+    /// The request head is larger than veer accepts.
+    #[error("request header fields too large")]
+    HeadersTooLarge,
     #[error("upstream answered 101 to a request that did not ask to upgrade")]
     UnexpectedUpgrade,
     #[error("upstream timed out")]
@@ -57,10 +67,15 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::NoRoute | ProxyError::BadRequest(_) | ProxyError::RequestTimeout => Side::Downstream,
+            ProxyError::NoRoute
+            | ProxyError::BadRequest(_)
+            | ProxyError::RequestTimeout
+            | ProxyError::HeadersTooLarge => Side::Downstream,
             ProxyError::NoServer | ProxyError::LocalResources(_) => Side::Internal,
             ProxyError::Connect(_)
             | ProxyError::UpstreamProtocol(_)
+            | ProxyError::UpstreamIo(_)
+            | ProxyError::UpstreamMalformed(_)
             | ProxyError::UnexpectedUpgrade
             | ProxyError::Timeout => Side::Upstream,
         }
@@ -72,9 +87,12 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoServer | ProxyError::LocalResources(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::Connect(_) | ProxyError::UpstreamProtocol(_) | ProxyError::UnexpectedUpgrade => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Connect(_)
+            | ProxyError::UpstreamProtocol(_)
+            | ProxyError::UpstreamIo(_)
+            | ProxyError::UpstreamMalformed(_)
+            | ProxyError::UnexpectedUpgrade => StatusCode::BAD_GATEWAY,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -88,14 +106,39 @@ impl ProxyError {
     pub fn reason_index(&self) -> usize {
         match self {
             ProxyError::NoRoute => 0,
-            ProxyError::BadRequest(_) => 1,
+            ProxyError::BadRequest(_) | ProxyError::HeadersTooLarge => 1,
             ProxyError::NoServer => 2,
             ProxyError::Connect(_) => 3,
-            ProxyError::UpstreamProtocol(_) | ProxyError::UnexpectedUpgrade => 4,
+            ProxyError::UpstreamProtocol(_) | ProxyError::UpstreamIo(_) | ProxyError::UnexpectedUpgrade => 4,
             ProxyError::Timeout => 5,
             ProxyError::RequestTimeout => 6,
             ProxyError::LocalResources(_) => 7,
+            ProxyError::UpstreamMalformed(_) => 8,
         }
+    }
+
+    /// The synthetic response as HTTP/1.1 bytes (the HTTP/1 engine's form of
+    /// [`ProxyError::to_response`]), appended to `out`; with `close`, it says
+    /// `Connection: close`.
+    pub fn write_response(&self, out: &mut Vec<u8>, close: bool) {
+        use std::io::Write;
+        let status = self.status();
+        let reason = status.canonical_reason().unwrap_or("");
+        let body_len = 3 + 1 + reason.len() + 1;
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {reason}\r\nveer-error: {}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             cache-control: no-store\r\ncontent-length: {body_len}\r\n",
+            status.as_u16(),
+            self.reason()
+        );
+        if matches!(self, ProxyError::LocalResources(_)) {
+            out.extend_from_slice(b"retry-after: 1\r\n");
+        }
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        let _ = write!(out, "\r\n{} {reason}\n", status.as_u16());
     }
 
     /// The synthetic response for this error.

@@ -23,12 +23,22 @@ pub struct Route {
 }
 
 impl Route {
-    fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
+    fn matches(&self, path: &str, headers: &impl Headers) -> bool {
         self.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
-            && self
-                .header
-                .as_ref()
-                .is_none_or(|(n, v)| headers.get_all(n).iter().any(|x| x == v))
+            && self.header.as_ref().is_none_or(|(n, v)| headers.has(n, v.as_bytes()))
+    }
+}
+
+/// What a route's header condition reads: the request's header fields, however they are
+/// held (a `HeaderMap` for HTTP/2, the raw parsed head for HTTP/1).
+pub trait Headers {
+    /// True when a field `name` has exactly `value`.
+    fn has(&self, name: &http::HeaderName, value: &[u8]) -> bool;
+}
+
+impl Headers for HeaderMap {
+    fn has(&self, name: &http::HeaderName, value: &[u8]) -> bool {
+        self.get_all(name).iter().any(|x| x.as_bytes() == value)
     }
 }
 
@@ -70,7 +80,7 @@ impl RouteTable {
 
     /// The first route (in file order) matching the request. `host` must be lowercase
     /// and without port (see [`normalize_host`]).
-    pub fn find<'a>(&'a self, host: &str, path: &str, headers: &HeaderMap) -> Option<&'a Route> {
+    pub fn find<'a>(&'a self, host: &str, path: &str, headers: &impl Headers) -> Option<&'a Route> {
         let first = |bucket: &'a [Route]| bucket.iter().find(|r| r.matches(path, headers));
         let earlier = |a: Option<&'a Route>, b: Option<&'a Route>| match (a, b) {
             (Some(x), Some(y)) => Some(if x.index <= y.index { x } else { y }),

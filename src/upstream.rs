@@ -47,10 +47,14 @@ struct Idle {
     since: Instant,
 }
 
-/// Keep-alive connections to one server address.
+/// Keep-alive connections to one server address: hyper client sessions (the HTTP/2 path
+/// and mirroring) and raw sockets (the HTTP/1 engine, which owns its upstream connection
+/// for the exchange).
 pub struct Pool {
     key: PoolKey,
     idle: Mutex<VecDeque<Idle>>,
+    /// Raw idle connections, most recently used last.
+    conns: Mutex<Vec<(TcpStream, Instant)>>,
     /// Off while the server drains or is in maintenance: connections are not kept.
     reuse: std::sync::atomic::AtomicBool,
 }
@@ -60,13 +64,14 @@ impl Pool {
         Pool {
             key,
             idle: Mutex::new(VecDeque::new()),
+            conns: Mutex::new(Vec::new()),
             reuse: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
     /// Idle connections currently held.
     pub fn idle_len(&self) -> usize {
-        self.idle.lock().map_or(0, |q| q.len())
+        self.idle.lock().map_or(0, |q| q.len()) + self.conns.lock().map_or(0, |c| c.len())
     }
 
     /// Whether finished exchanges keep their connection. Turning it off closes the idle
@@ -83,6 +88,9 @@ impl Pool {
         if let Ok(mut q) = self.idle.lock() {
             q.clear();
         }
+        if let Ok(mut c) = self.conns.lock() {
+            c.clear();
+        }
     }
 
     /// Closes the idle connections that have been idle for `pool_idle_timeout` (called
@@ -97,6 +105,49 @@ impl Pool {
                 q.pop_front();
             }
         }
+        if let Ok(mut c) = self.conns.lock() {
+            c.retain(|(_, since)| since.elapsed() < self.key.idle_timeout);
+        }
+    }
+
+    /// The most recently used idle raw connection that is neither expired nor closed by the
+    /// server. A pooled socket is not polled; if its readiness says readable, the server
+    /// closed it (or sent something it should not have): it is dropped.
+    pub fn take_conn(&self) -> Option<TcpStream> {
+        loop {
+            let (stream, since) = self.conns.lock().ok()?.pop()?;
+            if since.elapsed() >= self.key.idle_timeout {
+                continue;
+            }
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            if stream.poll_read_ready(&mut cx).is_ready() {
+                // Readiness may be left over from the last read: ask the socket.
+                match stream.try_read(&mut [0u8; 1]) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    _ => continue,
+                }
+            }
+            return Some(stream);
+        }
+    }
+
+    /// Returns a raw connection whose exchange finished cleanly.
+    pub fn put_conn(&self, stream: TcpStream) {
+        let reuse = self.reuse.load(std::sync::atomic::Ordering::Relaxed);
+        if self.key.max_idle == 0 || !reuse {
+            return;
+        }
+        if let Ok(mut c) = self.conns.lock() {
+            if c.len() >= self.key.max_idle {
+                c.remove(0);
+            }
+            c.push((stream, Instant::now()));
+        }
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.key.addr
     }
 
     /// Most recently used idle connection that is neither closed nor expired.
@@ -196,12 +247,18 @@ fn head_copy(req: &Request<UpstreamRequestBody>) -> Request<UpstreamRequestBody>
     copy
 }
 
-/// Opens a TCP connection (with TCP_NODELAY) and an HTTP/1.1 client session on it.
-async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
+/// Opens a TCP connection with TCP_NODELAY, within `timeout`.
+pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Opens a TCP connection and an HTTP/1.1 client session on it.
+async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
+    let stream = connect_tcp(addr, timeout).await?;
     let (tx, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

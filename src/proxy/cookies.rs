@@ -6,20 +6,28 @@ use http::header::{HeaderMap, HeaderValue, COOKIE};
 
 /// `(name, value)` pairs of every `Cookie` header, in order; malformed pairs are skipped.
 fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-        .filter_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|b| *b == b'=')?;
-            Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
-        })
+    pairs_in(headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes))
+}
+
+/// `(name, value)` pairs of the given `Cookie` field values.
+fn pairs_in<'h>(values: impl Iterator<Item = &'h [u8]>) -> impl Iterator<Item = (&'h [u8], &'h [u8])> {
+    values.flat_map(|v| v.split(|b| *b == b';')).filter_map(|pair| {
+        let pair = pair.trim_ascii();
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+    })
 }
 
 /// The value of the first cookie named `name`.
 pub fn find<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
     pairs(headers)
+        .find(|(n, _)| *n == name.as_bytes())
+        .map(|(_, v)| strip_quotes(v))
+}
+
+/// [`find`] over raw `Cookie` field values.
+pub fn find_in<'h>(values: impl Iterator<Item = &'h [u8]>, name: &str) -> Option<&'h [u8]> {
+    pairs_in(values)
         .find(|(n, _)| *n == name.as_bytes())
         .map(|(_, v)| strip_quotes(v))
 }
@@ -38,30 +46,41 @@ fn strip_quotes(v: &[u8]) -> &[u8] {
 pub fn remove(headers: &mut HeaderMap, name: &str) {
     let mut kept: Vec<u8> = Vec::new();
     for value in headers.get_all(COOKIE) {
-        let mut first = true;
-        for segment in value.as_bytes().split(|b| *b == b';') {
-            let pair = segment.trim_ascii();
-            let cookie_name = pair.split(|b| *b == b'=').next().unwrap_or(pair).trim_ascii();
-            if cookie_name == name.as_bytes() && pair.contains(&b'=') {
-                continue;
-            }
-            if first {
-                if !kept.is_empty() {
-                    kept.extend_from_slice(b"; ");
-                }
-                // What followed a removed leading pair's ';' is the new start.
-                kept.extend_from_slice(segment.trim_ascii_start());
-                first = false;
-            } else {
-                kept.push(b';');
-                kept.extend_from_slice(segment);
-            }
+        let mark = kept.len();
+        if mark > 0 {
+            kept.extend_from_slice(b"; ");
+        }
+        let start = kept.len();
+        without(value.as_bytes(), name, &mut kept);
+        if kept.len() == start {
+            kept.truncate(mark);
         }
     }
     headers.remove(COOKIE);
     if !kept.trim_ascii().is_empty() {
         if let Ok(v) = HeaderValue::from_bytes(&kept) {
             headers.insert(COOKIE, v);
+        }
+    }
+}
+
+/// Appends one `Cookie` field value to `out` without the cookies named `name`, every other
+/// byte kept. Appends nothing when nothing is left.
+pub fn without(value: &[u8], name: &str, out: &mut Vec<u8>) {
+    let mut first = true;
+    for segment in value.split(|b| *b == b';') {
+        let pair = segment.trim_ascii();
+        let cookie_name = pair.split(|b| *b == b'=').next().unwrap_or(pair).trim_ascii();
+        if cookie_name == name.as_bytes() && pair.contains(&b'=') {
+            continue;
+        }
+        if first {
+            // What followed a removed leading pair's ';' is the new start.
+            out.extend_from_slice(segment.trim_ascii_start());
+            first = false;
+        } else {
+            out.push(b';');
+            out.extend_from_slice(segment);
         }
     }
 }

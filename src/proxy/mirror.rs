@@ -26,16 +26,7 @@ pub fn tee(backend: &Arc<Backend>, parts: &http::request::Parts, body: UpstreamR
     let Some(mirror) = &backend.mirror else {
         return body;
     };
-    if mirror.percent < 100 && fastrand::u32(0..100) >= mirror.percent {
-        return body;
-    }
-    let counters = &backend.state;
-    let fits = body.size_hint().lower() <= mirror.max_body;
-    let Some(permit) = fits
-        .then(|| counters.mirror_slots.clone().try_acquire_owned().ok())
-        .flatten()
-    else {
-        counters.mirror_skipped.fetch_add(1, Relaxed);
+    let Some(permit) = sample(backend, body.size_hint().lower()) else {
         return body;
     };
     let mut copy = Request::new(());
@@ -55,9 +46,7 @@ pub fn tee(backend: &Arc<Backend>, parts: &http::request::Parts, body: UpstreamR
         match rx.await {
             Ok(bytes) => send(backend, copy, bytes, permit).await,
             // The primary body was larger than max_body, failed, or was abandoned.
-            Err(_) => {
-                backend.state.mirror_skipped.fetch_add(1, Relaxed);
-            }
+            Err(_) => skipped(&backend),
         }
     });
     TeeBody {
@@ -67,6 +56,36 @@ pub fn tee(backend: &Arc<Backend>, parts: &http::request::Parts, body: UpstreamR
         done: Some(tx),
     }
     .boxed_unsync()
+}
+
+/// Whether this request is mirrored: sampled by `percent`, its body (`body_at_least` bytes
+/// or more) within `max_body`, and a mirror slot free. The permit holds the slot.
+pub fn sample(backend: &Backend, body_at_least: u64) -> Option<OwnedSemaphorePermit> {
+    let mirror = backend.mirror.as_ref()?;
+    if mirror.percent < 100 && fastrand::u32(0..100) >= mirror.percent {
+        return None;
+    }
+    let counters = &backend.state;
+    let permit = (body_at_least <= mirror.max_body)
+        .then(|| counters.mirror_slots.clone().try_acquire_owned().ok())
+        .flatten();
+    if permit.is_none() {
+        counters.mirror_skipped.fetch_add(1, Relaxed);
+    }
+    permit
+}
+
+/// Sends `copy` with `body` to a server of the mirror group, in the background.
+pub fn spawn(backend: Arc<Backend>, mut copy: Request<()>, body: Bytes, permit: OwnedSemaphorePermit) {
+    copy.headers_mut().insert("veer-mirror", HeaderValue::from_static("1"));
+    *copy.version_mut() = Version::HTTP_11;
+    tokio::spawn(send(backend, copy, body, permit));
+}
+
+/// Counts a sampled request whose copy could not be completed (body over `max_body`,
+/// failed or abandoned).
+pub fn skipped(backend: &Backend) {
+    backend.state.mirror_skipped.fetch_add(1, Relaxed);
 }
 
 /// Sends the copy to a server of the mirror group and discards the answer.

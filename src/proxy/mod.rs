@@ -2,8 +2,8 @@
 //! up in the current snapshot what the listener is (http or tcp) and runs that path.
 
 pub mod body;
-pub mod h1;
 pub mod cookies;
+pub mod h1;
 pub mod headers;
 pub mod http;
 pub mod mirror;
@@ -52,9 +52,52 @@ pub async fn serve(
     };
     if is_http {
         let stats = _open.listener.clone();
-        http::serve(stream, peer, listener, shared, drain, stats, idle).await
+        match sniff_h2(&stream, shared.header_timeout).await {
+            Some(true) => http::serve(stream, peer, listener, shared, drain, stats, idle).await,
+            Some(false) => {
+                let conn = h1::server::Conn {
+                    peer,
+                    listener,
+                    shared,
+                    drain,
+                    stats,
+                    idle,
+                };
+                h1::server::serve(stream, conn).await
+            }
+            None => tracing::debug!(%peer, "client sent nothing; closing"),
+        }
     } else {
         tcp::serve(stream, peer, &listener, &shared, idle).await
+    }
+}
+
+/// Whether the client speaks HTTP/2 with prior knowledge (its first bytes are the
+/// connection preface, "PRI * HTTP/2.0"); `None` when it sent nothing within `timeout`.
+/// Only peeks: the bytes stay for whichever engine serves the connection.
+async fn sniff_h2(stream: &TcpStream, timeout: std::time::Duration) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI ";
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut first = [0u8; 4];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut first))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return Some(false);
+        }
+        if first[..n] != PREFACE[..n] {
+            return Some(false);
+        }
+        if n == PREFACE.len() {
+            return Some(true);
+        }
+        // A prefix of the preface so far (a very slow client): wait for more.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
     }
 }
 

@@ -203,11 +203,15 @@ pub enum ChunkError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits; `digits` so far.
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// Whitespace after the size, before `;` or CR.
     SizeSpace,
     /// Inside `;ext`, `len` bytes so far.
-    Ext { len: usize },
+    Ext {
+        len: usize,
+    },
     /// Saw CR of the size line.
     SizeLf,
     Data,
@@ -218,7 +222,9 @@ enum State {
     /// In a trailer line.
     TrailerLine,
     /// CR of a trailer line (`empty`: the line was empty, so this ends the body).
-    TrailerLf { empty: bool },
+    TrailerLf {
+        empty: bool,
+    },
     Done,
 }
 

@@ -54,7 +54,12 @@ fn chunked_bodies() {
         (long_ext.as_bytes(), ChunkError::Extension),
     ];
     for (body, err) in bad {
-        assert_eq!(scan_pieces(body, &[]).unwrap_err(), err, "{:?}", String::from_utf8_lossy(body));
+        assert_eq!(
+            scan_pieces(body, &[]).unwrap_err(),
+            err,
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
     }
     // The next message starts right after the body.
     let mut c = Chunked::new();
@@ -83,21 +88,52 @@ fn request_heads() {
     assert_eq!(request_framing(&f), Framing::Chunked);
     let f = parse(b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n").unwrap();
     assert_eq!(f.content_length, Some(5));
-    let f = parse(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
+    let f =
+        parse(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
     assert!(f.upgrade && f.keep_alive && !f.close);
     let f = parse(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").unwrap();
     assert!(f.expect_continue);
     for (head, err) in [
-        (&b"GET / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..], HeadError::BadTransferEncoding),
-        (b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", HeadError::BadContentLength),
-        (b"GET / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n", HeadError::BadContentLength),
-        (b"GET / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", HeadError::BadContentLength),
-        (b"GET / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n", HeadError::BadContentLength),
-        (b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", HeadError::BadContentLength),
-        (b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", HeadError::BadTransferEncoding),
-        (b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", HeadError::BadTransferEncoding),
-        (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::BadTransferEncoding),
-        (b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::BadTransferEncoding),
+        (
+            &b"GET / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            HeadError::BadTransferEncoding,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            HeadError::BadContentLength,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n",
+            HeadError::BadContentLength,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            HeadError::BadContentLength,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n",
+            HeadError::BadContentLength,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            HeadError::BadContentLength,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            HeadError::BadTransferEncoding,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            HeadError::BadTransferEncoding,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HeadError::BadTransferEncoding,
+        ),
+        (
+            b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HeadError::BadTransferEncoding,
+        ),
         (b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", HeadError::Malformed),
         (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", HeadError::Malformed),
         (b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n", HeadError::Malformed),
@@ -111,13 +147,19 @@ fn request_heads() {
 
 #[test]
 fn response_framing_rules() {
-    let f = Fields { content_length: Some(10), ..Fields::default() };
+    let f = Fields {
+        content_length: Some(10),
+        ..Fields::default()
+    };
     assert_eq!(response_framing(&f, 200, false), Framing::Length(10));
     assert_eq!(response_framing(&f, 200, true), Framing::None);
     assert_eq!(response_framing(&f, 304, false), Framing::None);
     assert_eq!(response_framing(&f, 204, false), Framing::None);
     assert_eq!(response_framing(&Fields::default(), 200, false), Framing::Close);
-    let chunked = Fields { chunked: true, ..Fields::default() };
+    let chunked = Fields {
+        chunked: true,
+        ..Fields::default()
+    };
     assert_eq!(response_framing(&chunked, 200, false), Framing::Chunked);
 }
 

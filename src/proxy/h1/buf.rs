@@ -1,0 +1,129 @@
+//! Read buffers that exist only while a connection is busy: taken from a per-thread pool when
+//! bytes are about to arrive, given back as soon as every byte has been consumed. An idle
+//! keep-alive connection holds none.
+
+use std::cell::RefCell;
+use std::io;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// Capacity of a pooled buffer: any ordinary head and a good slice of body in one read.
+pub const SIZE: usize = 16 * 1024;
+/// Buffers kept per thread (beyond that they are freed).
+const KEEP: usize = 512;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take() -> Vec<u8> {
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(SIZE))
+}
+
+fn give(mut b: Vec<u8>) {
+    // Grown ones (a large head) are not kept: the pool holds ordinary buffers only.
+    if b.capacity() != SIZE {
+        return;
+    }
+    b.clear();
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < KEEP {
+            p.push(b);
+        }
+    });
+}
+
+/// Bytes read from a socket and not yet consumed: `data[pos..]`.
+#[derive(Default)]
+pub struct Buf {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl Buf {
+    /// The bytes not consumed yet.
+    pub fn unread(&self) -> &[u8] {
+        &self.data[self.pos..]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos == self.data.len()
+    }
+
+    /// Marks `n` bytes as used; an emptied buffer goes back to the pool.
+    pub fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.data.len());
+        if self.is_empty() {
+            self.release();
+        }
+    }
+
+    /// Gives the memory back (the unread bytes are dropped).
+    pub fn release(&mut self) {
+        self.pos = 0;
+        give(std::mem::take(&mut self.data));
+    }
+
+    /// Reads what the socket has, appending to the unread bytes; grows up to `limit` bytes
+    /// of unread data. `Ok(0)` is EOF (or a full buffer at `limit`, which the caller checks
+    /// with [`Buf::unread`]).
+    pub async fn read_from(
+        &mut self,
+        stream: &mut (impl tokio::io::AsyncRead + Unpin),
+        limit: usize,
+    ) -> io::Result<usize> {
+        if self.data.capacity() == 0 {
+            self.data = take();
+        }
+        if self.pos > 0 && self.data.len() == self.data.capacity() {
+            // Make room at the front rather than grow.
+            self.data.drain(..self.pos);
+            self.pos = 0;
+        }
+        let unread = self.data.len() - self.pos;
+        if unread >= limit {
+            return Ok(0);
+        }
+        if self.data.len() == self.data.capacity() {
+            self.data.reserve((limit - unread).min(self.data.capacity().max(SIZE)));
+        }
+        stream.read_buf(&mut self.data).await
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        if self.data.capacity() > 0 {
+            self.release();
+        }
+    }
+}
+
+/// A pooled output buffer, returned on drop.
+pub struct Out(pub Vec<u8>);
+
+impl Out {
+    pub fn new() -> Self {
+        Out(take())
+    }
+}
+
+impl Default for Out {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.0));
+    }
+}
+
+/// Waits until `stream` has bytes (or EOF) without holding any buffer.
+pub async fn readable(stream: &TcpStream) -> io::Result<()> {
+    stream.readable().await
+}

@@ -1,0 +1,1187 @@
+//! The HTTP/1.1 data path: one task per client connection runs every exchange itself —
+//! read the head, route with one snapshot load, pick, take an upstream connection it owns
+//! for the exchange, write the head, relay the bodies both ways, hand the upstream
+//! connection back to the pool. No task, channel or header map per request: heads are parsed
+//! in place and written upstream as the bytes that arrived, minus hop-by-hop fields, plus
+//! veer's own (X-Forwarded-*, X-Request-Id).
+//!
+//! Knows the snapshot, the balancer and the upstream pool; not the control plane.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant as Deadline;
+use tokio_util::sync::CancellationToken;
+
+use super::buf::{self, Buf, Out};
+use super::codec::{self, Chunked, Fields, Framing, HeadError, MAX_HEADERS};
+use crate::access_log::{LogHead, PendingLog, Upstream};
+use crate::balance::{self, hash, Affinity, Via};
+use crate::config::HashKey;
+use crate::error::ProxyError;
+use crate::metrics::ListenerStats;
+use crate::proxy::splice::{splice, Ended};
+use crate::proxy::{cookies, headers, mirror};
+use crate::runtime::Shared;
+use crate::snapshot::{Backend, ListenerRoutes, Server};
+use crate::upstream::{self, RequestEnd};
+
+/// Largest request or response head accepted (431 / 502 beyond).
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// What every exchange on one client connection shares.
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub listener: Arc<String>,
+    pub shared: Arc<Shared>,
+    /// Cancelled when the listener is removed or the process drains: the next response
+    /// says `Connection: close`.
+    pub drain: CancellationToken,
+    pub stats: Arc<ListenerStats>,
+    /// For upgraded tunnels.
+    pub idle: Duration,
+}
+
+/// Serves one HTTP/1.x client connection until it closes, fails, times out or the process
+/// stops.
+pub async fn serve(mut client: TcpStream, conn: Conn) {
+    let mut inbuf = Buf::default();
+    loop {
+        // header_timeout: from connecting, or from the end of the previous response.
+        let deadline = Deadline::now() + conn.shared.header_timeout;
+        if inbuf.is_empty() {
+            // Idle: no buffer held until the client sends something.
+            match within(deadline, &conn.shared.shutdown, buf::readable(&client)).await {
+                Some(Ok(())) => {}
+                _ => return,
+            }
+        }
+        match exchange(&mut client, &mut inbuf, &conn, deadline).await {
+            Next::KeepAlive => continue,
+            Next::Close => {
+                let _ = client.shutdown().await;
+                return;
+            }
+            Next::Abort => return,
+        }
+    }
+}
+
+enum Next {
+    KeepAlive,
+    /// Close after what was written.
+    Close,
+    /// Drop the connection now (stop, timeout, broken).
+    Abort,
+}
+
+/// Awaits `f` unless `deadline` passes or `stop` is cancelled first.
+async fn within<F: std::future::Future>(deadline: Deadline, stop: &CancellationToken, f: F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = f => Some(out),
+        _ = tokio::time::sleep_until(deadline) => None,
+        _ = stop.cancelled() => None,
+    }
+}
+
+/// The request as parsed, routed and rewritten for upstream.
+struct Request {
+    /// Bytes of the head in the client buffer.
+    head_len: usize,
+    head: bool,
+    /// Idempotent and bodiless: may be sent again on a fresh connection.
+    replayable: bool,
+    http10: bool,
+    /// The client keeps the connection open after this exchange.
+    keep_alive: bool,
+    body: Framing,
+    upgrade: bool,
+    backend: Arc<Backend>,
+    route: Arc<str>,
+    affinity: Affinity,
+    /// The head to send upstream.
+    out: Out,
+    log: Option<Arc<LogHead>>,
+    /// A copy for the mirror group, with its slot.
+    mirror: Option<(http::Request<()>, tokio::sync::OwnedSemaphorePermit)>,
+}
+
+/// Why a request is answered by veer itself.
+struct Refusal {
+    error: ProxyError,
+    log: Option<Arc<LogHead>>,
+    route: Option<Arc<str>>,
+}
+
+impl From<ProxyError> for Refusal {
+    fn from(error: ProxyError) -> Self {
+        Refusal {
+            error,
+            log: None,
+            route: None,
+        }
+    }
+}
+
+/// One request/response exchange, from a head (complete or not) in `inbuf`.
+async fn exchange(client: &mut TcpStream, inbuf: &mut Buf, conn: &Conn, deadline: Deadline) -> Next {
+    // Read until a complete head is there.
+    let start;
+    let req = loop {
+        match prepare(inbuf.unread(), conn) {
+            Ok(Some(req)) => {
+                start = Instant::now();
+                break req;
+            }
+            Ok(None) => {
+                if inbuf.unread().len() >= MAX_HEAD {
+                    return refuse(client, conn, ProxyError::HeadersTooLarge.into(), Instant::now()).await;
+                }
+                match within(deadline, &conn.shared.shutdown, inbuf.read_from(client, MAX_HEAD)).await {
+                    Some(Ok(0)) => {
+                        return if inbuf.is_empty() {
+                            Next::Abort
+                        } else {
+                            // Half a head, then EOF.
+                            refuse(
+                                client,
+                                conn,
+                                ProxyError::BadRequest("incomplete request head").into(),
+                                Instant::now(),
+                            )
+                            .await
+                        };
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return Next::Abort,
+                }
+            }
+            Err(refusal) => {
+                return refuse(client, conn, refusal, Instant::now()).await;
+            }
+        }
+    };
+    inbuf.consume(req.head_len);
+    forward(client, inbuf, conn, req, start).await
+}
+
+/// Writes veer's own answer and closes (after a refused request the connection's state is
+/// unknown: a smuggling attempt, a CONNECT client already tunnelling).
+async fn refuse(client: &mut TcpStream, conn: &Conn, r: Refusal, start: Instant) -> Next {
+    let e = r.error;
+    tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
+    conn.stats.errors[e.reason_index()].fetch_add(1, Relaxed);
+    conn.stats.responses[crate::state::status_class(e.status().as_u16())].fetch_add(1, Relaxed);
+    let mut out = Out::new();
+    e.write_response(&mut out.0, true);
+    if let Some(log) = r.log {
+        log.log(
+            e.status().as_u16(),
+            body_len(&e),
+            start.elapsed(),
+            None,
+            Some(e.reason()),
+            r.route.as_deref(),
+        );
+    }
+    let _ = client.write_all(&out.0).await;
+    Next::Close
+}
+
+fn body_len(e: &ProxyError) -> u64 {
+    let s = e.status();
+    (3 + 1 + s.canonical_reason().unwrap_or("").len() + 1) as u64
+}
+
+/// Parses, validates, routes and rewrites a request head. `Ok(None)`: the head is not
+/// complete yet.
+fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusal> {
+    let mut fields_buf = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields_buf);
+    let head_len = match codec::request_parser().parse_request(&mut parsed, buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(match codec::head_error(e) {
+                HeadError::TooManyHeaders => ProxyError::HeadersTooLarge,
+                _ => ProxyError::BadRequest("malformed request head"),
+            }
+            .into())
+        }
+    };
+    let head = &buf[..head_len];
+    if !codec::clean_head(head.trim_ascii_start()) {
+        return Err(ProxyError::BadRequest("malformed request head").into());
+    }
+    let method = parsed.method.unwrap_or("");
+    let target = parsed.path.unwrap_or("");
+    let http10 = parsed.version == Some(0);
+    let fields = codec::fields(parsed.headers, http10).map_err(|e| ProxyError::BadRequest(e.reason()))?;
+    let headers: &[httparse::Header<'_>] = parsed.headers;
+    if method == "CONNECT" {
+        return Err(ProxyError::BadRequest("CONNECT is not supported").into());
+    }
+    if !target.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(ProxyError::BadRequest("invalid request target").into());
+    }
+    let (authority, path_and_query) = split_target(target).ok_or(ProxyError::BadRequest("invalid request target"))?;
+
+    // The one host routed by and forwarded with (RFC 9112 §3.2).
+    if fields.hosts > 1 {
+        return Err(ProxyError::BadRequest("more than one Host header").into());
+    }
+    let host_field = field(headers, b"host");
+    if host_field.is_some_and(|h| !headers::valid_host(h)) {
+        return Err(ProxyError::BadRequest("invalid Host header").into());
+    }
+    if let Some(a) = authority {
+        if !headers::valid_host(a.as_bytes()) {
+            return Err(ProxyError::BadRequest("invalid request-target authority").into());
+        }
+    } else if host_field.is_none() && !http10 {
+        return Err(ProxyError::BadRequest("HTTP/1.1 request without Host").into());
+    }
+    let host_raw: &[u8] = authority.map(str::as_bytes).or(host_field).unwrap_or(b"");
+    let host_str = std::str::from_utf8(host_raw).unwrap_or("");
+    let host = crate::routing::normalize_host(host_str);
+    let path = path_and_query.split('?').next().unwrap_or("/");
+
+    let request_id = field(headers, b"x-request-id");
+    let mut generated_id = [0u8; 32];
+    let id: &[u8] = match request_id {
+        Some(id) => id,
+        None => {
+            let _ = write!(&mut generated_id[..], "{:032x}", fastrand::u128(..));
+            &generated_id
+        }
+    };
+    let log = conn.shared.access_log.as_ref().map(|log| {
+        Arc::new(LogHead::raw(
+            log,
+            conn.peer,
+            &conn.listener,
+            method,
+            host_str,
+            path_and_query,
+            std::str::from_utf8(id).unwrap_or("-"),
+        ))
+    });
+
+    // Route with exactly one snapshot; keep only the backend for the rest of the exchange.
+    let (backend, route) = {
+        let snap = conn.shared.snapshot.load();
+        let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()) else {
+            return Err(Refusal {
+                error: ProxyError::NoRoute,
+                log,
+                route: None,
+            });
+        };
+        match table.find(&host, path, &RawHeaders(headers)) {
+            Some(route) => (snap.backends[route.backend].clone(), route.name.clone()),
+            None => {
+                return Err(Refusal {
+                    error: ProxyError::NoRoute,
+                    log,
+                    route: None,
+                })
+            }
+        }
+    };
+    let affinity = affinity(&backend, headers, conn.peer.ip());
+    let upgrade = fields.upgrade;
+    let mut out = Out::new();
+    write_upstream_head(
+        &mut out.0,
+        method,
+        path_and_query,
+        authority,
+        headers,
+        &fields,
+        &backend,
+        conn.peer.ip(),
+        request_id.is_none().then_some(id),
+    );
+    let body = codec::request_framing(&fields);
+    let mirror = backend.mirror.as_ref().and_then(|_| {
+        let at_least = match body {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let permit = mirror::sample(&backend, at_least)?;
+        Some((mirror_copy(method, path_and_query, headers, &backend), permit))
+    });
+    let head = method == "HEAD";
+    let replayable = matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE") && body == Framing::None;
+    Ok(Some(Request {
+        head_len,
+        head,
+        replayable,
+        http10,
+        keep_alive: if http10 { fields.keep_alive } else { !fields.close },
+        body,
+        upgrade,
+        backend,
+        route,
+        affinity,
+        out,
+        log,
+        mirror,
+    }))
+}
+
+/// Splits a request target into (authority, origin-form path and query). Absolute-form
+/// (`http://host/path`) gives its authority; `*` (OPTIONS) is kept as is.
+fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
+    if target.starts_with('/') || target == "*" {
+        return Some((None, target));
+    }
+    let lower = |p: &str| target.len() >= p.len() && target[..p.len()].eq_ignore_ascii_case(p);
+    let rest = if lower("http://") {
+        &target[7..]
+    } else if lower("https://") {
+        &target[8..]
+    } else {
+        return None;
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() {
+        return None;
+    }
+    Some((Some(authority), if path.is_empty() { "/" } else { path }))
+}
+
+/// The value of the first field named `name` (lowercase).
+fn field<'h>(headers: &[httparse::Header<'h>], name: &[u8]) -> Option<&'h [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+/// Route conditions over the parsed head.
+struct RawHeaders<'a, 'h>(&'a [httparse::Header<'h>]);
+
+impl crate::routing::Headers for RawHeaders<'_, '_> {
+    fn has(&self, name: &http::HeaderName, value: &[u8]) -> bool {
+        self.0
+            .iter()
+            .any(|h| h.name.as_bytes().eq_ignore_ascii_case(name.as_str().as_bytes()) && h.value == value)
+    }
+}
+
+fn cookie_values<'a, 'h>(headers: &'a [httparse::Header<'h>]) -> impl Iterator<Item = &'h [u8]> + 'a {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        .map(|h| h.value)
+}
+
+/// Reads what the request says about its destination (sticky cookie, override, hash key).
+fn affinity(b: &Backend, headers: &[httparse::Header<'_>], client: std::net::IpAddr) -> Affinity {
+    let mut a = Affinity::default();
+    if let Some(o) = &b.override_ {
+        let named = o
+            .header
+            .as_ref()
+            .and_then(|h| field(headers, h.as_str().as_bytes()))
+            .or_else(|| {
+                o.cookie
+                    .as_deref()
+                    .and_then(|c| cookies::find_in(cookie_values(headers), c))
+            });
+        a.group = named.and_then(|n| b.groups.iter().position(|g| g.name.as_bytes() == n));
+    }
+    a.hash = match &b.hash_key {
+        Some(HashKey::SourceIp) => Some(hash::ip(client)),
+        Some(HashKey::Header(h)) => field(headers, h.as_str().as_bytes()).map(hash::key),
+        Some(HashKey::Cookie(c)) => cookies::find_in(cookie_values(headers), c).map(hash::key),
+        None => None,
+    };
+    if let Some(st) = &b.sticky {
+        a.sticky = cookies::find_in(cookie_values(headers), &st.cookie).and_then(cookies::parse_sticky);
+    }
+    a
+}
+
+/// True for a field no proxy forwards (RFC 9110 §7.6.1), or one `Connection` names.
+fn hop_by_hop(name: &[u8], connection: &[&[u8]]) -> bool {
+    const FIXED: [&[u8]; 5] = [b"connection", b"keep-alive", b"te", b"trailer", b"upgrade"];
+    FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
+        || (name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-"))
+        || connection.iter().any(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// The tokens of every `Connection` field (beyond the few that are options, not names).
+fn connection_names<'h>(headers: &[httparse::Header<'h>], into: &mut [&'h [u8]; 8]) -> usize {
+    let mut n = 0;
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")) {
+        for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if !t.is_empty() && n < into.len() {
+                into[n] = t;
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The head sent upstream: origin-form HTTP/1.1, the client's fields as they arrived minus
+/// hop-by-hop ones (the body's own `Transfer-Encoding: chunked` stays: the body is relayed
+/// as it came), Host from an absolute-form target, veer's sticky cookie removed, and
+/// X-Forwarded-For/-Proto/-Host and X-Request-Id set.
+#[allow(clippy::too_many_arguments)]
+fn write_upstream_head(
+    out: &mut Vec<u8>,
+    method: &str,
+    path_and_query: &str,
+    authority: Option<&str>,
+    headers: &[httparse::Header<'_>],
+    fields: &Fields,
+    backend: &Backend,
+    client: std::net::IpAddr,
+    new_request_id: Option<&[u8]>,
+) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut named = [&b""[..]; 8];
+    let n = connection_names(headers, &mut named);
+    let named = &named[..n];
+    let sticky = backend.sticky.as_ref().map(|s| s.cookie.as_str());
+    let mut forwarded_for = false;
+    let mut host_value: Option<&[u8]> = authority.map(str::as_bytes);
+    let is = |name: &[u8], what: &[u8]| name.eq_ignore_ascii_case(what);
+    for h in headers {
+        let name = h.name.as_bytes();
+        if is(name, b"upgrade") && fields.upgrade {
+            put_field(out, name, h.value);
+            continue;
+        }
+        if hop_by_hop(name, named) || is(name, b"x-forwarded-proto") || is(name, b"x-forwarded-host") {
+            continue;
+        }
+        if is(name, b"host") {
+            match authority {
+                Some(a) => put_field(out, b"host", a.as_bytes()),
+                None => {
+                    host_value = Some(h.value);
+                    put_field(out, name, h.value);
+                }
+            }
+        } else if is(name, b"x-forwarded-for") {
+            // The first one, with the client appended; later ones are folded away.
+            if !forwarded_for {
+                forwarded_for = true;
+                out.extend_from_slice(b"x-forwarded-for: ");
+                if !h.value.trim_ascii().is_empty() {
+                    out.extend_from_slice(h.value);
+                    out.extend_from_slice(b", ");
+                }
+                let _ = write!(out, "{client}\r\n");
+            }
+        } else if let Some(sticky) =
+            sticky.filter(|s| is(name, b"cookie") && cookies::find_in(std::iter::once(h.value), s).is_some())
+        {
+            let start = out.len();
+            out.extend_from_slice(b"cookie: ");
+            let before = out.len();
+            cookies::without(h.value, sticky, out);
+            if out.len() == before {
+                out.truncate(start);
+            } else {
+                out.extend_from_slice(b"\r\n");
+            }
+        } else {
+            put_field(out, name, h.value);
+        }
+    }
+    if authority.is_some() && !headers.iter().any(|h| h.name.eq_ignore_ascii_case("host")) {
+        put_field(out, b"host", authority.unwrap_or("").as_bytes());
+    }
+    if !forwarded_for {
+        let _ = write!(out, "x-forwarded-for: {client}\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    if let Some(h) = host_value {
+        put_field(out, b"x-forwarded-host", h);
+    }
+    if let Some(id) = new_request_id {
+        put_field(out, b"x-request-id", id);
+    }
+    if fields.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The request line and fields for the mirrored copy (only built for sampled requests).
+fn mirror_copy(
+    method: &str,
+    path_and_query: &str,
+    headers: &[httparse::Header<'_>],
+    backend: &Backend,
+) -> http::Request<()> {
+    let mut copy = http::Request::new(());
+    *copy.method_mut() = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
+    *copy.uri_mut() = path_and_query.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+    let mut named = [&b""[..]; 8];
+    let n = connection_names(headers, &mut named);
+    for h in headers {
+        let name = h.name.as_bytes();
+        if hop_by_hop(name, &named[..n]) || name.eq_ignore_ascii_case(b"transfer-encoding") {
+            continue;
+        }
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(h.value),
+        ) {
+            copy.headers_mut().append(k, v);
+        }
+    }
+    if let Some(st) = &backend.sticky {
+        cookies::remove(copy.headers_mut(), &st.cookie);
+    }
+    copy
+}
+
+// === the exchange ===
+
+/// An upstream connection this task owns for the exchange.
+struct UpConn {
+    stream: TcpStream,
+    /// Taken from the pool (may have been closed by the server meanwhile).
+    reused: bool,
+    connected: Option<Duration>,
+}
+
+enum Failure {
+    /// Answer with this error (nothing of the response was written yet).
+    Answer(ProxyError),
+    /// Something was written already, or the client is gone: drop the connection.
+    Abort,
+}
+
+async fn forward(client: &mut TcpStream, inbuf: &mut Buf, conn: &Conn, mut req: Request, start: Instant) -> Next {
+    let backend = req.backend.clone();
+    let mut tried: Vec<Arc<Server>> = Vec::new();
+    loop {
+        let Some((server, via)) = balance::pick(&backend, &req.affinity, &tried).map(|(s, v)| (s.clone(), v)) else {
+            return answer(client, conn, &req, ProxyError::NoServer, start).await;
+        };
+        let active = server.state.request_guard();
+        let up = match upstream_conn(&server, &backend).await {
+            Ok(up) => up,
+            Err(e) if crate::ratelimit::is_local_resource_error(&e) => {
+                crate::warn_limited!(crate::ratelimit::Kind::LocalResources, server = %server.id, error = %e,
+                    "upstream connect failed for want of local resources; answering 503, no server ejected");
+                return answer(client, conn, &req, ProxyError::LocalResources(e), start).await;
+            }
+            Err(e) => {
+                crate::warn_limited!(crate::ratelimit::Kind::UpstreamConnect, server = %server.id, error = %e, "upstream connect failed; ejecting");
+                server.state.eject(backend.eject_time);
+                if tried.len() as u32 >= backend.retries {
+                    return answer(client, conn, &req, ProxyError::Connect(e), start).await;
+                }
+                tried.push(server);
+                backend.state.retries.fetch_add(1, Relaxed);
+                continue;
+            }
+        };
+        if up.connected.is_some() {
+            server.state.mark_reachable();
+        }
+        return match exchange_with(client, inbuf, conn, &mut req, &server, up, start, active, via).await {
+            Ok(next) => next,
+            Err(Failure::Answer(e)) => answer(client, conn, &req, e, start).await,
+            Err(Failure::Abort) => Next::Abort,
+        };
+    }
+}
+
+/// A pooled connection, or a new one.
+async fn upstream_conn(server: &Server, backend: &Backend) -> std::io::Result<UpConn> {
+    if let Some(stream) = server.pool.take_conn() {
+        return Ok(UpConn {
+            stream,
+            reused: true,
+            connected: None,
+        });
+    }
+    let connecting = Instant::now();
+    let stream = upstream::connect_tcp(server.addr, backend.connect_timeout).await?;
+    let connected = connecting.elapsed();
+    server.metrics.connect.record(connected);
+    Ok(UpConn {
+        stream,
+        reused: false,
+        connected: Some(connected),
+    })
+}
+
+/// veer's own answer to a request it could not forward; keeps the connection only when
+/// the request was fully read and the client keeps it.
+async fn answer(client: &mut TcpStream, conn: &Conn, req: &Request, e: ProxyError, start: Instant) -> Next {
+    let close = !req.keep_alive
+        || req.body != Framing::None
+        || conn.drain.is_cancelled()
+        || matches!(e, ProxyError::BadRequest(_) | ProxyError::RequestTimeout);
+    tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
+    conn.stats.errors[e.reason_index()].fetch_add(1, Relaxed);
+    conn.stats.responses[crate::state::status_class(e.status().as_u16())].fetch_add(1, Relaxed);
+    let mut out = Out::new();
+    e.write_response(&mut out.0, close);
+    if let Some(log) = &req.log {
+        log.log(
+            e.status().as_u16(),
+            body_len(&e),
+            start.elapsed(),
+            None,
+            Some(e.reason()),
+            Some(&req.route),
+        );
+    }
+    if client.write_all(&out.0).await.is_err() {
+        return Next::Abort;
+    }
+    if close {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+/// The parsed response head, with what the relay needs.
+struct Response {
+    status: u16,
+    head_len: usize,
+    fields: Fields,
+    http10: bool,
+}
+
+fn parse_response(buf: &[u8]) -> Result<Option<Response>, ProxyError> {
+    let mut fields_buf = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields_buf);
+    let head_len = match codec::response_parser().parse_response(&mut parsed, buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+            return Err(ProxyError::UpstreamMalformed("response head too large"))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ProxyError::UpstreamMalformed("malformed response head")),
+    };
+    if !codec::clean_head(&buf[..head_len]) {
+        return Err(ProxyError::UpstreamMalformed("malformed response head"));
+    }
+    let http10 = parsed.version == Some(0);
+    let fields = codec::fields(parsed.headers, false).map_err(|e| ProxyError::UpstreamMalformed(e.reason()))?;
+    Ok(Some(Response {
+        status: parsed.code.unwrap_or(0),
+        head_len,
+        fields,
+        http10,
+    }))
+}
+
+/// Writes the client's response head for `resp` (whose raw head is `raw`) into `out`.
+fn write_client_head(
+    out: &mut Vec<u8>,
+    raw: &[u8],
+    resp: &Response,
+    decode_chunked: bool,
+    close: bool,
+    keep_alive_10: bool,
+    set_cookie: Option<&http::HeaderValue>,
+) {
+    let mut fields_buf = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields_buf);
+    if !matches!(
+        codec::response_parser().parse_response(&mut parsed, raw),
+        Ok(httparse::Status::Complete(_))
+    ) {
+        return;
+    }
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, parsed.reason.unwrap_or(""));
+    let mut named = [&b""[..]; 8];
+    let n = connection_names(parsed.headers, &mut named);
+    let upgrade = resp.status == 101;
+    for h in parsed.headers.iter() {
+        let name = h.name.as_bytes();
+        let keep = (upgrade && name.eq_ignore_ascii_case(b"upgrade"))
+            || !(hop_by_hop(name, &named[..n]) || (decode_chunked && name.eq_ignore_ascii_case(b"transfer-encoding")));
+        if keep {
+            put_field(out, name, h.value);
+        }
+    }
+    if let Some(c) = set_cookie {
+        put_field(out, b"set-cookie", c.as_bytes());
+    }
+    if upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if keep_alive_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Request body progress while uploading.
+struct Upload {
+    framing: Framing,
+    /// Bytes left (Length).
+    left: u64,
+    chunked: Chunked,
+    done: bool,
+    /// Copied for the mirror, up to its limit; `None` once over it.
+    copy: Option<Vec<u8>>,
+    copy_limit: u64,
+}
+
+impl Upload {
+    fn new(framing: Framing, mirror_limit: Option<u64>) -> Self {
+        Upload {
+            framing,
+            left: if let Framing::Length(n) = framing { n } else { 0 },
+            chunked: Chunked::new(),
+            done: framing == Framing::None,
+            copy: mirror_limit.map(|_| Vec::new()),
+            copy_limit: mirror_limit.unwrap_or(0),
+        }
+    }
+
+    /// How many of `bytes` belong to the body (the rest is the next request).
+    fn take(&mut self, bytes: &[u8]) -> Result<usize, ProxyError> {
+        let (n, data_copy) = match self.framing {
+            Framing::Length(_) => {
+                let n = (self.left.min(bytes.len() as u64)) as usize;
+                self.left -= n as u64;
+                self.done = self.left == 0;
+                (n, Some(&bytes[..n]))
+            }
+            Framing::Chunked => {
+                let copy = &mut self.copy;
+                let limit = self.copy_limit;
+                let n = self
+                    .chunked
+                    .scan(bytes, |d| {
+                        if let Some(c) = copy.as_mut() {
+                            if (c.len() + d.len()) as u64 > limit {
+                                *copy = None;
+                            } else {
+                                c.extend_from_slice(d);
+                            }
+                        }
+                    })
+                    .map_err(|_| ProxyError::BadRequest("malformed request body"))?;
+                self.done = self.chunked.is_done();
+                (n, None)
+            }
+            Framing::None | Framing::Close => {
+                self.done = true;
+                (0, None)
+            }
+        };
+        if let (Some(c), Some(d)) = (self.copy.as_mut(), data_copy) {
+            if (c.len() + d.len()) as u64 > self.copy_limit {
+                self.copy = None;
+            } else {
+                c.extend_from_slice(d);
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn exchange_with(
+    client: &mut TcpStream,
+    inbuf: &mut Buf,
+    conn: &Conn,
+    req: &mut Request,
+    server: &Arc<Server>,
+    mut up: UpConn,
+    start: Instant,
+    active: crate::state::ActiveGuard,
+    via: Via,
+) -> Result<Next, Failure> {
+    let backend = req.backend.clone();
+    let stop = &conn.shared.shutdown;
+    let sent_at = Instant::now();
+    let mirror_limit = req.mirror.as_ref().and(backend.mirror.as_ref().map(|m| m.max_body));
+    let mut upload = Upload::new(req.body, mirror_limit);
+
+    // Head, and the body bytes that came with it, in one write.
+    if !upload.done {
+        let n = upload.take(inbuf.unread()).map_err(Failure::Answer)?;
+        req.out.0.extend_from_slice(&inbuf.unread()[..n]);
+        inbuf.consume(n);
+    }
+    let mut resp_buf = Buf::default();
+    // A reused connection the server closed meanwhile fails on write or with EOF before
+    // any byte of a response: a replayable request is sent again on a new connection.
+    loop {
+        let written = up.stream.write_all(&req.out.0).await;
+        let fresh_retry = |up: &UpConn| up.reused && req.replayable;
+        if let Err(e) = written {
+            if fresh_retry(&up) {
+                up = reconnect(server, &backend)
+                    .await
+                    .map_err(|e| Failure::Answer(ProxyError::Connect(e)))?;
+                continue;
+            }
+            return Err(Failure::Answer(ProxyError::UpstreamIo(e)));
+        }
+        if !upload.done || !fresh_retry(&up) {
+            break;
+        }
+        // Bodiless and replayable on a reused connection: wait for the first response byte
+        // here, where a retry is still possible.
+        let head_deadline = Deadline::now() + backend.timeout;
+        match within(head_deadline, stop, resp_buf.read_from(&mut up.stream, MAX_HEAD)).await {
+            Some(Ok(n)) if n > 0 => break,
+            Some(_) => {
+                tracing::debug!(server = %server.id, "reused connection closed by the server; retrying");
+                resp_buf = Buf::default();
+                up = reconnect(server, &backend)
+                    .await
+                    .map_err(|e| Failure::Answer(ProxyError::Connect(e)))?;
+            }
+            None if stop.is_cancelled() => return Err(Failure::Abort),
+            None => {
+                backend.state.timeouts.fetch_add(1, Relaxed);
+                return Err(Failure::Answer(ProxyError::Timeout));
+            }
+        }
+    }
+
+    // The rest of the body, while watching for the response (100 Continue, or an early
+    // final answer).
+    let body_timeout = conn.shared.body_timeout;
+    let mut head_deadline = upload.done.then(|| Deadline::now() + backend.timeout);
+    let resp = loop {
+        if !resp_buf.is_empty() {
+            match parse_response(resp_buf.unread()) {
+                Err(e) => return Err(Failure::Answer(e)),
+                Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
+                    // Interim responses (100 Continue, 103) pass to HTTP/1.1 clients.
+                    if !req.http10 && client.write_all(&resp_buf.unread()[..r.head_len]).await.is_err() {
+                        return Err(Failure::Abort);
+                    }
+                    resp_buf.consume(r.head_len);
+                    continue;
+                }
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+            }
+        }
+        if upload.done {
+            let deadline = *head_deadline.get_or_insert_with(|| Deadline::now() + backend.timeout);
+            match within(deadline, stop, resp_buf.read_from(&mut up.stream, MAX_HEAD)).await {
+                Some(Ok(0)) => {
+                    return Err(Failure::Answer(if resp_buf.is_empty() {
+                        ProxyError::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into())
+                    } else {
+                        ProxyError::UpstreamMalformed("incomplete response head")
+                    }))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(Failure::Answer(ProxyError::UpstreamIo(e))),
+                None if stop.is_cancelled() => return Err(Failure::Abort),
+                None => {
+                    backend.state.timeouts.fetch_add(1, Relaxed);
+                    return Err(Failure::Answer(ProxyError::Timeout));
+                }
+            }
+        }
+        // Uploading: bytes from the client go up; bytes from the server are the response.
+        let client_deadline = if body_timeout.is_zero() {
+            Deadline::now() + Duration::from_secs(86400 * 365)
+        } else {
+            Deadline::now() + body_timeout
+        };
+        enum Event {
+            Client(std::io::Result<usize>),
+            Server(std::io::Result<usize>),
+            Stalled,
+            Stop,
+        }
+        let event = tokio::select! {
+            biased;
+            _ = stop.cancelled() => Event::Stop,
+            r = resp_buf.read_from(&mut up.stream, MAX_HEAD) => Event::Server(r),
+            r = inbuf.read_from(client, buf::SIZE) => Event::Client(r),
+            _ = tokio::time::sleep_until(client_deadline) => Event::Stalled,
+        };
+        match event {
+            Event::Stop => return Err(Failure::Abort),
+            Event::Stalled => return Err(Failure::Answer(ProxyError::RequestTimeout)),
+            Event::Server(Ok(0)) | Event::Server(Err(_)) => {
+                return Err(Failure::Answer(ProxyError::UpstreamIo(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                )))
+            }
+            Event::Server(Ok(_)) => {
+                // Parsed at the top; an early final answer ends the upload (the client
+                // connection then closes: its body was not all read).
+            }
+            Event::Client(Ok(0)) | Event::Client(Err(_)) => {
+                return Err(Failure::Answer(ProxyError::BadRequest("incomplete request body")));
+            }
+            Event::Client(Ok(_)) => {
+                let n = upload.take(inbuf.unread()).map_err(Failure::Answer)?;
+                let sent = up.stream.write_all(&inbuf.unread()[..n]).await;
+                inbuf.consume(n);
+                if let Err(e) = sent {
+                    return Err(Failure::Answer(ProxyError::UpstreamIo(e)));
+                }
+            }
+        }
+    };
+    let upload_complete = upload.done;
+    if let Some((copy, permit)) = req.mirror.take() {
+        match upload.copy.take() {
+            Some(body) if upload_complete => mirror::spawn(backend.clone(), copy, bytes::Bytes::from(body), permit),
+            _ => mirror::skipped(&backend),
+        }
+    }
+
+    let upstream_duration = sent_at.elapsed();
+    server.metrics.upstream.record(upstream_duration);
+    server.state.count_response(resp.status);
+    let log = req.log.take().map(|head| {
+        Box::new(PendingLog {
+            head,
+            status: resp.status,
+            upstream: Upstream {
+                route: req.route.clone(),
+                backend: backend.name.clone(),
+                group: server.group.clone(),
+                server: server.name.clone(),
+                upstream_duration,
+            },
+        })
+    });
+    let mut end = RequestEnd {
+        start,
+        duration: server.metrics.request.clone(),
+        log,
+    };
+    conn.stats.responses[crate::state::status_class(resp.status)].fetch_add(1, Relaxed);
+    let set_cookie = if via != Via::Sticky {
+        server.set_cookie.as_ref()
+    } else {
+        None
+    };
+
+    if resp.status == 101 {
+        if !req.upgrade {
+            return Err(Failure::Answer(ProxyError::UnexpectedUpgrade));
+        }
+        let mut out = Out::new();
+        write_client_head(
+            &mut out.0,
+            &resp_buf.unread()[..resp.head_len],
+            &resp,
+            false,
+            false,
+            false,
+            set_cookie,
+        );
+        resp_buf.consume(resp.head_len);
+        out.0.extend_from_slice(resp_buf.unread());
+        resp_buf.release();
+        end.record(0);
+        if client.write_all(&out.0).await.is_err() {
+            return Err(Failure::Abort);
+        }
+        drop(out);
+        if !inbuf.is_empty() {
+            if up.stream.write_all(inbuf.unread()).await.is_err() {
+                return Err(Failure::Abort);
+            }
+            inbuf.release();
+        }
+        let _tunnel = server.state.connection_guard();
+        let _active = active;
+        let cut = server.state.sessions();
+        tokio::select! {
+            ended = splice(client, &mut up.stream, conn.idle) => match ended {
+                Ended::Idle => tracing::debug!(server = %server.id, "upgraded tunnel idle; closed"),
+                other => tracing::debug!(server = %server.id, ?other, "upgraded tunnel ended"),
+            },
+            _ = cut.cancelled() => tracing::info!(server = %server.id, "tunnel cut by shutdown sessions"),
+            _ = stop.cancelled() => tracing::info!(server = %server.id, "tunnel cut by process stop"),
+        }
+        return Ok(Next::Abort);
+    }
+
+    let framing = codec::response_framing(&resp.fields, resp.status, req.head);
+    let decode = framing == Framing::Chunked && req.http10;
+    let client_close =
+        !req.keep_alive || !upload_complete || conn.drain.is_cancelled() || framing == Framing::Close || decode;
+    let mut out = Out::new();
+    write_client_head(
+        &mut out.0,
+        &resp_buf.unread()[..resp.head_len],
+        &resp,
+        decode,
+        client_close,
+        req.http10 && !client_close,
+        set_cookie,
+    );
+    resp_buf.consume(resp.head_len);
+    let upstream_keeps = !resp.fields.close && !resp.http10 && upload_complete;
+
+    // The body: what came with the head goes in the same write.
+    let mut body = ResponseBody::new(framing, decode);
+    let mut bytes: u64 = 0;
+    if !body.done {
+        let (n, sent) = body.take(resp_buf.unread(), &mut out.0).map_err(|_| Failure::Abort)?;
+        bytes += sent;
+        resp_buf.consume(n);
+    }
+    if client.write_all(&out.0).await.is_err() {
+        finish(server, &mut end, bytes);
+        return Err(Failure::Abort);
+    }
+    let read_timeout = backend.read_timeout;
+    let cut = server.state.sessions();
+    while !body.done {
+        out.0.clear();
+        if resp_buf.is_empty() {
+            let deadline = if read_timeout.is_zero() {
+                Deadline::now() + Duration::from_secs(86400 * 365)
+            } else {
+                Deadline::now() + read_timeout
+            };
+            let read = tokio::select! {
+                biased;
+                _ = stop.cancelled() => None,
+                _ = cut.cancelled() => None,
+                r = resp_buf.read_from(&mut up.stream, buf::SIZE) => Some(r),
+                _ = tokio::time::sleep_until(deadline) => {
+                    server.state.read_timeouts.fetch_add(1, Relaxed);
+                    crate::warn_limited!(crate::ratelimit::Kind::ReadTimeout, server = %server.id,
+                        "response body stalled past read_timeout; cutting the client connection");
+                    None
+                }
+            };
+            match read {
+                Some(Ok(0)) if framing == Framing::Close => break,
+                Some(Ok(n)) if n > 0 => {}
+                _ => {
+                    // The server broke off, stalled or was cut: the client cannot get the
+                    // rest, and must not take what it got for the whole.
+                    finish(server, &mut end, bytes);
+                    return Err(Failure::Abort);
+                }
+            }
+        }
+        let (n, sent) = body.take(resp_buf.unread(), &mut out.0).map_err(|_| Failure::Abort)?;
+        bytes += sent;
+        resp_buf.consume(n);
+        if !out.0.is_empty() && client.write_all(&out.0).await.is_err() {
+            finish(server, &mut end, bytes);
+            return Err(Failure::Abort);
+        }
+    }
+    drop(out);
+    finish(server, &mut end, bytes);
+    drop(active);
+    if upstream_keeps && framing != Framing::Close && resp_buf.is_empty() {
+        server.pool.put_conn(up.stream);
+    }
+    Ok(if client_close { Next::Close } else { Next::KeepAlive })
+}
+
+fn finish(server: &Server, end: &mut RequestEnd, bytes: u64) {
+    server.state.response_bytes.fetch_add(bytes, Relaxed);
+    end.record(bytes);
+}
+
+async fn reconnect(server: &Server, backend: &Backend) -> std::io::Result<UpConn> {
+    let connecting = Instant::now();
+    let stream = upstream::connect_tcp(server.addr, backend.connect_timeout).await?;
+    let connected = connecting.elapsed();
+    server.metrics.connect.record(connected);
+    Ok(UpConn {
+        stream,
+        reused: false,
+        connected: Some(connected),
+    })
+}
+
+/// Response body progress.
+struct ResponseBody {
+    framing: Framing,
+    left: u64,
+    chunked: Chunked,
+    /// Decode chunks for an HTTP/1.0 client.
+    decode: bool,
+    done: bool,
+}
+
+impl ResponseBody {
+    fn new(framing: Framing, decode: bool) -> Self {
+        ResponseBody {
+            framing,
+            left: if let Framing::Length(n) = framing { n } else { 0 },
+            chunked: Chunked::new(),
+            decode,
+            done: framing == Framing::None,
+        }
+    }
+
+    /// Moves the body's part of `bytes` into `out`; returns (bytes consumed, body bytes
+    /// for the client).
+    fn take(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, u64), codec::ChunkError> {
+        match self.framing {
+            Framing::None => {
+                self.done = true;
+                Ok((0, 0))
+            }
+            Framing::Length(_) => {
+                let n = (self.left.min(bytes.len() as u64)) as usize;
+                out.extend_from_slice(&bytes[..n]);
+                self.left -= n as u64;
+                self.done = self.left == 0;
+                Ok((n, n as u64))
+            }
+            Framing::Close => {
+                out.extend_from_slice(bytes);
+                Ok((bytes.len(), bytes.len() as u64))
+            }
+            Framing::Chunked => {
+                let mut data = 0u64;
+                let n = if self.decode {
+                    self.chunked.scan(bytes, |d| {
+                        data += d.len() as u64;
+                        out.extend_from_slice(d);
+                    })?
+                } else {
+                    let n = self.chunked.scan(bytes, |d| data += d.len() as u64)?;
+                    out.extend_from_slice(&bytes[..n]);
+                    n
+                };
+                self.done = self.chunked.is_done();
+                Ok((n, data))
+            }
+        }
+    }
+}
