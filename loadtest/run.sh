@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Whole-proxy comparison: veer vs HAProxy 2.6 vs nginx (Debian packages), method of
-# /work/shared/anchors.md. See loadtest/README.md.
+# shared/anchors.md (the project's measurement notes). See loadtest/README.md.
 #
 # Env: DURATION (s per wrk run, default 10), ROUNDS (default 3), CONNS (default "50 200"),
 #      IDLE_CONNS (default 2000), OUT (default loadtest/out), VEER_BIN (default: build release into
-#      LOADTEST_TARGET_DIR, default /work/target-loadtest), SKIP_MEM=1, SKIP_LOAD=1.
+#      LOADTEST_TARGET_DIR, default <repo>/target/loadtest), SKIP_MEM=1, SKIP_LOAD=1.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -42,10 +42,10 @@ repo_rev() {
     echo "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' + uncommitted changes in src/Cargo.*')"
 }
 if [ -z "${VEER_BIN:-}" ]; then
-    log "building veer (release, CARGO_TARGET_DIR=${LOADTEST_TARGET_DIR:-/work/target-loadtest})"
+    log "building veer (release, CARGO_TARGET_DIR=${LOADTEST_TARGET_DIR:-$REPO/target/loadtest})"
     rev_before="$(repo_rev)"
-    (cd "$REPO" && CARGO_TARGET_DIR="${LOADTEST_TARGET_DIR:-/work/target-loadtest}" cargo build --release)
-    VEER_BIN="${LOADTEST_TARGET_DIR:-/work/target-loadtest}/release/veer"
+    (cd "$REPO" && CARGO_TARGET_DIR="${LOADTEST_TARGET_DIR:-$REPO/target/loadtest}" cargo build --release)
+    VEER_BIN="${LOADTEST_TARGET_DIR:-$REPO/target/loadtest}/release/veer"
     VEER_BIN_DESC="built by run.sh from $rev_before ($VEER_BIN)"
 else
     VEER_BIN_DESC="prebuilt $VEER_BIN (modified $(date -u -r "$VEER_BIN" '+%Y-%m-%d %H:%M UTC')); repo at run time: $(repo_rev)"
