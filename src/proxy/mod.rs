@@ -2,6 +2,7 @@
 //! up in the current snapshot what the listener is (http or tcp) and runs that path.
 
 pub mod body;
+pub mod buf;
 pub mod cookies;
 pub mod h1;
 pub mod headers;
@@ -53,7 +54,9 @@ pub async fn serve(
     if is_http {
         let stats = _open.listener.clone();
         match sniff_h2(&stream, shared.header_timeout).await {
-            Some(true) => http::serve(stream, peer, listener, shared, drain, stats, idle).await,
+            // Boxed (as TCP below): hyper's connection state is large, and an idle HTTP/1
+            // connection's task should not carry its size.
+            Some(true) => Box::pin(http::serve(stream, peer, listener, shared, drain, stats, idle)).await,
             Some(false) => {
                 let conn = h1::server::Conn {
                     peer,
@@ -68,7 +71,7 @@ pub async fn serve(
             None => tracing::debug!(%peer, "client sent nothing; closing"),
         }
     } else {
-        tcp::serve(stream, peer, &listener, &shared, idle).await
+        Box::pin(tcp::serve(stream, peer, &listener, &shared, idle)).await
     }
 }
 

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::splice::{splice, Ended};
+use super::splice::{splice_tcp, Ended};
 
 use crate::balance::{self, hash, Affinity};
 use crate::config::HashKey;
 use crate::runtime::Shared;
 use crate::snapshot::ListenerRoutes;
 
-pub async fn serve(mut client: TcpStream, peer: SocketAddr, listener: &str, shared: &Shared, idle: Duration) {
+pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, shared: &Shared, idle: Duration) {
     let backend = {
         let snap = shared.snapshot.load();
         match snap.listeners.get(listener) {
@@ -37,12 +37,12 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, listener: &str, shar
         };
         let guard = server.state.connection_guard();
         match tokio::time::timeout(backend.connect_timeout, TcpStream::connect(server.addr)).await {
-            Ok(Ok(mut upstream)) => {
+            Ok(Ok(upstream)) => {
                 server.state.mark_reachable();
                 let _ = upstream.set_nodelay(true);
                 let cut = server.state.sessions();
                 tokio::select! {
-                    ended = splice(&mut client, &mut upstream, idle) => match ended {
+                    ended = splice_tcp(&client, &upstream, idle) => match ended {
                         Ended::Idle => tracing::debug!(%peer, server = %server.id, "tcp session idle; closed"),
                         other => tracing::debug!(%peer, server = %server.id, ?other, "tcp session ended"),
                     },

@@ -1,6 +1,5 @@
 //! veer's own HTTP/1.1 engine (design §12): the codec (heads, framing, chunked bodies),
 //! buffers held only while a connection is busy, and the connection loop that runs every
 //! exchange in the client's own task. HTTP/2 stays on hyper (see [`super::http`]).
-pub mod buf;
 pub mod codec;
 pub mod server;

@@ -18,14 +18,14 @@ use tokio::net::TcpStream;
 use tokio::time::Instant as Deadline;
 use tokio_util::sync::CancellationToken;
 
-use super::buf::{self, Buf, Out};
 use super::codec::{self, Chunked, Fields, Framing, HeadError, MAX_HEADERS};
 use crate::access_log::{LogHead, PendingLog, Upstream};
 use crate::balance::{self, hash, Affinity, Via};
 use crate::config::HashKey;
 use crate::error::ProxyError;
 use crate::metrics::ListenerStats;
-use crate::proxy::splice::{splice, Ended};
+use crate::proxy::buf::{self, Buf, Out};
+use crate::proxy::splice::{splice_tcp, Ended};
 use crate::proxy::{cookies, headers, mirror};
 use crate::runtime::Shared;
 use crate::snapshot::{Backend, ListenerRoutes, Server};
@@ -61,7 +61,9 @@ pub async fn serve(mut client: TcpStream, conn: Conn) {
                 _ => return,
             }
         }
-        match exchange(&mut client, &mut inbuf, &conn, deadline).await {
+        // Boxed: the exchange's state (heads, body progress, the upstream connection) exists
+        // only while a request is in flight, so an idle keep-alive holds none of it.
+        match Box::pin(exchange(&mut client, &mut inbuf, &conn, deadline)).await {
             Next::KeepAlive => continue,
             Next::Close => {
                 let _ = client.shutdown().await;
@@ -1021,7 +1023,7 @@ async fn exchange_with(
         let _active = active;
         let cut = server.state.sessions();
         tokio::select! {
-            ended = splice(client, &mut up.stream, conn.idle) => match ended {
+            ended = splice_tcp(client, &up.stream, conn.idle) => match ended {
                 Ended::Idle => tracing::debug!(server = %server.id, "upgraded tunnel idle; closed"),
                 other => tracing::debug!(server = %server.id, ?other, "upgraded tunnel ended"),
             },

@@ -10,11 +10,16 @@ use tokio::net::TcpStream;
 
 /// Capacity of a pooled buffer: any ordinary head and a good slice of body in one read.
 pub const SIZE: usize = 16 * 1024;
-/// Buffers kept per thread (beyond that they are freed).
-const KEEP: usize = 512;
+/// Read buffers kept per thread (beyond that they are freed): enough for the exchanges a
+/// worker has in flight at once, a bounded 4 MiB at most.
+const KEEP: usize = 256;
+/// Output buffers (rewritten heads) start this small and are kept up to [`OUT_MAX`].
+const OUT_SIZE: usize = 1024;
+const OUT_MAX: usize = 64 * 1024;
 
 thread_local! {
     static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static OUT_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
 fn take() -> Vec<u8> {
@@ -107,7 +112,9 @@ pub struct Out(pub Vec<u8>);
 
 impl Out {
     pub fn new() -> Self {
-        Out(take())
+        Out(OUT_POOL
+            .with(|p| p.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(OUT_SIZE)))
     }
 }
 
@@ -119,8 +126,29 @@ impl Default for Out {
 
 impl Drop for Out {
     fn drop(&mut self) {
-        give(std::mem::take(&mut self.0));
+        let mut b = std::mem::take(&mut self.0);
+        if b.capacity() > OUT_MAX {
+            return;
+        }
+        b.clear();
+        OUT_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < KEEP {
+                p.push(b);
+            }
+        });
     }
+}
+
+/// A read buffer from the pool (empty, [`SIZE`] capacity), for code that reads with
+/// `try_read_buf`; give it back with [`give_back`].
+pub fn take_one() -> Vec<u8> {
+    take()
+}
+
+/// Returns a buffer from [`take_one`] to the pool.
+pub fn give_back(b: Vec<u8>) {
+    give(b)
 }
 
 /// Waits until `stream` has bytes (or EOF) without holding any buffer.
