@@ -259,7 +259,11 @@ fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusal> {
     let id: &[u8] = match request_id {
         Some(id) => id,
         None => {
-            let _ = write!(&mut generated_id[..], "{:032x}", fastrand::u128(..));
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let n = fastrand::u128(..);
+            for (i, d) in generated_id.iter_mut().enumerate() {
+                *d = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+            }
             &generated_id
         }
     };
@@ -495,7 +499,8 @@ fn write_upstream_head(
                     out.extend_from_slice(h.value);
                     out.extend_from_slice(b", ");
                 }
-                let _ = write!(out, "{client}\r\n");
+                put_ip(out, client);
+                out.extend_from_slice(b"\r\n");
             }
         } else if let Some(sticky) =
             sticky.filter(|s| is(name, b"cookie") && cookies::find_in(std::iter::once(h.value), s).is_some())
@@ -517,7 +522,9 @@ fn write_upstream_head(
         put_field(out, b"host", authority.unwrap_or("").as_bytes());
     }
     if !forwarded_for {
-        let _ = write!(out, "x-forwarded-for: {client}\r\n");
+        out.extend_from_slice(b"x-forwarded-for: ");
+        put_ip(out, client);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"x-forwarded-proto: http\r\n");
     if let Some(h) = host_value {
@@ -668,15 +675,34 @@ async fn answer(client: &mut TcpStream, conn: &Conn, req: &Request, e: ProxyErro
     }
 }
 
-/// The parsed response head, with what the relay needs.
+/// The parsed response head, with what the relay decided from it.
 struct Response {
     status: u16,
     head_len: usize,
     fields: Fields,
     http10: bool,
+    framing: Framing,
+    /// Chunks decoded for an HTTP/1.0 client.
+    decode: bool,
+    /// The client connection closes after this response.
+    client_close: bool,
 }
 
-fn parse_response(buf: &[u8]) -> Result<Option<Response>, ProxyError> {
+/// What shapes the client's response head besides the server's.
+struct ClientView<'a> {
+    http10: bool,
+    keep_alive: bool,
+    head_request: bool,
+    /// The whole request body went up (else the connection cannot be reused).
+    upload_done: bool,
+    draining: bool,
+    set_cookie: Option<&'a http::HeaderValue>,
+}
+
+/// Parses a response head from `buf`. For a final (or 101) response it also writes the
+/// client's head into `out`, in the same pass over the fields; interim 1xx heads are left
+/// for the caller to pass on as they are.
+fn parse_response(buf: &[u8], view: &ClientView<'_>, out: &mut Vec<u8>) -> Result<Option<Response>, ProxyError> {
     let mut fields_buf = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields_buf);
     let head_len = match codec::response_parser().parse_response(&mut parsed, buf) {
@@ -692,55 +718,93 @@ fn parse_response(buf: &[u8]) -> Result<Option<Response>, ProxyError> {
     }
     let http10 = parsed.version == Some(0);
     let fields = codec::fields(parsed.headers, false).map_err(|e| ProxyError::UpstreamMalformed(e.reason()))?;
-    Ok(Some(Response {
-        status: parsed.code.unwrap_or(0),
+    let status = parsed.code.unwrap_or(0);
+    let framing = codec::response_framing(&fields, status, view.head_request);
+    let decode = framing == Framing::Chunked && view.http10;
+    let client_close = !view.keep_alive || !view.upload_done || view.draining || framing == Framing::Close || decode;
+    let resp = Response {
+        status,
         head_len,
         fields,
         http10,
-    }))
+        framing,
+        decode,
+        client_close,
+    };
+    if !(100..200).contains(&status) || status == 101 {
+        write_client_head(out, parsed.reason.unwrap_or(""), parsed.headers, &resp, view);
+    }
+    Ok(Some(resp))
 }
 
-/// Writes the client's response head for `resp` (whose raw head is `raw`) into `out`.
+/// The client's response head: the server's status and fields minus hop-by-hop ones, plus
+/// veer's (sticky cookie, connection handling).
 fn write_client_head(
     out: &mut Vec<u8>,
-    raw: &[u8],
+    reason: &str,
+    headers: &[httparse::Header<'_>],
     resp: &Response,
-    decode_chunked: bool,
-    close: bool,
-    keep_alive_10: bool,
-    set_cookie: Option<&http::HeaderValue>,
+    view: &ClientView<'_>,
 ) {
-    let mut fields_buf = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields_buf);
-    if !matches!(
-        codec::response_parser().parse_response(&mut parsed, raw),
-        Ok(httparse::Status::Complete(_))
-    ) {
-        return;
-    }
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, parsed.reason.unwrap_or(""));
+    out.extend_from_slice(b"HTTP/1.1 ");
+    put_u64(out, resp.status as u64);
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     let mut named = [&b""[..]; 8];
-    let n = connection_names(parsed.headers, &mut named);
+    let n = connection_names(headers, &mut named);
     let upgrade = resp.status == 101;
-    for h in parsed.headers.iter() {
+    for h in headers {
         let name = h.name.as_bytes();
         let keep = (upgrade && name.eq_ignore_ascii_case(b"upgrade"))
-            || !(hop_by_hop(name, &named[..n]) || (decode_chunked && name.eq_ignore_ascii_case(b"transfer-encoding")));
+            || !(hop_by_hop(name, &named[..n]) || (resp.decode && name.eq_ignore_ascii_case(b"transfer-encoding")));
         if keep {
             put_field(out, name, h.value);
         }
     }
-    if let Some(c) = set_cookie {
+    if let Some(c) = view.set_cookie {
         put_field(out, b"set-cookie", c.as_bytes());
     }
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
-    } else if close {
+    } else if resp.client_close {
         out.extend_from_slice(b"connection: close\r\n");
-    } else if keep_alive_10 {
+    } else if view.http10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Decimal digits without going through `fmt`.
+fn put_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// A client address for X-Forwarded-For (IPv4 without `fmt`).
+fn put_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                put_u64(out, *octet as u64);
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Request body progress while uploading.
@@ -875,10 +939,24 @@ async fn exchange_with(
     // The rest of the body, while watching for the response (100 Continue, or an early
     // final answer).
     let body_timeout = conn.shared.body_timeout;
+    let set_cookie = if via != Via::Sticky {
+        server.set_cookie.as_ref()
+    } else {
+        None
+    };
+    let mut out = Out::new();
     let mut head_deadline = upload.done.then(|| Deadline::now() + backend.timeout);
     let resp = loop {
         if !resp_buf.is_empty() {
-            match parse_response(resp_buf.unread()) {
+            let view = ClientView {
+                http10: req.http10,
+                keep_alive: req.keep_alive,
+                head_request: req.head,
+                upload_done: upload.done,
+                draining: conn.drain.is_cancelled(),
+                set_cookie,
+            };
+            match parse_response(resp_buf.unread(), &view, &mut out.0) {
                 Err(e) => return Err(Failure::Answer(e)),
                 Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
                     // Interim responses (100 Continue, 103) pass to HTTP/1.1 clients.
@@ -985,26 +1063,11 @@ async fn exchange_with(
         log,
     };
     conn.stats.responses[crate::state::status_class(resp.status)].fetch_add(1, Relaxed);
-    let set_cookie = if via != Via::Sticky {
-        server.set_cookie.as_ref()
-    } else {
-        None
-    };
 
     if resp.status == 101 {
         if !req.upgrade {
             return Err(Failure::Answer(ProxyError::UnexpectedUpgrade));
         }
-        let mut out = Out::new();
-        write_client_head(
-            &mut out.0,
-            &resp_buf.unread()[..resp.head_len],
-            &resp,
-            false,
-            false,
-            false,
-            set_cookie,
-        );
         resp_buf.consume(resp.head_len);
         out.0.extend_from_slice(resp_buf.unread());
         resp_buf.release();
@@ -1033,20 +1096,7 @@ async fn exchange_with(
         return Ok(Next::Abort);
     }
 
-    let framing = codec::response_framing(&resp.fields, resp.status, req.head);
-    let decode = framing == Framing::Chunked && req.http10;
-    let client_close =
-        !req.keep_alive || !upload_complete || conn.drain.is_cancelled() || framing == Framing::Close || decode;
-    let mut out = Out::new();
-    write_client_head(
-        &mut out.0,
-        &resp_buf.unread()[..resp.head_len],
-        &resp,
-        decode,
-        client_close,
-        req.http10 && !client_close,
-        set_cookie,
-    );
+    let (framing, decode, client_close) = (resp.framing, resp.decode, resp.client_close);
     resp_buf.consume(resp.head_len);
     let upstream_keeps = !resp.fields.close && !resp.http10 && upload_complete;
 
