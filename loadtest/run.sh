@@ -2,7 +2,10 @@
 # Whole-proxy comparison: veer vs HAProxy 2.6 vs nginx (Debian packages), method of
 # shared/anchors.md (the project's measurement notes). See loadtest/README.md.
 #
-# Env: DURATION (s per wrk run, default 10), ROUNDS (default 3), CONNS (default "50 200"),
+# Env: DURATION (s per run, default 10), ROUNDS (default 3), CONNS (default "50 200"),
+#      MODES (default "keepalive close big h2c capped"): keep-alive small requests, connection
+#      per request (50 conns), 1 MiB responses (10 conns, MB/s), h2c with h2load -c50 -m10, and
+#      keep-alive with every proxy capped at CAP % of a core (default 50, cgroup v1 cpu quota),
 #      IDLE_CONNS (default 2000), OUT (default loadtest/out), VEER_BIN (default: build release into
 #      LOADTEST_TARGET_DIR, default <repo>/target/loadtest), SKIP_MEM=1, SKIP_LOAD=1.
 set -euo pipefail
@@ -13,6 +16,8 @@ OUT="${OUT:-$HERE/out}"
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
 CONNS="${CONNS:-50 200}"
+MODES="${MODES:-keepalive close big h2c capped}"
+CAP="${CAP:-50}"
 IDLE_CONNS="${IDLE_CONNS:-2000}"
 PROXY_CORE=0
 LOAD_CORE=1
@@ -28,6 +33,7 @@ missing=()
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v nginx >/dev/null || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v pgrep >/dev/null || missing+=(procps)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -36,6 +42,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
         || { $SUDO apt-get update && $SUDO apt-get install -y "${missing[@]}"; }
 fi
 command -v python3 >/dev/null || die "python3 is required"
+# The chart in the report (results.md is written without it).
+python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet matplotlib \
+    || log "warning: matplotlib unavailable; the report will have no chart"
 [ "$(nproc)" -ge 2 ] || die "needs at least 2 cores (proxy on core $PROXY_CORE, load on core $LOAD_CORE)"
 
 repo_rev() {
@@ -77,6 +86,7 @@ stop_pid() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    uncap
     for pid in "${PIDS[@]+"${PIDS[@]}"}"; do stop_pid "$pid"; done
     cp "$TMP"/*.log "$OUT/logs/" 2>/dev/null || true
     rm -rf "$TMP"
@@ -86,6 +96,27 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The capped mode: the proxies under test in one cgroup v1 cpu group, CAP % of one core each
+# (they run one at a time, so the quota is theirs alone).
+CGROUP=""
+cap() { # pids...
+    local root=/sys/fs/cgroup/cpu
+    [ -w "$root" ] || die "capped mode needs a writable cgroup v1 cpu hierarchy at $root"
+    CGROUP="$root/veer-loadtest-$$"
+    mkdir -p "$CGROUP"
+    echo 10000 > "$CGROUP/cpu.cfs_period_us"
+    echo $((CAP * 100)) > "$CGROUP/cpu.cfs_quota_us"
+    local p
+    for p in "$@"; do echo "$p" > "$CGROUP/cgroup.procs"; done
+}
+uncap() {
+    [ -n "$CGROUP" ] || return 0
+    local p
+    for p in $(cat "$CGROUP/cgroup.procs" 2>/dev/null); do echo "$p" > /sys/fs/cgroup/cpu/cgroup.procs 2>/dev/null || true; done
+    rmdir "$CGROUP" 2>/dev/null || true
+    CGROUP=""
+}
 
 wait_port() { # port pid name
     local i
@@ -97,7 +128,7 @@ wait_port() { # port pid name
     die "$3 did not listen on :$1"
 }
 
-for port in 9001 9002 8100 8101 8200 8201 8300; do
+for port in 9001 9002 8100 8101 8200 8201 8202 8300 8301; do
     port_open "$port" && die "127.0.0.1:$port is already in use; stop whatever holds it first"
 done
 
@@ -107,6 +138,10 @@ render() { # template output [port]
 
 start_backends() {
     local port
+    head -c 1048576 /dev/urandom > "$TMP/big.bin"
+    # nginx's workers run as nobody when started by root.
+    chmod 755 "$TMP"
+    chmod 644 "$TMP/big.bin"
     for port in 9001 9002; do
         mkdir -p "$TMP/tmp-$port"
         render "$HERE/nginx-backend.conf.tmpl" "$TMP/backend-$port.conf" "$port"
@@ -162,8 +197,9 @@ stop_nginx_proxy() { [ -z "$NGINX_PID" ] || stop_pid "$NGINX_PID"; NGINX_PID="";
 # target -> port; target -> PIDs whose CPU/RSS count as "the proxy"
 port_of() {
     case "$1" in
-        direct) echo 9001 ;; veer-http) echo 8100 ;; veer-tcp) echo 8101 ;;
-        haproxy-http) echo 8200 ;; haproxy-tcp) echo 8201 ;; nginx-proxy) echo 8300 ;;
+        direct) echo 9001 ;; veer-http | veer-h2c) echo 8100 ;; veer-tcp) echo 8101 ;;
+        haproxy-http) echo 8200 ;; haproxy-tcp) echo 8201 ;; haproxy-h2c) echo 8202 ;;
+        nginx-proxy) echo 8300 ;; nginx-h2c) echo 8301 ;;
     esac
 }
 pids_of() {
@@ -171,8 +207,20 @@ pids_of() {
         direct) echo "" ;;
         veer-*) echo "$VEER_PID" ;;
         haproxy-*) echo "$HAPROXY_PID" ;;
-        nginx-proxy) echo "$NGINX_PID $NGINX_WORKER" ;;
+        nginx-*) echo "$NGINX_PID $NGINX_WORKER" ;;
     esac
+}
+# The targets and connection counts of each mode.
+targets_of() {
+    case "$1" in
+        keepalive) echo "direct veer-http haproxy-http nginx-proxy veer-tcp haproxy-tcp" ;;
+        close | capped) echo "veer-http haproxy-http nginx-proxy" ;;
+        big) echo "direct veer-http haproxy-http nginx-proxy" ;;
+        h2c) echo "veer-h2c haproxy-h2c nginx-h2c" ;;
+    esac
+}
+conns_of() {
+    case "$1" in keepalive | capped) echo "$CONNS" ;; close | h2c) echo 50 ;; big) echo 10 ;; esac
 }
 start_target() {
     case "$1" in veer-*) start_veer ;; haproxy-*) start_haproxy ;; nginx-proxy) start_nginx_proxy ;; esac
@@ -242,59 +290,83 @@ if [ -z "${SKIP_MEM:-}" ]; then
 fi
 
 # ---------------------------------------------------------------------------------------
-# Throughput / latency / CPU: all proxies up, rounds interleaved A B C … A B C …
-TARGETS=(direct veer-http haproxy-http nginx-proxy veer-tcp haproxy-tcp)
+# Throughput / latency / CPU: all proxies up; per mode, rounds interleaved A B C … A B C …
 if [ -z "${SKIP_LOAD:-}" ]; then
     start_veer
     start_haproxy
     start_nginx_proxy
 
     log "warm-up (2 s per target, not recorded)"
-    for target in "${TARGETS[@]}"; do
+    for target in direct veer-http haproxy-http nginx-proxy veer-tcp haproxy-tcp; do
         taskset -c "$LOAD_CORE" wrk -t1 -c50 -d2s "http://127.0.0.1:$(port_of "$target")/" >/dev/null
     done
 
-    echo "round,conns,target,rps,requests,p50_ms,p99_ms,cpu_s,cpu_s_per_100k,core0_busy_pct,core1_busy_pct,non2xx,sock_errors,sock_detail" \
+    echo "mode,round,conns,target,rps,requests,p50_ms,p99_ms,cpu_s,cpu_s_per_100k,core0_busy_pct,core1_busy_pct,non2xx,sock_errors,mb_per_s,sock_detail" \
         > "$OUT/raw.csv"
-    for c in $CONNS; do
-        for round in $(seq "$ROUNDS"); do
-            for target in "${TARGETS[@]}"; do
-                pids=$(pids_of "$target")
-                for p in $pids; do kill -0 "$p" 2>/dev/null || die "$target (pid $p) died; see $OUT/logs/"; done
-                f="$OUT/wrk/c${c}-r${round}-${target}.txt"
-                # shellcheck disable=SC2086
-                cpu0=$([ -n "$pids" ] && cpu_ticks $pids || echo 0)
-                read -r b0 t0 < <(core_jiffies "$PROXY_CORE")
-                read -r b1 t1 < <(core_jiffies "$LOAD_CORE")
-                taskset -c "$LOAD_CORE" wrk -t1 -c"$c" -d"${DURATION}s" --latency \
-                    "http://127.0.0.1:$(port_of "$target")/" > "$f" 2>&1 || true
-                read -r b0b t0b < <(core_jiffies "$PROXY_CORE")
-                read -r b1b t1b < <(core_jiffies "$LOAD_CORE")
-                # shellcheck disable=SC2086
-                cpu1=$([ -n "$pids" ] && cpu_ticks $pids || echo 0)
+    for mode in $MODES; do
+        if [ "$mode" = capped ]; then
+            # shellcheck disable=SC2046
+            cap $VEER_PID $HAPROXY_PID $NGINX_PID $NGINX_WORKER
+            log "capped mode: every proxy at $CAP % of one core"
+        fi
+        path=/; [ "$mode" = big ] && path=/big
+        for c in $(conns_of "$mode"); do
+            for round in $(seq "$ROUNDS"); do
+                for target in $(targets_of "$mode"); do
+                    pids=$(pids_of "$target")
+                    for p in $pids; do kill -0 "$p" 2>/dev/null || die "$target (pid $p) died; see $OUT/logs/"; done
+                    f="$OUT/wrk/${mode}-c${c}-r${round}-${target}.txt"
+                    # shellcheck disable=SC2086
+                    cpu0=$([ -n "$pids" ] && cpu_ticks $pids || echo 0)
+                    read -r b0 t0 < <(core_jiffies "$PROXY_CORE")
+                    read -r b1 t1 < <(core_jiffies "$LOAD_CORE")
+                    url="http://127.0.0.1:$(port_of "$target")$path"
+                    case "$mode" in
+                        h2c) taskset -c "$LOAD_CORE" h2load -t1 -c"$c" -m10 -D"$DURATION" "$url" > "$f" 2>&1 || true ;;
+                        close) taskset -c "$LOAD_CORE" wrk -t1 -c"$c" -d"${DURATION}s" --latency -H "Connection: close" "$url" > "$f" 2>&1 || true ;;
+                        *) taskset -c "$LOAD_CORE" wrk -t1 -c"$c" -d"${DURATION}s" --latency "$url" > "$f" 2>&1 || true ;;
+                    esac
+                    read -r b0b t0b < <(core_jiffies "$PROXY_CORE")
+                    read -r b1b t1b < <(core_jiffies "$LOAD_CORE")
+                    # shellcheck disable=SC2086
+                    cpu1=$([ -n "$pids" ] && cpu_ticks $pids || echo 0)
 
-                rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
-                reqs=$(awk '/ requests in / {print $1}' "$f")
-                [ -n "$rps" ] && [ -n "$reqs" ] || { cat "$f" >&2; die "wrk failed against $target"; }
-                p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$f")")
-                p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$f")")
-                non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$f"); non2xx=${non2xx:-0}
-                sockline=$(grep 'Socket errors:' "$f" | sed 's/^ *Socket errors: *//' || true)
-                sockerr=$(awk -F'[ ,]+' '{s = 0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i; print s}' <<<"${sockline:-0}")
-                if [ -n "$pids" ]; then
-                    cpu_s=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / t}')
-                    cpu100k=$(awk -v s="$cpu_s" -v n="$reqs" 'BEGIN {printf "%.4f", s / n * 100000}')
-                else
-                    cpu_s="" cpu100k=""
-                fi
-                busy0=$(awk -v b="$((b0b - b0))" -v t="$((t0b - t0))" 'BEGIN {printf "%.0f", t ? 100 * b / t : 0}')
-                busy1=$(awk -v b="$((b1b - b1))" -v t="$((t1b - t1))" 'BEGIN {printf "%.0f", t ? 100 * b / t : 0}')
-                echo "$round,$c,$target,$rps,$reqs,$p50,$p99,$cpu_s,$cpu100k,$busy0,$busy1,$non2xx,$sockerr,${sockline//,/;}" \
-                    >> "$OUT/raw.csv"
-                log "c=$c round=$round $target: ${rps} req/s p50=${p50}ms p99=${p99}ms cpu/100k=${cpu100k:-—}s core0=${busy0}% core1=${busy1}% non2xx=$non2xx sockerr=$sockerr"
-                sleep 1
+                    if [ "$mode" = h2c ]; then
+                        rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$f")
+                        reqs=$(awk '/^requests:/ {print $8}' "$f")
+                        failed=$(awk '/^requests:/ {print $10}' "$f")
+                        mbs=$(awk '/^finished in/ { v = $6 + 0; u = $6; sub(/^[0-9.]+/, "", u);
+                            if (u == "KB/s") v /= 1024; else if (u == "GB/s") v *= 1024; else if (u == "B/s") v /= 1048576; print v }' "$f")
+                        p50="" p99="" non2xx="${failed:-0}" sockerr=0 sockline=""
+                        [ -n "$rps" ] && [ -n "$reqs" ] || { cat "$f" >&2; die "h2load failed against $target"; }
+                    else
+                        rps=$(awk '/^Requests\/sec:/ {print $2}' "$f")
+                        reqs=$(awk '/ requests in / {print $1}' "$f")
+                        [ -n "$rps" ] && [ -n "$reqs" ] || { cat "$f" >&2; die "wrk failed against $target"; }
+                        p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$f")")
+                        p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$f")")
+                        non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$f"); non2xx=${non2xx:-0}
+                        sockline=$(grep 'Socket errors:' "$f" | sed 's/^ *Socket errors: *//' || true)
+                        sockerr=$(awk -F'[ ,]+' '{s = 0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i; print s}' <<<"${sockline:-0}")
+                        mbs=$(awk '/^Transfer\/sec:/ { v = $2 + 0; u = $2; sub(/^[0-9.]+/, "", u);
+                            if (u == "KB") v /= 1024; else if (u == "GB") v *= 1024; else if (u == "B") v /= 1048576; print v }' "$f")
+                    fi
+                    if [ -n "$pids" ]; then
+                        cpu_s=$(awk -v a="$cpu0" -v b="$cpu1" -v t="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / t}')
+                        cpu100k=$(awk -v s="$cpu_s" -v n="$reqs" 'BEGIN {printf "%.4f", n ? s / n * 100000 : 0}')
+                    else
+                        cpu_s="" cpu100k=""
+                    fi
+                    busy0=$(awk -v b="$((b0b - b0))" -v t="$((t0b - t0))" 'BEGIN {printf "%.0f", t ? 100 * b / t : 0}')
+                    busy1=$(awk -v b="$((b1b - b1))" -v t="$((t1b - t1))" 'BEGIN {printf "%.0f", t ? 100 * b / t : 0}')
+                    echo "$mode,$round,$c,$target,$rps,$reqs,$p50,$p99,$cpu_s,$cpu100k,$busy0,$busy1,$non2xx,$sockerr,${mbs:-},${sockline//,/;}" \
+                        >> "$OUT/raw.csv"
+                    log "$mode c=$c round=$round $target: ${rps} req/s p50=${p50:-—}ms p99=${p99:-—}ms cpu/100k=${cpu100k:-—}s MB/s=${mbs:-—} core0=${busy0}% core1=${busy1}% errors=$non2xx/$sockerr"
+                    sleep 1
+                done
             done
         done
+        [ "$mode" = capped ] && uncap
     done
 fi
 
