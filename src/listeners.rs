@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ListenerSpec;
 use crate::metrics::ListenerStats;
-use crate::runtime::Shared;
+use crate::proxy::Shared;
 
 /// Creates a listening socket with SO_REUSEADDR and the configured backlog.
 pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {

@@ -14,8 +14,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::sync::{broadcast, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -24,34 +22,9 @@ use crate::admin::overlay::Overlay;
 use crate::config::{self, ConfigErrors, Spec};
 use crate::lifecycle::Inherited;
 use crate::listeners::{BindError, ListenerSet};
+pub use crate::proxy::Shared;
 use crate::snapshot::Snapshot;
 use crate::state::Registry;
-
-/// What every data-path task shares.
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub http: auto::Builder<TokioExecutor>,
-    /// `[runtime] header_timeout`, read at start (the HTTP builder carries it too).
-    pub header_timeout: std::time::Duration,
-    /// Cancelled when the process stops: every session still open is cut. Parent of every
-    /// listener's accept token.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the process starts draining (SIGTERM, upgrade, admin `drain`):
-    /// `/ready` fails, HTTP/1.1 responses carry `Connection: close`, HTTP/2 connections get
-    /// GOAWAY. Parent of every listener's drain token. Replaced by a fresh token on
-    /// `undrain` (which a stopping process refuses).
-    pub drain: ArcSwap<CancellationToken>,
-    /// Cancelled once the process is stopping (SIGTERM, upgrade hand-over): a drain that
-    /// can no longer be undone.
-    pub stopping: CancellationToken,
-    /// `[runtime] body_timeout`, read at start.
-    pub body_timeout: std::time::Duration,
-    /// Client connections open now, and accepted since start (for `show info`).
-    pub current_conns: AtomicUsize,
-    pub total_conns: AtomicU64,
-    /// Set from `[access_log]` at start.
-    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
-}
 
 /// Why a reload (or the first load, or an admin change) did not apply.
 #[derive(Debug, thiserror::Error)]

@@ -26,7 +26,7 @@ use crate::balance::{self, hash, Affinity, Via};
 use crate::config::HashKey;
 use crate::error::ProxyError;
 use crate::metrics::ListenerStats;
-use crate::runtime::Shared;
+use crate::proxy::Shared;
 use crate::snapshot::{Backend, ListenerRoutes, Server};
 use crate::state::now_ms;
 use crate::upstream::{RequestEnd, SendError, UpstreamBody};

@@ -13,17 +13,50 @@ pub mod tcp;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use crate::metrics::ListenerStats;
-use crate::runtime::Shared;
-use crate::snapshot::ListenerRoutes;
+use crate::snapshot::{ListenerRoutes, Snapshot};
 use crate::upstream::{BodyError, UpstreamBody};
+
+/// What every data-path task shares: the data plane's narrow handle on the running
+/// process (the snapshot it routes by, drain and stop signals, counters), built by the
+/// runtime; the data path knows nothing else of the control plane.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub http: auto::Builder<TokioExecutor>,
+    /// `[runtime] header_timeout`, read at start (the HTTP builder carries it too).
+    pub header_timeout: std::time::Duration,
+    /// Cancelled when the process stops: every session still open is cut. Parent of every
+    /// listener's accept token.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the process starts draining (SIGTERM, upgrade, admin `drain`):
+    /// `/ready` fails, HTTP/1.1 responses carry `Connection: close`, HTTP/2 connections get
+    /// GOAWAY. Parent of every listener's drain token. Replaced by a fresh token on
+    /// `undrain` (which a stopping process refuses).
+    pub drain: ArcSwap<CancellationToken>,
+    /// Cancelled once the process is stopping (SIGTERM, upgrade hand-over): a drain that
+    /// can no longer be undone.
+    pub stopping: CancellationToken,
+    /// `[runtime] body_timeout`, read at start.
+    pub body_timeout: std::time::Duration,
+    /// Client connections open now, and accepted since start (for `show info`).
+    pub current_conns: AtomicUsize,
+    pub total_conns: AtomicU64,
+    /// Set from `[access_log]` at start.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+}
 
 /// Serves one accepted connection on listener `listener`.
 /// `drain` is the listener's drain token: cancelled when the listener is removed or the

@@ -13,7 +13,7 @@ use super::splice::{splice_tcp, Ended};
 
 use crate::balance::{self, hash, Affinity};
 use crate::config::HashKey;
-use crate::runtime::Shared;
+use crate::proxy::Shared;
 use crate::snapshot::ListenerRoutes;
 
 pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, shared: &Shared, idle: Duration) {

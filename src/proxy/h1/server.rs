@@ -26,8 +26,8 @@ use crate::error::ProxyError;
 use crate::metrics::ListenerStats;
 use crate::proxy::buf::{self, Buf, Out};
 use crate::proxy::splice::{splice_tcp, Ended};
+use crate::proxy::Shared;
 use crate::proxy::{cookies, headers, mirror};
-use crate::runtime::Shared;
 use crate::snapshot::{Backend, ListenerRoutes, Server};
 use crate::upstream::{self, RequestEnd};
 
