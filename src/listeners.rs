@@ -253,7 +253,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
+                // TCP_NODELAY is inherited from the listening socket (see `bind`).
                 let open = crate::proxy::OpenConn::new(&shared, &stats);
                 tokio::spawn(crate::proxy::serve(
                     stream,

@@ -128,12 +128,22 @@ fn main() -> ExitCode {
 }
 
 /// `TOKIO_WORKER_THREADS`, when set, wins over the config (tokio reads it itself when
-/// `worker_threads` is not called), so benchmarks can pin one thread.
+/// `worker_threads` is not called), so benchmarks can pin one thread. One worker runs on
+/// tokio's current-thread scheduler: no work-stealing queues or cross-thread wake-ups to pay
+/// for when there is nobody to steal from.
 fn build_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
+    let from_env = std::env::var("TOKIO_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
+    let workers = from_env.or(workers);
+    let mut b = if workers == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     b.enable_all();
-    if let (Some(n), Err(_)) = (workers, std::env::var("TOKIO_WORKER_THREADS")) {
-        b.worker_threads(n);
+    if let (Some(n), None) = (workers, from_env) {
+        if n > 1 {
+            b.worker_threads(n);
+        }
     }
     b.build()
 }

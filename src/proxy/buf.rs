@@ -66,6 +66,31 @@ impl Buf {
         }
     }
 
+    /// Marks `n` bytes as used, keeping the memory even when emptied (a body relay reads
+    /// into it again at once).
+    pub fn consume_keep(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.data.len());
+        if self.is_empty() {
+            self.pos = 0;
+            self.data.clear();
+        }
+    }
+
+    /// Reads with at least `want` bytes of room (for large bodies: fewer, larger reads).
+    pub async fn read_bulk(
+        &mut self,
+        stream: &mut (impl tokio::io::AsyncRead + Unpin),
+        want: usize,
+    ) -> io::Result<usize> {
+        if self.data.capacity() == 0 && want <= SIZE {
+            self.data = take();
+        }
+        if self.data.capacity() - self.data.len() < want {
+            self.data.reserve(want);
+        }
+        stream.read_buf(&mut self.data).await
+    }
+
     /// Gives the memory back (the unread bytes are dropped).
     pub fn release(&mut self) {
         self.pos = 0;

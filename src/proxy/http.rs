@@ -95,8 +95,12 @@ impl Drop for OpenStream {
 /// A connection that has sent no request, or an HTTP/2 connection with no open stream, is
 /// told to go away (GOAWAY) after `idle` (zero = never); idle HTTP/1.1 keep-alives are
 /// closed by `header_timeout`.
+/// `prefix`: bytes already read from the connection (the HTTP/1 engine read them and saw
+/// the HTTP/2 preface); they are served first.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     stream: TcpStream,
+    prefix: Vec<u8>,
     peer: SocketAddr,
     listener: Arc<String>,
     shared: Arc<Shared>,
@@ -123,14 +127,20 @@ pub async fn serve(
     // A client that connects and sends nothing never reaches hyper's header timer (the
     // HTTP/1-or-2 detection waits for bytes): bound that wait too.
     // (`peek` waits for a byte or EOF; readiness alone can be reported early.)
-    if tokio::time::timeout(shared.header_timeout, stream.peek(&mut [0u8; 1]))
-        .await
-        .is_err()
+    if prefix.is_empty()
+        && tokio::time::timeout(shared.header_timeout, stream.peek(&mut [0u8; 1]))
+            .await
+            .is_err()
     {
         tracing::debug!(%peer, "client sent nothing; closing");
         return;
     }
-    let connection = shared.http.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    let io = Rewind {
+        prefix,
+        at: 0,
+        inner: stream,
+    };
+    let connection = shared.http.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(connection);
     let mut told = false;
     // The idle watch ends once the connection is known to be HTTP/1.1 or has been told.
@@ -527,4 +537,68 @@ fn respond(
     parts.version = Version::HTTP_11;
     let body = UpstreamBody::new(body, Some((tx, server.pool.clone())), active, end, backend.read_timeout);
     Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+struct Rewind {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: TcpStream,
+}
+
+impl tokio::io::AsyncRead for Rewind {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.prefix.len() {
+            let n = (this.prefix.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }

@@ -86,54 +86,25 @@ pub async fn serve(
     };
     if is_http {
         let stats = _open.listener.clone();
-        match sniff_h2(&stream, shared.header_timeout).await {
+        let conn = h1::server::Conn {
+            peer,
+            listener,
+            shared,
+            drain,
+            stats,
+            idle,
+        };
+        if let Some(h2) = h1::server::serve(stream, conn).await {
+            let c = h2.conn;
             // Boxed (as TCP below): hyper's connection state is large, and an idle HTTP/1
             // connection's task should not carry its size.
-            Some(true) => Box::pin(http::serve(stream, peer, listener, shared, drain, stats, idle)).await,
-            Some(false) => {
-                let conn = h1::server::Conn {
-                    peer,
-                    listener,
-                    shared,
-                    drain,
-                    stats,
-                    idle,
-                };
-                h1::server::serve(stream, conn).await
-            }
-            None => tracing::debug!(%peer, "client sent nothing; closing"),
+            Box::pin(http::serve(
+                h2.stream, h2.prefix, c.peer, c.listener, c.shared, c.drain, c.stats, c.idle,
+            ))
+            .await
         }
     } else {
         Box::pin(tcp::serve(stream, peer, &listener, &shared, idle)).await
-    }
-}
-
-/// Whether the client speaks HTTP/2 with prior knowledge (its first bytes are the
-/// connection preface, "PRI * HTTP/2.0"); `None` when it sent nothing within `timeout`.
-/// Only peeks: the bytes stay for whichever engine serves the connection.
-async fn sniff_h2(stream: &TcpStream, timeout: std::time::Duration) -> Option<bool> {
-    const PREFACE: &[u8] = b"PRI ";
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut first = [0u8; 4];
-    loop {
-        let n = tokio::time::timeout_at(deadline, stream.peek(&mut first))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return Some(false);
-        }
-        if first[..n] != PREFACE[..n] {
-            return Some(false);
-        }
-        if n == PREFACE.len() {
-            return Some(true);
-        }
-        // A prefix of the preface so far (a very slow client): wait for more.
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
     }
 }
 

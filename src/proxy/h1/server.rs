@@ -33,6 +33,8 @@ use crate::upstream::{self, RequestEnd};
 
 /// Largest request or response head accepted (431 / 502 beyond).
 pub const MAX_HEAD: usize = 64 * 1024;
+/// Read size for large bodies.
+const BULK: usize = 64 * 1024;
 
 /// What every exchange on one client connection shares.
 pub struct Conn {
@@ -47,10 +49,19 @@ pub struct Conn {
     pub idle: Duration,
 }
 
+/// A connection that turned out to speak HTTP/2 (prior knowledge): the bytes read so far,
+/// for the HTTP/2 server to read first.
+pub struct Handoff {
+    pub stream: TcpStream,
+    pub prefix: Vec<u8>,
+    pub conn: Conn,
+}
+
 /// Serves one HTTP/1.x client connection until it closes, fails, times out or the process
-/// stops.
-pub async fn serve(mut client: TcpStream, conn: Conn) {
+/// stops. A connection whose first bytes are the HTTP/2 preface is handed back instead.
+pub async fn serve(mut client: TcpStream, conn: Conn) -> Option<Handoff> {
     let mut inbuf = Buf::default();
+    let mut first = true;
     loop {
         // header_timeout: from connecting, or from the end of the previous response.
         let deadline = Deadline::now() + conn.shared.header_timeout;
@@ -58,18 +69,49 @@ pub async fn serve(mut client: TcpStream, conn: Conn) {
             // Idle: no buffer held until the client sends something.
             match within(deadline, &conn.shared.shutdown, buf::readable(&client)).await {
                 Some(Ok(())) => {}
-                _ => return,
+                _ => return None,
             }
         }
-        // Boxed: the exchange's state (heads, body progress, the upstream connection) exists
-        // only while a request is in flight, so an idle keep-alive holds none of it.
+        if first {
+            first = false;
+            if h2_preface(&mut client, &mut inbuf, &conn, deadline).await? {
+                let prefix = inbuf.unread().to_vec();
+                return Some(Handoff {
+                    stream: client,
+                    prefix,
+                    conn,
+                });
+            }
+        }
         match Box::pin(exchange(&mut client, &mut inbuf, &conn, deadline)).await {
             Next::KeepAlive => continue,
             Next::Close => {
                 let _ = client.shutdown().await;
-                return;
+                return None;
             }
-            Next::Abort => return,
+            Next::Abort => return None,
+        }
+    }
+}
+
+/// Reads the connection's first bytes and tells whether they start the HTTP/2 preface
+/// ("PRI * HTTP/2.0"; no HTTP/1 method is "PRI"). `None`: the client sent nothing usable.
+async fn h2_preface(client: &mut TcpStream, inbuf: &mut Buf, conn: &Conn, deadline: Deadline) -> Option<bool> {
+    const PREFACE: &[u8] = b"PRI ";
+    loop {
+        let have = inbuf.unread();
+        let n = have.len().min(PREFACE.len());
+        if n > 0 && have[..n] != PREFACE[..n] {
+            return Some(false);
+        }
+        if n == PREFACE.len() {
+            return Some(true);
+        }
+        match within(deadline, &conn.shared.shutdown, inbuf.read_from(client, MAX_HEAD)).await {
+            Some(Ok(0)) if inbuf.is_empty() => return None,
+            Some(Ok(0)) => return Some(false),
+            Some(Ok(_)) => {}
+            _ => return None,
         }
     }
 }
@@ -1117,6 +1159,12 @@ async fn exchange_with(
     while !body.done {
         out.0.clear();
         if resp_buf.is_empty() {
+            // A large body is read in large pieces, into a buffer kept for the whole body.
+            let bulk = match framing {
+                Framing::Length(_) => body.left > buf::SIZE as u64,
+                _ => true,
+            };
+            let want = if bulk { BULK } else { buf::SIZE };
             let deadline = if read_timeout.is_zero() {
                 Deadline::now() + Duration::from_secs(86400 * 365)
             } else {
@@ -1126,7 +1174,7 @@ async fn exchange_with(
                 biased;
                 _ = stop.cancelled() => None,
                 _ = cut.cancelled() => None,
-                r = resp_buf.read_from(&mut up.stream, buf::SIZE) => Some(r),
+                r = resp_buf.read_bulk(&mut up.stream, want) => Some(r),
                 _ = tokio::time::sleep_until(deadline) => {
                     server.state.read_timeouts.fetch_add(1, Relaxed);
                     crate::warn_limited!(crate::ratelimit::Kind::ReadTimeout, server = %server.id,
@@ -1145,10 +1193,20 @@ async fn exchange_with(
                 }
             }
         }
-        let (n, sent) = body.take(resp_buf.unread(), &mut out.0).map_err(|_| Failure::Abort)?;
-        bytes += sent;
-        resp_buf.consume(n);
-        if !out.0.is_empty() && client.write_all(&out.0).await.is_err() {
+        // Relayed from the read buffer itself (decoded chunks for HTTP/1.0 go through `out`).
+        let written = if decode {
+            let (n, sent) = body.take(resp_buf.unread(), &mut out.0).map_err(|_| Failure::Abort)?;
+            bytes += sent;
+            resp_buf.consume_keep(n);
+            out.0.is_empty() || client.write_all(&out.0).await.is_ok()
+        } else {
+            let (n, sent) = body.advance(resp_buf.unread()).map_err(|_| Failure::Abort)?;
+            bytes += sent;
+            let ok = client.write_all(&resp_buf.unread()[..n]).await.is_ok();
+            resp_buf.consume_keep(n);
+            ok
+        };
+        if !written {
             finish(server, &mut end, bytes);
             return Err(Failure::Abort);
         }
@@ -1197,6 +1255,30 @@ impl ResponseBody {
             chunked: Chunked::new(),
             decode,
             done: framing == Framing::None,
+        }
+    }
+
+    /// Walks the body's part of `bytes` without copying it: returns (bytes consumed, body
+    /// bytes for the client), to be relayed as they are.
+    fn advance(&mut self, bytes: &[u8]) -> Result<(usize, u64), codec::ChunkError> {
+        match self.framing {
+            Framing::None => {
+                self.done = true;
+                Ok((0, 0))
+            }
+            Framing::Length(_) => {
+                let n = (self.left.min(bytes.len() as u64)) as usize;
+                self.left -= n as u64;
+                self.done = self.left == 0;
+                Ok((n, n as u64))
+            }
+            Framing::Close => Ok((bytes.len(), bytes.len() as u64)),
+            Framing::Chunked => {
+                let mut data = 0u64;
+                let n = self.chunked.scan(bytes, |d| data += d.len() as u64)?;
+                self.done = self.chunked.is_done();
+                Ok((n, data))
+            }
         }
     }
 
