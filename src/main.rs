@@ -132,7 +132,9 @@ fn main() -> ExitCode {
 /// tokio's current-thread scheduler: no work-stealing queues or cross-thread wake-ups to pay
 /// for when there is nobody to steal from.
 fn build_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let from_env = std::env::var("TOKIO_WORKER_THREADS").ok().and_then(|v| v.parse::<usize>().ok());
+    let from_env = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
     let workers = from_env.or(workers);
     let mut b = if workers == Some(1) {
         tokio::runtime::Builder::new_current_thread()

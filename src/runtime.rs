@@ -130,7 +130,7 @@ impl Veer {
             path: Arc::new(path),
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-                http: crate::proxy::http::builder(config.runtime.header_timeout),
+                http: crate::proxy::http::builder(),
                 header_timeout: config.runtime.header_timeout,
                 body_timeout: config.runtime.body_timeout,
                 shutdown: CancellationToken::new(),

@@ -27,13 +27,16 @@ fn take() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(SIZE))
 }
 
-fn give(mut b: Vec<u8>) {
+fn give(b: Vec<u8>) {
     // Grown ones (a large head) are not kept: the pool holds ordinary buffers only.
-    if b.capacity() != SIZE {
-        return;
+    if b.capacity() == SIZE {
+        keep(&POOL, b);
     }
+}
+
+fn keep(pool: &'static std::thread::LocalKey<RefCell<Vec<Vec<u8>>>>, mut b: Vec<u8>) {
     b.clear();
-    POOL.with(|p| {
+    pool.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < KEEP {
             p.push(b);
@@ -151,17 +154,10 @@ impl Default for Out {
 
 impl Drop for Out {
     fn drop(&mut self) {
-        let mut b = std::mem::take(&mut self.0);
-        if b.capacity() > OUT_MAX {
-            return;
+        let b = std::mem::take(&mut self.0);
+        if b.capacity() <= OUT_MAX {
+            keep(&OUT_POOL, b);
         }
-        b.clear();
-        OUT_POOL.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < KEEP {
-                p.push(b);
-            }
-        });
     }
 }
 

@@ -17,23 +17,9 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// True for an HTTP/1.1 upgrade request (`Connection: upgrade` plus an `Upgrade` header).
-pub fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
 /// Removes hop-by-hop headers: the fixed list, `Proxy-*`, and every header named in
-/// `Connection`. With `upgrade`, `Upgrade` survives and `Connection: upgrade` is re-set.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+/// `Connection` (the HTTP/2 path; the HTTP/1 engine filters the raw head itself).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -43,15 +29,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .collect();
         for name in named {
-            if !(upgrade && name == header::UPGRADE) {
-                headers.remove(name);
-            }
+            headers.remove(name);
         }
     }
     for name in &HOP_BY_HOP {
-        if !(upgrade && name == header::UPGRADE) {
-            headers.remove(name);
-        }
+        headers.remove(name);
     }
     headers.remove(&KEEP_ALIVE);
     if headers.keys().any(is_proxy_header) {
@@ -59,9 +41,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         for name in proxy {
             headers.remove(name);
         }
-    }
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
@@ -133,20 +112,9 @@ mod tests {
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-keep", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
-    }
-
-    #[test]
-    fn keeps_upgrade_when_upgrading() {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(wants_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h[header::UPGRADE], "websocket");
-        assert_eq!(h[header::CONNECTION], "upgrade");
     }
 
     #[test]

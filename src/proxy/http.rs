@@ -1,10 +1,11 @@
-//! The L7 data path: HTTP/1.1 and h2c downstream (hyper-util's auto builder), routed by one
-//! snapshot, forwarded on a pooled HTTP/1.1 upstream connection with bodies streamed both
-//! ways. Upgrades (WebSocket and others) are forwarded and then spliced byte for byte.
+//! The HTTP/2 data path (h2c, prior knowledge): hyper's HTTP/2 server downstream, each
+//! request routed by one snapshot and forwarded on a pooled HTTP/1.1 upstream connection
+//! (hyper's client) with bodies streamed both ways. HTTP/1 clients are served by veer's own
+//! engine ([`super::h1`]), which hands a connection here when it opens with the preface.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,6 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::body::{client_fault, ClientBody, ClientBodyError, Upload};
-use super::splice::{splice, Ended};
 use super::{cookies, headers, mirror, ProxyBody};
 use crate::access_log::{LogHead, PendingLog, Upstream};
 use crate::balance::{self, hash, Affinity, Via};
@@ -31,16 +31,11 @@ use crate::snapshot::{Backend, ListenerRoutes, Server};
 use crate::state::now_ms;
 use crate::upstream::{RequestEnd, SendError, UpstreamBody};
 
-/// The downstream connection builder shared by all listeners, with explicit HTTP/2 limits
-/// (design §11: the reset-flood advisories).
-/// `header_timeout` bounds the wait for an HTTP/1 request's headers (see
-/// [`crate::config::RuntimeSpec::header_timeout`]).
-pub fn builder(header_timeout: std::time::Duration) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .max_buf_size(64 * 1024)
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
+/// The HTTP/2 connection builder shared by all listeners, with explicit limits (design §11:
+/// the reset-flood advisories). HTTP/1 connections never get here: veer's own engine
+/// (`super::h1`) serves them.
+pub fn builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new()).http2_only();
     b.http2()
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(Some(64));
@@ -52,22 +47,12 @@ struct Conn {
     listener: Arc<String>,
     shared: Arc<Shared>,
     peer: SocketAddr,
-    /// Cancelled when the listener is removed or the process drains.
-    drain: CancellationToken,
-    /// [`UNKNOWN`], [`HTTP1`] or [`HTTP2`]: known from the connection's first request.
-    version: AtomicU8,
     /// HTTP/2 streams open now (requests whose response body is still going).
     streams: AtomicUsize,
     /// `now_ms()` when the last stream closed (or the connection opened).
     idle_since: AtomicU64,
-    /// The listener's `idle_timeout`: for the connection and its upgraded tunnels.
-    idle: Duration,
     stats: Arc<ListenerStats>,
 }
-
-const UNKNOWN: u8 = 0;
-const HTTP1: u8 = 1;
-const HTTP2: u8 = 2;
 
 /// Holds one HTTP/2 stream open in its connection's count, until the response body is
 /// dropped (sent, or abandoned by the client).
@@ -112,11 +97,8 @@ pub async fn serve(
         listener,
         shared: shared.clone(),
         peer,
-        drain: drain.clone(),
-        version: AtomicU8::new(UNKNOWN),
         streams: AtomicUsize::new(0),
         idle_since: AtomicU64::new(now_ms()),
-        idle,
         stats,
     });
     let ctx = conn.clone();
@@ -159,15 +141,9 @@ pub async fn serve(
             }
             _ = drain.cancelled(), if !told => {
                 told = true;
-                if conn.version.load(Relaxed) == HTTP2 {
-                    connection.as_mut().graceful_shutdown();
-                }
+                connection.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep(wait), if watch_idle => {
-                if conn.version.load(Relaxed) == HTTP1 {
-                    watch_idle = false;
-                    continue;
-                }
                 let quiet = Duration::from_millis(now_ms().saturating_sub(conn.idle_since.load(Relaxed)));
                 if conn.streams.load(Relaxed) > 0 {
                     wait = idle;
@@ -198,26 +174,18 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
-    let http1 = req.version() < Version::HTTP_2;
-    conn.version.store(if http1 { HTTP1 } else { HTTP2 }, Relaxed);
-    let stream = (!http1).then(|| OpenStream::new(conn));
+    let stream = OpenStream::new(conn);
     let request_id = ensure_request_id(req.headers_mut());
     let head = conn.shared.access_log.as_ref().map(|log| {
         let host = request_host(&req).unwrap_or("");
         Arc::new(LogHead::new(log, conn.peer, &conn.listener, &req, host, &request_id))
     });
-    let mut resp = match forward(conn, req, start, head.clone()).await {
+    let resp = match forward(conn, req, start, head.clone()).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
             conn.stats.errors[e.reason_index()].fetch_add(1, Relaxed);
-            let mut resp = e.to_response();
-            if http1 && matches!(e, ProxyError::BadRequest(_) | ProxyError::RequestTimeout) {
-                // The connection's state is unknown after a refused request (a CONNECT
-                // client may already be tunnelling): do not read another from it.
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
+            let resp = e.to_response();
             if let Some(head) = head {
                 let bytes = resp.body().size_hint().exact().unwrap_or(0);
                 head.log(
@@ -233,15 +201,7 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
         }
     };
     conn.stats.responses[crate::state::status_class(resp.status().as_u16())].fetch_add(1, Relaxed);
-    if http1 && conn.drain.is_cancelled() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // Draining: this is the connection's last response; the client reconnects elsewhere.
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    match stream {
-        Some(open) => resp.map(|body| ProxyBody::Stream(Box::new(body), open)),
-        None => resp,
-    }
+    resp.map(|body| ProxyBody::Stream(Box::new(body), stream))
 }
 
 static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
@@ -293,7 +253,7 @@ fn destination(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyErro
 
 async fn forward(
     conn: &Conn,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     start: Instant,
     head: Option<Arc<LogHead>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -321,11 +281,8 @@ async fn forward(
         (snap.backends[route.backend].clone(), route.name.clone())
     };
 
-    let upgrade = req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-
     let (mut parts, body) = req.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    headers::strip_hop_by_hop(&mut parts.headers);
     headers::set_forwarded(&mut parts.headers, conn.peer.ip(), "http", authority.as_ref());
     // Forwarded with the host it was routed by: an absolute-form target's authority
     // replaces the client's Host (RFC 9112 §3.2.2).
@@ -392,7 +349,7 @@ async fn forward(
                     duration: server.metrics.request.clone(),
                     log,
                 };
-                let mut resp = respond(resp, tx, &server, &backend, active, client_upgrade, conn, end)?;
+                let mut resp = respond(resp, tx, &server, &backend, active, end)?;
                 // A new (or re-picked) client learns its server; a returning one already knows.
                 if via != Via::Sticky {
                     if let Some(cookie) = &server.set_cookie {
@@ -488,53 +445,22 @@ async fn response_head<F: std::future::Future>(
     }
 }
 
-/// Turns the upstream response into the client's: streamed with its connection returned to
-/// the pool at the end, or, for a 101, the two upgraded connections spliced (cut by the
-/// process stop, `shutdown sessions` or the connection's idle timeout).
-#[allow(clippy::too_many_arguments)]
+/// Turns the upstream response into the client's, streamed with its connection returned to
+/// the pool at the end. A 101 cannot be relayed over HTTP/2 (nothing here asked for one).
 fn respond(
-    mut resp: Response<Incoming>,
+    resp: Response<Incoming>,
     tx: hyper::client::conn::http1::SendRequest<crate::upstream::UpstreamRequestBody>,
     server: &Arc<Server>,
     backend: &Backend,
     active: crate::state::ActiveGuard,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    conn: &Conn,
-    mut end: RequestEnd,
+    end: RequestEnd,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     server.state.count_response(resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let client = client_upgrade.ok_or(ProxyError::UnexpectedUpgrade)?;
-        let upstream = hyper::upgrade::on(&mut resp);
-        let open = server.state.connection_guard();
-        let id = server.id.clone();
-        let cut = server.state.sessions();
-        let (stop, idle) = (conn.shared.shutdown.clone(), conn.idle);
-        tokio::spawn(async move {
-            let _counted = (active, open);
-            match tokio::try_join!(client, upstream) {
-                Ok((c, u)) => {
-                    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                    tokio::select! {
-                        ended = splice(&mut c, &mut u, idle) => match ended {
-                            Ended::Idle => tracing::debug!(server = %id, "upgraded tunnel idle; closed"),
-                            other => tracing::debug!(server = %id, ?other, "upgraded tunnel ended"),
-                        },
-                        _ = cut.cancelled() => tracing::info!(server = %id, "tunnel cut by shutdown sessions"),
-                        _ = stop.cancelled() => tracing::info!(server = %id, "tunnel cut by process stop"),
-                    }
-                }
-                Err(e) => tracing::debug!(server = %id, error = %e, "upgrade failed"),
-            }
-        });
-        end.record(0);
-        let (mut parts, _) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, true);
-        return Ok(Response::from_parts(parts, ProxyBody::Synthetic(None)));
+        return Err(ProxyError::UnexpectedUpgrade);
     }
     let (mut parts, body) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, false);
-    parts.version = Version::HTTP_11;
+    headers::strip_hop_by_hop(&mut parts.headers);
     let body = UpstreamBody::new(body, Some((tx, server.pool.clone())), active, end, backend.read_timeout);
     Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
 }

@@ -4,12 +4,9 @@
 //! flight, so an idle session costs no buffer memory.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::buf;
@@ -27,46 +24,9 @@ pub enum Ended {
     Idle,
 }
 
-/// Copies both ways until both sides are done, one fails, or nothing moves for `idle`
-/// (zero = never idle out).
-pub async fn splice<A, B>(a: &mut A, b: &mut B, idle: Duration) -> Ended
-where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
-{
-    let last = AtomicU64::new(now_ms());
-    let mut a = Active { io: a, last: &last };
-    let mut b = Active { io: b, last: &last };
-    // copy_bidirectional shuts down each write side when its read side ends, so
-    // half-closed connections keep flowing the other way.
-    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
-    if idle.is_zero() {
-        return match copy.await {
-            Ok((up, down)) => Ended::Done(up, down),
-            Err(e) => Ended::Failed(e),
-        };
-    }
-    tokio::pin!(copy);
-    let mut wait = idle;
-    loop {
-        tokio::select! {
-            res = copy.as_mut() => return match res {
-                Ok((up, down)) => Ended::Done(up, down),
-                Err(e) => Ended::Failed(e),
-            },
-            _ = tokio::time::sleep(wait) => {
-                let quiet = Duration::from_millis(now_ms().saturating_sub(last.load(Relaxed)));
-                if quiet >= idle {
-                    return Ended::Idle;
-                }
-                wait = idle - quiet;
-            }
-        }
-    }
-}
-
-/// [`splice`] for two TCP sockets: each direction waits for readiness, then reads into a
-/// pooled buffer that goes back as soon as its bytes are written. A direction that reads EOF
+/// Copies both ways between two TCP sockets until both sides are done, one fails, or
+/// nothing moves for `idle` (zero = never idle out). Each direction waits for readiness,
+/// then reads into a pooled buffer that goes back as soon as its bytes are written. A direction that reads EOF
 /// shuts down the other socket's write side; the other direction carries on.
 pub async fn splice_tcp(a: &TcpStream, b: &TcpStream, idle: Duration) -> Ended {
     let last = AtomicU64::new(now_ms());
@@ -130,35 +90,4 @@ async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// A connection that notes the time of every byte read from it.
-struct Active<'a, T: ?Sized> {
-    io: &'a mut T,
-    last: &'a AtomicU64,
-}
-
-impl<T: AsyncRead + Unpin + ?Sized> AsyncRead for Active<'_, T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut *self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.last.store(now_ms(), Relaxed);
-        }
-        res
-    }
-}
-
-impl<T: AsyncWrite + Unpin + ?Sized> AsyncWrite for Active<'_, T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.io).poll_shutdown(cx)
-    }
 }

@@ -667,22 +667,14 @@ async fn forward(client: &mut TcpStream, inbuf: &mut Buf, conn: &Conn, mut req: 
 
 /// A pooled connection, or a new one.
 async fn upstream_conn(server: &Server, backend: &Backend) -> std::io::Result<UpConn> {
-    if let Some(stream) = server.pool.take_conn() {
-        return Ok(UpConn {
+    match server.pool.take_conn() {
+        Some(stream) => Ok(UpConn {
             stream,
             reused: true,
             connected: None,
-        });
+        }),
+        None => reconnect(server, backend).await,
     }
-    let connecting = Instant::now();
-    let stream = upstream::connect_tcp(server.addr, backend.connect_timeout).await?;
-    let connected = connecting.elapsed();
-    server.metrics.connect.record(connected);
-    Ok(UpConn {
-        stream,
-        reused: false,
-        connected: Some(connected),
-    })
 }
 
 /// veer's own answer to a request it could not forward; keeps the connection only when
@@ -1225,6 +1217,7 @@ fn finish(server: &Server, end: &mut RequestEnd, bytes: u64) {
     end.record(bytes);
 }
 
+/// A new connection to `server` (its connect time recorded).
 async fn reconnect(server: &Server, backend: &Backend) -> std::io::Result<UpConn> {
     let connecting = Instant::now();
     let stream = upstream::connect_tcp(server.addr, backend.connect_timeout).await?;
@@ -1282,40 +1275,20 @@ impl ResponseBody {
         }
     }
 
-    /// Moves the body's part of `bytes` into `out`; returns (bytes consumed, body bytes
-    /// for the client).
+    /// Moves the body's part of `bytes` into `out` (decoded, for an HTTP/1.0 client);
+    /// returns (bytes consumed, body bytes for the client).
     fn take(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, u64), codec::ChunkError> {
-        match self.framing {
-            Framing::None => {
-                self.done = true;
-                Ok((0, 0))
-            }
-            Framing::Length(_) => {
-                let n = (self.left.min(bytes.len() as u64)) as usize;
-                out.extend_from_slice(&bytes[..n]);
-                self.left -= n as u64;
-                self.done = self.left == 0;
-                Ok((n, n as u64))
-            }
-            Framing::Close => {
-                out.extend_from_slice(bytes);
-                Ok((bytes.len(), bytes.len() as u64))
-            }
-            Framing::Chunked => {
-                let mut data = 0u64;
-                let n = if self.decode {
-                    self.chunked.scan(bytes, |d| {
-                        data += d.len() as u64;
-                        out.extend_from_slice(d);
-                    })?
-                } else {
-                    let n = self.chunked.scan(bytes, |d| data += d.len() as u64)?;
-                    out.extend_from_slice(&bytes[..n]);
-                    n
-                };
-                self.done = self.chunked.is_done();
-                Ok((n, data))
-            }
+        if self.decode && self.framing == Framing::Chunked {
+            let mut data = 0u64;
+            let n = self.chunked.scan(bytes, |d| {
+                data += d.len() as u64;
+                out.extend_from_slice(d);
+            })?;
+            self.done = self.chunked.is_done();
+            return Ok((n, data));
         }
+        let (n, data) = self.advance(bytes)?;
+        out.extend_from_slice(&bytes[..n]);
+        Ok((n, data))
     }
 }
