@@ -276,8 +276,8 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
 /// connection to the pool. Dropped early (client gone), the connection is closed instead,
 /// since a half-read response cannot be reused. Either way the request's duration is
 /// recorded and its access-log line written.
-pub struct UpstreamBody {
-    body: Incoming,
+pub struct UpstreamBody<B: Body = Incoming> {
+    body: B,
     conn: Option<(Sender, Arc<Pool>)>,
     done: bool,
     bytes: u64,
@@ -313,10 +313,11 @@ impl RequestEnd {
     }
 }
 
-impl UpstreamBody {
-    /// `conn` is `None` when the connection must not be reused (e.g. it was upgraded).
+impl<B: Body> UpstreamBody<B> {
+    /// `conn` is `None` when the body itself looks after its connection (the HTTP/1
+    /// engine's [`crate::proxy::h1::client::RawBody`]).
     pub fn new(
-        body: Incoming,
+        body: B,
         conn: Option<(Sender, Arc<Pool>)>,
         active: ActiveGuard,
         end: RequestEnd,
@@ -342,6 +343,9 @@ impl UpstreamBody {
 pub enum BodyError {
     #[error(transparent)]
     Upstream(#[from] hyper::Error),
+    /// The upstream connection failed or broke its framing.
+    #[error("upstream response body: {0}")]
+    Io(#[from] io::Error),
     /// `shutdown sessions`, or the server's drain deadline.
     #[error("response cut: the server's sessions were shut down")]
     Cut,
@@ -350,7 +354,11 @@ pub enum BodyError {
     ReadTimeout,
 }
 
-impl Body for UpstreamBody {
+impl<B> Body for UpstreamBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BodyError>,
+{
     type Data = Bytes;
     type Error = BodyError;
 
@@ -392,7 +400,7 @@ impl Body for UpstreamBody {
                 }
             }
         }
-        res.map(|f| f.map(|r| r.map_err(BodyError::from)))
+        res.map(|f| f.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -404,7 +412,7 @@ impl Body for UpstreamBody {
     }
 }
 
-impl Drop for UpstreamBody {
+impl<B: Body> Drop for UpstreamBody<B> {
     fn drop(&mut self) {
         if self.done || self.body.is_end_stream() {
             if let Some((tx, pool)) = self.conn.take() {

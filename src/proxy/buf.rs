@@ -94,6 +94,26 @@ impl Buf {
         stream.read_buf(&mut self.data).await
     }
 
+    /// [`Buf::read_from`] for a poll-based caller (a response body polled by hyper).
+    pub fn poll_read_from(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    ) -> std::task::Poll<io::Result<usize>> {
+        if self.data.capacity() == 0 {
+            self.data = take();
+        }
+        if self.data.len() == self.data.capacity() {
+            if self.pos > 0 {
+                self.data.drain(..self.pos);
+                self.pos = 0;
+            } else {
+                self.data.reserve(SIZE);
+            }
+        }
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), cx, &mut self.data)
+    }
+
     /// Gives the memory back (the unread bytes are dropped).
     pub fn release(&mut self) {
         self.pos = 0;

@@ -19,7 +19,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::body::{client_fault, ClientBody, ClientBodyError, Upload};
+use super::body::{ClientBody, Upload};
+use super::h1::client::{self, RawBody, SendError};
 use super::{cookies, headers, mirror, ProxyBody};
 use crate::access_log::{LogHead, PendingLog, Upstream};
 use crate::balance::{self, hash, Affinity, Via};
@@ -29,7 +30,7 @@ use crate::metrics::ListenerStats;
 use crate::proxy::Shared;
 use crate::snapshot::{Backend, ListenerRoutes, Server};
 use crate::state::now_ms;
-use crate::upstream::{RequestEnd, SendError, UpstreamBody};
+use crate::upstream::{RequestEnd, UpstreamBody};
 
 /// The HTTP/2 connection builder shared by all listeners, with explicit limits (design §11:
 /// the reset-flood advisories). HTTP/1 connections never get here: veer's own engine
@@ -316,7 +317,7 @@ async fn forward(
         let sent = response_head(
             backend.timeout,
             upload.as_deref(),
-            server.pool.send(up_req, backend.connect_timeout),
+            client::send(&server, backend.connect_timeout, up_req),
         )
         .await;
         match sent {
@@ -324,7 +325,7 @@ async fn forward(
                 backend.state.timeouts.fetch_add(1, Relaxed);
                 return Err(ProxyError::Timeout);
             }
-            Ok(Ok((resp, tx, connected))) => {
+            Ok(Ok((resp, connected))) => {
                 let upstream_duration = sent_at.elapsed();
                 server.metrics.upstream.record(upstream_duration);
                 if let Some(d) = connected {
@@ -349,7 +350,7 @@ async fn forward(
                     duration: server.metrics.request.clone(),
                     log,
                 };
-                let mut resp = respond(resp, tx, &server, &backend, active, end)?;
+                let mut resp = respond(resp, &server, &backend, active, end)?;
                 // A new (or re-picked) client learns its server; a returning one already knows.
                 if via != Via::Sticky {
                     if let Some(cookie) = &server.set_cookie {
@@ -358,15 +359,8 @@ async fn forward(
                 }
                 return Ok(resp);
             }
-            // The client's body failed (malformed chunks, a stall): the client's fault, not
-            // the server's.
-            Ok(Err(SendError::Protocol(e))) => {
-                return Err(match client_fault(&e) {
-                    Some(ClientBodyError::Timeout) => ProxyError::RequestTimeout,
-                    Some(ClientBodyError::Malformed(_)) => ProxyError::BadRequest("malformed request body"),
-                    None => ProxyError::UpstreamProtocol(e),
-                })
-            }
+            // Mapped already: the client's body failing is the client's fault (408/400).
+            Ok(Err(SendError::Failed(e))) => return Err(e),
             Ok(Err(SendError::Connect(e, _))) if crate::ratelimit::is_local_resource_error(&e) => {
                 // Out of descriptors or ports here: another server would fail the same way,
                 // and this one is healthy.
@@ -448,8 +442,7 @@ async fn response_head<F: std::future::Future>(
 /// Turns the upstream response into the client's, streamed with its connection returned to
 /// the pool at the end. A 101 cannot be relayed over HTTP/2 (nothing here asked for one).
 fn respond(
-    resp: Response<Incoming>,
-    tx: hyper::client::conn::http1::SendRequest<crate::upstream::UpstreamRequestBody>,
+    resp: Response<RawBody>,
     server: &Arc<Server>,
     backend: &Backend,
     active: crate::state::ActiveGuard,
@@ -461,8 +454,9 @@ fn respond(
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    let body = UpstreamBody::new(body, Some((tx, server.pool.clone())), active, end, backend.read_timeout);
-    Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+    // The body looks after its own connection (back to the pool when it ends).
+    let body = UpstreamBody::new(body, None, active, end, backend.read_timeout);
+    Ok(Response::from_parts(parts, ProxyBody::Raw(body)))
 }
 
 /// A connection whose first bytes were already read: they are read again first.

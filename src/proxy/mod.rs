@@ -141,6 +141,8 @@ impl Drop for OpenConn {
 /// A response body to the client: streamed from upstream, or a small synthetic one.
 pub enum ProxyBody {
     Upstream(UpstreamBody),
+    /// Read from an upstream socket by the HTTP/1 engine's client (HTTP/2 requests).
+    Raw(UpstreamBody<h1::client::RawBody>),
     Synthetic(Option<Bytes>),
     /// An HTTP/2 stream's body, holding the stream open in its connection's count (idle
     /// connections are those with none).
@@ -160,6 +162,7 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Raw(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Synthetic(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Stream(b, _) => Pin::new(b.as_mut()).poll_frame(cx),
         }
@@ -168,6 +171,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Raw(b) => b.is_end_stream(),
             ProxyBody::Synthetic(b) => b.is_none(),
             ProxyBody::Stream(b, _) => b.is_end_stream(),
         }
@@ -176,6 +180,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Raw(b) => b.size_hint(),
             ProxyBody::Synthetic(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ProxyBody::Stream(b, _) => b.size_hint(),
         }

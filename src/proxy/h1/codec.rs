@@ -372,5 +372,76 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// A response body's progress through its framing: how much of each read belongs to it,
+/// relayed as it came ([`BodyWalk::advance`]) or copied out, decoded for an HTTP/1.0 peer
+/// ([`BodyWalk::take`]).
+pub struct BodyWalk {
+    framing: Framing,
+    /// Bytes left (Length).
+    pub left: u64,
+    chunked: Chunked,
+    /// Decode chunks for an HTTP/1.0 client.
+    decode: bool,
+    pub done: bool,
+}
+
+impl BodyWalk {
+    /// How the body is delimited.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    pub fn new(framing: Framing, decode: bool) -> Self {
+        BodyWalk {
+            framing,
+            left: if let Framing::Length(n) = framing { n } else { 0 },
+            chunked: Chunked::new(),
+            decode,
+            done: framing == Framing::None,
+        }
+    }
+
+    /// Walks the body's part of `bytes` without copying it: returns (bytes consumed, body
+    /// bytes for the client), to be relayed as they are.
+    pub fn advance(&mut self, bytes: &[u8]) -> Result<(usize, u64), ChunkError> {
+        match self.framing {
+            Framing::None => {
+                self.done = true;
+                Ok((0, 0))
+            }
+            Framing::Length(_) => {
+                let n = (self.left.min(bytes.len() as u64)) as usize;
+                self.left -= n as u64;
+                self.done = self.left == 0;
+                Ok((n, n as u64))
+            }
+            Framing::Close => Ok((bytes.len(), bytes.len() as u64)),
+            Framing::Chunked => {
+                let mut data = 0u64;
+                let n = self.chunked.scan(bytes, |d| data += d.len() as u64)?;
+                self.done = self.chunked.is_done();
+                Ok((n, data))
+            }
+        }
+    }
+
+    /// Moves the body's part of `bytes` into `out` (decoded, for an HTTP/1.0 client);
+    /// returns (bytes consumed, body bytes for the client).
+    pub fn take(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, u64), ChunkError> {
+        if self.decode && self.framing == Framing::Chunked {
+            let mut data = 0u64;
+            let n = self.chunked.scan(bytes, |d| {
+                data += d.len() as u64;
+                out.extend_from_slice(d);
+            })?;
+            self.done = self.chunked.is_done();
+            return Ok((n, data));
+        }
+        let (n, data) = self.advance(bytes)?;
+        out.extend_from_slice(&bytes[..n]);
+        Ok((n, data))
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant as Deadline;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, Chunked, Fields, Framing, HeadError, MAX_HEADERS};
+use super::codec::{self, BodyWalk, Chunked, Fields, Framing, HeadError, MAX_HEADERS};
 use crate::access_log::{LogHead, PendingLog, Upstream};
 use crate::balance::{self, hash, Affinity, Via};
 use crate::config::HashKey;
@@ -1135,7 +1135,7 @@ async fn exchange_with(
     let upstream_keeps = !resp.fields.close && !resp.http10 && upload_complete;
 
     // The body: what came with the head goes in the same write.
-    let mut body = ResponseBody::new(framing, decode);
+    let mut body = BodyWalk::new(framing, decode);
     let mut bytes: u64 = 0;
     if !body.done {
         let (n, sent) = body.take(resp_buf.unread(), &mut out.0).map_err(|_| Failure::Abort)?;
@@ -1228,67 +1228,4 @@ async fn reconnect(server: &Server, backend: &Backend) -> std::io::Result<UpConn
         reused: false,
         connected: Some(connected),
     })
-}
-
-/// Response body progress.
-struct ResponseBody {
-    framing: Framing,
-    left: u64,
-    chunked: Chunked,
-    /// Decode chunks for an HTTP/1.0 client.
-    decode: bool,
-    done: bool,
-}
-
-impl ResponseBody {
-    fn new(framing: Framing, decode: bool) -> Self {
-        ResponseBody {
-            framing,
-            left: if let Framing::Length(n) = framing { n } else { 0 },
-            chunked: Chunked::new(),
-            decode,
-            done: framing == Framing::None,
-        }
-    }
-
-    /// Walks the body's part of `bytes` without copying it: returns (bytes consumed, body
-    /// bytes for the client), to be relayed as they are.
-    fn advance(&mut self, bytes: &[u8]) -> Result<(usize, u64), codec::ChunkError> {
-        match self.framing {
-            Framing::None => {
-                self.done = true;
-                Ok((0, 0))
-            }
-            Framing::Length(_) => {
-                let n = (self.left.min(bytes.len() as u64)) as usize;
-                self.left -= n as u64;
-                self.done = self.left == 0;
-                Ok((n, n as u64))
-            }
-            Framing::Close => Ok((bytes.len(), bytes.len() as u64)),
-            Framing::Chunked => {
-                let mut data = 0u64;
-                let n = self.chunked.scan(bytes, |d| data += d.len() as u64)?;
-                self.done = self.chunked.is_done();
-                Ok((n, data))
-            }
-        }
-    }
-
-    /// Moves the body's part of `bytes` into `out` (decoded, for an HTTP/1.0 client);
-    /// returns (bytes consumed, body bytes for the client).
-    fn take(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, u64), codec::ChunkError> {
-        if self.decode && self.framing == Framing::Chunked {
-            let mut data = 0u64;
-            let n = self.chunked.scan(bytes, |d| {
-                data += d.len() as u64;
-                out.extend_from_slice(d);
-            })?;
-            self.done = self.chunked.is_done();
-            return Ok((n, data));
-        }
-        let (n, data) = self.advance(bytes)?;
-        out.extend_from_slice(&bytes[..n]);
-        Ok((n, data))
-    }
 }

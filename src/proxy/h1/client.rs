@@ -1,0 +1,295 @@
+//! The HTTP/1 engine's client side for requests that arrive as `http::Request` (HTTP/2
+//! clients): the head serialised once, the body streamed (chunked when its length is not
+//! known), the response head parsed with the same codec, and the response body read from the
+//! socket by [`RawBody`], which hands the connection back to the server's pool when the body
+//! ends. Same pool, same framing rules as HTTP/1 exchanges; no hyper client task or channel.
+
+use std::io::{self, Write as _};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::codec::{self, BodyWalk, Framing, MAX_HEADERS};
+use crate::error::ProxyError;
+use crate::proxy::body::{client_fault, ClientBodyError};
+use crate::proxy::buf::{Buf, Out};
+use crate::snapshot::Server;
+use crate::upstream::{self, BodyError, Pool, UpstreamRequestBody};
+
+/// Why a request could not be exchanged.
+pub enum SendError {
+    /// No connection could be made; the request was not sent and is handed back.
+    Connect(io::Error, Box<http::Request<UpstreamRequestBody>>),
+    /// The exchange failed: the error to answer with.
+    Failed(ProxyError),
+}
+
+/// Sends `req` to `server` on a pooled or new connection; returns the response (its body
+/// streams from the socket) and, for a new connection, how long connecting took.
+pub async fn send(
+    server: &Server,
+    connect_timeout: Duration,
+    req: http::Request<UpstreamRequestBody>,
+) -> Result<(http::Response<RawBody>, Option<Duration>), SendError> {
+    let (mut stream, mut reused, mut connected) = match server.pool.take_conn() {
+        Some(s) => (s, true, None),
+        None => {
+            let started = Instant::now();
+            match upstream::connect_tcp(server.addr, connect_timeout).await {
+                Ok(s) => (s, false, Some(started.elapsed())),
+                Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+            }
+        }
+    };
+    let (parts, mut body) = req.into_parts();
+    let bodiless = body.is_end_stream();
+    let chunked = !bodiless && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
+    let replayable = bodiless
+        && matches!(
+            parts.method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::TRACE
+                | http::Method::PUT
+                | http::Method::DELETE
+        );
+    let head_request = parts.method == http::Method::HEAD;
+    let mut head = Out::new();
+    write_head(&mut head.0, &parts, chunked);
+    let mut resp = Buf::default();
+    loop {
+        let sent = stream.write_all(&head.0).await;
+        // A pooled connection the server closed meanwhile: a replayable request goes again on
+        // a new one.
+        let first = match sent {
+            Ok(()) if reused && replayable => resp.read_from(&mut stream, super::server::MAX_HEAD).await.ok(),
+            Ok(()) => Some(1),
+            Err(_) => None,
+        };
+        match first {
+            Some(n) if n > 0 => break,
+            _ if reused && replayable => {
+                resp = Buf::default();
+                let started = Instant::now();
+                stream = upstream::connect_tcp(server.addr, connect_timeout)
+                    .await
+                    .map_err(|e| SendError::Failed(ProxyError::Connect(e)))?;
+                connected = Some(started.elapsed());
+                reused = false;
+            }
+            _ => {
+                return Err(SendError::Failed(ProxyError::UpstreamIo(
+                    io::ErrorKind::BrokenPipe.into(),
+                )))
+            }
+        }
+    }
+    drop(head);
+    if !bodiless {
+        upload(&mut stream, &mut body, chunked)
+            .await
+            .map_err(SendError::Failed)?;
+    }
+    // The response head (interim 1xx heads are dropped: HTTP/2 clients did not ask).
+    loop {
+        if !resp.is_empty() {
+            match parse(resp.unread(), head_request).map_err(SendError::Failed)? {
+                Some((status, _, len)) if (100..200).contains(&status) => {
+                    resp.consume(len);
+                    continue;
+                }
+                Some((_, response, len)) => {
+                    resp.consume(len);
+                    let (framing, reusable) = response.1;
+                    let response = response.0.map(|()| RawBody {
+                        stream: Some(stream),
+                        buf: resp,
+                        walk: BodyWalk::new(framing, true),
+                        pool: server.pool.clone(),
+                        reusable,
+                    });
+                    return Ok((response, connected));
+                }
+                None => {}
+            }
+        }
+        match resp.read_from(&mut stream, super::server::MAX_HEAD).await {
+            Ok(0) => {
+                return Err(SendError::Failed(ProxyError::UpstreamIo(
+                    io::ErrorKind::UnexpectedEof.into(),
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(SendError::Failed(ProxyError::UpstreamIo(e))),
+        }
+    }
+}
+
+/// Origin-form HTTP/1.1 head from the (already rewritten) request parts.
+fn write_head(out: &mut Vec<u8>, parts: &http::request::Parts, chunked: bool) {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let _ = write!(out, "{} {target} HTTP/1.1\r\n", parts.method);
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Streams the request body up; a failure of the client's body is the client's.
+async fn upload(stream: &mut TcpStream, body: &mut UpstreamRequestBody, chunked: bool) -> Result<(), ProxyError> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| match client_fault(e.as_ref()) {
+            Some(ClientBodyError::Timeout) => ProxyError::RequestTimeout,
+            _ => ProxyError::BadRequest("malformed or incomplete request body"),
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        let written = if chunked {
+            let size = format!("{:x}\r\n", data.len());
+            let mut w = stream.write_all(size.as_bytes()).await;
+            if w.is_ok() {
+                w = stream.write_all(&data).await;
+            }
+            if w.is_ok() {
+                w = stream.write_all(b"\r\n").await;
+            }
+            w
+        } else {
+            stream.write_all(&data).await
+        };
+        written.map_err(ProxyError::UpstreamIo)?;
+    }
+    if chunked {
+        stream.write_all(b"0\r\n\r\n").await.map_err(ProxyError::UpstreamIo)?;
+    }
+    Ok(())
+}
+
+type Parsed = (http::Response<()>, (Framing, bool));
+
+/// A response head: (status, the response with its fields and (framing, reusable), head
+/// length), or `None` when incomplete.
+fn parse(buf: &[u8], head_request: bool) -> Result<Option<(u16, Parsed, usize)>, ProxyError> {
+    let mut fields_buf = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields_buf);
+    let len = match codec::response_parser().parse_response(&mut parsed, buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= super::server::MAX_HEAD => {
+            return Err(ProxyError::UpstreamMalformed("response head too large"))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ProxyError::UpstreamMalformed("malformed response head")),
+    };
+    if !codec::clean_head(&buf[..len]) {
+        return Err(ProxyError::UpstreamMalformed("malformed response head"));
+    }
+    let fields = codec::fields(parsed.headers, false).map_err(|e| ProxyError::UpstreamMalformed(e.reason()))?;
+    let status = parsed.code.unwrap_or(0);
+    let framing = codec::response_framing(&fields, status, head_request);
+    let mut response = http::Response::new(());
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).map_err(|_| ProxyError::UpstreamMalformed("bad status"))?;
+    for h in parsed.headers.iter() {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            continue;
+        }
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(h.value),
+        ) {
+            response.headers_mut().append(k, v);
+        }
+    }
+    let reusable = !fields.close && parsed.version == Some(1) && framing != Framing::Close;
+    Ok(Some((status, (response, (framing, reusable)), len)))
+}
+
+/// A response body read from the upstream socket; the connection returns to the pool when
+/// the body ends cleanly.
+pub struct RawBody {
+    stream: Option<TcpStream>,
+    buf: Buf,
+    walk: BodyWalk,
+    pool: Arc<Pool>,
+    reusable: bool,
+}
+
+impl RawBody {
+    fn finish(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            if self.reusable && self.buf.is_empty() {
+                self.pool.put_conn(stream);
+            }
+        }
+        self.buf.release();
+    }
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        loop {
+            if this.walk.done {
+                this.finish();
+                return Poll::Ready(None);
+            }
+            if !this.buf.is_empty() {
+                let mut data = Vec::new();
+                let (n, _) = this
+                    .walk
+                    .take(this.buf.unread(), &mut data)
+                    .map_err(|e| BodyError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+                this.buf.consume_keep(n);
+                if !data.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(data)))));
+                }
+                continue;
+            }
+            let Some(stream) = this.stream.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.buf.poll_read_from(cx, stream) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if this.walk.framing() == Framing::Close => {
+                    this.walk.done = true;
+                }
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Some(Err(BodyError::Io(io::ErrorKind::UnexpectedEof.into()))));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(BodyError::Io(e)))),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.walk.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.walk.framing() {
+            Framing::Length(_) => SizeHint::with_exact(self.walk.left),
+            Framing::None => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
