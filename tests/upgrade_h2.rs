@@ -149,3 +149,44 @@ async fn http2_prior_knowledge_end_to_end() {
     }
     assert_eq!(backend.hits(), 20);
 }
+
+/// HTTP/2 requests go upstream through the HTTP/1 engine's pool: one after another, they
+/// reuse one upstream connection (a body that hyper stops polling at its end still hands its
+/// connection back).
+#[tokio::test]
+async fn http2_requests_reuse_pooled_upstream_connections() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            a.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let svc = service_fn(|req| async move { Ok::<_, Infallible>(named_response("s", &req)) });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let proxy = Proxy::start(&one_backend(addr)).await;
+    let url = proxy.url("web").await;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    for i in 0..10 {
+        let req = Request::get(format!("{url}/seq/{i}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "s");
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "upstream connections were not reused"
+    );
+}

@@ -241,6 +241,15 @@ impl RawBody {
     }
 }
 
+impl Drop for RawBody {
+    fn drop(&mut self) {
+        // A body read to its end returns its connection; one dropped early closes it.
+        if self.walk.done {
+            self.finish();
+        }
+    }
+}
+
 impl Body for RawBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -259,6 +268,11 @@ impl Body for RawBody {
                     .take(this.buf.unread(), &mut data)
                     .map_err(|e| BodyError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?;
                 this.buf.consume_keep(n);
+                if this.walk.done {
+                    // hyper stops polling once `is_end_stream` says so: hand the connection
+                    // back now, not on a poll that may never come.
+                    this.finish();
+                }
                 if !data.is_empty() {
                     return Poll::Ready(Some(Ok(Frame::data(Bytes::from(data)))));
                 }
