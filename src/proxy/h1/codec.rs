@@ -404,6 +404,12 @@ impl BodyWalk {
     /// Walks the body's part of `bytes` without copying it: returns (bytes consumed, body
     /// bytes for the client), to be relayed as they are.
     pub fn advance(&mut self, bytes: &[u8]) -> Result<(usize, u64), ChunkError> {
+        self.advance_with(bytes, |_| {})
+    }
+
+    /// [`BodyWalk::advance`], also handing every piece of body data (decoded from its
+    /// chunks) to `data`.
+    pub fn advance_with(&mut self, bytes: &[u8], mut data: impl FnMut(&[u8])) -> Result<(usize, u64), ChunkError> {
         match self.framing {
             Framing::None => {
                 self.done = true;
@@ -411,16 +417,23 @@ impl BodyWalk {
             }
             Framing::Length(_) => {
                 let n = (self.left.min(bytes.len() as u64)) as usize;
+                data(&bytes[..n]);
                 self.left -= n as u64;
                 self.done = self.left == 0;
                 Ok((n, n as u64))
             }
-            Framing::Close => Ok((bytes.len(), bytes.len() as u64)),
+            Framing::Close => {
+                data(bytes);
+                Ok((bytes.len(), bytes.len() as u64))
+            }
             Framing::Chunked => {
-                let mut data = 0u64;
-                let n = self.chunked.scan(bytes, |d| data += d.len() as u64)?;
+                let mut len = 0u64;
+                let n = self.chunked.scan(bytes, |d| {
+                    len += d.len() as u64;
+                    data(d);
+                })?;
                 self.done = self.chunked.is_done();
-                Ok((n, data))
+                Ok((n, len))
             }
         }
     }
@@ -428,14 +441,8 @@ impl BodyWalk {
     /// Moves the body's part of `bytes` into `out` (decoded, for an HTTP/1.0 client);
     /// returns (bytes consumed, body bytes for the client).
     pub fn take(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(usize, u64), ChunkError> {
-        if self.decode && self.framing == Framing::Chunked {
-            let mut data = 0u64;
-            let n = self.chunked.scan(bytes, |d| {
-                data += d.len() as u64;
-                out.extend_from_slice(d);
-            })?;
-            self.done = self.chunked.is_done();
-            return Ok((n, data));
+        if self.decode {
+            return self.advance_with(bytes, |d| out.extend_from_slice(d));
         }
         let (n, data) = self.advance(bytes)?;
         out.extend_from_slice(&bytes[..n]);

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant as Deadline;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, BodyWalk, Chunked, Fields, Framing, HeadError, MAX_HEADERS};
+use super::codec::{self, BodyWalk, Fields, Framing, HeadError, MAX_HEADERS};
 use crate::access_log::{LogHead, PendingLog, Upstream};
 use crate::balance::{self, hash, Affinity, Via};
 use crate::config::HashKey;
@@ -841,14 +841,10 @@ fn put_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     }
 }
 
-/// Request body progress while uploading.
+/// Request body progress while uploading, with a copy for the mirror when sampled.
 struct Upload {
-    framing: Framing,
-    /// Bytes left (Length).
-    left: u64,
-    chunked: Chunked,
-    done: bool,
-    /// Copied for the mirror, up to its limit; `None` once over it.
+    walk: BodyWalk,
+    /// Copied for the mirror (decoded), up to its limit; `None` once over it.
     copy: Option<Vec<u8>>,
     copy_limit: u64,
 }
@@ -856,10 +852,7 @@ struct Upload {
 impl Upload {
     fn new(framing: Framing, mirror_limit: Option<u64>) -> Self {
         Upload {
-            framing,
-            left: if let Framing::Length(n) = framing { n } else { 0 },
-            chunked: Chunked::new(),
-            done: framing == Framing::None,
+            walk: BodyWalk::new(framing, false),
             copy: mirror_limit.map(|_| Vec::new()),
             copy_limit: mirror_limit.unwrap_or(0),
         }
@@ -867,44 +860,24 @@ impl Upload {
 
     /// How many of `bytes` belong to the body (the rest is the next request).
     fn take(&mut self, bytes: &[u8]) -> Result<usize, ProxyError> {
-        let (n, data_copy) = match self.framing {
-            Framing::Length(_) => {
-                let n = (self.left.min(bytes.len() as u64)) as usize;
-                self.left -= n as u64;
-                self.done = self.left == 0;
-                (n, Some(&bytes[..n]))
-            }
-            Framing::Chunked => {
-                let copy = &mut self.copy;
-                let limit = self.copy_limit;
-                let n = self
-                    .chunked
-                    .scan(bytes, |d| {
-                        if let Some(c) = copy.as_mut() {
-                            if (c.len() + d.len()) as u64 > limit {
-                                *copy = None;
-                            } else {
-                                c.extend_from_slice(d);
-                            }
-                        }
-                    })
-                    .map_err(|_| ProxyError::BadRequest("malformed request body"))?;
-                self.done = self.chunked.is_done();
-                (n, None)
-            }
-            Framing::None | Framing::Close => {
-                self.done = true;
-                (0, None)
-            }
-        };
-        if let (Some(c), Some(d)) = (self.copy.as_mut(), data_copy) {
-            if (c.len() + d.len()) as u64 > self.copy_limit {
-                self.copy = None;
-            } else {
-                c.extend_from_slice(d);
-            }
-        }
+        let (copy, limit) = (&mut self.copy, self.copy_limit);
+        let (n, _) = self
+            .walk
+            .advance_with(bytes, |d| {
+                if copy.as_ref().is_some_and(|c| (c.len() + d.len()) as u64 > limit) {
+                    *copy = None;
+                }
+                if let Some(c) = copy.as_mut() {
+                    c.extend_from_slice(d);
+                }
+            })
+            .map_err(|_| ProxyError::BadRequest("malformed request body"))?;
         Ok(n)
+    }
+
+    /// The whole body went up.
+    fn done(&self) -> bool {
+        self.walk.done
     }
 }
 
@@ -927,7 +900,7 @@ async fn exchange_with(
     let mut upload = Upload::new(req.body, mirror_limit);
 
     // Head, and the body bytes that came with it, in one write.
-    if !upload.done {
+    if !upload.done() {
         let n = upload.take(inbuf.unread()).map_err(Failure::Answer)?;
         req.out.0.extend_from_slice(&inbuf.unread()[..n]);
         inbuf.consume(n);
@@ -947,7 +920,7 @@ async fn exchange_with(
             }
             return Err(Failure::Answer(ProxyError::UpstreamIo(e)));
         }
-        if !upload.done || !fresh_retry(&up) {
+        if !upload.done() || !fresh_retry(&up) {
             break;
         }
         // Bodiless and replayable on a reused connection: wait for the first response byte
@@ -979,14 +952,14 @@ async fn exchange_with(
         None
     };
     let mut out = Out::new();
-    let mut head_deadline = upload.done.then(|| Deadline::now() + backend.timeout);
+    let mut head_deadline = upload.done().then(|| Deadline::now() + backend.timeout);
     let resp = loop {
         if !resp_buf.is_empty() {
             let view = ClientView {
                 http10: req.http10,
                 keep_alive: req.keep_alive,
                 head_request: req.head,
-                upload_done: upload.done,
+                upload_done: upload.done(),
                 draining: conn.drain.is_cancelled(),
                 set_cookie,
             };
@@ -1004,7 +977,7 @@ async fn exchange_with(
                 Ok(None) => {}
             }
         }
-        if upload.done {
+        if upload.done() {
             let deadline = *head_deadline.get_or_insert_with(|| Deadline::now() + backend.timeout);
             match within(deadline, stop, resp_buf.read_from(&mut up.stream, MAX_HEAD)).await {
                 Some(Ok(0)) => {
@@ -1067,7 +1040,7 @@ async fn exchange_with(
             }
         }
     };
-    let upload_complete = upload.done;
+    let upload_complete = upload.done();
     if let Some((copy, permit)) = req.mirror.take() {
         match upload.copy.take() {
             Some(body) if upload_complete => mirror::spawn(backend.clone(), copy, bytes::Bytes::from(body), permit),
