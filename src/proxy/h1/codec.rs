@@ -175,12 +175,14 @@ pub fn head_error(e: httparse::Error) -> HeadError {
 /// Rejects bare CR, bare LF and NUL anywhere in a head (httparse tolerates bare LF line
 /// endings).
 pub fn clean_head(head: &[u8]) -> bool {
-    let mut prev = 0u8;
-    for &b in head {
-        if b == 0 || (prev == b'\r' && b != b'\n') || (b == b'\n' && prev != b'\r') {
+    // Jump from line end to line end: only NUL, CR and LF need a look.
+    let mut i = 0;
+    while let Some(off) = memchr::memchr3(0, b'\r', b'\n', &head[i..]) {
+        let at = i + off;
+        if head[at] != b'\r' || head.get(at + 1) != Some(&b'\n') {
             return false;
         }
-        prev = b;
+        i = at + 2;
     }
     true
 }
