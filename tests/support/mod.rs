@@ -189,14 +189,26 @@ pub async fn tally(client: &HttpClient, url: &str, n: usize) -> std::collections
 }
 
 /// One line to an admin socket; everything it writes until EOF. Waits (bounded) for the
-/// socket to appear, since veer binds it right after its listeners.
+/// socket to accept, since veer binds it right after its listeners.
 pub async fn admin(sock: &std::path::Path, line: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let talk = async {
-        while !sock.exists() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let mut s = tokio::net::UnixStream::connect(sock).await.unwrap();
+        // The file appears at bind(2), a moment before listen(2): until then a connect is
+        // refused. Retry both.
+        let mut s = loop {
+            match tokio::net::UnixStream::connect(sock).await {
+                Ok(s) => break s,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await
+                }
+                Err(e) => panic!("admin socket {}: {e}", sock.display()),
+            }
+        };
         s.write_all(format!("{line}\n").as_bytes()).await.unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
