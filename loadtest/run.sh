@@ -55,9 +55,9 @@ if [ -z "${VEER_BIN:-}" ]; then
     rev_before="$(repo_rev)"
     (cd "$REPO" && CARGO_TARGET_DIR="${LOADTEST_TARGET_DIR:-$REPO/target/loadtest}" cargo build --release)
     VEER_BIN="${LOADTEST_TARGET_DIR:-$REPO/target/loadtest}/release/veer"
-    VEER_BIN_DESC="built by run.sh from $rev_before ($VEER_BIN)"
+    VEER_BIN_DESC="built by run.sh from $rev_before (${VEER_BIN#"$REPO"/})"
 else
-    VEER_BIN_DESC="prebuilt $VEER_BIN (modified $(date -u -r "$VEER_BIN" '+%Y-%m-%d %H:%M UTC')); repo at run time: $(repo_rev)"
+    VEER_BIN_DESC="prebuilt ${VEER_BIN#"$REPO"/} (modified $(date -u -r "$VEER_BIN" '+%Y-%m-%d %H:%M UTC')); repo at run time: $(repo_rev)"
 fi
 [ -x "$VEER_BIN" ] || die "VEER_BIN=$VEER_BIN is not executable"
 

@@ -5,10 +5,7 @@
 
 use std::io;
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
-
-use crate::proxy::ProxyBody;
+use http::StatusCode;
 
 /// Which side an error came from; feeds logs and (later) metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +115,7 @@ impl ProxyError {
     }
 
     /// The synthetic response as HTTP/1.1 bytes (the HTTP/1 engine's form of
-    /// [`ProxyError::to_response`]), appended to `out`; with `close`, it says
+    /// the HTTP/2 path's synthetic response), appended to `out`; with `close`, it says
     /// `Connection: close`.
     pub fn write_response(&self, out: &mut Vec<u8>, close: bool) {
         use std::io::Write;
@@ -139,25 +136,5 @@ impl ProxyError {
             out.extend_from_slice(b"connection: close\r\n");
         }
         let _ = write!(out, "\r\n{} {reason}\n", status.as_u16());
-    }
-
-    /// The synthetic response for this error.
-    pub fn to_response(&self) -> Response<ProxyBody> {
-        let status = self.status();
-        let body = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
-        let mut resp = Response::new(ProxyBody::synthetic(Bytes::from(body)));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert("veer-error", HeaderValue::from_static(self.reason()));
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if matches!(self, ProxyError::LocalResources(_)) {
-            // A moment's shortage: HAProxy-style clients and browsers retry.
-            h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        resp
     }
 }

@@ -315,7 +315,7 @@ impl RequestEnd {
 
 impl<B: Body> UpstreamBody<B> {
     /// `conn` is `None` when the body itself looks after its connection (the HTTP/1
-    /// engine's [`crate::proxy::h1::client::RawBody`]).
+    /// engine's raw response body).
     pub fn new(
         body: B,
         conn: Option<(Sender, Arc<Pool>)>,

@@ -186,7 +186,7 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
         Err(e) => {
             tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
             conn.stats.errors[e.reason_index()].fetch_add(1, Relaxed);
-            let resp = e.to_response();
+            let resp = synthetic(&e);
             if let Some(head) = head {
                 let bytes = resp.body().size_hint().exact().unwrap_or(0);
                 head.log(
@@ -521,4 +521,25 @@ impl tokio::io::AsyncWrite for Rewind {
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
+}
+
+/// veer's own answer to a request it could not forward, as an HTTP/2 response (the HTTP/1
+/// engine writes the same answer as bytes: [`ProxyError::write_response`]).
+fn synthetic(e: &ProxyError) -> Response<ProxyBody> {
+    let status = e.status();
+    let body = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut resp = Response::new(ProxyBody::synthetic(bytes::Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert("veer-error", HeaderValue::from_static(e.reason()));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if matches!(e, ProxyError::LocalResources(_)) {
+        // A moment's shortage: clients and browsers retry.
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
 }
