@@ -130,9 +130,13 @@ impl Veer {
             path: Arc::new(path),
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-                http: crate::proxy::http::builder(),
+                http: crate::proxy::http::builder(config.runtime.max_header_size),
                 header_timeout: config.runtime.header_timeout,
                 body_timeout: config.runtime.body_timeout,
+                head_limits: crate::proxy::h1::codec::HeadLimits::new(
+                    config.runtime.max_header_size,
+                    config.runtime.max_headers,
+                ),
                 shutdown: CancellationToken::new(),
                 drain: ArcSwap::from_pointee(CancellationToken::new()),
                 stopping: CancellationToken::new(),

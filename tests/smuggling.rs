@@ -412,3 +412,55 @@ async fn expect_100_continue_is_relayed() {
     c.read_to_string(&mut rest).await.unwrap();
     assert!(rest.starts_with("HTTP/1.1 201 Created"), "{rest}");
 }
+
+/// `[runtime] max_header_size` and `max_headers` bound both sides: a request head over
+/// either is 431 and never reaches the server, a response head over either is 502; a
+/// raised field limit lets through what the default (100) refuses.
+#[tokio::test]
+async fn configured_head_limits_bound_requests_and_responses() {
+    let fields = |n: usize| (0..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
+    let limited = |addr| format!("[runtime]\nmax_header_size = \"2KiB\"\nmax_headers = 8\n{}", config(addr));
+
+    let (upstream, seen) = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await;
+    let proxy = Proxy::start(&limited(upstream)).await;
+    let addr = proxy.addr("web").await;
+    let over_size = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "a".repeat(2100));
+    let over_count = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", fields(8));
+    for (what, req) in [("2 KiB + 100 B", over_size), ("9 fields", over_count)] {
+        let resp = raw_exchange(addr, req.as_bytes()).await;
+        assert_eq!(raw_status(&resp), 431, "{what}: {resp}");
+    }
+    assert!(seen.lock().unwrap().is_empty(), "a refused head reached the server");
+    // Just inside both limits: 8 fields, under 2 KiB.
+    let ok = format!("GET / HTTP/1.1\r\nHost: a\r\n{}Connection: close\r\n\r\n", fields(6));
+    assert_eq!(raw_status(&raw_exchange(addr, ok.as_bytes()).await), 200);
+
+    for (what, answer) in [
+        (
+            "response over 2 KiB",
+            format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\ncontent-length: 0\r\n\r\n", "a".repeat(2100)),
+        ),
+        (
+            "response with 9 fields",
+            format!("HTTP/1.1 200 OK\r\n{}content-length: 0\r\n\r\n", fields(8)),
+        ),
+    ] {
+        let (upstream, _) = raw_upstream(answer.into_bytes()).await;
+        let proxy = Proxy::start(&limited(upstream)).await;
+        let resp = raw_exchange(
+            proxy.addr("web").await,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(raw_status(&resp), 502, "{what}: {resp}");
+        assert_eq!(header(&resp, "veer-error"), Some("upstream-protocol"), "{what}: {resp}");
+    }
+
+    // 150 fields: refused by default, served with max_headers = 200.
+    let (upstream, _) = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await;
+    let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}Connection: close\r\n\r\n", fields(150));
+    let default = Proxy::start(&config(upstream)).await;
+    assert_eq!(raw_status(&raw_exchange(default.addr("web").await, many.as_bytes()).await), 431);
+    let raised = Proxy::start(&format!("[runtime]\nmax_headers = 200\n{}", config(upstream))).await;
+    assert_eq!(raw_status(&raw_exchange(raised.addr("web").await, many.as_bytes()).await), 200);
+}

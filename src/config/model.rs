@@ -48,6 +48,10 @@ pub struct RawRuntime {
     pub header_timeout: Option<Spanned<String>>,
     pub idle_timeout: Option<Spanned<String>>,
     pub body_timeout: Option<Spanned<String>>,
+    /// Longest request or response head, e.g. "64KiB".
+    pub max_header_size: Option<Spanned<String>>,
+    /// Most header fields in one head.
+    pub max_headers: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

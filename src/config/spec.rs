@@ -78,7 +78,21 @@ pub struct RuntimeSpec {
     /// while a body is uploaded): then 408 if no response has started, else the
     /// connection is cut.
     pub body_timeout: Duration,
+    /// Longest request head accepted (431 beyond) and longest response head (502 beyond),
+    /// in bytes (HAProxy's `tune.bufsize` bounds the same, Envoy's
+    /// `max_request_headers_kb`).
+    pub max_header_size: usize,
+    /// Most header fields in one request head (431 beyond) or response head (502 beyond)
+    /// (HAProxy's `tune.http.maxhdr`, Envoy's `max_headers_count`).
+    pub max_headers: usize,
 }
+
+pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
+/// Upper bound for `max_header_size`: a head is held whole in memory while it is parsed.
+pub const MAX_HEADER_SIZE_LIMIT: usize = 1024 * 1024;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Upper bound for `max_headers`: the parser's field slots live on the stack.
+pub const MAX_HEADERS_LIMIT: usize = 256;
 
 impl Default for RuntimeSpec {
     fn default() -> Self {
@@ -90,6 +104,8 @@ impl Default for RuntimeSpec {
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
             body_timeout: Duration::from_secs(60),
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            max_headers: DEFAULT_MAX_HEADERS,
         }
     }
 }

@@ -82,6 +82,39 @@ impl Checker<'_> {
         }
     }
 
+    /// A byte size written as a string ("64KiB", "1MiB"), within `range`.
+    fn size(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        range: std::ops::RangeInclusive<u64>,
+        default: u64,
+    ) -> u64 {
+        let Some(v) = v else { return default };
+        match v.get_ref().parse::<bytesize::ByteSize>() {
+            Ok(size) if range.contains(&size.as_u64()) => size.as_u64(),
+            Ok(size) => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "{key} {} is out of range: must be between {} and {} bytes inclusive",
+                        size.as_u64(),
+                        range.start(),
+                        range.end()
+                    ),
+                );
+                default
+            }
+            Err(_) => {
+                self.err(
+                    v.span(),
+                    format!("invalid size {:?}: write e.g. \"64KiB\", \"1MiB\"", v.get_ref()),
+                );
+                default
+            }
+        }
+    }
+
     /// Reports the second and later uses of a name within one scope.
     fn unique(&mut self, seen: &mut HashSet<String>, name: &Spanned<String>, what: &str, scope: &str) {
         if name.get_ref().is_empty() {
@@ -181,6 +214,18 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
             ),
             idle_timeout: c.duration(&r.idle_timeout, "idle_timeout", RuntimeSpec::default().idle_timeout),
             body_timeout: c.duration(&r.body_timeout, "body_timeout", RuntimeSpec::default().body_timeout),
+            max_header_size: c.size(
+                &r.max_header_size,
+                "max_header_size",
+                1024..=MAX_HEADER_SIZE_LIMIT as u64,
+                DEFAULT_MAX_HEADER_SIZE as u64,
+            ) as usize,
+            max_headers: c.ranged(
+                &r.max_headers,
+                "max_headers",
+                1..=MAX_HEADERS_LIMIT as i64,
+                DEFAULT_MAX_HEADERS as i64,
+            ) as usize,
         },
     };
 
@@ -505,19 +550,7 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
                 ),
             );
         }
-        let max_body = match &mi.max_body {
-            None => 64 * 1024,
-            Some(v) => match v.get_ref().parse::<bytesize::ByteSize>() {
-                Ok(size) => size.as_u64(),
-                Err(_) => {
-                    c.err(
-                        v.span(),
-                        format!("invalid size {:?}: write e.g. \"64KiB\", \"1MiB\"", v.get_ref()),
-                    );
-                    0
-                }
-            },
-        };
+        let max_body = c.size(&mi.max_body, "max_body", 0..=u64::MAX, 64 * 1024);
         MirrorSpec {
             group: mi.group.get_ref().clone(),
             percent: c.ranged(&mi.percent, "mirror percent", 0..=100, 100) as u32,

@@ -35,10 +35,13 @@ use crate::upstream::{RequestEnd, UpstreamBody};
 /// The HTTP/2 connection builder shared by all listeners, with explicit limits (design §11:
 /// the reset-flood advisories). HTTP/1 connections never get here: veer's own engine
 /// (`super::h1`) serves them.
-pub fn builder() -> auto::Builder<TokioExecutor> {
+/// `max_header_list_size`: `[runtime] max_header_size` (HTTP/2 counts decoded field
+/// bytes plus 32 per field, close enough to the HTTP/1 head it bounds).
+pub fn builder(max_header_size: usize) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new()).http2_only();
     b.http2()
         .max_concurrent_streams(256)
+        .max_header_list_size(max_header_size.try_into().unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(Some(64));
     b
 }
@@ -317,7 +320,7 @@ async fn forward(
         let sent = response_head(
             backend.timeout,
             upload.as_deref(),
-            client::send(&server, backend.connect_timeout, up_req),
+            client::send(&server, backend.connect_timeout, conn.shared.head_limits, up_req),
         )
         .await;
         match sent {

@@ -51,6 +51,8 @@ pub struct Shared {
     pub stopping: CancellationToken,
     /// `[runtime] body_timeout`, read at start.
     pub body_timeout: std::time::Duration,
+    /// `[runtime] max_header_size` and `max_headers`, read at start.
+    pub head_limits: h1::codec::HeadLimits,
     /// Client connections open now, and accepted since start (for `show info`).
     pub current_conns: AtomicUsize,
     pub total_conns: AtomicU64,

@@ -16,7 +16,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::codec::{self, BodyWalk, Framing, MAX_HEADERS};
+use super::codec::{self, BodyWalk, Framing, HeadLimits};
 use crate::error::ProxyError;
 use crate::proxy::body::{client_fault, ClientBodyError};
 use crate::proxy::buf::{Buf, Out};
@@ -36,6 +36,7 @@ pub enum SendError {
 pub async fn send(
     server: &Server,
     connect_timeout: Duration,
+    limits: HeadLimits,
     req: http::Request<UpstreamRequestBody>,
 ) -> Result<(http::Response<RawBody>, Option<Duration>), SendError> {
     let (mut stream, mut reused, mut connected) = match server.pool.take_conn() {
@@ -70,7 +71,7 @@ pub async fn send(
         // A pooled connection the server closed meanwhile: a replayable request goes again on
         // a new one.
         let first = match sent {
-            Ok(()) if reused && replayable => resp.read_from(&mut stream, super::server::MAX_HEAD).await.ok(),
+            Ok(()) if reused && replayable => resp.read_from(&mut stream, limits.size).await.ok(),
             Ok(()) => Some(1),
             Err(_) => None,
         };
@@ -101,7 +102,7 @@ pub async fn send(
     // The response head (interim 1xx heads are dropped: HTTP/2 clients did not ask).
     loop {
         if !resp.is_empty() {
-            match parse(resp.unread(), head_request).map_err(SendError::Failed)? {
+            match parse(resp.unread(), head_request, limits).map_err(SendError::Failed)? {
                 Some((status, _, len)) if (100..200).contains(&status) => {
                     resp.consume(len);
                     continue;
@@ -121,7 +122,7 @@ pub async fn send(
                 None => {}
             }
         }
-        match resp.read_from(&mut stream, super::server::MAX_HEAD).await {
+        match resp.read_from(&mut stream, limits.size).await {
             Ok(0) => {
                 return Err(SendError::Failed(ProxyError::UpstreamIo(
                     io::ErrorKind::UnexpectedEof.into(),
@@ -185,12 +186,17 @@ type Parsed = (http::Response<()>, (Framing, bool));
 
 /// A response head: (status, the response with its fields and (framing, reusable), head
 /// length), or `None` when incomplete.
-fn parse(buf: &[u8], head_request: bool) -> Result<Option<(u16, Parsed, usize)>, ProxyError> {
-    let mut fields_buf = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields_buf);
-    let len = match codec::response_parser().parse_response(&mut parsed, buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= super::server::MAX_HEAD => {
+fn parse(buf: &[u8], head_request: bool, limits: HeadLimits) -> Result<Option<(u16, Parsed, usize)>, ProxyError> {
+    let mut slots = codec::slots();
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match codec::response_parser().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots[..limits.fields],
+    ) {
+        Ok(httparse::Status::Complete(n)) if n <= limits.size => n,
+        Ok(httparse::Status::Complete(_)) => return Err(ProxyError::UpstreamMalformed("response head too large")),
+        Ok(httparse::Status::Partial) if buf.len() >= limits.size => {
             return Err(ProxyError::UpstreamMalformed("response head too large"))
         }
         Ok(httparse::Status::Partial) => return Ok(None),

@@ -7,8 +7,8 @@
 //! relayed as they arrived (or decoded, for an HTTP/1.0 peer). Knows nothing of routing,
 //! sockets or veer's state.
 
-/// Most header fields in one head; more is 431 (requests) or 502 (responses).
-pub const MAX_HEADERS: usize = 100;
+/// Field slots a parse can use at most (`[runtime] max_headers` is at most this).
+pub const MAX_HEADERS: usize = crate::config::MAX_HEADERS_LIMIT;
 /// Longest chunk extension accepted on one size line.
 pub const MAX_CHUNK_EXT: usize = 4096;
 /// Longest trailer section accepted after the last chunk.
@@ -20,7 +20,7 @@ pub enum HeadError {
     /// Not valid HTTP/1.x: bad request line, header name or value bytes, obs-fold,
     /// whitespace before a colon, bare CR…
     Malformed,
-    /// More header fields than [`MAX_HEADERS`].
+    /// More header fields than the limit.
     TooManyHeaders,
     /// `Content-Length` not a number, or several that differ.
     BadContentLength,
@@ -38,6 +38,38 @@ impl HeadError {
             HeadError::BadTransferEncoding => "unsupported or conflicting Transfer-Encoding",
         }
     }
+}
+
+/// How large a head may be: `[runtime] max_header_size` and `max_headers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Bytes, request line or status line included.
+    pub size: usize,
+    /// Header fields (at most [`MAX_HEADERS`]).
+    pub fields: usize,
+}
+
+impl HeadLimits {
+    pub fn new(size: usize, fields: usize) -> Self {
+        HeadLimits {
+            size,
+            fields: fields.min(MAX_HEADERS),
+        }
+    }
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits::new(crate::config::DEFAULT_MAX_HEADER_SIZE, crate::config::DEFAULT_MAX_HEADERS)
+    }
+}
+
+/// Uninitialised field slots for one parse: unused slots cost nothing (no zeroing), so the
+/// array can be as large as the largest limit.
+pub type Slots<'b> = [std::mem::MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+pub const fn slots<'b>() -> Slots<'b> {
+    [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS]
 }
 
 /// How a message's body is delimited.

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant as Deadline;
 use tokio_util::sync::CancellationToken;
 
-use super::codec::{self, BodyWalk, Fields, Framing, HeadError, MAX_HEADERS};
+use super::codec::{self, BodyWalk, Fields, Framing, HeadError, HeadLimits};
 use crate::access_log::{LogHead, PendingLog, Upstream};
 use crate::balance::{self, hash, Affinity, Via};
 use crate::config::HashKey;
@@ -31,8 +31,6 @@ use crate::proxy::{cookies, headers, mirror};
 use crate::snapshot::{Backend, ListenerRoutes, Server};
 use crate::upstream::{self, RequestEnd};
 
-/// Largest request or response head accepted (431 / 502 beyond).
-pub const MAX_HEAD: usize = 64 * 1024;
 /// Read size for large bodies.
 const BULK: usize = 64 * 1024;
 
@@ -107,7 +105,7 @@ async fn h2_preface(client: &mut TcpStream, inbuf: &mut Buf, conn: &Conn, deadli
         if n == PREFACE.len() {
             return Some(true);
         }
-        match within(deadline, &conn.shared.shutdown, inbuf.read_from(client, MAX_HEAD)).await {
+        match within(deadline, &conn.shared.shutdown, inbuf.read_from(client, conn.shared.head_limits.size)).await {
             Some(Ok(0)) if inbuf.is_empty() => return None,
             Some(Ok(0)) => return Some(false),
             Some(Ok(_)) => {}
@@ -184,10 +182,10 @@ async fn exchange(client: &mut TcpStream, inbuf: &mut Buf, conn: &Conn, deadline
                 break req;
             }
             Ok(None) => {
-                if inbuf.unread().len() >= MAX_HEAD {
+                if inbuf.unread().len() >= conn.shared.head_limits.size {
                     return refuse(client, conn, ProxyError::HeadersTooLarge.into(), Instant::now()).await;
                 }
-                match within(deadline, &conn.shared.shutdown, inbuf.read_from(client, MAX_HEAD)).await {
+                match within(deadline, &conn.shared.shutdown, inbuf.read_from(client, conn.shared.head_limits.size)).await {
                     Some(Ok(0)) => {
                         return if inbuf.is_empty() {
                             Next::Abort
@@ -246,9 +244,14 @@ fn body_len(e: &ProxyError) -> u64 {
 /// Parses, validates, routes and rewrites a request head. `Ok(None)`: the head is not
 /// complete yet.
 fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusal> {
-    let mut fields_buf = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut fields_buf);
-    let head_len = match codec::request_parser().parse_request(&mut parsed, buf) {
+    let limits = conn.shared.head_limits;
+    let mut slots = codec::slots();
+    let mut parsed = httparse::Request::new(&mut []);
+    let head_len = match codec::request_parser().parse_request_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots[..limits.fields],
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => {
@@ -259,6 +262,9 @@ fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusal> {
             .into())
         }
     };
+    if head_len > limits.size {
+        return Err(ProxyError::HeadersTooLarge.into());
+    }
     let head = &buf[..head_len];
     if !codec::clean_head(head.trim_ascii_start()) {
         return Err(ProxyError::BadRequest("malformed request head").into());
@@ -724,6 +730,7 @@ struct Response {
 
 /// What shapes the client's response head besides the server's.
 struct ClientView<'a> {
+    limits: HeadLimits,
     http10: bool,
     keep_alive: bool,
     head_request: bool,
@@ -737,11 +744,18 @@ struct ClientView<'a> {
 /// client's head into `out`, in the same pass over the fields; interim 1xx heads are left
 /// for the caller to pass on as they are.
 fn parse_response(buf: &[u8], view: &ClientView<'_>, out: &mut Vec<u8>) -> Result<Option<Response>, ProxyError> {
-    let mut fields_buf = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields_buf);
-    let head_len = match codec::response_parser().parse_response(&mut parsed, buf) {
+    let mut slots = codec::slots();
+    let mut parsed = httparse::Response::new(&mut []);
+    let head_len = match codec::response_parser().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots[..view.limits.fields],
+    ) {
+        Ok(httparse::Status::Complete(n)) if n > view.limits.size => {
+            return Err(ProxyError::UpstreamMalformed("response head too large"))
+        }
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+        Ok(httparse::Status::Partial) if buf.len() >= view.limits.size => {
             return Err(ProxyError::UpstreamMalformed("response head too large"))
         }
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -926,7 +940,7 @@ async fn exchange_with(
         // Bodiless and replayable on a reused connection: wait for the first response byte
         // here, where a retry is still possible.
         let head_deadline = Deadline::now() + backend.timeout;
-        match within(head_deadline, stop, resp_buf.read_from(&mut up.stream, MAX_HEAD)).await {
+        match within(head_deadline, stop, resp_buf.read_from(&mut up.stream, conn.shared.head_limits.size)).await {
             Some(Ok(n)) if n > 0 => break,
             Some(_) => {
                 tracing::debug!(server = %server.id, "reused connection closed by the server; retrying");
@@ -956,6 +970,7 @@ async fn exchange_with(
     let resp = loop {
         if !resp_buf.is_empty() {
             let view = ClientView {
+                limits: conn.shared.head_limits,
                 http10: req.http10,
                 keep_alive: req.keep_alive,
                 head_request: req.head,
@@ -979,7 +994,7 @@ async fn exchange_with(
         }
         if upload.done() {
             let deadline = *head_deadline.get_or_insert_with(|| Deadline::now() + backend.timeout);
-            match within(deadline, stop, resp_buf.read_from(&mut up.stream, MAX_HEAD)).await {
+            match within(deadline, stop, resp_buf.read_from(&mut up.stream, conn.shared.head_limits.size)).await {
                 Some(Ok(0)) => {
                     return Err(Failure::Answer(if resp_buf.is_empty() {
                         ProxyError::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into())
@@ -1011,7 +1026,7 @@ async fn exchange_with(
         let event = tokio::select! {
             biased;
             _ = stop.cancelled() => Event::Stop,
-            r = resp_buf.read_from(&mut up.stream, MAX_HEAD) => Event::Server(r),
+            r = resp_buf.read_from(&mut up.stream, conn.shared.head_limits.size) => Event::Server(r),
             r = inbuf.read_from(client, buf::SIZE) => Event::Client(r),
             _ = tokio::time::sleep_until(client_deadline) => Event::Stalled,
         };
