@@ -255,14 +255,14 @@ async fn accept_loop(
             Ok((stream, peer)) => {
                 // TCP_NODELAY is inherited from the listening socket (see `bind`).
                 let open = crate::proxy::OpenConn::new(&shared, &stats);
-                tokio::spawn(crate::proxy::serve(
+                crate::proxy::spawn(
                     stream,
                     peer,
                     name.load_full(),
                     shared.clone(),
                     (**drain.load()).clone(),
                     open,
-                ));
+                );
             }
             Err(e) => {
                 // Out of descriptors or memory: the connection waits in the backlog, so

@@ -419,7 +419,12 @@ async fn expect_100_continue_is_relayed() {
 #[tokio::test]
 async fn configured_head_limits_bound_requests_and_responses() {
     let fields = |n: usize| (0..n).map(|i| format!("X-{i}: v\r\n")).collect::<String>();
-    let limited = |addr| format!("[runtime]\nmax_header_size = \"2KiB\"\nmax_headers = 8\n{}", config(addr));
+    let limited = |addr| {
+        format!(
+            "[runtime]\nmax_header_size = \"2KiB\"\nmax_headers = 8\n{}",
+            config(addr)
+        )
+    };
 
     let (upstream, seen) = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await;
     let proxy = Proxy::start(&limited(upstream)).await;
@@ -438,7 +443,10 @@ async fn configured_head_limits_bound_requests_and_responses() {
     for (what, answer) in [
         (
             "response over 2 KiB",
-            format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\ncontent-length: 0\r\n\r\n", "a".repeat(2100)),
+            format!(
+                "HTTP/1.1 200 OK\r\nX-Big: {}\r\ncontent-length: 0\r\n\r\n",
+                "a".repeat(2100)
+            ),
         ),
         (
             "response with 9 fields",
@@ -460,7 +468,13 @@ async fn configured_head_limits_bound_requests_and_responses() {
     let (upstream, _) = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()).await;
     let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}Connection: close\r\n\r\n", fields(150));
     let default = Proxy::start(&config(upstream)).await;
-    assert_eq!(raw_status(&raw_exchange(default.addr("web").await, many.as_bytes()).await), 431);
+    assert_eq!(
+        raw_status(&raw_exchange(default.addr("web").await, many.as_bytes()).await),
+        431
+    );
     let raised = Proxy::start(&format!("[runtime]\nmax_headers = 200\n{}", config(upstream))).await;
-    assert_eq!(raw_status(&raw_exchange(raised.addr("web").await, many.as_bytes()).await), 200);
+    assert_eq!(
+        raw_status(&raw_exchange(raised.addr("web").await, many.as_bytes()).await),
+        200
+    );
 }

@@ -114,6 +114,23 @@ impl Buf {
         tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), cx, &mut self.data)
     }
 
+    /// A non-blocking [`Buf::read_from`] (one ordinary buffer's room): `WouldBlock` when the
+    /// socket has nothing, and then no buffer is kept.
+    pub fn try_read_from(&mut self, stream: &TcpStream) -> io::Result<usize> {
+        if self.data.capacity() == 0 {
+            self.data = take();
+        }
+        if self.pos > 0 && self.data.len() == self.data.capacity() {
+            self.data.drain(..self.pos);
+            self.pos = 0;
+        }
+        let r = stream.try_read_buf(&mut self.data);
+        if self.is_empty() {
+            self.release();
+        }
+        r
+    }
+
     /// Gives the memory back (the unread bytes are dropped).
     pub fn release(&mut self) {
         self.pos = 0;
@@ -192,7 +209,9 @@ pub fn give_back(b: Vec<u8>) {
     give(b)
 }
 
-/// Waits until `stream` has bytes (or EOF) without holding any buffer.
-pub async fn readable(stream: &TcpStream) -> io::Result<()> {
-    stream.readable().await
+/// Waits until `stream` has bytes (or EOF) without holding any buffer. Polls the socket's
+/// readiness directly: the future is one reference (an idle connection's task is parked in
+/// it), where `TcpStream::readable` keeps a waiter node of its own.
+pub fn readable(stream: &TcpStream) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+    std::future::poll_fn(move |cx| stream.poll_read_ready(cx))
 }

@@ -60,23 +60,23 @@ pub struct Shared {
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
-/// Serves one accepted connection on listener `listener`.
+/// Starts serving one accepted connection on listener `listener`, on a task of its own.
 /// `drain` is the listener's drain token: cancelled when the listener is removed or the
 /// process drains.
-pub async fn serve(
+pub fn spawn(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<String>,
     shared: Arc<Shared>,
     drain: tokio_util::sync::CancellationToken,
-    _open: OpenConn,
+    open: OpenConn,
 ) {
-    let (is_http, idle) = {
+    let kind = {
         let snap = shared.snapshot.load();
         let is_http = match snap.listeners.get(listener.as_str()) {
-            Some(ListenerRoutes::Http(_)) => true,
-            Some(ListenerRoutes::Tcp { .. }) => false,
-            None => return, // removed by a reload between accept and here
+            Some(ListenerRoutes::Http(_)) => Some(true),
+            Some(ListenerRoutes::Tcp { .. }) => Some(false),
+            None => None, // removed by a reload between accept and here
         };
         let idle = snap
             .spec
@@ -84,29 +84,32 @@ pub async fn serve(
             .iter()
             .find(|l| l.name == *listener)
             .map_or(snap.spec.runtime.idle_timeout, |l| l.idle_timeout);
-        (is_http, idle)
+        is_http.map(|h| (h, idle))
     };
-    if is_http {
-        let stats = _open.listener.clone();
-        let conn = h1::server::Conn {
-            peer,
-            listener,
-            shared,
-            drain,
-            stats,
-            idle,
-        };
-        if let Some(h2) = h1::server::serve(stream, conn).await {
-            let c = h2.conn;
-            // Boxed (as TCP below): hyper's connection state is large, and an idle HTTP/1
-            // connection's task should not carry its size.
-            Box::pin(http::serve(
-                h2.stream, h2.prefix, c.peer, c.listener, c.shared, c.drain, c.stats, c.idle,
-            ))
-            .await
+    // Each path's future is the task's future itself: a wrapper would keep the arguments
+    // beside the copies moved into the path, bytes every idle connection would carry.
+    match kind {
+        Some((true, idle)) => {
+            let fut = h1::server::serve(
+                stream,
+                h1::server::Conn {
+                    peer,
+                    listener,
+                    shared,
+                    drain,
+                    open,
+                    idle,
+                },
+            );
+            tokio::spawn(fut);
         }
-    } else {
-        Box::pin(tcp::serve(stream, peer, &listener, &shared, idle)).await
+        Some((false, idle)) => {
+            tokio::spawn(async move {
+                let _open = open;
+                tcp::serve(stream, peer, &listener, &shared, idle).await
+            });
+        }
+        None => {}
     }
 }
 

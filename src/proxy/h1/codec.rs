@@ -60,7 +60,10 @@ impl HeadLimits {
 
 impl Default for HeadLimits {
     fn default() -> Self {
-        HeadLimits::new(crate::config::DEFAULT_MAX_HEADER_SIZE, crate::config::DEFAULT_MAX_HEADERS)
+        HeadLimits::new(
+            crate::config::DEFAULT_MAX_HEADER_SIZE,
+            crate::config::DEFAULT_MAX_HEADERS,
+        )
     }
 }
 

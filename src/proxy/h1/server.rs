@@ -23,11 +23,10 @@ use crate::access_log::{LogHead, PendingLog, Upstream};
 use crate::balance::{self, hash, Affinity, Via};
 use crate::config::HashKey;
 use crate::error::ProxyError;
-use crate::metrics::ListenerStats;
 use crate::proxy::buf::{self, Buf, Out};
 use crate::proxy::splice::{splice_tcp, Ended};
-use crate::proxy::Shared;
 use crate::proxy::{cookies, headers, mirror};
+use crate::proxy::{OpenConn, Shared};
 use crate::snapshot::{Backend, ListenerRoutes, Server};
 use crate::upstream::{self, RequestEnd};
 
@@ -42,76 +41,66 @@ pub struct Conn {
     /// Cancelled when the listener is removed or the process drains: the next response
     /// says `Connection: close`.
     pub drain: CancellationToken,
-    pub stats: Arc<ListenerStats>,
+    /// Counts the connection open until the task ends; its listener's counters.
+    pub open: OpenConn,
     /// For upgraded tunnels.
     pub idle: Duration,
 }
 
-/// A connection that turned out to speak HTTP/2 (prior knowledge): the bytes read so far,
-/// for the HTTP/2 server to read first.
-pub struct Handoff {
-    pub stream: TcpStream,
-    pub prefix: Vec<u8>,
-    pub conn: Conn,
-}
-
 /// Serves one HTTP/1.x client connection until it closes, fails, times out or the process
-/// stops. A connection whose first bytes are the HTTP/2 preface is handed back instead.
-pub async fn serve(mut client: TcpStream, conn: Conn) -> Option<Handoff> {
+/// stops. A connection whose first bytes are the HTTP/2 preface goes to the HTTP/2 server.
+pub async fn serve(mut client: TcpStream, conn: Conn) {
+    // No HTTP/1 method is "PRI": these bytes first mean the HTTP/2 preface.
+    const PREFACE: &[u8] = b"PRI ";
     let mut inbuf = Buf::default();
     let mut first = true;
     loop {
         // header_timeout: from connecting, or from the end of the previous response.
         let deadline = Deadline::now() + conn.shared.header_timeout;
-        if inbuf.is_empty() {
-            // Idle: no buffer held until the client sends something.
+        // Idle (or a first read too short to tell HTTP/2): wait until bytes are there, then
+        // read them without blocking. A buffer is taken only once bytes have arrived, and
+        // the task holds no read future: an idle connection's task is this wait alone.
+        while inbuf.is_empty() || (first && inbuf.unread().len() < PREFACE.len() && PREFACE.starts_with(inbuf.unread()))
+        {
             match within(deadline, &conn.shared.shutdown, buf::readable(&client)).await {
                 Some(Ok(())) => {}
-                _ => return None,
+                _ => return,
+            }
+            // Readiness may be stale (the last read did not drain the socket): WouldBlock
+            // clears it and the wait starts again.
+            match inbuf.try_read_from(&client) {
+                Ok(0) if inbuf.is_empty() => return,
+                // EOF within the first bytes: the exchange answers the partial head.
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
             }
         }
         if first {
             first = false;
-            if h2_preface(&mut client, &mut inbuf, &conn, deadline).await? {
-                let prefix = inbuf.unread().to_vec();
-                return Some(Handoff {
-                    stream: client,
-                    prefix,
-                    conn,
-                });
+            if inbuf.unread().starts_with(PREFACE) {
+                return Box::pin(http2(client, inbuf.unread().to_vec(), conn)).await;
             }
         }
         match Box::pin(exchange(&mut client, &mut inbuf, &conn, deadline)).await {
             Next::KeepAlive => continue,
             Next::Close => {
                 let _ = client.shutdown().await;
-                return None;
+                return;
             }
-            Next::Abort => return None,
+            Next::Abort => return,
         }
     }
 }
 
-/// Reads the connection's first bytes and tells whether they start the HTTP/2 preface
-/// ("PRI * HTTP/2.0"; no HTTP/1 method is "PRI"). `None`: the client sent nothing usable.
-async fn h2_preface(client: &mut TcpStream, inbuf: &mut Buf, conn: &Conn, deadline: Deadline) -> Option<bool> {
-    const PREFACE: &[u8] = b"PRI ";
-    loop {
-        let have = inbuf.unread();
-        let n = have.len().min(PREFACE.len());
-        if n > 0 && have[..n] != PREFACE[..n] {
-            return Some(false);
-        }
-        if n == PREFACE.len() {
-            return Some(true);
-        }
-        match within(deadline, &conn.shared.shutdown, inbuf.read_from(client, conn.shared.head_limits.size)).await {
-            Some(Ok(0)) if inbuf.is_empty() => return None,
-            Some(Ok(0)) => return Some(false),
-            Some(Ok(_)) => {}
-            _ => return None,
-        }
-    }
+/// Hands an HTTP/2 (prior knowledge) connection to hyper's server, with the bytes read so
+/// far. Boxed by the caller: hyper's connection state is large, and an idle HTTP/1
+/// connection's task should not carry its size.
+async fn http2(client: TcpStream, prefix: Vec<u8>, c: Conn) {
+    let stats = c.open.listener.clone();
+    crate::proxy::http::serve(client, prefix, c.peer, c.listener, c.shared, c.drain, stats, c.idle).await;
+    drop(c.open);
 }
 
 enum Next {
@@ -123,12 +112,41 @@ enum Next {
 }
 
 /// Awaits `f` unless `deadline` passes or `stop` is cancelled first.
-async fn within<F: std::future::Future>(deadline: Deadline, stop: &CancellationToken, f: F) -> Option<F::Output> {
-    tokio::select! {
-        biased;
-        out = f => Some(out),
-        _ = tokio::time::sleep_until(deadline) => None,
-        _ = stop.cancelled() => None,
+fn within<F: std::future::Future>(deadline: Deadline, stop: &CancellationToken, f: F) -> Within<'_, F> {
+    Within {
+        f,
+        sleep: tokio::time::sleep_until(deadline),
+        stop: stop.cancelled(),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`within`]. Written out rather than a `select!` in an async fn, which
+    /// keeps its arguments beside the select's own copies: an idle connection's task is
+    /// mostly this future, and it should hold each part once.
+    struct Within<'a, F> {
+        #[pin]
+        f: F,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        #[pin]
+        stop: tokio_util::sync::WaitForCancellationFuture<'a>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.project();
+        if let Poll::Ready(out) = this.f.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if this.sleep.poll(cx).is_ready() || this.stop.poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
     }
 }
 
@@ -185,7 +203,13 @@ async fn exchange(client: &mut TcpStream, inbuf: &mut Buf, conn: &Conn, deadline
                 if inbuf.unread().len() >= conn.shared.head_limits.size {
                     return refuse(client, conn, ProxyError::HeadersTooLarge.into(), Instant::now()).await;
                 }
-                match within(deadline, &conn.shared.shutdown, inbuf.read_from(client, conn.shared.head_limits.size)).await {
+                match within(
+                    deadline,
+                    &conn.shared.shutdown,
+                    inbuf.read_from(client, conn.shared.head_limits.size),
+                )
+                .await
+                {
                     Some(Ok(0)) => {
                         return if inbuf.is_empty() {
                             Next::Abort
@@ -218,8 +242,8 @@ async fn exchange(client: &mut TcpStream, inbuf: &mut Buf, conn: &Conn, deadline
 async fn refuse(client: &mut TcpStream, conn: &Conn, r: Refusal, start: Instant) -> Next {
     let e = r.error;
     tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
-    conn.stats.errors[e.reason_index()].fetch_add(1, Relaxed);
-    conn.stats.responses[crate::state::status_class(e.status().as_u16())].fetch_add(1, Relaxed);
+    conn.open.listener.errors[e.reason_index()].fetch_add(1, Relaxed);
+    conn.open.listener.responses[crate::state::status_class(e.status().as_u16())].fetch_add(1, Relaxed);
     let mut out = Out::new();
     e.write_response(&mut out.0, true);
     if let Some(log) = r.log {
@@ -691,8 +715,8 @@ async fn answer(client: &mut TcpStream, conn: &Conn, req: &Request, e: ProxyErro
         || conn.drain.is_cancelled()
         || matches!(e, ProxyError::BadRequest(_) | ProxyError::RequestTimeout);
     tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
-    conn.stats.errors[e.reason_index()].fetch_add(1, Relaxed);
-    conn.stats.responses[crate::state::status_class(e.status().as_u16())].fetch_add(1, Relaxed);
+    conn.open.listener.errors[e.reason_index()].fetch_add(1, Relaxed);
+    conn.open.listener.responses[crate::state::status_class(e.status().as_u16())].fetch_add(1, Relaxed);
     let mut out = Out::new();
     e.write_response(&mut out.0, close);
     if let Some(log) = &req.log {
@@ -940,7 +964,13 @@ async fn exchange_with(
         // Bodiless and replayable on a reused connection: wait for the first response byte
         // here, where a retry is still possible.
         let head_deadline = Deadline::now() + backend.timeout;
-        match within(head_deadline, stop, resp_buf.read_from(&mut up.stream, conn.shared.head_limits.size)).await {
+        match within(
+            head_deadline,
+            stop,
+            resp_buf.read_from(&mut up.stream, conn.shared.head_limits.size),
+        )
+        .await
+        {
             Some(Ok(n)) if n > 0 => break,
             Some(_) => {
                 tracing::debug!(server = %server.id, "reused connection closed by the server; retrying");
@@ -994,7 +1024,13 @@ async fn exchange_with(
         }
         if upload.done() {
             let deadline = *head_deadline.get_or_insert_with(|| Deadline::now() + backend.timeout);
-            match within(deadline, stop, resp_buf.read_from(&mut up.stream, conn.shared.head_limits.size)).await {
+            match within(
+                deadline,
+                stop,
+                resp_buf.read_from(&mut up.stream, conn.shared.head_limits.size),
+            )
+            .await
+            {
                 Some(Ok(0)) => {
                     return Err(Failure::Answer(if resp_buf.is_empty() {
                         ProxyError::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into())
@@ -1084,7 +1120,7 @@ async fn exchange_with(
         duration: server.metrics.request.clone(),
         log,
     };
-    conn.stats.responses[crate::state::status_class(resp.status)].fetch_add(1, Relaxed);
+    conn.open.listener.responses[crate::state::status_class(resp.status)].fetch_add(1, Relaxed);
 
     if resp.status == 101 {
         if !req.upgrade {
