@@ -184,7 +184,9 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
         let host = request_host(&req).unwrap_or("");
         Arc::new(LogHead::new(log, conn.peer, &conn.listener, &req, host, &request_id))
     });
-    let resp = match forward(conn, req, start, head.clone()).await {
+    // Boxed: the exchange's state is kilobytes, and hyper moves the stream's future (this
+    // one) more than once before it first runs; a pointer moves cheaply.
+    let resp = match Box::pin(forward(conn, req, start, head.clone())).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
