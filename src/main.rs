@@ -54,6 +54,9 @@ enum Command {
 
 const EX_CONFIG: u8 = 64;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
