@@ -67,7 +67,7 @@ pub async fn run() -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     std::fs::write(&path, DEMO_CONFIG).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let veer = crate::Veer::start(&path).await.map_err(|e| e.to_string())?;
+    let veer = crate::runtime::Veer::start(&path).await.map_err(|e| e.to_string())?;
     veer.spawn_watcher().map_err(|e| e.to_string())?;
     let web = veer
         .listener_addr("web")
@@ -95,7 +95,7 @@ pub async fn run() -> Result<(), String> {
         sock = socket.display(),
         path = path.display()
     );
-    crate::wait_for_stop_signal().await;
+    crate::runtime::wait_for_stop_signal().await;
     veer.shutdown().await;
     Ok(())
 }

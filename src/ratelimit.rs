@@ -3,7 +3,7 @@
 //! At the descriptor limit every accept and every connect fails the same way, hundreds of
 //! times a second; one line per second per kind, carrying how many were suppressed since the
 //! last one, says the same without flooding the log (and the disk it writes to). Knows
-//! nothing of veer beyond the clock in [`crate::state::now_ms`].
+//! nothing of veer beyond the clock in [`crate::clock::now_ms`].
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -67,7 +67,7 @@ pub static LIMITER: Limiter = Limiter::new();
 
 /// `Some(suppressed)` when a warning of `kind` may be logged now.
 pub fn admit(kind: Kind) -> Option<u64> {
-    LIMITER.admit(kind, crate::state::now_ms())
+    LIMITER.admit(kind, crate::clock::now_ms())
 }
 
 /// `tracing::warn!` at most once per second per [`Kind`], with a `suppressed` count field.

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::balance::{hash, Schedule};
+use crate::balance::hash;
+use crate::balance::schedule::Schedule;
 use crate::config::{AdminState, BackendSpec, Balance, HashKey, OverrideSpec, Spec, StickySpec};
 use crate::routing::RouteTable;
+use crate::state::pool::Pool;
 use crate::state::{BackendState, PoolKey, Registry, ServerState};
-use crate::upstream::Pool;
 
 pub struct Snapshot {
     /// Increments with every swap.

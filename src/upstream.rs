@@ -6,17 +6,15 @@
 //! connections), and a stale pooled connection must be detected without losing the request
 //! (`try_send_request` returns it when it was never written).
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
@@ -25,13 +23,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::state::{ActiveGuard, PoolKey};
-
-/// Any error a request body may fail with (the client's body: malformed, timed out).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type sent upstream: the client's streamed body, or a synthetic one.
-pub type UpstreamRequestBody = UnsyncBoxBody<Bytes, BoxError>;
-type Sender = http1::SendRequest<UpstreamRequestBody>;
+pub use crate::state::pool::{BoxError, Pool, Sender, UpstreamRequestBody};
+use crate::state::ActiveGuard;
 
 /// Why an upstream exchange failed.
 #[derive(Debug)]
@@ -42,185 +35,49 @@ pub enum SendError {
     Protocol(hyper::Error),
 }
 
-struct Idle {
-    tx: Sender,
-    since: Instant,
-}
-
-/// Keep-alive connections to one server address: hyper client sessions (the HTTP/2 path
-/// and mirroring) and raw sockets (the HTTP/1 engine, which owns its upstream connection
-/// for the exchange).
-pub struct Pool {
-    key: PoolKey,
-    idle: Mutex<VecDeque<Idle>>,
-    /// Raw idle connections, most recently used last.
-    conns: Mutex<Vec<(TcpStream, Instant)>>,
-    /// Off while the server drains or is in maintenance: connections are not kept.
-    reuse: std::sync::atomic::AtomicBool,
-}
-
-impl Pool {
-    pub fn new(key: PoolKey) -> Self {
-        Pool {
-            key,
-            idle: Mutex::new(VecDeque::new()),
-            conns: Mutex::new(Vec::new()),
-            reuse: std::sync::atomic::AtomicBool::new(true),
+/// Sends `req` on a pooled connection, or a new one. Returns the response, the
+/// connection (which goes back to the pool when the response body ends, see
+/// [`UpstreamBody`]) and, for a new connection, how long connecting took.
+pub async fn send(
+    pool: &Arc<Pool>,
+    mut req: Request<UpstreamRequestBody>,
+    connect_timeout: Duration,
+) -> Result<(Response<Incoming>, Sender, Option<Duration>), SendError> {
+    while let Some(mut tx) = pool.checkout() {
+        // A pooled connection finishes its previous exchange before it is ready.
+        if tx.ready().await.is_err() {
+            continue;
         }
-    }
-
-    /// Idle connections currently held.
-    pub fn idle_len(&self) -> usize {
-        self.idle.lock().map_or(0, |q| q.len()) + self.conns.lock().map_or(0, |c| c.len())
-    }
-
-    /// Whether finished exchanges keep their connection. Turning it off closes the idle
-    /// connections at once (a draining server should see its keep-alive connections go).
-    pub fn set_reuse(&self, reuse: bool) {
-        let was = self.reuse.swap(reuse, std::sync::atomic::Ordering::Relaxed);
-        if was && !reuse {
-            self.close_idle();
-        }
-    }
-
-    /// Drops every idle connection (closing it); in-flight exchanges are untouched.
-    pub fn close_idle(&self) {
-        if let Ok(mut q) = self.idle.lock() {
-            q.clear();
-        }
-        if let Ok(mut c) = self.conns.lock() {
-            c.clear();
-        }
-    }
-
-    /// Closes the idle connections that have been idle for `pool_idle_timeout` (called
-    /// periodically, so an unused pool does not hold them forever).
-    pub fn expire_idle(&self) {
-        if let Ok(mut q) = self.idle.lock() {
-            // Oldest first: stop at the first one still young.
-            while q
-                .front()
-                .is_some_and(|i| i.tx.is_closed() || i.since.elapsed() >= self.key.idle_timeout)
-            {
-                q.pop_front();
-            }
-        }
-        if let Ok(mut c) = self.conns.lock() {
-            c.retain(|(_, since)| since.elapsed() < self.key.idle_timeout);
-        }
-    }
-
-    /// The most recently used idle raw connection that is neither expired nor closed by the
-    /// server. A pooled socket is not polled; if its readiness says readable, the server
-    /// closed it (or sent something it should not have): it is dropped.
-    pub fn take_conn(&self) -> Option<TcpStream> {
-        loop {
-            let (stream, since) = self.conns.lock().ok()?.pop()?;
-            if since.elapsed() >= self.key.idle_timeout {
-                continue;
-            }
-            let mut cx = Context::from_waker(std::task::Waker::noop());
-            if stream.poll_read_ready(&mut cx).is_ready() {
-                // Readiness may be left over from the last read: ask the socket.
-                match stream.try_read(&mut [0u8; 1]) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    _ => continue,
-                }
-            }
-            return Some(stream);
-        }
-    }
-
-    /// Returns a raw connection whose exchange finished cleanly.
-    pub fn put_conn(&self, stream: TcpStream) {
-        let reuse = self.reuse.load(std::sync::atomic::Ordering::Relaxed);
-        if self.key.max_idle == 0 || !reuse {
-            return;
-        }
-        if let Ok(mut c) = self.conns.lock() {
-            if c.len() >= self.key.max_idle {
-                c.remove(0);
-            }
-            c.push((stream, Instant::now()));
-        }
-    }
-
-    /// The server's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.key.addr
-    }
-
-    /// Most recently used idle connection that is neither closed nor expired.
-    fn checkout(&self) -> Option<Sender> {
-        let mut q = self.idle.lock().ok()?;
-        while let Some(idle) = q.pop_back() {
-            if !idle.tx.is_closed() && idle.since.elapsed() < self.key.idle_timeout {
-                return Some(idle.tx);
-            }
-        }
-        None
-    }
-
-    fn checkin(&self, tx: Sender) {
-        let reuse = self.reuse.load(std::sync::atomic::Ordering::Relaxed);
-        if tx.is_closed() || self.key.max_idle == 0 || !reuse {
-            return;
-        }
-        if let Ok(mut q) = self.idle.lock() {
-            if q.len() >= self.key.max_idle {
-                q.pop_front();
-            }
-            q.push_back(Idle {
-                tx,
-                since: Instant::now(),
-            });
-        }
-    }
-
-    /// Sends `req` on a pooled connection, or a new one. Returns the response, the
-    /// connection (which goes back to the pool when the response body ends, see
-    /// [`UpstreamBody`]) and, for a new connection, how long connecting took.
-    pub async fn send(
-        self: &Arc<Self>,
-        mut req: Request<UpstreamRequestBody>,
-        connect_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Sender, Option<Duration>), SendError> {
-        while let Some(mut tx) = self.checkout() {
-            // A pooled connection finishes its previous exchange before it is ready.
-            if tx.ready().await.is_err() {
-                continue;
-            }
-            // The upstream may close an idle keep-alive connection just as it is reused (its
-            // keep-alive timeout racing ours). A request that is safe to repeat and has no
-            // body is then sent again on a new connection instead of failing the client.
-            let again = replayable(&req).then(|| head_copy(&req));
-            match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, tx, None)),
-                Err(mut e) => match (e.take_message(), again) {
-                    // Never written (the server closed the idle connection): try another.
-                    (Some(r), _) => req = r,
-                    (None, Some(copy)) => {
-                        tracing::debug!(addr = %self.key.addr, error = %e.into_error(), "reused connection failed; retrying");
-                        req = copy;
-                        break;
-                    }
-                    (None, None) => return Err(SendError::Protocol(e.into_error())),
-                },
-            }
-        }
-        let connecting = Instant::now();
-        let mut tx = match connect(self.key.addr, connect_timeout).await {
-            Ok(tx) => tx,
-            Err(e) => return Err(SendError::Connect(e, Box::new(req))),
-        };
-        let connected = connecting.elapsed();
+        // The upstream may close an idle keep-alive connection just as it is reused (its
+        // keep-alive timeout racing ours). A request that is safe to repeat and has no
+        // body is then sent again on a new connection instead of failing the client.
+        let again = replayable(&req).then(|| head_copy(&req));
         match tx.try_send_request(req).await {
-            Ok(resp) => Ok((resp, tx, Some(connected))),
-            Err(mut e) => match e.take_message() {
-                Some(r) => Err(SendError::Connect(io::Error::other(e.into_error()), Box::new(r))),
-                None => Err(SendError::Protocol(e.into_error())),
+            Ok(resp) => return Ok((resp, tx, None)),
+            Err(mut e) => match (e.take_message(), again) {
+                // Never written (the server closed the idle connection): try another.
+                (Some(r), _) => req = r,
+                (None, Some(copy)) => {
+                    tracing::debug!(addr = %pool.addr(), error = %e.into_error(), "reused connection failed; retrying");
+                    req = copy;
+                    break;
+                }
+                (None, None) => return Err(SendError::Protocol(e.into_error())),
             },
         }
+    }
+    let connecting = Instant::now();
+    let mut tx = match connect(pool.addr(), connect_timeout).await {
+        Ok(tx) => tx,
+        Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+    };
+    let connected = connecting.elapsed();
+    match tx.try_send_request(req).await {
+        Ok(resp) => Ok((resp, tx, Some(connected))),
+        Err(mut e) => match e.take_message() {
+            Some(r) => Err(SendError::Connect(io::Error::other(e.into_error()), Box::new(r))),
+            None => Err(SendError::Protocol(e.into_error())),
+        },
     }
 }
 
@@ -392,7 +249,7 @@ where
                         state.read_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         crate::warn_limited!(
                             crate::ratelimit::Kind::ReadTimeout,
-                            addr = %this.conn.as_ref().map_or_else(String::new, |(_, p)| p.key.addr.to_string()),
+                            addr = %this.conn.as_ref().map_or_else(String::new, |(_, p)| p.addr().to_string()),
                             "response body stalled past read_timeout; cutting the client connection"
                         );
                         return Poll::Ready(Some(Err(BodyError::ReadTimeout)));

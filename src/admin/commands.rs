@@ -13,11 +13,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::haproxy::{self, StatFilter};
-use super::overlay::{AddedServer, Overlay};
+use crate::clock::now_ms;
 use crate::config::{AdminState, ServerSpec, Spec};
-use crate::runtime::{ReloadOutcome, Veer};
+use crate::control::overlay::{AddedServer, Overlay};
+use crate::control::{ReloadOutcome, Veer};
 use crate::snapshot::{Server, Snapshot};
-use crate::state::now_ms;
 
 /// What a command printed, and whether it is an error (for `veer ctl`'s exit code and JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]

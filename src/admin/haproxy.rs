@@ -6,10 +6,10 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::clock::now_ms;
 use crate::config::{AdminState, Balance, Protocol};
-use crate::runtime::Veer;
+use crate::control::Veer;
 use crate::snapshot::{Backend, Server, Snapshot};
-use crate::state::now_ms;
 
 /// `show info` announces this version so tools that gate features on HAProxy's version
 /// (Ansible skips `state=drain` below 1.5) treat veer as a modern HAProxy.

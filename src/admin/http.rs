@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use super::commands::{execute, is_read_only, Answer, Peer, Reply};
 use super::haproxy::{self, StatFilter};
 use super::socket::{split_commands, MAX_LINE};
-use crate::runtime::Veer;
+use crate::control::Veer;
 
 /// What an HTTP admin listener serves.
 pub enum Role {

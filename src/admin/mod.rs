@@ -6,18 +6,16 @@
 
 pub mod commands;
 pub mod ctl;
-pub mod events;
 pub mod haproxy;
 pub mod http;
-pub mod overlay;
 pub mod socket;
 
-use crate::runtime::Veer;
+use crate::control::Veer;
 
 /// Binds the configured admin endpoints (or takes them over from the previous process in
 /// a binary upgrade) and serves them until shutdown or hand-over.
 pub async fn start(veer: &Veer) -> std::io::Result<()> {
-    use crate::runtime::AdminSocket;
+    use crate::control::AdminSocket;
     let admin = veer.snapshot().spec.admin.clone();
     let (inherited_socket, inherited_http, inherited_probe) = {
         let mut inherited = veer.inherited.lock().unwrap_or_else(|p| p.into_inner());

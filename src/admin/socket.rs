@@ -16,7 +16,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::commands::{execute, Peer, Reply};
 use crate::config::AdminSpec;
-use crate::runtime::Veer;
+use crate::control::Veer;
 
 /// Longest command line accepted; HAProxy's own limit is its buffer size (16 KiB).
 pub const MAX_LINE: usize = 64 * 1024;

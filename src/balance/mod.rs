@@ -16,15 +16,15 @@
 //!   groups included, so the client does not see the failure.
 
 pub mod hash;
-mod schedule;
+pub mod schedule;
 
 use std::sync::Arc;
 
 pub use schedule::Schedule;
 
+use crate::clock::now_ms;
 use crate::config::{AdminState, Balance};
 use crate::snapshot::{Backend, Group, Server};
-use crate::state::now_ms;
 
 impl Server {
     /// Takes new (non-sticky) traffic as far as the admin state and weight go.

@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::clock::now_ms;
 use crate::metrics::ListenerStats;
-use crate::state::now_ms;
 use crate::upstream::BoxError;
 
 /// Why the client's body stopped.

@@ -5,14 +5,17 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -21,16 +24,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::{ClientBody, Upload};
 use super::h1::client::{self, RawBody, SendError};
-use super::{cookies, headers, mirror, ProxyBody};
+use super::shared::Shared;
+use super::{cookies, headers, mirror};
 use crate::access_log::{LogHead, PendingLog, Upstream};
 use crate::balance::{self, hash, Affinity, Via};
+use crate::clock::now_ms;
 use crate::config::HashKey;
 use crate::error::ProxyError;
 use crate::metrics::ListenerStats;
-use crate::proxy::Shared;
 use crate::snapshot::{Backend, ListenerRoutes, Server};
-use crate::state::now_ms;
-use crate::upstream::{RequestEnd, UpstreamBody};
+use crate::upstream::{BodyError, RequestEnd, UpstreamBody};
 
 /// The HTTP/2 connection builder shared by all listeners, with explicit limits (design §11:
 /// the reset-flood advisories). HTTP/1 connections never get here: veer's own engine
@@ -547,4 +550,53 @@ fn synthetic(e: &ProxyError) -> Response<ProxyBody> {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
+}
+
+/// A response body to the client: streamed from upstream, or a small synthetic one.
+pub enum ProxyBody {
+    Upstream(UpstreamBody),
+    /// Read from an upstream socket by the HTTP/1 engine's client (HTTP/2 requests).
+    Raw(UpstreamBody<RawBody>),
+    Synthetic(Option<Bytes>),
+    /// An HTTP/2 stream's body, holding the stream open in its connection's count (idle
+    /// connections are those with none).
+    Stream(Box<ProxyBody>, OpenStream),
+}
+
+impl ProxyBody {
+    pub fn synthetic(b: Bytes) -> Self {
+        ProxyBody::Synthetic(Some(b))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Raw(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Synthetic(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Stream(b, _) => Pin::new(b.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(b) => b.is_end_stream(),
+            ProxyBody::Raw(b) => b.is_end_stream(),
+            ProxyBody::Synthetic(b) => b.is_none(),
+            ProxyBody::Stream(b, _) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(b) => b.size_hint(),
+            ProxyBody::Raw(b) => b.size_hint(),
+            ProxyBody::Synthetic(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Stream(b, _) => b.size_hint(),
+        }
+    }
 }

@@ -16,8 +16,8 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::balance::pick_in_group;
+use crate::clock::now_ms;
 use crate::snapshot::{Backend, Mirror};
-use crate::state::now_ms;
 use crate::upstream::{BoxError, RequestEnd, UpstreamBody, UpstreamRequestBody};
 
 /// Returns the body to send upstream for the primary request; when the request is sampled
@@ -103,7 +103,9 @@ async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: Ow
     let req = copy.map(|_| Full::new(body).map_err(|never| match never {}).boxed_unsync());
     let active = server.state.request_guard();
     let exchange = async {
-        let (resp, conn, _) = server.pool.send(req, backend.connect_timeout).await.ok()?;
+        let (resp, conn, _) = crate::upstream::send(&server.pool, req, backend.connect_timeout)
+            .await
+            .ok()?;
         // Mirrored copies stay out of the client-view latency histograms and the access log.
         let end = RequestEnd {
             start: std::time::Instant::now(),

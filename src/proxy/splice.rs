@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use super::buf;
 
-use crate::state::now_ms;
+use crate::clock::now_ms;
 
 /// How a splice ended.
 #[derive(Debug)]

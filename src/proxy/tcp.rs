@@ -11,9 +11,9 @@ use tokio::net::TcpStream;
 
 use super::splice::{splice_tcp, Ended};
 
+use super::shared::Shared;
 use crate::balance::{self, hash, Affinity};
 use crate::config::HashKey;
-use crate::proxy::Shared;
 use crate::snapshot::ListenerRoutes;
 
 pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, shared: &Shared, idle: Duration) {

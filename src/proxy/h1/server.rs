@@ -24,9 +24,9 @@ use crate::balance::{self, hash, Affinity, Via};
 use crate::config::HashKey;
 use crate::error::ProxyError;
 use crate::proxy::buf::{self, Buf, Out};
+use crate::proxy::shared::{OpenConn, Shared};
 use crate::proxy::splice::{splice_tcp, Ended};
 use crate::proxy::{cookies, headers, mirror};
-use crate::proxy::{OpenConn, Shared};
 use crate::snapshot::{Backend, ListenerRoutes, Server};
 use crate::upstream::{self, RequestEnd};
 

@@ -6,23 +6,11 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use crate::runtime::{ReloadError, ReloadOutcome};
 use crate::snapshot::{Server, Snapshot};
 
-fn now() -> String {
+/// The time stamp every event line carries.
+pub fn now() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
-}
-
-/// The outcome of a reload attempt.
-pub fn reload(result: &Result<ReloadOutcome, ReloadError>) -> String {
-    match result {
-        Ok(ReloadOutcome::Applied { generation }) => {
-            json!({"time": now(), "event": "reload", "result": "applied", "generation": generation})
-        }
-        Ok(ReloadOutcome::Unchanged) => json!({"time": now(), "event": "reload", "result": "unchanged"}),
-        Err(e) => json!({"time": now(), "event": "reload", "result": "error", "error": e.to_string()}),
-    }
-    .to_string()
 }
 
 /// A passive health transition of a server.

@@ -6,20 +6,16 @@
 //! passive-health verdicts. Everything here is atomics: the hot path never locks.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::upstream::Pool;
+pub mod pool;
 
-/// Milliseconds since the first call, on tokio's clock (so paused-time tests control it).
-pub fn now_ms() -> u64 {
-    static BASE: OnceLock<tokio::time::Instant> = OnceLock::new();
-    let base = *BASE.get_or_init(tokio::time::Instant::now);
-    // +1 so that 0 can mean "never" in the atomics below.
-    tokio::time::Instant::now().saturating_duration_since(base).as_millis() as u64 + 1
-}
+use pool::Pool;
+pub use pool::PoolKey;
+
+pub use crate::clock::now_ms;
 
 /// The response counters' classes, in index order (see [`status_class`]).
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
@@ -191,14 +187,6 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.state.counter(self.counter).fetch_sub(1, Relaxed);
     }
-}
-
-/// Pool settings that, when changed by a reload, require a fresh pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolKey {
-    pub addr: SocketAddr,
-    pub max_idle: usize,
-    pub idle_timeout: Duration,
 }
 
 struct Entry {

@@ -1,0 +1,566 @@
+//! The control plane: the running proxy's one handle ([`Veer`]), the two ways its snapshot
+//! changes (a config reload and an admin mutation), draining and stopping, the overlay
+//! and its state file, and the event stream.
+//!
+//! Both changes are one serialized procedure under the control lock: compute the new spec
+//! (`config ⊕ overlay`), bind any new listeners, build the snapshot (reusing per-server
+//! state), persist the overlay, swap the snapshot in with one store, then start and stop
+//! accept loops and publish events. Any failure before the swap leaves everything as it was.
+//!
+//! Knows the data plane only through its narrow handle ([`Shared`]) and the listener set;
+//! knows nothing of the admin plane above it, which drives it through these methods.
+
+pub mod events;
+pub mod overlay;
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{broadcast, Mutex};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, ConfigErrors, Spec};
+use crate::lifecycle::Inherited;
+use crate::listeners::{BindError, ListenerSet};
+pub use crate::proxy::Shared;
+use crate::snapshot::Snapshot;
+use crate::state::Registry;
+use overlay::Overlay;
+
+/// Why a reload (or the first load, or an admin change) did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("{0}")]
+    Bind(#[from] BindError),
+    #[error("state file: {0}")]
+    State(String),
+    #[error("admin: {0}")]
+    Admin(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new snapshot with this generation is serving.
+    Applied { generation: u64 },
+    /// The file's contents are what is already running.
+    Unchanged,
+}
+
+/// The last reload attempt, for the admin plane and logs.
+#[derive(Debug, Clone)]
+pub struct ReloadReport {
+    pub at: SystemTime,
+    pub result: Result<ReloadOutcome, String>,
+}
+
+struct Control {
+    registry: Registry,
+    listeners: ListenerSet,
+    /// The config file as last loaded successfully.
+    config: Arc<Spec>,
+    /// Runtime changes on top of it.
+    overlay: Overlay,
+    loaded_at: SystemTime,
+}
+
+/// Counters about reloads (metrics read them).
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub ok: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// A running veer. Cheap to clone.
+#[derive(Clone)]
+pub struct Veer {
+    path: Arc<PathBuf>,
+    pub(crate) shared: Arc<Shared>,
+    control: Arc<Mutex<Control>>,
+    pub stats: Arc<ReloadStats>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    last: Arc<std::sync::Mutex<Option<ReloadReport>>>,
+    events: broadcast::Sender<String>,
+    started: SystemTime,
+    admin_http: Arc<std::sync::OnceLock<SocketAddr>>,
+    probe: Arc<std::sync::OnceLock<SocketAddr>>,
+    state_file: Option<Arc<PathBuf>>,
+    /// Sockets received in a binary upgrade, consumed as listeners are set up.
+    pub(crate) inherited: Arc<std::sync::Mutex<Inherited>>,
+    /// Duplicates of the admin sockets, for handing them over in an upgrade.
+    pub(crate) admin_fds: Arc<std::sync::Mutex<Vec<(AdminSocket, OwnedFd)>>>,
+    /// Cancelled once a new process has taken over the sockets.
+    handover: CancellationToken,
+}
+
+/// Which admin socket a kept descriptor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminSocket {
+    Unix,
+    Http,
+    Probe,
+}
+
+impl Veer {
+    /// Loads `path` and the state file it names, binds the listeners (on sockets handed
+    /// over by the previous process where they match, see [`crate::lifecycle`]) and starts
+    /// serving. The admin endpoints are the runtime's to start ([`Veer::start`]).
+    pub async fn open(path: impl Into<PathBuf>, inherited: Inherited) -> Result<Veer, ReloadError> {
+        let path = path.into();
+        let config = config::load(&path)?;
+        let state_file = config.admin.state_file.clone().map(Arc::new);
+        // Buckets and the cardinality limit are read at start, like [admin].
+        let metrics = crate::metrics::Metrics::new(&config.metrics);
+        let access_log = match &config.access_log {
+            Some(spec) => Some(
+                crate::access_log::AccessLog::open(spec).map_err(|e| ReloadError::Admin(format!("access log: {e}")))?,
+            ),
+            None => None,
+        };
+        let overlay = match &config.admin.state_file {
+            Some(f) => Overlay::load(f).map_err(ReloadError::State)?,
+            None => Overlay::default(),
+        };
+        let veer = Veer {
+            path: Arc::new(path),
+            shared: Arc::new(Shared {
+                snapshot: ArcSwap::from_pointee(Snapshot::empty()),
+                http: crate::proxy::http::builder(config.runtime.max_header_size),
+                header_timeout: config.runtime.header_timeout,
+                body_timeout: config.runtime.body_timeout,
+                head_limits: crate::proxy::h1::codec::HeadLimits::new(
+                    config.runtime.max_header_size,
+                    config.runtime.max_headers,
+                ),
+                shutdown: CancellationToken::new(),
+                drain: ArcSwap::from_pointee(CancellationToken::new()),
+                stopping: CancellationToken::new(),
+                current_conns: AtomicUsize::new(0),
+                total_conns: AtomicU64::new(0),
+                access_log,
+            }),
+            control: Arc::new(Mutex::new(Control {
+                registry: Registry::with_metrics(metrics.clone()),
+                listeners: ListenerSet::default(),
+                config: Snapshot::empty().spec,
+                overlay,
+                loaded_at: SystemTime::now(),
+            })),
+            stats: Arc::default(),
+            metrics,
+            last: Arc::default(),
+            events: broadcast::channel(1024).0,
+            started: SystemTime::now(),
+            admin_http: Arc::default(),
+            probe: Arc::default(),
+            state_file,
+            inherited: Arc::new(std::sync::Mutex::new(inherited)),
+            admin_fds: Arc::default(),
+            handover: CancellationToken::new(),
+        };
+        veer.apply_config(config, true).await?;
+        tokio::spawn(veer.clone().housekeeping());
+        Ok(veer)
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// When this process started.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// The snapshot serving now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// The bound address of a listener (useful with port 0).
+    pub async fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.control.lock().await.listeners.local_addr(name)
+    }
+
+    /// The bound address of the admin HTTP listener, when configured.
+    pub fn admin_http_addr(&self) -> Option<SocketAddr> {
+        self.admin_http.get().copied()
+    }
+
+    pub(crate) fn set_admin_http_addr(&self, addr: SocketAddr) {
+        let _ = self.admin_http.set(addr);
+    }
+
+    /// The bound address of the probe listener (`[admin] probe`), when configured.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe.get().copied()
+    }
+
+    pub(crate) fn set_probe_addr(&self, addr: SocketAddr) {
+        let _ = self.probe.set(addr);
+    }
+
+    pub fn last_reload(&self) -> Option<ReloadReport> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// When the running config file was loaded.
+    pub async fn loaded_at(&self) -> SystemTime {
+        self.control.lock().await.loaded_at
+    }
+
+    /// The runtime changes currently applied.
+    pub async fn overlay(&self) -> Overlay {
+        self.control.lock().await.overlay.clone()
+    }
+
+    /// A stream of JSON event lines (server state, health, split, reload).
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn publish(&self, event: String) {
+        let _ = self.events.send(event);
+    }
+
+    /// Re-reads the config file and applies it (with the overlay) if it changed. On error
+    /// the running snapshot keeps serving; the error is logged, counted and returned.
+    pub async fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
+        let result = match config::load(&self.path) {
+            Ok(spec) => self.apply_config(spec, false).await,
+            Err(e) => Err(e.into()),
+        };
+        match &result {
+            Ok(ReloadOutcome::Applied { generation }) => {
+                self.stats.ok.fetch_add(1, Relaxed);
+                tracing::info!(generation, path = %self.path.display(), "config reloaded");
+            }
+            Ok(ReloadOutcome::Unchanged) => {
+                tracing::info!(path = %self.path.display(), "config reload: contents unchanged, nothing to do")
+            }
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Relaxed);
+                tracing::error!("config reload rejected, previous config keeps serving:\n{e}");
+            }
+        }
+        self.publish(reload_event(&result));
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(ReloadReport {
+                at: SystemTime::now(),
+                result: result.as_ref().map(|o| *o).map_err(|e| e.to_string()),
+            });
+        }
+        result
+    }
+
+    async fn apply_config(&self, config: Spec, first: bool) -> Result<ReloadOutcome, ReloadError> {
+        let mut control = self.control.lock().await;
+        if !first && *control.config == config {
+            return Ok(ReloadOutcome::Unchanged);
+        }
+        let mut overlay = control.overlay.clone();
+        let (spec, notes) = overlay.apply(&config);
+        for note in &notes {
+            tracing::warn!("{note}");
+        }
+        let plan = {
+            let mut inherited = self.inherited.lock().unwrap_or_else(|p| p.into_inner());
+            control
+                .listeners
+                .plan(&spec.listeners, spec.runtime.backlog, &mut inherited.listeners)?
+        };
+        if overlay != control.overlay {
+            self.persist(&overlay)?;
+        }
+        let generation = self.install(&mut control, spec);
+        control.listeners.apply(plan, &self.shared).await;
+        control.config = Arc::new(config);
+        control.overlay = overlay;
+        control.loaded_at = SystemTime::now();
+        Ok(ReloadOutcome::Applied { generation })
+    }
+
+    /// Applies one admin change. `change` sees the running spec and edits a copy of the
+    /// overlay; its `Ok` value is the command's answer. The new overlay is persisted
+    /// before the new snapshot is swapped in; on any error nothing changes.
+    pub async fn mutate<T>(&self, change: impl FnOnce(&Spec, &mut Overlay) -> Result<T, String>) -> Result<T, String> {
+        let mut control = self.control.lock().await;
+        let current = self.shared.snapshot.load_full();
+        let mut overlay = control.overlay.clone();
+        let answer = change(&current.spec, &mut overlay)?;
+        if overlay == control.overlay {
+            return Ok(answer);
+        }
+        let (spec, notes) = overlay.apply(&control.config);
+        for note in notes {
+            tracing::warn!("{note}");
+        }
+        self.persist(&overlay)
+            .map_err(|e| format!("Cannot save the change: {e}. Nothing was changed."))?;
+        self.install(&mut control, spec);
+        control.overlay = overlay;
+        Ok(answer)
+    }
+
+    /// Writes the overlay to the state file named at start (like the rest of `[admin]`, a
+    /// changed `state_file` takes effect on restart, so a restart reads what was written).
+    fn persist(&self, overlay: &Overlay) -> Result<(), ReloadError> {
+        match self.state_file.as_deref() {
+            Some(path) => overlay
+                .save(path)
+                .map_err(|e| ReloadError::State(format!("{}: {e}", path.display()))),
+            None => Ok(()),
+        }
+    }
+
+    /// Builds and swaps in the snapshot for `spec`; publishes what changed.
+    fn install(&self, control: &mut Control, spec: Spec) -> u64 {
+        let old = self.shared.snapshot.load_full();
+        let generation = old.generation + 1;
+        let (snapshot, dropped) = Snapshot::build(Arc::new(spec), &mut control.registry, generation);
+        for (b, s) in dropped {
+            tracing::info!(server = %format!("{b}/{s}"), "server removed");
+        }
+        let snapshot = Arc::new(snapshot);
+        self.shared.snapshot.store(snapshot.clone());
+        for event in events::diff(&old, &snapshot) {
+            self.publish(event);
+        }
+        generation
+    }
+
+    /// Stops at once: closes every listener and cuts every session.
+    pub async fn shutdown(&self) {
+        self.shared.stopping.cancel();
+        self.shared.drain.load().cancel();
+        self.shared.shutdown.cancel();
+        self.control.lock().await.listeners.close_all().await;
+    }
+
+    /// The graceful stop (design §4): readiness fails at once and connections are told to
+    /// close (HTTP/1.1 on their next response, HTTP/2 by GOAWAY); listeners keep accepting
+    /// for `accept_grace`, then close; client connections then get `shutdown_timeout` to
+    /// finish and close; whatever is left is cut. Idle keep-alive connections are not closed
+    /// early on purpose: closing one races a request the client may be sending at that
+    /// moment (HAProxy #3472). Returns `true` when no in-flight work had to be cut.
+    pub async fn shutdown_gracefully(&self) -> bool {
+        let runtime = self.snapshot().spec.runtime.clone();
+        tracing::info!(accept_grace = ?runtime.accept_grace, shutdown_timeout = ?runtime.shutdown_timeout, "draining");
+        self.shared.stopping.cancel();
+        self.shared.drain.load().cancel();
+        tokio::time::sleep(runtime.accept_grace).await;
+        self.control.lock().await.listeners.close_all().await;
+        let deadline = tokio::time::Instant::now() + runtime.shutdown_timeout;
+        while self.shared.current_conns.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let active = self.active_work();
+        let clean = active == 0;
+        if !clean {
+            tracing::warn!(active, "shutdown timeout: cutting what is still in flight");
+        }
+        self.shared.shutdown.cancel();
+        clean
+    }
+
+    /// Requests in flight plus open TCP sessions and tunnels, over every server.
+    pub fn active_work(&self) -> usize {
+        self.snapshot()
+            .servers()
+            .map(|s| s.state.active_requests.load(Relaxed) + s.state.active_connections.load(Relaxed))
+            .sum()
+    }
+
+    /// Resolves once a new process has taken over the sockets (binary upgrade).
+    pub async fn handed_over(&self) {
+        self.handover.cancelled().await
+    }
+
+    /// After a clean stop: removes the admin socket file, unless a new process took it
+    /// over (it serves on the same path).
+    pub fn remove_admin_socket(&self) {
+        if self.handover.is_cancelled() {
+            return;
+        }
+        if let Some(path) = &self.snapshot().spec.admin.socket {
+            match std::fs::remove_file(path) {
+                Ok(()) => tracing::debug!(path = %path.display(), "admin socket removed"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove the admin socket"),
+            }
+        }
+    }
+
+    /// Old side of a binary upgrade: sends every listening socket (and the admin sockets)
+    /// over `stream` and waits for the new process to confirm. Reloads wait meanwhile.
+    pub(crate) async fn hand_over(&self, stream: tokio::net::UnixStream) -> std::io::Result<bool> {
+        let control = self.control.lock().await;
+        let keep = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned();
+        let listeners = control
+            .listeners
+            .sockets()
+            .into_iter()
+            .map(|(name, addr, fd)| Ok((name, addr, keep(fd)?)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let admin = {
+            let fds = self.admin_fds.lock().unwrap_or_else(|p| p.into_inner());
+            let find = |kind| {
+                fds.iter()
+                    .find(|(k, _)| *k == kind)
+                    .map(|(_, fd)| fd.try_clone())
+                    .transpose()
+            };
+            (
+                find(AdminSocket::Unix)?,
+                find(AdminSocket::Http)?,
+                find(AdminSocket::Probe)?,
+            )
+        };
+        let stream = stream.into_std()?;
+        stream.set_nonblocking(false)?;
+        let taken = tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsFd;
+            let borrowed: Vec<_> = listeners.iter().map(|(n, a, fd)| (n.clone(), *a, fd.as_fd())).collect();
+            crate::lifecycle::send(
+                stream,
+                &borrowed,
+                admin.0.as_ref().map(|f| f.as_fd()),
+                admin.1.as_ref().map(|f| f.as_fd()),
+                admin.2.as_ref().map(|f| f.as_fd()),
+            )
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        drop(control);
+        if taken {
+            tracing::info!("a new process took over the sockets");
+            self.shared.stopping.cancel();
+            self.handover.cancel();
+        }
+        Ok(taken)
+    }
+
+    /// Background chores until shutdown: publishes passive-health transitions (a server
+    /// ejected after connect failures, or reachable again) on the event stream, closes
+    /// pooled upstream connections idle past `pool_idle_timeout`, and drains histogram
+    /// samples into their buckets.
+    async fn housekeeping(self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        let mut up: std::collections::HashMap<Arc<str>, bool> = std::collections::HashMap::new();
+        for round in 0u64.. {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let snap = self.snapshot();
+            let now = crate::clock::now_ms();
+            for s in snap.servers() {
+                s.pool.expire_idle();
+                let reachable = !s.state.is_ejected(now);
+                // A server starts out healthy: first seen ejected is a transition too.
+                if up.insert(s.id.clone(), reachable).unwrap_or(true) != reachable {
+                    self.publish(events::health(&s.id, reachable));
+                }
+            }
+            if round % 20 == 0 {
+                self.metrics.upkeep();
+            }
+        }
+    }
+
+    /// Every listener's counters, by name.
+    pub async fn listener_stats(&self) -> Vec<(String, Arc<crate::metrics::ListenerStats>)> {
+        self.control.lock().await.listeners.stats()
+    }
+
+    /// The Prometheus exposition for `/metrics`.
+    pub async fn render_metrics(&self) -> String {
+        let listeners = self.listener_stats().await;
+        let inputs = crate::scrape::ScrapeInputs {
+            listeners,
+            reloads_ok: self.stats.ok.load(Relaxed),
+            reloads_failed: self.stats.failed.load(Relaxed),
+            access_log_dropped: self.shared.access_log.as_ref().map_or(0, |l| l.dropped()),
+        };
+        crate::scrape::render(&self.metrics, &self.snapshot(), &inputs)
+    }
+
+    /// Starts draining without stopping: `/ready` fails and connections are told to close;
+    /// listeners keep accepting until the stop (SIGTERM) that normally follows.
+    pub fn start_draining(&self) {
+        let drain = self.shared.drain.load();
+        if !drain.is_cancelled() {
+            tracing::info!("draining: readiness fails, connections are told to close");
+        }
+        drain.cancel();
+    }
+
+    /// Undoes [`Veer::start_draining`]: `/ready` passes again and new connections are no
+    /// longer told to close (connections already told keep their verdict). Refused once the
+    /// process is stopping.
+    pub async fn undrain(&self) -> Result<bool, &'static str> {
+        if self.shared.stopping.is_cancelled() {
+            return Err("The process is stopping; it cannot be undrained.");
+        }
+        let control = self.control.lock().await;
+        if !self.shared.drain.load().is_cancelled() {
+            return Ok(false);
+        }
+        self.shared.drain.store(Arc::new(CancellationToken::new()));
+        control.listeners.renew_drain(&self.shared);
+        tracing::info!("undrained: readiness passes, connections are kept again");
+        Ok(true)
+    }
+
+    /// True while the process drains.
+    pub fn draining(&self) -> bool {
+        self.shared.drain.load().is_cancelled()
+    }
+
+    /// Ready to take traffic: a config is serving, at least one listener accepts, and the
+    /// process is not draining.
+    pub async fn ready(&self) -> bool {
+        self.snapshot().generation > 0 && !self.draining() && !self.control.lock().await.listeners.is_empty()
+    }
+
+    /// Sessions currently subscribed to the event stream.
+    pub fn subscribers(&self) -> usize {
+        self.events.receiver_count()
+    }
+
+    /// Reloads whenever the config file changes (see [`config::watch`]) until shutdown.
+    pub fn spawn_watcher(&self) -> std::io::Result<()> {
+        let mut changes = config::watch::watch(&self.path)?;
+        let veer = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = veer.shared.shutdown.cancelled() => return,
+                    changed = changes.next() => if !changed { return },
+                }
+                let _ = veer.reload().await;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// The event line for a reload attempt.
+fn reload_event(result: &Result<ReloadOutcome, ReloadError>) -> String {
+    use serde_json::json;
+    let now = events::now();
+    match result {
+        Ok(ReloadOutcome::Applied { generation }) => {
+            json!({"time": now, "event": "reload", "result": "applied", "generation": generation})
+        }
+        Ok(ReloadOutcome::Unchanged) => json!({"time": now, "event": "reload", "result": "unchanged"}),
+        Err(e) => json!({"time": now, "event": "reload", "result": "error", "error": e.to_string()}),
+    }
+    .to_string()
+}

@@ -1,0 +1,168 @@
+//! The `/metrics` page: the recorder's histograms plus counters and gauges refreshed, at
+//! scrape time, from the same live atomics `show stat` reads (requests by class, active
+//! counts, failures), so both always agree. Telemetry over the model: reads a snapshot and
+//! its servers' state; knows nothing of the data path or the control plane.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::config::AdminState;
+use crate::metrics::{names, ListenerStats, Metrics};
+use crate::snapshot::Snapshot;
+
+/// What a scrape reads besides the snapshot.
+pub struct ScrapeInputs {
+    pub listeners: Vec<(String, Arc<ListenerStats>)>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub access_log_dropped: u64,
+}
+
+/// The Prometheus text exposition: counters and gauges refreshed from the live atomics,
+/// then everything rendered.
+pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> String {
+    #[derive(Default)]
+    struct Agg {
+        responses: [u64; 6],
+        active_requests: u64,
+        active_connections: u64,
+        connect_failures: u64,
+        read_timeouts: u64,
+        bytes: u64,
+    }
+    let mut servers: BTreeMap<(String, String, String), Agg> = BTreeMap::new();
+    let now = crate::clock::now_ms();
+    for b in &snap.backends {
+        let mut index = 0;
+        for g in &b.groups {
+            metrics
+                .gauge(
+                    names::GROUP_WEIGHT,
+                    &[("backend", b.name.to_string()), ("group", g.name.to_string())],
+                )
+                .set(g.weight as f64);
+            for s in &g.servers {
+                let label = metrics.server_label(&s.name, index);
+                index += 1;
+                let st = &s.state;
+                let agg = servers
+                    .entry((b.name.to_string(), g.name.to_string(), label.clone()))
+                    .or_default();
+                for (a, c) in agg.responses.iter_mut().zip(&st.responses) {
+                    *a += c.load(Relaxed);
+                }
+                agg.active_requests += st.active_requests.load(Relaxed) as u64;
+                agg.active_connections += st.active_connections.load(Relaxed) as u64;
+                agg.connect_failures += st.connect_failures.load(Relaxed);
+                agg.read_timeouts += st.read_timeouts.load(Relaxed);
+                agg.bytes += st.response_bytes.load(Relaxed);
+                if label != "other" {
+                    let labels = [
+                        ("backend", b.name.to_string()),
+                        ("group", g.name.to_string()),
+                        ("server", label.clone()),
+                    ];
+                    metrics
+                        .gauge(names::SERVER_UP, &labels)
+                        .set(if st.is_ejected(now) { 0.0 } else { 1.0 });
+                    for state in AdminState::ALL {
+                        let mut l = labels.to_vec();
+                        l.push(("state", state.as_str().to_string()));
+                        metrics
+                            .gauge(names::SERVER_ADMIN_STATE, &l)
+                            .set(if s.admin == state { 1.0 } else { 0.0 });
+                    }
+                }
+            }
+        }
+        let backend = [("backend", b.name.to_string())];
+        metrics
+            .counter(names::BACKEND_RETRIES, &backend)
+            .absolute(b.state.retries.load(Relaxed));
+        metrics
+            .counter(names::BACKEND_TIMEOUTS, &backend)
+            .absolute(b.state.timeouts.load(Relaxed));
+        if b.mirror.is_some() {
+            for (result, c) in [
+                ("ok", &b.state.mirror_ok),
+                ("failed", &b.state.mirror_failed),
+                ("skipped", &b.state.mirror_skipped),
+            ] {
+                metrics
+                    .counter(
+                        names::MIRROR_REQUESTS,
+                        &[("backend", b.name.to_string()), ("result", result.into())],
+                    )
+                    .absolute(c.load(Relaxed));
+            }
+        }
+    }
+    for ((b, g, s), agg) in servers {
+        let labels = [("backend", b), ("group", g), ("server", s)];
+        for (class, v) in crate::state::STATUS_CLASSES.iter().zip(agg.responses) {
+            let mut l = labels.to_vec();
+            l.push(("code", class.to_string()));
+            metrics.counter(names::REQUESTS, &l).absolute(v);
+        }
+        metrics
+            .gauge(names::SERVER_ACTIVE_REQUESTS, &labels)
+            .set(agg.active_requests as f64);
+        metrics
+            .gauge(names::SERVER_ACTIVE_CONNECTIONS, &labels)
+            .set(agg.active_connections as f64);
+        metrics
+            .counter(names::SERVER_CONNECT_FAILURES, &labels)
+            .absolute(agg.connect_failures);
+        metrics
+            .counter(names::SERVER_READ_TIMEOUTS, &labels)
+            .absolute(agg.read_timeouts);
+        metrics
+            .counter(names::SERVER_RESPONSE_BYTES, &labels)
+            .absolute(agg.bytes);
+    }
+    for (name, stats) in &extra.listeners {
+        let l = [("listener", name.clone())];
+        metrics
+            .gauge(names::LISTENER_ACTIVE_CONNECTIONS, &l)
+            .set(stats.active.load(Relaxed) as f64);
+        metrics
+            .counter(names::LISTENER_CONNECTIONS, &l)
+            .absolute(stats.total.load(Relaxed));
+        metrics
+            .counter(names::LISTENER_REQUEST_BYTES, &l)
+            .absolute(stats.request_bytes.load(Relaxed));
+        for (class, c) in crate::state::STATUS_CLASSES.iter().zip(&stats.responses) {
+            metrics
+                .counter(
+                    names::LISTENER_RESPONSES,
+                    &[("listener", name.clone()), ("code", class.to_string())],
+                )
+                .absolute(c.load(Relaxed));
+        }
+        for (reason, c) in crate::error::REASONS.iter().zip(&stats.errors) {
+            metrics
+                .counter(
+                    names::PROXY_ERRORS,
+                    &[("listener", name.clone()), ("reason", reason.to_string())],
+                )
+                .absolute(c.load(Relaxed));
+        }
+    }
+    metrics
+        .counter(names::RELOADS, &[("result", "ok".into())])
+        .absolute(extra.reloads_ok);
+    metrics
+        .counter(names::RELOADS, &[("result", "error".into())])
+        .absolute(extra.reloads_failed);
+    metrics
+        .gauge(names::CONFIG_INFO, &[("hash", format!("{:016x}", snap.spec.hash))])
+        .set(1.0);
+    metrics
+        .gauge(names::BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION").into())])
+        .set(1.0);
+    metrics
+        .counter(names::ACCESS_LOG_DROPPED, &[])
+        .absolute(extra.access_log_dropped);
+    metrics.render_recorded()
+}
