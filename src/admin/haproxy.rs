@@ -220,7 +220,7 @@ fn mode(snap: &Snapshot, backend: &str) -> &'static str {
 }
 
 /// Type filter bits of `show stat <iid> <type> <sid>`: 1 frontends, 2 backends, 4 servers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatFilter {
     pub iid: Option<usize>,
     pub types: u8,

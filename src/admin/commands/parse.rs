@@ -1,0 +1,376 @@
+//! The admin grammar: one line (one `;`-separated part) → a typed [`Command`]. No state is
+//! read here; what a command names is looked up when it runs. Anything that is not a
+//! command is [`Command::Unknown`], answered with the help text as HAProxy does.
+
+use crate::admin::haproxy::StatFilter;
+use crate::config::AdminState;
+
+/// One admin command, as typed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// An empty line: answered with nothing.
+    Empty,
+    Help,
+    Prompt,
+    Quit,
+    Subscribe,
+    /// `json <command>`: the inner command's answer as one JSON line.
+    Json(String),
+    ShowInfo,
+    /// `None`: arguments `show stat` does not take.
+    ShowStat(Option<StatFilter>),
+    ShowServersState(Option<String>),
+    ShowBackend,
+    ShowSplit {
+        backend: String,
+        args: Vec<String>,
+    },
+    ShowConfig,
+    ShowOverlay,
+    GetWeight(Option<String>),
+    SetWeight {
+        target: Option<String>,
+        weight: Option<String>,
+    },
+    SetServer {
+        target: Option<String>,
+        args: Vec<String>,
+    },
+    /// `enable server` / `disable server`.
+    SetState {
+        target: Option<String>,
+        state: AdminState,
+    },
+    /// `enable|disable health|agent`.
+    ToggleCheck {
+        target: Option<String>,
+        health: bool,
+        off: bool,
+    },
+    ShutdownSessions(Option<String>),
+    AddServer(Vec<String>),
+    DelServer(Option<String>),
+    Wait(Vec<String>),
+    SetSplit(Vec<String>),
+    SetGroupState {
+        target: String,
+        state: String,
+        force: bool,
+    },
+    Drain,
+    Undrain,
+    Reload,
+    ClearOverlay(Option<String>),
+    Unknown,
+}
+
+fn owned(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+fn first(words: &[&str]) -> Option<String> {
+    words.first().map(|w| w.to_string())
+}
+
+/// Parses one command's words.
+pub fn parse(words: &[&str]) -> Command {
+    use Command::*;
+    match words {
+        [] => Empty,
+        ["help"] => Help,
+        ["prompt"] => Prompt,
+        ["quit"] => Quit,
+        ["subscribe"] => Subscribe,
+        ["json", rest @ ..] => Json(rest.join(" ")),
+        ["show", "info"] => ShowInfo,
+        ["show", "stat", rest @ ..] => ShowStat(stat_filter(rest)),
+        ["show", "servers", "state"] => ShowServersState(None),
+        ["show", "servers", "state", b] => ShowServersState(Some(b.to_string())),
+        ["show", "backend"] => ShowBackend,
+        ["show", "split", b, rest @ ..] => ShowSplit {
+            backend: b.to_string(),
+            args: owned(rest),
+        },
+        ["show", "config"] => ShowConfig,
+        ["show", "overlay"] => ShowOverlay,
+        ["get", "weight", rest @ ..] => GetWeight(first(rest)),
+        ["set", "weight", target, w] => SetWeight {
+            target: Some(target.to_string()),
+            weight: Some(w.to_string()),
+        },
+        ["set", "weight", rest @ ..] => SetWeight {
+            target: first(rest),
+            weight: None,
+        },
+        ["set", "server", rest @ ..] => SetServer {
+            target: first(rest),
+            args: owned(rest.get(1..).unwrap_or(&[])),
+        },
+        ["enable", "server", rest @ ..] => SetState {
+            target: first(rest),
+            state: AdminState::Ready,
+        },
+        ["disable", "server", rest @ ..] => SetState {
+            target: first(rest),
+            state: AdminState::Maint,
+        },
+        [verb @ ("enable" | "disable"), kind @ ("health" | "agent"), rest @ ..] => ToggleCheck {
+            target: first(rest),
+            health: *kind == "health",
+            off: *verb == "disable",
+        },
+        ["shutdown", "sessions", "server", rest @ ..] => ShutdownSessions(first(rest)),
+        ["add", "server", rest @ ..] => AddServer(owned(rest)),
+        ["del", "server", rest @ ..] => DelServer(first(rest)),
+        ["wait", rest @ ..] => Wait(owned(rest)),
+        ["set", "split", rest @ ..] => SetSplit(owned(rest)),
+        ["set", "group", target, "state", state] => SetGroupState {
+            target: target.to_string(),
+            state: state.to_string(),
+            force: false,
+        },
+        ["set", "group", target, "state", state, "force"] => SetGroupState {
+            target: target.to_string(),
+            state: state.to_string(),
+            force: true,
+        },
+        ["drain"] => Drain,
+        ["undrain"] => Undrain,
+        ["reload"] => Reload,
+        ["clear", "overlay", rest @ ..] if rest.len() <= 1 => ClearOverlay(first(rest)),
+        _ => Unknown,
+    }
+}
+
+fn stat_filter(args: &[&str]) -> Option<StatFilter> {
+    match args {
+        [] => Some(StatFilter::default()),
+        [iid, kind, sid] => {
+            let id = |s: &str| -> Option<Option<usize>> {
+                let n: i64 = s.parse().ok()?;
+                Some((n > 0).then_some(n as usize))
+            };
+            let types: i64 = kind.parse().ok()?;
+            Some(StatFilter {
+                iid: id(iid)?,
+                types: if types < 0 { 7 } else { types as u8 },
+                sid: id(sid)?,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(line: &str) -> Command {
+        parse(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+
+    /// Every line of `help`, and HAProxy's forms of them, parse to the command they name.
+    #[test]
+    fn every_help_line_and_haproxy_form_parses() {
+        use Command::*;
+        let table: Vec<(&str, Command)> = vec![
+            ("", Empty),
+            ("help", Help),
+            ("prompt", Prompt),
+            ("quit", Quit),
+            ("show info", ShowInfo),
+            ("show stat", ShowStat(Some(StatFilter::default()))),
+            (
+                "show stat -1 4 -1",
+                ShowStat(Some(StatFilter {
+                    iid: None,
+                    types: 4,
+                    sid: None,
+                })),
+            ),
+            (
+                "show stat 3 -1 2",
+                ShowStat(Some(StatFilter {
+                    iid: Some(3),
+                    types: 7,
+                    sid: Some(2),
+                })),
+            ),
+            ("show stat 1", ShowStat(None)),
+            ("show stat a 1 1", ShowStat(None)),
+            ("show servers state", ShowServersState(None)),
+            ("show servers state shop", ShowServersState(s("shop"))),
+            ("show backend", ShowBackend),
+            ("get weight shop/b1", GetWeight(s("shop/b1"))),
+            ("get weight", GetWeight(None)),
+            (
+                "set weight shop/b1 50%",
+                SetWeight {
+                    target: s("shop/b1"),
+                    weight: s("50%"),
+                },
+            ),
+            (
+                "set weight shop/b1",
+                SetWeight {
+                    target: s("shop/b1"),
+                    weight: None,
+                },
+            ),
+            (
+                "set server shop/b1 state drain",
+                SetServer {
+                    target: s("shop/b1"),
+                    args: vec!["state".into(), "drain".into()],
+                },
+            ),
+            (
+                "set server shop/b1 addr 10.0.0.1 port 80",
+                SetServer {
+                    target: s("shop/b1"),
+                    args: vec!["addr".into(), "10.0.0.1".into(), "port".into(), "80".into()],
+                },
+            ),
+            (
+                "set server",
+                SetServer {
+                    target: None,
+                    args: vec![],
+                },
+            ),
+            (
+                "enable server shop/b1",
+                SetState {
+                    target: s("shop/b1"),
+                    state: AdminState::Ready,
+                },
+            ),
+            (
+                "disable server shop/b1",
+                SetState {
+                    target: s("shop/b1"),
+                    state: AdminState::Maint,
+                },
+            ),
+            (
+                "enable health shop/b1",
+                ToggleCheck {
+                    target: s("shop/b1"),
+                    health: true,
+                    off: false,
+                },
+            ),
+            (
+                "disable agent shop/b1",
+                ToggleCheck {
+                    target: s("shop/b1"),
+                    health: false,
+                    off: true,
+                },
+            ),
+            ("shutdown sessions server shop/b1", ShutdownSessions(s("shop/b1"))),
+            (
+                "add server shop/g1 10.0.0.9:80 weight 5 group green",
+                AddServer(vec![
+                    "shop/g1".into(),
+                    "10.0.0.9:80".into(),
+                    "weight".into(),
+                    "5".into(),
+                    "group".into(),
+                    "green".into(),
+                ]),
+            ),
+            ("del server shop/g1", DelServer(s("shop/g1"))),
+            (
+                "wait 5s srv-removable shop/b1",
+                Wait(vec!["5s".into(), "srv-removable".into(), "shop/b1".into()]),
+            ),
+            (
+                "wait 5s srv-drained shop/b1",
+                Wait(vec!["5s".into(), "srv-drained".into(), "shop/b1".into()]),
+            ),
+            (
+                "wait 5s group-drained shop/blue",
+                Wait(vec!["5s".into(), "group-drained".into(), "shop/blue".into()]),
+            ),
+            (
+                "set split shop blue=0 green=100",
+                SetSplit(vec!["shop".into(), "blue=0".into(), "green=100".into()]),
+            ),
+            (
+                "set group shop/blue state drain",
+                SetGroupState {
+                    target: "shop/blue".into(),
+                    state: "drain".into(),
+                    force: false,
+                },
+            ),
+            (
+                "set group shop/blue state maint force",
+                SetGroupState {
+                    target: "shop/blue".into(),
+                    state: "maint".into(),
+                    force: true,
+                },
+            ),
+            (
+                "show split shop",
+                ShowSplit {
+                    backend: "shop".into(),
+                    args: vec![],
+                },
+            ),
+            (
+                "show split shop json",
+                ShowSplit {
+                    backend: "shop".into(),
+                    args: vec!["json".into()],
+                },
+            ),
+            ("reload", Reload),
+            ("drain", Drain),
+            ("undrain", Undrain),
+            ("show config", ShowConfig),
+            ("show overlay", ShowOverlay),
+            ("clear overlay", ClearOverlay(None)),
+            ("clear overlay shop/b1", ClearOverlay(s("shop/b1"))),
+            ("clear overlay a b", Unknown),
+            ("subscribe", Subscribe),
+            ("json show split shop", Json("show split shop".into())),
+            ("show", Unknown),
+            ("set group shop/blue", Unknown),
+            ("frobnicate", Unknown),
+        ];
+        for (line, want) in table {
+            assert_eq!(p(line), want, "{line:?}");
+        }
+    }
+
+    /// The table above covers the help text: every command word of every help line.
+    #[test]
+    fn the_help_lists_nothing_the_parser_does_not_know() {
+        for line in super::super::HELP.lines() {
+            let usage = line.split(" : ").next().unwrap().trim();
+            // The first alternative of each `a|b` and the first of `[...]` / `<...>`-free words.
+            let words: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with('<') && !w.starts_with('['))
+                .map(|w| w.split('|').next().unwrap())
+                .collect();
+            let mut words = words;
+            // Placeholders the grammar needs filled: a plausible argument each.
+            match words.as_slice() {
+                ["set", "server"] => words.extend(["shop/b1", "state", "ready"]),
+                ["set", "group"] => words = vec!["set", "group", "shop/blue", "state", "ready"],
+                ["show", "split"] => words.push("shop"),
+                ["json"] => words.push("help"),
+                _ => {}
+            }
+            assert_ne!(parse(&words), Command::Unknown, "help line {line:?} → {words:?}");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Read-only views of veer's own: `show split` (table and JSON), `show config`, `show
+//! overlay`. HAProxy's `show` formats are in [`crate::admin::haproxy`].
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde_json::json;
+
+use super::answer::Answer;
+use super::lookup::backend_index;
+use crate::clock::now_ms;
+use crate::control::{ReloadOutcome, Veer};
+use crate::snapshot::{Server, Snapshot};
+
+pub fn show_split(snap: &Snapshot, b: &str, rest: &[&str]) -> Answer {
+    let Some(bi) = backend_index(&snap.spec, b) else {
+        return Answer::err("No such backend.");
+    };
+    let backend = &snap.backends[bi];
+    let spec = &snap.spec.backends[bi];
+    let now = now_ms();
+    let total: u32 = backend
+        .groups
+        .iter()
+        .filter(|g| g.servers.iter().any(|s| s.usable() && !s.state.is_ejected(now)))
+        .map(|g| g.weight)
+        .sum();
+    let share = |g: &crate::snapshot::Group| {
+        let available = g.servers.iter().any(|s| s.usable() && !s.state.is_ejected(now));
+        if total == 0 || !available {
+            0.0
+        } else {
+            g.weight as f64 * 100.0 / total as f64
+        }
+    };
+    let health = |s: &Server| if s.state.is_ejected(now) { "down" } else { "up" };
+    let state = |s: &Server| s.admin.as_str();
+    match rest {
+        ["json"] => {
+            let groups: Vec<_> = backend
+                .groups
+                .iter()
+                .map(|g| {
+                    let servers: Vec<_> = g
+                        .servers
+                        .iter()
+                        .map(|s| {
+                            json!({"name": &*s.name, "addr": s.addr.to_string(), "state": state(s), "health": health(s),
+                                   "weight": s.weight, "active_requests": s.state.active_requests.load(Relaxed),
+                                   "active_connections": s.state.active_connections.load(Relaxed)})
+                        })
+                        .collect();
+                    json!({"name": &*g.name, "weight": g.weight, "share": (share(g) * 10.0).round() / 10.0, "servers": servers})
+                })
+                .collect();
+            Answer::ok(format!(
+                "{}\n",
+                json!({"backend": &*backend.name, "balance": spec.balance.as_str(), "groups": groups})
+            ))
+        }
+        [] => {
+            let mut out = format!(
+                "{:<12} {:>6} {:>6}  {:<16} {:<6} {:<6} {:>6} {:>8} {:>8}\n",
+                "group", "weight", "share", "server", "state", "health", "weight", "requests", "conns"
+            );
+            for g in &backend.groups {
+                for (i, s) in g.servers.iter().enumerate() {
+                    let (name, weight, sh) = if i == 0 {
+                        (g.name.to_string(), g.weight.to_string(), format!("{:.1}%", share(g)))
+                    } else {
+                        (String::new(), String::new(), String::new())
+                    };
+                    out.push_str(&format!(
+                        "{name:<12} {weight:>6} {sh:>6}  {:<16} {:<6} {:<6} {:>6} {:>8} {:>8}\n",
+                        &*s.name,
+                        state(s),
+                        health(s),
+                        s.weight,
+                        s.state.active_requests.load(Relaxed),
+                        s.state.active_connections.load(Relaxed)
+                    ));
+                }
+                if g.servers.is_empty() {
+                    out.push_str(&format!(
+                        "{:<12} {:>6} {:>6}  (no servers)\n",
+                        &*g.name,
+                        g.weight,
+                        format!("{:.1}%", share(g))
+                    ));
+                }
+            }
+            Answer::ok(out)
+        }
+        _ => Answer::err("Usage: show split <backend> [json]"),
+    }
+}
+
+pub async fn show_config(veer: &Veer) -> Answer {
+    let snap = veer.snapshot();
+    let loaded = humantime::format_rfc3339_seconds(veer.loaded_at().await);
+    let last = match veer.last_reload() {
+        None => "none".to_string(),
+        Some(r) => {
+            let at = humantime::format_rfc3339_seconds(r.at);
+            match r.result {
+                Ok(ReloadOutcome::Applied { generation }) => format!("applied (generation {generation}) at {at}"),
+                Ok(ReloadOutcome::Unchanged) => format!("unchanged at {at}"),
+                Err(e) => format!("failed at {at}: {}", e.lines().collect::<Vec<_>>().join(" | ")),
+            }
+        }
+    };
+    Answer::ok(format!(
+        "File: {}\nHash: {:016x}\nGeneration: {}\nLoaded: {loaded}\nLast-reload: {last}\n",
+        veer.config_path().display(),
+        snap.spec.hash,
+        snap.generation
+    ))
+}
+
+/// `show overlay`: the runtime changes on top of the config file, as pretty JSON.
+pub async fn show_overlay(veer: &Veer) -> Answer {
+    Answer::ok(
+        serde_json::to_string_pretty(&veer.overlay().await)
+            .map(|s| s + "\n")
+            .unwrap_or_default(),
+    )
+}
