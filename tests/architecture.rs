@@ -133,7 +133,10 @@ struct House {
 }
 
 fn house() -> House {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    // ARCH_SRC points the checker at another tree (an older checkout, to compare).
+    let src = std::env::var_os("ARCH_SRC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
     let mut all = Vec::new();
     files(&src, &mut all);
     // main.rs is the binary: it reaches the library as `veer::`, not `crate::`.

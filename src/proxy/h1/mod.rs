@@ -3,4 +3,8 @@
 //! exchange in the client's own task. HTTP/2 stays on hyper (see [`super::http`]).
 pub mod client;
 pub mod codec;
+mod conn;
+mod relay;
+mod request;
+mod response;
 pub mod server;

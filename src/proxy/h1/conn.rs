@@ -1,0 +1,75 @@
+//! What every exchange on one HTTP/1 client connection shares ([`Conn`]), how an exchange
+//! ends ([`Next`]), and the one deadline-or-stop wrapper every wait goes through.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant as Deadline;
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::shared::{OpenConn, Shared};
+
+/// Read size for large bodies.
+pub(super) const BULK: usize = 64 * 1024;
+
+/// What every exchange on one client connection shares.
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub listener: Arc<String>,
+    pub shared: Arc<Shared>,
+    /// Cancelled when the listener is removed or the process drains: the next response
+    /// says `Connection: close`.
+    pub drain: CancellationToken,
+    /// Counts the connection open until the task ends; its listener's counters.
+    pub open: OpenConn,
+    /// For upgraded tunnels.
+    pub idle: Duration,
+}
+
+pub(super) enum Next {
+    KeepAlive,
+    /// Close after what was written.
+    Close,
+    /// Drop the connection now (stop, timeout, broken).
+    Abort,
+}
+
+/// Awaits `f` unless `deadline` passes or `stop` is cancelled first.
+pub(super) fn within<F: std::future::Future>(deadline: Deadline, stop: &CancellationToken, f: F) -> Within<'_, F> {
+    Within {
+        f,
+        sleep: tokio::time::sleep_until(deadline),
+        stop: stop.cancelled(),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`within`]. Written out rather than a `select!` in an async fn, which
+    /// keeps its arguments beside the select's own copies: an idle connection's task is
+    /// mostly this future, and it should hold each part once.
+    pub(super) struct Within<'a, F> {
+        #[pin]
+        f: F,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        #[pin]
+        stop: tokio_util::sync::WaitForCancellationFuture<'a>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Within<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.project();
+        if let Poll::Ready(out) = this.f.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if this.sleep.poll(cx).is_ready() || this.stop.poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,504 @@
+//! The upstream side of one exchange: pick a server, take (or open) a connection this task
+//! owns, write the head, relay the request body while watching for the response, relay the
+//! response body, and hand the connection back to the pool when both ends were clean.
+//! Retries a replayable request once on a fresh connection when a pooled one was closed
+//! under it.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant as Deadline;
+
+use super::codec::{BodyWalk, Framing};
+use crate::access_log::{PendingLog, Upstream};
+use crate::balance::{self, Via};
+use crate::error::ProxyError;
+use crate::proxy::buf::{self, Buf, Out};
+use crate::proxy::mirror;
+use crate::proxy::splice::{splice_tcp, Ended};
+use crate::snapshot::{Backend, Server};
+use crate::upstream::{self, RequestEnd};
+
+use super::conn::*;
+use super::request::*;
+use super::response::*;
+
+/// An upstream connection this task owns for the exchange.
+pub(super) struct UpConn {
+    pub(super) stream: TcpStream,
+    /// Taken from the pool (may have been closed by the server meanwhile).
+    pub(super) reused: bool,
+    pub(super) connected: Option<Duration>,
+}
+
+pub(super) enum Failure {
+    /// Answer with this error (nothing of the response was written yet).
+    Answer(ProxyError),
+    /// Something was written already, or the client is gone: drop the connection.
+    Abort,
+}
+
+pub(super) async fn forward(
+    client: &mut TcpStream,
+    inbuf: &mut Buf,
+    conn: &Conn,
+    mut req: Request,
+    start: Instant,
+) -> Next {
+    let backend = req.backend.clone();
+    let mut tried: Vec<Arc<Server>> = Vec::new();
+    loop {
+        let Some((server, via)) = balance::pick(&backend, &req.affinity, &tried).map(|(s, v)| (s.clone(), v)) else {
+            return answer(client, conn, &req, ProxyError::NoServer, start).await;
+        };
+        let active = server.state.request_guard();
+        let up = match upstream_conn(&server, &backend).await {
+            Ok(up) => up,
+            Err(e) if crate::ratelimit::is_local_resource_error(&e) => {
+                crate::warn_limited!(crate::ratelimit::Kind::LocalResources, server = %server.id, error = %e,
+                    "upstream connect failed for want of local resources; answering 503, no server ejected");
+                return answer(client, conn, &req, ProxyError::LocalResources(e), start).await;
+            }
+            Err(e) => {
+                crate::warn_limited!(crate::ratelimit::Kind::UpstreamConnect, server = %server.id, error = %e, "upstream connect failed; ejecting");
+                server.state.eject(backend.eject_time);
+                if tried.len() as u32 >= backend.retries {
+                    return answer(client, conn, &req, ProxyError::Connect(e), start).await;
+                }
+                tried.push(server);
+                backend.state.retries.fetch_add(1, Relaxed);
+                continue;
+            }
+        };
+        if up.connected.is_some() {
+            server.state.mark_reachable();
+        }
+        return match exchange_with(client, inbuf, conn, &mut req, &server, up, start, active, via).await {
+            Ok(next) => next,
+            Err(Failure::Answer(e)) => answer(client, conn, &req, e, start).await,
+            Err(Failure::Abort) => Next::Abort,
+        };
+    }
+}
+
+/// A pooled connection, or a new one.
+pub(super) async fn upstream_conn(server: &Server, backend: &Backend) -> std::io::Result<UpConn> {
+    match server.pool.take_conn() {
+        Some(stream) => Ok(UpConn {
+            stream,
+            reused: true,
+            connected: None,
+        }),
+        None => reconnect(server, backend).await,
+    }
+}
+
+/// veer's own answer to a request it could not forward; keeps the connection only when
+/// the request was fully read and the client keeps it.
+pub(super) async fn answer(client: &mut TcpStream, conn: &Conn, req: &Request, e: ProxyError, start: Instant) -> Next {
+    let close = !req.keep_alive
+        || req.body != Framing::None
+        || conn.drain.is_cancelled()
+        || matches!(e, ProxyError::BadRequest(_) | ProxyError::RequestTimeout);
+    tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
+    conn.open.listener.errors[e.reason_index()].fetch_add(1, Relaxed);
+    conn.open.listener.responses[crate::state::status_class(e.status().as_u16())].fetch_add(1, Relaxed);
+    let mut out = Out::new();
+    e.write_response(&mut out.0, close);
+    if let Some(log) = &req.log {
+        log.log(
+            e.status().as_u16(),
+            body_len(&e),
+            start.elapsed(),
+            None,
+            Some(e.reason()),
+            Some(&req.route),
+        );
+    }
+    if client.write_all(&out.0).await.is_err() {
+        return Next::Abort;
+    }
+    if close {
+        Next::Close
+    } else {
+        Next::KeepAlive
+    }
+}
+
+/// Request body progress while uploading, with a copy for the mirror when sampled.
+pub(super) struct Upload {
+    pub(super) walk: BodyWalk,
+    /// Copied for the mirror (decoded), up to its limit; `None` once over it.
+    pub(super) copy: Option<Vec<u8>>,
+    pub(super) copy_limit: u64,
+}
+
+impl Upload {
+    fn new(framing: Framing, mirror_limit: Option<u64>) -> Self {
+        Upload {
+            walk: BodyWalk::new(framing, false),
+            copy: mirror_limit.map(|_| Vec::new()),
+            copy_limit: mirror_limit.unwrap_or(0),
+        }
+    }
+
+    /// How many of `bytes` belong to the body (the rest is the next request).
+    fn take(&mut self, bytes: &[u8]) -> Result<usize, ProxyError> {
+        let (copy, limit) = (&mut self.copy, self.copy_limit);
+        let (n, _) = self
+            .walk
+            .advance_with(bytes, |d| {
+                if copy.as_ref().is_some_and(|c| (c.len() + d.len()) as u64 > limit) {
+                    *copy = None;
+                }
+                if let Some(c) = copy.as_mut() {
+                    c.extend_from_slice(d);
+                }
+            })
+            .map_err(|_| ProxyError::BadRequest("malformed request body"))?;
+        Ok(n)
+    }
+
+    /// The whole body went up.
+    fn done(&self) -> bool {
+        self.walk.done
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn exchange_with(
+    client: &mut TcpStream,
+    inbuf: &mut Buf,
+    conn: &Conn,
+    req: &mut Request,
+    server: &Arc<Server>,
+    mut up: UpConn,
+    start: Instant,
+    active: crate::state::ActiveGuard,
+    via: Via,
+) -> Result<Next, Failure> {
+    let backend = req.backend.clone();
+    let stop = &conn.shared.shutdown;
+    let sent_at = Instant::now();
+    let mirror_limit = req.mirror.as_ref().and(backend.mirror.as_ref().map(|m| m.max_body));
+    let mut upload = Upload::new(req.body, mirror_limit);
+
+    // Head, and the body bytes that came with it, in one write.
+    if !upload.done() {
+        let n = upload.take(inbuf.unread()).map_err(Failure::Answer)?;
+        req.out.0.extend_from_slice(&inbuf.unread()[..n]);
+        inbuf.consume(n);
+    }
+    let mut resp_buf = Buf::default();
+    // A reused connection the server closed meanwhile fails on write or with EOF before
+    // any byte of a response: a replayable request is sent again on a new connection.
+    loop {
+        let written = up.stream.write_all(&req.out.0).await;
+        let fresh_retry = |up: &UpConn| up.reused && req.replayable;
+        if let Err(e) = written {
+            if fresh_retry(&up) {
+                up = reconnect(server, &backend)
+                    .await
+                    .map_err(|e| Failure::Answer(ProxyError::Connect(e)))?;
+                continue;
+            }
+            return Err(Failure::Answer(ProxyError::UpstreamIo(e)));
+        }
+        if !upload.done() || !fresh_retry(&up) {
+            break;
+        }
+        // Bodiless and replayable on a reused connection: wait for the first response byte
+        // here, where a retry is still possible.
+        let head_deadline = Deadline::now() + backend.timeout;
+        match within(
+            head_deadline,
+            stop,
+            resp_buf.read_from(&mut up.stream, conn.shared.head_limits.size),
+        )
+        .await
+        {
+            Some(Ok(n)) if n > 0 => break,
+            Some(_) => {
+                tracing::debug!(server = %server.id, "reused connection closed by the server; retrying");
+                resp_buf = Buf::default();
+                up = reconnect(server, &backend)
+                    .await
+                    .map_err(|e| Failure::Answer(ProxyError::Connect(e)))?;
+            }
+            None if stop.is_cancelled() => return Err(Failure::Abort),
+            None => {
+                backend.state.timeouts.fetch_add(1, Relaxed);
+                return Err(Failure::Answer(ProxyError::Timeout));
+            }
+        }
+    }
+
+    // The rest of the body, while watching for the response (100 Continue, or an early
+    // final answer).
+    let body_timeout = conn.shared.body_timeout;
+    let set_cookie = if via != Via::Sticky {
+        server.set_cookie.as_ref()
+    } else {
+        None
+    };
+    let mut out = Out::new();
+    let mut head_deadline = upload.done().then(|| Deadline::now() + backend.timeout);
+    let resp = loop {
+        if !resp_buf.is_empty() {
+            let view = ClientView {
+                limits: conn.shared.head_limits,
+                http10: req.http10,
+                keep_alive: req.keep_alive,
+                head_request: req.head,
+                upload_done: upload.done(),
+                draining: conn.drain.is_cancelled(),
+                set_cookie,
+            };
+            match parse_response(resp_buf.unread(), &view, &mut out.0) {
+                Err(e) => return Err(Failure::Answer(e)),
+                Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
+                    // Interim responses (100 Continue, 103) pass to HTTP/1.1 clients.
+                    if !req.http10 && client.write_all(&resp_buf.unread()[..r.head_len]).await.is_err() {
+                        return Err(Failure::Abort);
+                    }
+                    resp_buf.consume(r.head_len);
+                    continue;
+                }
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+            }
+        }
+        if upload.done() {
+            let deadline = *head_deadline.get_or_insert_with(|| Deadline::now() + backend.timeout);
+            match within(
+                deadline,
+                stop,
+                resp_buf.read_from(&mut up.stream, conn.shared.head_limits.size),
+            )
+            .await
+            {
+                Some(Ok(0)) => {
+                    return Err(Failure::Answer(if resp_buf.is_empty() {
+                        ProxyError::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into())
+                    } else {
+                        ProxyError::UpstreamMalformed("incomplete response head")
+                    }))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(Failure::Answer(ProxyError::UpstreamIo(e))),
+                None if stop.is_cancelled() => return Err(Failure::Abort),
+                None => {
+                    backend.state.timeouts.fetch_add(1, Relaxed);
+                    return Err(Failure::Answer(ProxyError::Timeout));
+                }
+            }
+        }
+        // Uploading: bytes from the client go up; bytes from the server are the response.
+        let client_deadline = if body_timeout.is_zero() {
+            Deadline::now() + Duration::from_secs(86400 * 365)
+        } else {
+            Deadline::now() + body_timeout
+        };
+        enum Event {
+            Client(std::io::Result<usize>),
+            Server(std::io::Result<usize>),
+            Stalled,
+            Stop,
+        }
+        let event = tokio::select! {
+            biased;
+            _ = stop.cancelled() => Event::Stop,
+            r = resp_buf.read_from(&mut up.stream, conn.shared.head_limits.size) => Event::Server(r),
+            r = inbuf.read_from(client, buf::SIZE) => Event::Client(r),
+            _ = tokio::time::sleep_until(client_deadline) => Event::Stalled,
+        };
+        match event {
+            Event::Stop => return Err(Failure::Abort),
+            Event::Stalled => return Err(Failure::Answer(ProxyError::RequestTimeout)),
+            Event::Server(Ok(0)) | Event::Server(Err(_)) => {
+                return Err(Failure::Answer(ProxyError::UpstreamIo(
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                )))
+            }
+            Event::Server(Ok(_)) => {
+                // Parsed at the top; an early final answer ends the upload (the client
+                // connection then closes: its body was not all read).
+            }
+            Event::Client(Ok(0)) | Event::Client(Err(_)) => {
+                return Err(Failure::Answer(ProxyError::BadRequest("incomplete request body")));
+            }
+            Event::Client(Ok(_)) => {
+                let n = upload.take(inbuf.unread()).map_err(Failure::Answer)?;
+                let sent = up.stream.write_all(&inbuf.unread()[..n]).await;
+                inbuf.consume(n);
+                if let Err(e) = sent {
+                    return Err(Failure::Answer(ProxyError::UpstreamIo(e)));
+                }
+            }
+        }
+    };
+    let upload_complete = upload.done();
+    if let Some((copy, permit)) = req.mirror.take() {
+        match upload.copy.take() {
+            Some(body) if upload_complete => mirror::spawn(backend.clone(), copy, bytes::Bytes::from(body), permit),
+            _ => mirror::skipped(&backend),
+        }
+    }
+
+    let upstream_duration = sent_at.elapsed();
+    server.metrics.upstream.record(upstream_duration);
+    server.state.count_response(resp.status);
+    let log = req.log.take().map(|head| {
+        Box::new(PendingLog {
+            head,
+            status: resp.status,
+            upstream: Upstream {
+                route: req.route.clone(),
+                backend: backend.name.clone(),
+                group: server.group.clone(),
+                server: server.name.clone(),
+                upstream_duration,
+            },
+        })
+    });
+    let mut end = RequestEnd {
+        start,
+        duration: server.metrics.request.clone(),
+        log,
+    };
+    conn.open.listener.responses[crate::state::status_class(resp.status)].fetch_add(1, Relaxed);
+
+    if resp.status == 101 {
+        if !req.upgrade {
+            return Err(Failure::Answer(ProxyError::UnexpectedUpgrade));
+        }
+        resp_buf.consume(resp.head_len);
+        out.0.extend_from_slice(resp_buf.unread());
+        resp_buf.release();
+        end.record(0);
+        if client.write_all(&out.0).await.is_err() {
+            return Err(Failure::Abort);
+        }
+        drop(out);
+        if !inbuf.is_empty() {
+            if up.stream.write_all(inbuf.unread()).await.is_err() {
+                return Err(Failure::Abort);
+            }
+            inbuf.release();
+        }
+        let _tunnel = server.state.connection_guard();
+        let _active = active;
+        let cut = server.state.sessions();
+        tokio::select! {
+            ended = splice_tcp(client, &up.stream, conn.idle) => match ended {
+                Ended::Idle => tracing::debug!(server = %server.id, "upgraded tunnel idle; closed"),
+                other => tracing::debug!(server = %server.id, ?other, "upgraded tunnel ended"),
+            },
+            _ = cut.cancelled() => tracing::info!(server = %server.id, "tunnel cut by shutdown sessions"),
+            _ = stop.cancelled() => tracing::info!(server = %server.id, "tunnel cut by process stop"),
+        }
+        return Ok(Next::Abort);
+    }
+
+    let (framing, decode, client_close) = (resp.framing, resp.decode, resp.client_close);
+    resp_buf.consume(resp.head_len);
+    let upstream_keeps = !resp.fields.close && !resp.http10 && upload_complete;
+
+    // The body: what came with the head goes in the same write.
+    let mut body = BodyWalk::new(framing, decode);
+    let mut bytes: u64 = 0;
+    if !body.done {
+        let (n, sent) = body.take(resp_buf.unread(), &mut out.0).map_err(|_| Failure::Abort)?;
+        bytes += sent;
+        resp_buf.consume(n);
+    }
+    if client.write_all(&out.0).await.is_err() {
+        finish(server, &mut end, bytes);
+        return Err(Failure::Abort);
+    }
+    let read_timeout = backend.read_timeout;
+    let cut = server.state.sessions();
+    while !body.done {
+        out.0.clear();
+        if resp_buf.is_empty() {
+            // A large body is read in large pieces, into a buffer kept for the whole body.
+            let bulk = match framing {
+                Framing::Length(_) => body.left > buf::SIZE as u64,
+                _ => true,
+            };
+            let want = if bulk { BULK } else { buf::SIZE };
+            let deadline = if read_timeout.is_zero() {
+                Deadline::now() + Duration::from_secs(86400 * 365)
+            } else {
+                Deadline::now() + read_timeout
+            };
+            let read = tokio::select! {
+                biased;
+                _ = stop.cancelled() => None,
+                _ = cut.cancelled() => None,
+                r = resp_buf.read_bulk(&mut up.stream, want) => Some(r),
+                _ = tokio::time::sleep_until(deadline) => {
+                    server.state.read_timeouts.fetch_add(1, Relaxed);
+                    crate::warn_limited!(crate::ratelimit::Kind::ReadTimeout, server = %server.id,
+                        "response body stalled past read_timeout; cutting the client connection");
+                    None
+                }
+            };
+            match read {
+                Some(Ok(0)) if framing == Framing::Close => break,
+                Some(Ok(n)) if n > 0 => {}
+                _ => {
+                    // The server broke off, stalled or was cut: the client cannot get the
+                    // rest, and must not take what it got for the whole.
+                    finish(server, &mut end, bytes);
+                    return Err(Failure::Abort);
+                }
+            }
+        }
+        // Relayed from the read buffer itself (decoded chunks for HTTP/1.0 go through `out`).
+        let written = if decode {
+            let (n, sent) = body.take(resp_buf.unread(), &mut out.0).map_err(|_| Failure::Abort)?;
+            bytes += sent;
+            resp_buf.consume_keep(n);
+            out.0.is_empty() || client.write_all(&out.0).await.is_ok()
+        } else {
+            let (n, sent) = body.advance(resp_buf.unread()).map_err(|_| Failure::Abort)?;
+            bytes += sent;
+            let ok = client.write_all(&resp_buf.unread()[..n]).await.is_ok();
+            resp_buf.consume_keep(n);
+            ok
+        };
+        if !written {
+            finish(server, &mut end, bytes);
+            return Err(Failure::Abort);
+        }
+    }
+    drop(out);
+    finish(server, &mut end, bytes);
+    drop(active);
+    if upstream_keeps && framing != Framing::Close && resp_buf.is_empty() {
+        server.pool.put_conn(up.stream);
+    }
+    Ok(if client_close { Next::Close } else { Next::KeepAlive })
+}
+
+pub(super) fn finish(server: &Server, end: &mut RequestEnd, bytes: u64) {
+    server.state.response_bytes.fetch_add(bytes, Relaxed);
+    end.record(bytes);
+}
+
+/// A new connection to `server` (its connect time recorded).
+pub(super) async fn reconnect(server: &Server, backend: &Backend) -> std::io::Result<UpConn> {
+    let connecting = Instant::now();
+    let stream = upstream::connect_tcp(server.addr, backend.connect_timeout).await?;
+    let connected = connecting.elapsed();
+    server.metrics.connect.record(connected);
+    Ok(UpConn {
+        stream,
+        reused: false,
+        connected: Some(connected),
+    })
+}

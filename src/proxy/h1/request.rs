@@ -1,0 +1,426 @@
+//! The request head: parsed in place (strictly, [`super::codec`]), validated, routed with
+//! one snapshot load, and rewritten for upstream as the bytes that arrived minus hop-by-hop
+//! fields plus veer's own; the sticky, hash and override facts it carries; the mirror copy.
+
+use std::sync::Arc;
+
+use super::codec::{self, put_field, put_ip, Fields, Framing, HeadError};
+use crate::access_log::LogHead;
+use crate::balance::{hash, Affinity};
+use crate::config::HashKey;
+use crate::error::ProxyError;
+use crate::proxy::buf::Out;
+use crate::proxy::{cookies, headers, mirror};
+use crate::snapshot::{Backend, ListenerRoutes};
+
+use super::conn::*;
+
+/// The request as parsed, routed and rewritten for upstream.
+pub(super) struct Request {
+    /// Bytes of the head in the client buffer.
+    pub(super) head_len: usize,
+    pub(super) head: bool,
+    /// Idempotent and bodiless: may be sent again on a fresh connection.
+    pub(super) replayable: bool,
+    pub(super) http10: bool,
+    /// The client keeps the connection open after this exchange.
+    pub(super) keep_alive: bool,
+    pub(super) body: Framing,
+    pub(super) upgrade: bool,
+    pub(super) backend: Arc<Backend>,
+    pub(super) route: Arc<str>,
+    pub(super) affinity: Affinity,
+    /// The head to send upstream.
+    pub(super) out: Out,
+    pub(super) log: Option<Arc<LogHead>>,
+    /// A copy for the mirror group, with its slot.
+    pub(super) mirror: Option<(http::Request<()>, tokio::sync::OwnedSemaphorePermit)>,
+}
+
+/// Why a request is answered by veer itself.
+pub(super) struct Refusal {
+    pub(super) error: ProxyError,
+    pub(super) log: Option<Arc<LogHead>>,
+    pub(super) route: Option<Arc<str>>,
+}
+
+impl From<ProxyError> for Refusal {
+    fn from(error: ProxyError) -> Self {
+        Refusal {
+            error,
+            log: None,
+            route: None,
+        }
+    }
+}
+
+/// Parses, validates, routes and rewrites a request head. `Ok(None)`: the head is not
+/// complete yet.
+pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusal> {
+    let limits = conn.shared.head_limits;
+    let mut slots = codec::slots();
+    let mut parsed = httparse::Request::new(&mut []);
+    let head_len = match codec::request_parser().parse_request_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots[..limits.fields],
+    ) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(match codec::head_error(e) {
+                HeadError::TooManyHeaders => ProxyError::HeadersTooLarge,
+                _ => ProxyError::BadRequest("malformed request head"),
+            }
+            .into())
+        }
+    };
+    if head_len > limits.size {
+        return Err(ProxyError::HeadersTooLarge.into());
+    }
+    let head = &buf[..head_len];
+    if !codec::clean_head(head.trim_ascii_start()) {
+        return Err(ProxyError::BadRequest("malformed request head").into());
+    }
+    let method = parsed.method.unwrap_or("");
+    let target = parsed.path.unwrap_or("");
+    let http10 = parsed.version == Some(0);
+    let fields = codec::fields(parsed.headers, http10).map_err(|e| ProxyError::BadRequest(e.reason()))?;
+    let headers: &[httparse::Header<'_>] = parsed.headers;
+    if method == "CONNECT" {
+        return Err(ProxyError::BadRequest("CONNECT is not supported").into());
+    }
+    if !target.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(ProxyError::BadRequest("invalid request target").into());
+    }
+    let (authority, path_and_query) = split_target(target).ok_or(ProxyError::BadRequest("invalid request target"))?;
+
+    // The one host routed by and forwarded with (RFC 9112 §3.2).
+    if fields.hosts > 1 {
+        return Err(ProxyError::BadRequest("more than one Host header").into());
+    }
+    let host_field = field(headers, b"host");
+    if host_field.is_some_and(|h| !headers::valid_host(h)) {
+        return Err(ProxyError::BadRequest("invalid Host header").into());
+    }
+    if let Some(a) = authority {
+        if !headers::valid_host(a.as_bytes()) {
+            return Err(ProxyError::BadRequest("invalid request-target authority").into());
+        }
+    } else if host_field.is_none() && !http10 {
+        return Err(ProxyError::BadRequest("HTTP/1.1 request without Host").into());
+    }
+    let host_raw: &[u8] = authority.map(str::as_bytes).or(host_field).unwrap_or(b"");
+    let host_str = std::str::from_utf8(host_raw).unwrap_or("");
+    let host = crate::routing::normalize_host(host_str);
+    let path = path_and_query.split('?').next().unwrap_or("/");
+
+    let request_id = field(headers, b"x-request-id");
+    let mut generated_id = [0u8; 32];
+    let id: &[u8] = match request_id {
+        Some(id) => id,
+        None => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let n = fastrand::u128(..);
+            for (i, d) in generated_id.iter_mut().enumerate() {
+                *d = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+            }
+            &generated_id
+        }
+    };
+    let log = conn.shared.access_log.as_ref().map(|log| {
+        Arc::new(LogHead::raw(
+            log,
+            conn.peer,
+            &conn.listener,
+            method,
+            host_str,
+            path_and_query,
+            std::str::from_utf8(id).unwrap_or("-"),
+        ))
+    });
+
+    // Route with exactly one snapshot; keep only the backend for the rest of the exchange.
+    let (backend, route) = {
+        let snap = conn.shared.snapshot.load();
+        let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()) else {
+            return Err(Refusal {
+                error: ProxyError::NoRoute,
+                log,
+                route: None,
+            });
+        };
+        match table.find(&host, path, &RawHeaders(headers)) {
+            Some(route) => (snap.backends[route.backend].clone(), route.name.clone()),
+            None => {
+                return Err(Refusal {
+                    error: ProxyError::NoRoute,
+                    log,
+                    route: None,
+                })
+            }
+        }
+    };
+    let affinity = affinity(&backend, headers, conn.peer.ip());
+    let upgrade = fields.upgrade;
+    let mut out = Out::new();
+    write_upstream_head(
+        &mut out.0,
+        method,
+        path_and_query,
+        authority,
+        headers,
+        &fields,
+        &backend,
+        conn.peer.ip(),
+        request_id.is_none().then_some(id),
+    );
+    let body = codec::request_framing(&fields);
+    let mirror = backend.mirror.as_ref().and_then(|_| {
+        let at_least = match body {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let permit = mirror::sample(&backend, at_least)?;
+        Some((mirror_copy(method, path_and_query, headers, &backend), permit))
+    });
+    let head = method == "HEAD";
+    let replayable = matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE") && body == Framing::None;
+    Ok(Some(Request {
+        head_len,
+        head,
+        replayable,
+        http10,
+        keep_alive: if http10 { fields.keep_alive } else { !fields.close },
+        body,
+        upgrade,
+        backend,
+        route,
+        affinity,
+        out,
+        log,
+        mirror,
+    }))
+}
+
+/// Splits a request target into (authority, origin-form path and query). Absolute-form
+/// (`http://host/path`) gives its authority; `*` (OPTIONS) is kept as is.
+pub(super) fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
+    if target.starts_with('/') || target == "*" {
+        return Some((None, target));
+    }
+    let lower = |p: &str| target.len() >= p.len() && target[..p.len()].eq_ignore_ascii_case(p);
+    let rest = if lower("http://") {
+        &target[7..]
+    } else if lower("https://") {
+        &target[8..]
+    } else {
+        return None;
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() {
+        return None;
+    }
+    Some((Some(authority), if path.is_empty() { "/" } else { path }))
+}
+
+/// The value of the first field named `name` (lowercase).
+pub(super) fn field<'h>(headers: &[httparse::Header<'h>], name: &[u8]) -> Option<&'h [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+/// Route conditions over the parsed head.
+pub(super) struct RawHeaders<'a, 'h>(&'a [httparse::Header<'h>]);
+
+impl crate::routing::Headers for RawHeaders<'_, '_> {
+    fn has(&self, name: &http::HeaderName, value: &[u8]) -> bool {
+        self.0
+            .iter()
+            .any(|h| h.name.as_bytes().eq_ignore_ascii_case(name.as_str().as_bytes()) && h.value == value)
+    }
+}
+
+pub(super) fn cookie_values<'a, 'h>(headers: &'a [httparse::Header<'h>]) -> impl Iterator<Item = &'h [u8]> + 'a {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+        .map(|h| h.value)
+}
+
+/// Reads what the request says about its destination (sticky cookie, override, hash key).
+pub(super) fn affinity(b: &Backend, headers: &[httparse::Header<'_>], client: std::net::IpAddr) -> Affinity {
+    let mut a = Affinity::default();
+    if let Some(o) = &b.override_ {
+        let named = o
+            .header
+            .as_ref()
+            .and_then(|h| field(headers, h.as_str().as_bytes()))
+            .or_else(|| {
+                o.cookie
+                    .as_deref()
+                    .and_then(|c| cookies::find_in(cookie_values(headers), c))
+            });
+        a.group = named.and_then(|n| b.groups.iter().position(|g| g.name.as_bytes() == n));
+    }
+    a.hash = match &b.hash_key {
+        Some(HashKey::SourceIp) => Some(hash::ip(client)),
+        Some(HashKey::Header(h)) => field(headers, h.as_str().as_bytes()).map(hash::key),
+        Some(HashKey::Cookie(c)) => cookies::find_in(cookie_values(headers), c).map(hash::key),
+        None => None,
+    };
+    if let Some(st) = &b.sticky {
+        a.sticky = cookies::find_in(cookie_values(headers), &st.cookie).and_then(cookies::parse_sticky);
+    }
+    a
+}
+
+/// True for a field no proxy forwards (RFC 9110 §7.6.1), or one `Connection` names.
+pub(super) fn hop_by_hop(name: &[u8], connection: &[&[u8]]) -> bool {
+    const FIXED: [&[u8]; 5] = [b"connection", b"keep-alive", b"te", b"trailer", b"upgrade"];
+    FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
+        || (name.len() > 6 && name[..6].eq_ignore_ascii_case(b"proxy-"))
+        || connection.iter().any(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// The tokens of every `Connection` field (beyond the few that are options, not names).
+pub(super) fn connection_names<'h>(headers: &[httparse::Header<'h>], into: &mut [&'h [u8]; 8]) -> usize {
+    let mut n = 0;
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")) {
+        for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if !t.is_empty() && n < into.len() {
+                into[n] = t;
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// The head sent upstream: origin-form HTTP/1.1, the client's fields as they arrived minus
+/// hop-by-hop ones (the body's own `Transfer-Encoding: chunked` stays: the body is relayed
+/// as it came), Host from an absolute-form target, veer's sticky cookie removed, and
+/// X-Forwarded-For/-Proto/-Host and X-Request-Id set.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn write_upstream_head(
+    out: &mut Vec<u8>,
+    method: &str,
+    path_and_query: &str,
+    authority: Option<&str>,
+    headers: &[httparse::Header<'_>],
+    fields: &Fields,
+    backend: &Backend,
+    client: std::net::IpAddr,
+    new_request_id: Option<&[u8]>,
+) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut named = [&b""[..]; 8];
+    let n = connection_names(headers, &mut named);
+    let named = &named[..n];
+    let sticky = backend.sticky.as_ref().map(|s| s.cookie.as_str());
+    let mut forwarded_for = false;
+    let mut host_value: Option<&[u8]> = authority.map(str::as_bytes);
+    let is = |name: &[u8], what: &[u8]| name.eq_ignore_ascii_case(what);
+    for h in headers {
+        let name = h.name.as_bytes();
+        if is(name, b"upgrade") && fields.upgrade {
+            put_field(out, name, h.value);
+            continue;
+        }
+        if hop_by_hop(name, named) || is(name, b"x-forwarded-proto") || is(name, b"x-forwarded-host") {
+            continue;
+        }
+        if is(name, b"host") {
+            match authority {
+                Some(a) => put_field(out, b"host", a.as_bytes()),
+                None => {
+                    host_value = Some(h.value);
+                    put_field(out, name, h.value);
+                }
+            }
+        } else if is(name, b"x-forwarded-for") {
+            // The first one, with the client appended; later ones are folded away.
+            if !forwarded_for {
+                forwarded_for = true;
+                out.extend_from_slice(b"x-forwarded-for: ");
+                if !h.value.trim_ascii().is_empty() {
+                    out.extend_from_slice(h.value);
+                    out.extend_from_slice(b", ");
+                }
+                put_ip(out, client);
+                out.extend_from_slice(b"\r\n");
+            }
+        } else if let Some(sticky) =
+            sticky.filter(|s| is(name, b"cookie") && cookies::find_in(std::iter::once(h.value), s).is_some())
+        {
+            let start = out.len();
+            out.extend_from_slice(b"cookie: ");
+            let before = out.len();
+            cookies::without(h.value, sticky, out);
+            if out.len() == before {
+                out.truncate(start);
+            } else {
+                out.extend_from_slice(b"\r\n");
+            }
+        } else {
+            put_field(out, name, h.value);
+        }
+    }
+    if authority.is_some() && !headers.iter().any(|h| h.name.eq_ignore_ascii_case("host")) {
+        put_field(out, b"host", authority.unwrap_or("").as_bytes());
+    }
+    if !forwarded_for {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        put_ip(out, client);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    if let Some(h) = host_value {
+        put_field(out, b"x-forwarded-host", h);
+    }
+    if let Some(id) = new_request_id {
+        put_field(out, b"x-request-id", id);
+    }
+    if fields.upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The request line and fields for the mirrored copy (only built for sampled requests).
+pub(super) fn mirror_copy(
+    method: &str,
+    path_and_query: &str,
+    headers: &[httparse::Header<'_>],
+    backend: &Backend,
+) -> http::Request<()> {
+    let mut copy = http::Request::new(());
+    *copy.method_mut() = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
+    *copy.uri_mut() = path_and_query.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+    let mut named = [&b""[..]; 8];
+    let n = connection_names(headers, &mut named);
+    for h in headers {
+        let name = h.name.as_bytes();
+        if hop_by_hop(name, &named[..n]) || name.eq_ignore_ascii_case(b"transfer-encoding") {
+            continue;
+        }
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_bytes(h.value),
+        ) {
+            copy.headers_mut().append(k, v);
+        }
+    }
+    if let Some(st) = &backend.sticky {
+        cookies::remove(copy.headers_mut(), &st.cookie);
+    }
+    copy
+}
+
+// === the exchange ===

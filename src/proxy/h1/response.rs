@@ -1,0 +1,155 @@
+//! What the client is sent: the upstream response head parsed and rewritten for the client
+//! (framing, `Connection`, the sticky cookie), and veer's own error responses.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::codec::{self, put_field, put_u64, Fields, Framing, HeadLimits};
+use crate::error::ProxyError;
+use crate::proxy::buf::Out;
+
+use super::conn::*;
+use super::request::*;
+
+/// Writes veer's own answer and closes (after a refused request the connection's state is
+/// unknown: a smuggling attempt, a CONNECT client already tunnelling).
+pub(super) async fn refuse(client: &mut TcpStream, conn: &Conn, r: Refusal, start: Instant) -> Next {
+    let e = r.error;
+    tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
+    conn.open.listener.errors[e.reason_index()].fetch_add(1, Relaxed);
+    conn.open.listener.responses[crate::state::status_class(e.status().as_u16())].fetch_add(1, Relaxed);
+    let mut out = Out::new();
+    e.write_response(&mut out.0, true);
+    if let Some(log) = r.log {
+        log.log(
+            e.status().as_u16(),
+            body_len(&e),
+            start.elapsed(),
+            None,
+            Some(e.reason()),
+            r.route.as_deref(),
+        );
+    }
+    let _ = client.write_all(&out.0).await;
+    Next::Close
+}
+
+pub(super) fn body_len(e: &ProxyError) -> u64 {
+    let s = e.status();
+    (3 + 1 + s.canonical_reason().unwrap_or("").len() + 1) as u64
+}
+
+/// The parsed response head, with what the relay decided from it.
+pub(super) struct Response {
+    pub(super) status: u16,
+    pub(super) head_len: usize,
+    pub(super) fields: Fields,
+    pub(super) http10: bool,
+    pub(super) framing: Framing,
+    /// Chunks decoded for an HTTP/1.0 client.
+    pub(super) decode: bool,
+    /// The client connection closes after this response.
+    pub(super) client_close: bool,
+}
+
+/// What shapes the client's response head besides the server's.
+pub(super) struct ClientView<'a> {
+    pub(super) limits: HeadLimits,
+    pub(super) http10: bool,
+    pub(super) keep_alive: bool,
+    pub(super) head_request: bool,
+    /// The whole request body went up (else the connection cannot be reused).
+    pub(super) upload_done: bool,
+    pub(super) draining: bool,
+    pub(super) set_cookie: Option<&'a http::HeaderValue>,
+}
+
+/// Parses a response head from `buf`. For a final (or 101) response it also writes the
+/// client's head into `out`, in the same pass over the fields; interim 1xx heads are left
+/// for the caller to pass on as they are.
+pub(super) fn parse_response(
+    buf: &[u8],
+    view: &ClientView<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Option<Response>, ProxyError> {
+    let mut slots = codec::slots();
+    let mut parsed = httparse::Response::new(&mut []);
+    let head_len = match codec::response_parser().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots[..view.limits.fields],
+    ) {
+        Ok(httparse::Status::Complete(n)) if n > view.limits.size => {
+            return Err(ProxyError::UpstreamMalformed("response head too large"))
+        }
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() >= view.limits.size => {
+            return Err(ProxyError::UpstreamMalformed("response head too large"))
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ProxyError::UpstreamMalformed("malformed response head")),
+    };
+    if !codec::clean_head(&buf[..head_len]) {
+        return Err(ProxyError::UpstreamMalformed("malformed response head"));
+    }
+    let http10 = parsed.version == Some(0);
+    let fields = codec::fields(parsed.headers, false).map_err(|e| ProxyError::UpstreamMalformed(e.reason()))?;
+    let status = parsed.code.unwrap_or(0);
+    let framing = codec::response_framing(&fields, status, view.head_request);
+    let decode = framing == Framing::Chunked && view.http10;
+    let client_close = !view.keep_alive || !view.upload_done || view.draining || framing == Framing::Close || decode;
+    let resp = Response {
+        status,
+        head_len,
+        fields,
+        http10,
+        framing,
+        decode,
+        client_close,
+    };
+    if !(100..200).contains(&status) || status == 101 {
+        write_client_head(out, parsed.reason.unwrap_or(""), parsed.headers, &resp, view);
+    }
+    Ok(Some(resp))
+}
+
+/// The client's response head: the server's status and fields minus hop-by-hop ones, plus
+/// veer's (sticky cookie, connection handling).
+pub(super) fn write_client_head(
+    out: &mut Vec<u8>,
+    reason: &str,
+    headers: &[httparse::Header<'_>],
+    resp: &Response,
+    view: &ClientView<'_>,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    put_u64(out, resp.status as u64);
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut named = [&b""[..]; 8];
+    let n = connection_names(headers, &mut named);
+    let upgrade = resp.status == 101;
+    for h in headers {
+        let name = h.name.as_bytes();
+        let keep = (upgrade && name.eq_ignore_ascii_case(b"upgrade"))
+            || !(hop_by_hop(name, &named[..n]) || (resp.decode && name.eq_ignore_ascii_case(b"transfer-encoding")));
+        if keep {
+            put_field(out, name, h.value);
+        }
+    }
+    if let Some(c) = view.set_cookie {
+        put_field(out, b"set-cookie", c.as_bytes());
+    }
+    if upgrade {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else if resp.client_close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if view.http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
