@@ -1,5 +1,6 @@
 //! Config diagnostics: an error message anchored to a byte span of a file, rendered
-//! rustc-style as `file:line:col: message` followed by the offending line and a caret.
+//! rustc-style (by `annotate-snippets`) under a first line `file:line:col: message`, the
+//! form tests, editors and log readers parse.
 //!
 //! Every config error veer reports goes through [`Diagnostic`], so `veer check`, a failed
 //! reload in the log and (later) the admin `reload` answer all name the same location.
@@ -50,22 +51,27 @@ impl Diagnostic {
         }
     }
 
-    /// The rustc-style rendering: location line, then the source line with a caret.
+    /// `file:line:col: message`, then the source line with a caret under the span
+    /// (annotate-snippets' rendering, without its own title line: ours leads).
     pub fn render(&self) -> String {
+        use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
         let mut out = self.to_string();
         if let Some((text, carets)) = &self.snippet {
-            let gutter = self.line.to_string().len();
-            let pad = " ".repeat(gutter);
-            let lead: String = text
-                .chars()
-                .take(carets.start)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            out.push_str(&format!(
-                "\n{pad} |\n{} | {text}\n{pad} | {lead}{}",
-                self.line,
-                "^".repeat(carets.len())
-            ));
+            // The caret range is in characters; the renderer wants bytes of `text`.
+            let byte = |chars: usize| text.char_indices().nth(chars).map_or(text.len(), |(i, _)| i);
+            let span = byte(carets.start)..byte(carets.end).max(byte(carets.start));
+            let report = [Level::ERROR.primary_title(&self.message).element(
+                Snippet::source(text.as_str())
+                    .line_start(self.line)
+                    .path(self.file.as_str())
+                    .annotation(AnnotationKind::Primary.span(span)),
+            )];
+            let rendered = Renderer::plain().render(&report);
+            // Line 1 is annotate-snippets' "error: …" title, line 2 its "--> file:line:col".
+            for line in rendered.lines().skip(2) {
+                out.push('\n');
+                out.push_str(line);
+            }
         }
         out
     }
@@ -101,5 +107,19 @@ mod tests {
         assert_eq!((d.line, d.col), (2, 6));
         assert_eq!(d.to_string(), "f.toml:2:6: bad");
         assert!(d.render().ends_with("2 | bb = \"x\"\n  |      ^^^"), "{}", d.render());
+    }
+
+    #[test]
+    fn the_caret_counts_characters_not_bytes() {
+        let src = "k = \"\u{e9}\u{e9}\" zz\n";
+        let at = src.find("zz").unwrap();
+        let d = Diagnostic::at(Path::new("f.toml"), src, at..at + 2, "bad");
+        assert_eq!((d.line, d.col), (1, 10));
+        let shown = d.render();
+        assert!(shown.starts_with("f.toml:1:10: bad\n"), "{shown}");
+        assert!(
+            shown.ends_with(&format!("1 | k = \"\u{e9}\u{e9}\" zz\n  | {}^^", " ".repeat(9))),
+            "{shown}"
+        );
     }
 }
