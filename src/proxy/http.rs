@@ -322,12 +322,13 @@ async fn forward(
         };
         let active = server.state.request_guard();
         let sent_at = Instant::now();
-        let sent = response_head(
-            backend.timeout,
-            upload.as_deref(),
-            client::send(&server, backend.connect_timeout, conn.shared.head_limits, up_req),
-        )
-        .await;
+        // Pinned here and lent to response_head: the send future (the largest part of this
+        // one) is held once, not again as that function's argument.
+        let sent = {
+            let send = client::send(&server, backend.connect_timeout, conn.shared.head_limits, up_req);
+            tokio::pin!(send);
+            response_head(backend.timeout, upload.as_deref(), send.as_mut()).await
+        };
         match sent {
             Err(_) => {
                 backend.state.timeouts.fetch_add(1, Relaxed);
@@ -426,12 +427,11 @@ fn affinity(b: &Backend, headers: &mut HeaderMap, client: IpAddr) -> Affinity {
 async fn response_head<F: std::future::Future>(
     timeout: Duration,
     upload: Option<&Upload>,
-    send: F,
+    mut send: std::pin::Pin<&mut F>,
 ) -> Result<F::Output, ()> {
     let Some(upload) = upload else {
         return tokio::time::timeout(timeout, send).await.map_err(|_| ());
     };
-    tokio::pin!(send);
     let mut deadline = tokio::time::Instant::now() + timeout;
     loop {
         tokio::select! {

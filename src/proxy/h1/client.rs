@@ -43,7 +43,9 @@ pub async fn send(
         Some(s) => (s, true, None),
         None => {
             let started = Instant::now();
-            match upstream::connect_tcp(server.addr, connect_timeout).await {
+            // Boxed, like the upload below: rare per request, and large futures inline
+            // would be copied with this one on every request.
+            match Box::pin(upstream::connect_tcp(server.addr, connect_timeout)).await {
                 Ok(s) => (s, false, Some(started.elapsed())),
                 Err(e) => return Err(SendError::Connect(e, Box::new(req))),
             }
@@ -80,7 +82,7 @@ pub async fn send(
             _ if reused && replayable => {
                 resp = Buf::default();
                 let started = Instant::now();
-                stream = upstream::connect_tcp(server.addr, connect_timeout)
+                stream = Box::pin(upstream::connect_tcp(server.addr, connect_timeout))
                     .await
                     .map_err(|e| SendError::Failed(ProxyError::Connect(e)))?;
                 connected = Some(started.elapsed());
@@ -95,7 +97,7 @@ pub async fn send(
     }
     drop(head);
     if !bodiless {
-        upload(&mut stream, &mut body, chunked)
+        Box::pin(upload(&mut stream, &mut body, chunked))
             .await
             .map_err(SendError::Failed)?;
     }
