@@ -103,22 +103,8 @@ pub(super) async fn answer(client: &mut TcpStream, conn: &Conn, req: &Request, e
         || req.body != Framing::None
         || conn.drain.is_cancelled()
         || matches!(e, ProxyError::BadRequest(_) | ProxyError::RequestTimeout);
-    tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
-    conn.open.listener.errors[e.reason_index()].fetch_add(1, Relaxed);
-    conn.open.listener.responses[crate::state::status_class(e.status().as_u16())].fetch_add(1, Relaxed);
-    let mut out = Out::new();
-    e.write_response(&mut out.0, close);
-    if let Some(log) = &req.log {
-        log.log(
-            e.status().as_u16(),
-            body_len(&e),
-            start.elapsed(),
-            None,
-            Some(e.reason()),
-            Some(&req.route),
-        );
-    }
-    if client.write_all(&out.0).await.is_err() {
+    let log = req.log.as_deref().map(|l| (l, Some(&*req.route)));
+    if !write_error(client, conn, &e, close, log, start).await {
         return Next::Abort;
     }
     if close {

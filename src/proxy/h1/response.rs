@@ -17,24 +17,37 @@ use super::request::*;
 /// Writes veer's own answer and closes (after a refused request the connection's state is
 /// unknown: a smuggling attempt, a CONNECT client already tunnelling).
 pub(super) async fn refuse(client: &mut TcpStream, conn: &Conn, r: Refusal, start: Instant) -> Next {
-    let e = r.error;
+    let log = r.log.as_deref().map(|l| (l, r.route.as_deref()));
+    let _ = write_error(client, conn, &r.error, true, log, start).await;
+    Next::Close
+}
+
+/// veer's own error response: counted, logged (with the route, when known), written with
+/// `Connection: close` when `close`. `false` when the client is gone.
+pub(super) async fn write_error(
+    client: &mut TcpStream,
+    conn: &Conn,
+    e: &ProxyError,
+    close: bool,
+    log: Option<(&crate::access_log::LogHead, Option<&str>)>,
+    start: Instant,
+) -> bool {
     tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
     conn.open.listener.errors[e.reason_index()].fetch_add(1, Relaxed);
     conn.open.listener.responses[crate::state::status_class(e.status().as_u16())].fetch_add(1, Relaxed);
     let mut out = Out::new();
-    e.write_response(&mut out.0, true);
-    if let Some(log) = r.log {
+    e.write_response(&mut out.0, close);
+    if let Some((log, route)) = log {
         log.log(
             e.status().as_u16(),
-            body_len(&e),
+            body_len(e),
             start.elapsed(),
             None,
             Some(e.reason()),
-            r.route.as_deref(),
+            route,
         );
     }
-    let _ = client.write_all(&out.0).await;
-    Next::Close
+    client.write_all(&out.0).await.is_ok()
 }
 
 pub(super) fn body_len(e: &ProxyError) -> u64 {
