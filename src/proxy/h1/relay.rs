@@ -13,6 +13,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant as Deadline;
 
 use super::codec::{BodyWalk, Framing};
+use super::conn::{within, Conn, Next, BULK};
+use super::request::Request;
+use super::response::{parse_response, write_error, ClientView};
 use crate::access_log::{PendingLog, Upstream};
 use crate::balance::{self, Via};
 use crate::error::ProxyError;
@@ -21,10 +24,6 @@ use crate::proxy::mirror;
 use crate::proxy::splice::{splice_tcp, Ended};
 use crate::snapshot::{Backend, Server};
 use crate::upstream::{self, RequestEnd};
-
-use super::conn::*;
-use super::request::*;
-use super::response::*;
 
 /// An upstream connection this task owns for the exchange.
 pub(super) struct UpConn {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::codec::{self, put_field, put_ip, Fields, Framing, HeadError};
+use super::conn::Conn;
 use crate::access_log::LogHead;
 use crate::balance::{hash, Affinity};
 use crate::config::HashKey;
@@ -12,8 +13,6 @@ use crate::error::ProxyError;
 use crate::proxy::buf::Out;
 use crate::proxy::{cookies, headers, mirror};
 use crate::snapshot::{Backend, ListenerRoutes};
-
-use super::conn::*;
 
 /// The request as parsed, routed and rewritten for upstream.
 pub(super) struct Request {

@@ -8,11 +8,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::codec::{self, put_field, put_u64, Fields, Framing, HeadLimits};
+use super::conn::{Conn, Next};
+use super::request::{connection_names, hop_by_hop, Refusal};
 use crate::error::ProxyError;
 use crate::proxy::buf::Out;
-
-use super::conn::*;
-use super::request::*;
 
 /// Writes veer's own answer and closes (after a refused request the connection's state is
 /// unknown: a smuggling attempt, a CONNECT client already tunnelling).

@@ -16,13 +16,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant as Deadline;
 
+pub use super::conn::Conn;
+use super::conn::{within, Next};
+use super::relay::forward;
+use super::request::prepare;
+use super::response::refuse;
 use crate::error::ProxyError;
 use crate::proxy::buf::{self, Buf};
-
-use super::conn::*;
-use super::relay::*;
-use super::request::*;
-use super::response::*;
 
 /// Serves one HTTP/1.x client connection until it closes, fails, times out or the process
 /// stops. A connection whose first bytes are the HTTP/2 preface goes to the HTTP/2 server.
@@ -127,5 +127,3 @@ pub(super) async fn exchange(client: &mut TcpStream, inbuf: &mut Buf, conn: &Con
     inbuf.consume(req.head_len);
     forward(client, inbuf, conn, req, start).await
 }
-
-pub use super::conn::Conn;
