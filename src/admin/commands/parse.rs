@@ -354,12 +354,12 @@ mod tests {
     #[test]
     fn the_help_lists_nothing_the_parser_does_not_know() {
         for line in super::super::HELP.lines() {
-            let usage = line.split(" : ").next().unwrap().trim();
+            let usage = line.split_once(" : ").map_or(line, |(usage, _)| usage).trim();
             // The first alternative of each `a|b` and the first of `[...]` / `<...>`-free words.
             let words: Vec<&str> = usage
                 .split_whitespace()
                 .take_while(|w| !w.starts_with('<') && !w.starts_with('['))
-                .map(|w| w.split('|').next().unwrap())
+                .map(|w| w.split_once('|').map_or(w, |(first, _)| first))
                 .collect();
             let mut words = words;
             // Placeholders the grammar needs filled: a plausible argument each.

@@ -190,30 +190,16 @@ type Parsed = (http::Response<()>, (Framing, bool));
 /// length), or `None` when incomplete.
 fn parse(buf: &[u8], head_request: bool, limits: HeadLimits) -> Result<Option<(u16, Parsed, usize)>, ProxyError> {
     let mut slots = codec::slots();
-    let mut parsed = httparse::Response::new(&mut []);
-    let len = match codec::response_parser().parse_response_with_uninit_headers(
-        &mut parsed,
-        buf,
-        &mut slots[..limits.fields],
-    ) {
-        Ok(httparse::Status::Complete(n)) if n <= limits.size => n,
-        Ok(httparse::Status::Complete(_)) => return Err(ProxyError::UpstreamMalformed("response head too large")),
-        Ok(httparse::Status::Partial) if buf.len() >= limits.size => {
-            return Err(ProxyError::UpstreamMalformed("response head too large"))
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(ProxyError::UpstreamMalformed("malformed response head")),
+    let Some(head) =
+        codec::parse_response_head(buf, limits, head_request, &mut slots).map_err(ProxyError::UpstreamMalformed)?
+    else {
+        return Ok(None);
     };
-    if !codec::clean_head(&buf[..len]) {
-        return Err(ProxyError::UpstreamMalformed("malformed response head"));
-    }
-    let fields = codec::fields(parsed.headers, false).map_err(|e| ProxyError::UpstreamMalformed(e.reason()))?;
-    let status = parsed.code.unwrap_or(0);
-    let framing = codec::response_framing(&fields, status, head_request);
+    let (status, len, framing) = (head.status, head.len, head.framing);
     let mut response = http::Response::new(());
     *response.status_mut() =
         http::StatusCode::from_u16(status).map_err(|_| ProxyError::UpstreamMalformed("bad status"))?;
-    for h in parsed.headers.iter() {
+    for h in head.headers {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             continue;
         }
@@ -224,7 +210,7 @@ fn parse(buf: &[u8], head_request: bool, limits: HeadLimits) -> Result<Option<(u
             response.headers_mut().append(k, v);
         }
     }
-    let reusable = !fields.close && parsed.version == Some(1) && framing != Framing::Close;
+    let reusable = !head.fields.close && !head.http10 && framing != Framing::Close;
     Ok(Some((status, (response, (framing, reusable)), len)))
 }
 

@@ -199,6 +199,57 @@ pub fn response_parser() -> httparse::ParserConfig {
     httparse::ParserConfig::default()
 }
 
+/// A response head parsed and checked: what both HTTP/1 client paths (the engine's own
+/// exchange and HTTP/2 requests sent upstream) need of it.
+pub struct ResponseHead<'h, 'b> {
+    pub status: u16,
+    pub reason: &'b str,
+    pub http10: bool,
+    /// Bytes of the head in the buffer.
+    pub len: usize,
+    pub headers: &'h [httparse::Header<'b>],
+    pub fields: Fields,
+    pub framing: Framing,
+}
+
+/// Parses a response head from `buf` within `limits` (the field slots are the caller's, so
+/// the fields can borrow them). `Ok(None)`: incomplete; `Err`: the reason it cannot be
+/// relayed (answered 502 `upstream-protocol`).
+pub fn parse_response_head<'h, 'b>(
+    buf: &'b [u8],
+    limits: HeadLimits,
+    head_request: bool,
+    slots: &'h mut Slots<'b>,
+) -> Result<Option<ResponseHead<'h, 'b>>, &'static str> {
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match response_parser().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots[..limits.fields])
+    {
+        Ok(httparse::Status::Complete(n)) if n <= limits.size => n,
+        Ok(httparse::Status::Partial) if buf.len() < limits.size => return Ok(None),
+        Ok(_) => return Err("response head too large"),
+        Err(_) => return Err("malformed response head"),
+    };
+    if !clean_head(&buf[..len]) {
+        return Err("malformed response head");
+    }
+    let (status, reason, http10) = (
+        parsed.code.unwrap_or(0),
+        parsed.reason.unwrap_or(""),
+        parsed.version == Some(0),
+    );
+    let headers: &'h [httparse::Header<'b>] = parsed.headers;
+    let fields = fields(headers, false).map_err(HeadError::reason)?;
+    Ok(Some(ResponseHead {
+        status,
+        reason,
+        http10,
+        len,
+        headers,
+        fields,
+        framing: response_framing(&fields, status, head_request),
+    }))
+}
+
 /// Maps httparse's error to ours.
 pub fn head_error(e: httparse::Error) -> HeadError {
     match e {

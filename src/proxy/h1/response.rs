@@ -88,29 +88,12 @@ pub(super) fn parse_response(
     out: &mut Vec<u8>,
 ) -> Result<Option<Response>, ProxyError> {
     let mut slots = codec::slots();
-    let mut parsed = httparse::Response::new(&mut []);
-    let head_len = match codec::response_parser().parse_response_with_uninit_headers(
-        &mut parsed,
-        buf,
-        &mut slots[..view.limits.fields],
-    ) {
-        Ok(httparse::Status::Complete(n)) if n > view.limits.size => {
-            return Err(ProxyError::UpstreamMalformed("response head too large"))
-        }
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() >= view.limits.size => {
-            return Err(ProxyError::UpstreamMalformed("response head too large"))
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(ProxyError::UpstreamMalformed("malformed response head")),
+    let Some(head) = codec::parse_response_head(buf, view.limits, view.head_request, &mut slots)
+        .map_err(ProxyError::UpstreamMalformed)?
+    else {
+        return Ok(None);
     };
-    if !codec::clean_head(&buf[..head_len]) {
-        return Err(ProxyError::UpstreamMalformed("malformed response head"));
-    }
-    let http10 = parsed.version == Some(0);
-    let fields = codec::fields(parsed.headers, false).map_err(|e| ProxyError::UpstreamMalformed(e.reason()))?;
-    let status = parsed.code.unwrap_or(0);
-    let framing = codec::response_framing(&fields, status, view.head_request);
+    let (status, head_len, fields, http10, framing) = (head.status, head.len, head.fields, head.http10, head.framing);
     let decode = framing == Framing::Chunked && view.http10;
     let client_close = !view.keep_alive || !view.upload_done || view.draining || framing == Framing::Close || decode;
     let resp = Response {
@@ -123,7 +106,7 @@ pub(super) fn parse_response(
         client_close,
     };
     if !(100..200).contains(&status) || status == 101 {
-        write_client_head(out, parsed.reason.unwrap_or(""), parsed.headers, &resp, view);
+        write_client_head(out, head.reason, head.headers, &resp, view);
     }
     Ok(Some(resp))
 }
