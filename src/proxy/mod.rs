@@ -33,12 +33,12 @@ pub fn spawn(
     drain: tokio_util::sync::CancellationToken,
     open: OpenConn,
 ) {
-    let kind = {
+    let (is_http, idle) = {
         let snap = shared.snapshot.load();
         let is_http = match snap.listeners.get(listener.as_str()) {
-            Some(ListenerRoutes::Http(_)) => Some(true),
-            Some(ListenerRoutes::Tcp { .. }) => Some(false),
-            None => None, // removed by a reload between accept and here
+            Some(ListenerRoutes::Http(_)) => true,
+            Some(ListenerRoutes::Tcp { .. }) => false,
+            None => return, // removed by a reload between accept and here
         };
         let idle = snap
             .spec
@@ -46,31 +46,24 @@ pub fn spawn(
             .iter()
             .find(|l| l.name == *listener)
             .map_or(snap.spec.runtime.idle_timeout, |l| l.idle_timeout);
-        is_http.map(|h| (h, idle))
+        (is_http, idle)
     };
     // Each path's future is the task's future itself: a wrapper would keep the arguments
     // beside the copies moved into the path, bytes every idle connection would carry.
-    match kind {
-        Some((true, idle)) => {
-            let fut = h1::server::serve(
-                stream,
-                h1::server::Conn {
-                    peer,
-                    listener,
-                    shared,
-                    drain,
-                    open,
-                    idle,
-                },
-            );
-            tokio::spawn(fut);
-        }
-        Some((false, idle)) => {
-            tokio::spawn(async move {
-                let _open = open;
-                tcp::serve(stream, peer, &listener, &shared, idle).await
-            });
-        }
-        None => {}
+    if is_http {
+        let conn = h1::server::Conn {
+            peer,
+            listener,
+            shared,
+            drain,
+            open,
+            idle,
+        };
+        tokio::spawn(h1::server::serve(stream, conn));
+    } else {
+        tokio::spawn(async move {
+            let _open = open;
+            tcp::serve(stream, peer, &listener, &shared, idle).await
+        });
     }
 }
