@@ -24,6 +24,7 @@ fn ten_thousand_routes() -> Vec<RouteSpec> {
                 host: Some(format!("svc{h}.example.com")),
                 path_prefix: Some(format!("/api/v{p}/")),
                 header: None,
+                sni: None,
                 backend: "b".into(),
             });
         }
@@ -33,6 +34,7 @@ fn ten_thousand_routes() -> Vec<RouteSpec> {
         host: Some("*.example.org".into()),
         path_prefix: None,
         header: None,
+        sni: None,
         backend: "b".into(),
     });
     routes.push(RouteSpec {
@@ -40,6 +42,7 @@ fn ten_thousand_routes() -> Vec<RouteSpec> {
         host: None,
         path_prefix: None,
         header: None,
+        sni: None,
         backend: "b".into(),
     });
     routes

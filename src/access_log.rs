@@ -37,6 +37,7 @@ pub struct Entry<'a> {
     pub server: &'a str,
     pub veer_error: Option<&'a str>,
     pub request_id: &'a str,
+    pub tls: Option<&'a TlsFacts>,
 }
 
 impl AccessLog {
@@ -108,6 +109,10 @@ fn json(e: &Entry<'_>) -> String {
         "server": e.server,
         "veer_error": e.veer_error,
         "request_id": e.request_id,
+        "tls_version": e.tls.map(|t| t.version),
+        "tls_cipher": e.tls.map(|t| t.cipher),
+        "sni": e.tls.and_then(|t| t.sni.as_deref()),
+        "alpn": e.tls.map(|t| t.alpn),
     })
     .to_string();
     line.push('\n');
@@ -135,6 +140,19 @@ fn combined(e: &Entry<'_>) -> String {
     )
 }
 
+/// What a TLS client connection negotiated, for its requests' log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFacts {
+    /// "TLSv1.2", "TLSv1.3".
+    pub version: &'static str,
+    /// IANA name, e.g. "TLS13_AES_128_GCM_SHA256".
+    pub cipher: &'static str,
+    /// The server name the client asked for.
+    pub sni: Option<Box<str>>,
+    /// "h2", "http/1.1" or "none".
+    pub alpn: &'static str,
+}
+
 // === request lines ===
 
 /// What the access log needs from the request, captured before it is forwarded.
@@ -147,6 +165,7 @@ pub struct LogHead {
     path: String,
     request_id: String,
     listener: Arc<String>,
+    tls: Option<Arc<TlsFacts>>,
 }
 
 /// Where a proxied request went, for its access-log line.
@@ -177,6 +196,7 @@ impl LogHead {
             path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string(),
             request_id: request_id.to_str().unwrap_or("-").to_string(),
             listener: listener.clone(),
+            tls: None,
         }
     }
 
@@ -199,7 +219,14 @@ impl LogHead {
             path: path.to_string(),
             request_id: request_id.to_string(),
             listener: listener.clone(),
+            tls: None,
         }
+    }
+
+    /// The TLS facts of the request's connection.
+    pub fn with_tls(mut self, tls: Option<&Arc<TlsFacts>>) -> Self {
+        self.tls = tls.cloned();
+        self
     }
 
     pub fn log(
@@ -228,6 +255,7 @@ impl LogHead {
             server: to.map_or("-", |u| &u.server),
             veer_error: error,
             request_id: &self.request_id,
+            tls: self.tls.as_deref(),
         });
     }
 }

@@ -16,7 +16,7 @@ pub enum Side {
 }
 
 /// Every `veer-error` value.
-pub const REASONS: [&str; 9] = [
+pub const REASONS: [&str; 10] = [
     "no-route",
     "bad-request",
     "no-server",
@@ -26,7 +26,19 @@ pub const REASONS: [&str; 9] = [
     "request-timeout",
     "local-resources",
     "upstream-protocol",
+    "upstream-tls",
 ];
+
+/// A TLS handshake with a server failed (its certificate did not verify, say): carried
+/// inside the `io::Error` of a connect, so it is answered `veer-error: upstream-tls`.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream TLS handshake failed: {0}")]
+pub struct TlsFailure(pub io::Error);
+
+/// Whether a connect error is a failed TLS handshake.
+pub fn is_tls_failure(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<TlsFailure>())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -105,6 +117,7 @@ impl ProxyError {
             ProxyError::NoRoute => 0,
             ProxyError::BadRequest(_) | ProxyError::HeadersTooLarge => 1,
             ProxyError::NoServer => 2,
+            ProxyError::Connect(e) if is_tls_failure(e) => 9,
             ProxyError::Connect(_) => 3,
             ProxyError::UpstreamProtocol(_) | ProxyError::UpstreamIo(_) | ProxyError::UnexpectedUpgrade => 4,
             ProxyError::Timeout => 5,

@@ -20,11 +20,13 @@
 //!                      state/      per-server atomics and keep-alive pools, carried across snapshots
 //! 2 telemetry handles  metrics     Prometheus names, the recorder, the handles snapshots carry
 //!                      access_log  one line per request, written off the data path, dropped (and counted) when stalled
-//! 1 base               config/     TOML → validated Spec (file:line:col errors), file watch
+//! 1 base               config/     TOML → validated Spec (file:line:col errors), TLS files and rustls configs, file watch
 //!                      error       the one error type of a proxied exchange, its status and reason
 //!                      clock       the millisecond clock the atomics use
 //!                      lifecycle   binary upgrade: listening sockets handed to a new process (SCM_RIGHTS)
+//!                      proxy_header  the PROXY protocol v1/v2: parse a client's, build the one sent upstream
 //!                      ratelimit   one warning line per second per kind on the data path
+//!                      stream      a connection, plain TCP or TLS: readiness waits, non-blocking reads, flushed sends
 //! ```
 //!
 //! The rule that ties it together (design §2): everything routing reads lives in one
@@ -43,12 +45,14 @@ pub mod lifecycle;
 pub mod listeners;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_header;
 pub mod ratelimit;
 pub mod routing;
 pub mod runtime;
 pub mod scrape;
 pub mod snapshot;
 pub mod state;
+pub mod stream;
 pub mod upstream;
 
 pub use control::{ReloadError, ReloadOutcome, Veer};

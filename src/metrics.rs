@@ -43,6 +43,10 @@ pub mod names {
     pub const ADMIN_COMMANDS: &str = "veer_admin_commands_total";
     pub const ACCESS_LOG_DROPPED: &str = "veer_access_log_dropped_total";
     pub const BUILD_INFO: &str = "veer_build_info";
+    pub const TLS_CERT_NOT_AFTER: &str = "veer_tls_cert_not_after_seconds";
+    pub const TLS_HANDSHAKES: &str = "veer_tls_handshakes_total";
+    pub const TLS_NEGOTIATED: &str = "veer_tls_negotiated_total";
+    pub const PROXY_PROTOCOL_ERRORS: &str = "veer_proxy_protocol_errors_total";
 }
 
 /// Histogram handles of one server, resolved once per snapshot.
@@ -165,8 +169,26 @@ impl Metrics {
                 "Access log lines dropped because the sink could not keep up.",
             ),
             (names::BUILD_INFO, "veer's version."),
+            (
+                names::TLS_CERT_NOT_AFTER,
+                "When each loaded certificate expires (Unix time), per listener and certificate file.",
+            ),
+            (
+                names::TLS_HANDSHAKES,
+                "TLS handshakes on client connections, by result (ok or the failure's reason).",
+            ),
+            (
+                names::TLS_NEGOTIATED,
+                "Completed TLS handshakes by protocol version and ALPN protocol.",
+            ),
+            (
+                names::PROXY_PROTOCOL_ERRORS,
+                "Connections closed because their PROXY protocol header was missing, malformed, oversized or late.",
+            ),
         ] {
-            if name.ends_with("_seconds") {
+            if name == names::TLS_CERT_NOT_AFTER {
+                recorder.describe_gauge(name.into(), Some(::metrics::Unit::Seconds), help.into());
+            } else if name.ends_with("_seconds") {
                 recorder.describe_histogram(name.into(), Some(::metrics::Unit::Seconds), help.into());
             } else if name.ends_with("_total") {
                 recorder.describe_counter(name.into(), None, help.into());
@@ -235,4 +257,23 @@ pub struct ListenerStats {
     pub responses: [std::sync::atomic::AtomicU64; 6],
     /// veer's own error responses, by `veer-error` reason ([`crate::error::REASONS`]).
     pub errors: [std::sync::atomic::AtomicU64; crate::error::REASONS.len()],
+    /// TLS handshakes by result ([`TLS_RESULTS`]).
+    pub tls_handshakes: [std::sync::atomic::AtomicU64; TLS_RESULTS.len()],
+    /// Completed handshakes by (version, ALPN): [`TLS_VERSIONS`] × [`TLS_ALPNS`].
+    pub tls_negotiated: [std::sync::atomic::AtomicU64; TLS_VERSIONS.len() * TLS_ALPNS.len()],
+    /// Connections closed for a bad or missing PROXY protocol header.
+    pub proxy_protocol_errors: std::sync::atomic::AtomicU64,
 }
+
+/// `result` label values of `veer_tls_handshakes_total`.
+pub const TLS_RESULTS: [&str; 7] = [
+    "ok",
+    "timeout",
+    "closed",
+    "no_client_cert",
+    "bad_client_cert",
+    "incompatible",
+    "protocol",
+];
+pub const TLS_VERSIONS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
+pub const TLS_ALPNS: [&str; 3] = ["h2", "http/1.1", "none"];

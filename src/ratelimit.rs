@@ -16,9 +16,11 @@ pub enum Kind {
     LocalResources,
     TcpConnect,
     ReadTimeout,
+    ProxyProtocol,
+    TlsHandshake,
 }
 
-const KINDS: usize = 5;
+const KINDS: usize = 7;
 /// One line per kind per this many milliseconds.
 pub const WINDOW_MS: u64 = 1000;
 

@@ -125,6 +125,7 @@ mod tests {
             host: host.map(Into::into),
             path_prefix: path.map(Into::into),
             header: None,
+            sni: None,
             backend: backend.into(),
         }
     }

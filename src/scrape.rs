@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::config::AdminState;
-use crate::metrics::{names, ListenerStats, Metrics};
+use crate::metrics::{names, ListenerStats, Metrics, TLS_ALPNS, TLS_RESULTS, TLS_VERSIONS};
 use crate::snapshot::Snapshot;
 
 /// What a scrape reads besides the snapshot.
@@ -147,6 +147,41 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
                     &[("listener", name.clone()), ("reason", reason.to_string())],
                 )
                 .absolute(c.load(Relaxed));
+        }
+        let spec = snap.spec.listeners.iter().find(|l| l.name == *name);
+        if let Some(tls) = spec.and_then(|l| l.tls.as_ref()) {
+            for (result, c) in TLS_RESULTS.iter().zip(&stats.tls_handshakes) {
+                metrics
+                    .counter(
+                        names::TLS_HANDSHAKES,
+                        &[("listener", name.clone()), ("result", result.to_string())],
+                    )
+                    .absolute(c.load(Relaxed));
+            }
+            for (i, c) in stats.tls_negotiated.iter().enumerate() {
+                let labels = [
+                    ("listener", name.clone()),
+                    ("version", TLS_VERSIONS[i / TLS_ALPNS.len()].to_string()),
+                    ("alpn", TLS_ALPNS[i % TLS_ALPNS.len()].to_string()),
+                ];
+                metrics
+                    .counter(names::TLS_NEGOTIATED, &labels)
+                    .absolute(c.load(Relaxed));
+            }
+            for cert in &tls.certs {
+                let labels = [
+                    ("listener", name.clone()),
+                    ("cert", cert.cert_file.display().to_string()),
+                ];
+                metrics
+                    .gauge(names::TLS_CERT_NOT_AFTER, &labels)
+                    .set(cert.info.not_after as f64);
+            }
+        }
+        if spec.is_some_and(|l| l.accept_proxy) {
+            metrics
+                .counter(names::PROXY_PROTOCOL_ERRORS, &l)
+                .absolute(stats.proxy_protocol_errors.load(Relaxed));
         }
     }
     metrics

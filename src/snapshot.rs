@@ -23,16 +23,38 @@ pub struct Snapshot {
     /// Increments with every swap.
     pub generation: u64,
     pub spec: Arc<Spec>,
-    pub listeners: HashMap<String, ListenerRoutes>,
+    pub listeners: HashMap<String, Listener>,
     pub backends: Vec<Arc<Backend>>,
     pub backend_index: HashMap<String, usize>,
 }
 
-/// What a listener does with a connection, looked up by listener name per connection, so a
-/// reload may even switch a listener between http and tcp without rebinding.
+/// A listener as its connections see it, looked up by name per connection (a reload may
+/// even switch a listener between http and tcp, or add TLS, without rebinding).
+pub struct Listener {
+    pub routes: ListenerRoutes,
+    /// Read once per connection (an idle connection keeps only this `Arc`).
+    pub opts: Arc<ListenerOpts>,
+}
+
+/// What a listener does with a connection.
 pub enum ListenerRoutes {
     Http(RouteTable),
-    Tcp { backend: usize },
+    Tcp {
+        backend: usize,
+    },
+    /// tcp listeners routing TLS by the ClientHello's server name, without terminating:
+    /// the table's host is the SNI ("" for a client without one, or not speaking TLS).
+    Sni(RouteTable),
+}
+
+/// A listener's per-connection settings.
+pub struct ListenerOpts {
+    pub idle_timeout: Duration,
+    /// TLS termination: the configuration new handshakes use.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub redirect_https: bool,
+    pub hsts: Option<HeaderValue>,
+    pub accept_proxy: bool,
 }
 
 pub struct Backend {
@@ -52,6 +74,12 @@ pub struct Backend {
     pub sticky: Option<Sticky>,
     pub override_: Option<OverrideSpec>,
     pub mirror: Option<Mirror>,
+    /// A PROXY protocol header opens every upstream connection (which then serves one
+    /// client only).
+    pub send_proxy: Option<crate::config::ProxyVersion>,
+    /// TLS to the servers.
+    pub tls: Option<crate::config::UpstreamTlsSpec>,
+    pub protocol: crate::config::UpstreamProtocol,
     /// Counters that outlive snapshots (mirroring).
     pub state: Arc<BackendState>,
 }
@@ -176,11 +204,30 @@ impl Snapshot {
             .listeners
             .iter()
             .map(|l| {
-                let routes = match &l.backend {
-                    Some(b) => ListenerRoutes::Tcp { backend: index(b) },
-                    None => ListenerRoutes::Http(RouteTable::build(&l.routes, index)),
+                let routes = match (&l.backend, l.protocol) {
+                    (Some(b), _) => ListenerRoutes::Tcp { backend: index(b) },
+                    (None, crate::config::Protocol::Http) => ListenerRoutes::Http(RouteTable::build(&l.routes, index)),
+                    (None, crate::config::Protocol::Tcp) => {
+                        // The SNI is matched as the host is: exact names, then `*.suffix`.
+                        let by_sni: Vec<_> = l
+                            .routes
+                            .iter()
+                            .map(|r| crate::config::RouteSpec {
+                                host: r.sni.clone(),
+                                ..r.clone()
+                            })
+                            .collect();
+                        ListenerRoutes::Sni(RouteTable::build(&by_sni, index))
+                    }
                 };
-                (l.name.clone(), routes)
+                let opts = Arc::new(ListenerOpts {
+                    idle_timeout: l.idle_timeout,
+                    tls: l.tls.as_ref().map(|t| t.config.clone()),
+                    redirect_https: l.redirect_https,
+                    hsts: l.hsts.clone(),
+                    accept_proxy: l.accept_proxy,
+                });
+                (l.name.clone(), Listener { routes, opts })
             })
             .collect();
         (
@@ -221,6 +268,10 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                         addr: s.addr,
                         max_idle: b.pool_max_idle,
                         idle_timeout: b.pool_idle_timeout,
+                        // New TLS material or SNI: connections made with the old go.
+                        tls: b.tls.as_ref().map_or(0, |t| {
+                            t.fingerprint.0 ^ hash::key(t.sni.as_deref().unwrap_or("").as_bytes()) ^ t.verify as u64
+                        }),
                     };
                     let (state, pool) = reg.get(&b.name, &s.name, key);
                     state.set_draining(s.state == AdminState::Drain, b.drain_timeout);
@@ -289,5 +340,8 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
         sticky,
         override_: b.override_.clone(),
         mirror,
+        send_proxy: b.send_proxy,
+        tls: b.tls.clone(),
+        protocol: b.protocol,
     }
 }

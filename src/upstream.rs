@@ -113,6 +113,41 @@ pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> io::Result<TcpS
     Ok(stream)
 }
 
+/// Opens a connection to `addr` for `backend`, within its connect timeout: TCP, then the
+/// PROXY header when the backend sends one (`client`: the client's address and the
+/// address it connected to), then the TLS handshake when the backend speaks TLS.
+pub async fn open(
+    addr: SocketAddr,
+    backend: &crate::snapshot::Backend,
+    client: Option<(SocketAddr, SocketAddr)>,
+) -> io::Result<crate::stream::UpstreamIo> {
+    use crate::stream::Stream;
+    use tokio::io::AsyncWriteExt;
+    let opening = async {
+        let mut tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        if let (Some(version), Some((from, to))) = (backend.send_proxy, client) {
+            tcp.write_all(&crate::proxy_header::build(version, from, to)).await?;
+        }
+        let Some(tls) = &backend.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let name = match &tls.sni {
+            Some(sni) => rustls_pki_types::ServerName::try_from(sni.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            None => rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+        };
+        let session = tokio_rustls::TlsConnector::from(tls.config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| io::Error::other(crate::error::TlsFailure(e)))?;
+        Ok(Stream::Tls(Box::new(session)))
+    };
+    tokio::time::timeout(backend.connect_timeout, opening)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
 /// Opens a TCP connection and an HTTP/1.1 client session on it.
 async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
     let stream = connect_tcp(addr, timeout).await?;

@@ -8,7 +8,19 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules by floor, bottom up. A module may import from its own floor or below.
 const LAYERS: &[(u8, &str, &[&str])] = &[
-    (1, "base", &["config", "error", "clock", "lifecycle", "ratelimit"]),
+    (
+        1,
+        "base",
+        &[
+            "config",
+            "error",
+            "clock",
+            "lifecycle",
+            "ratelimit",
+            "stream",
+            "proxy_header",
+        ],
+    ),
     (2, "telemetry handles", &["metrics", "access_log"]),
     (3, "model", &["routing", "balance", "state", "snapshot"]),
     (4, "data plane", &["upstream", "proxy", "listeners", "scrape"]),

@@ -1,10 +1,11 @@
 //! Configuration: the TOML file (`model`), its validation with file:line:col diagnostics
-//! (`validate`, `diag`), the typed result every other module consumes (`spec`), and the
+//! (`validate`, `diag`), the TLS files it names (`tls`), the typed result every other module consumes (`spec`), and the
 //! watcher that turns file changes and SIGHUP into reloads (`watch`).
 
 pub mod diag;
 pub mod model;
 pub mod spec;
+pub mod tls;
 mod validate;
 pub mod watch;
 

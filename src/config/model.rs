@@ -98,12 +98,45 @@ pub struct RawListener {
     pub backend: Option<Spanned<String>>,
     /// Overrides `[runtime] idle_timeout` for this listener.
     pub idle_timeout: Option<Spanned<String>>,
+    /// TLS termination (http listeners).
+    pub tls: Option<Spanned<RawTls>>,
+    /// Plain http listeners: answer every request with 308 to the same URL on https.
+    pub redirect_https: Option<Spanned<bool>>,
+    /// TLS listeners: the `Strict-Transport-Security` value added to every response.
+    pub hsts: Option<Spanned<String>>,
+    /// Every connection starts with a PROXY protocol v1 or v2 header (HAProxy's name).
+    pub accept_proxy: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub certs: Spanned<Vec<RawCertPair>>,
+    /// "1.2" or "1.3".
+    pub min_version: Option<Spanned<String>>,
+    /// ALPN protocols offered, in preference order; default ["h2", "http/1.1"].
+    pub alpn: Option<Spanned<Vec<String>>>,
+    /// PEM CA bundle: clients must present a certificate it signed (mTLS).
+    pub client_ca: Option<Spanned<String>>,
+    /// An expired certificate loads with a warning instead of failing the config.
+    pub allow_expired: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertPair {
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// PEM private key (PKCS#8, RSA or SEC1).
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub name: Option<String>,
+    /// tcp listeners: the TLS ClientHello's server name, exact or "*.suffix".
+    pub sni: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
     pub header: Option<RawHeaderMatch>,
@@ -161,6 +194,26 @@ pub struct RawBackend {
     #[serde(rename = "override")]
     pub override_: Option<Spanned<RawOverride>>,
     pub mirror: Option<Spanned<RawMirror>>,
+    /// "v1" or "v2": a PROXY protocol header on every upstream connection.
+    pub send_proxy: Option<Spanned<String>>,
+    /// TLS to the servers.
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+    /// "http1" (default), "h2" (over TLS, by ALPN) or "h2c".
+    pub protocol: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM CA bundle the servers' certificates are verified against; absent: webpki roots.
+    pub ca: Option<Spanned<String>>,
+    /// The server name sent (SNI) and verified; absent: the server's IP address.
+    pub sni: Option<Spanned<String>>,
+    /// Verify the server's certificate (default true).
+    pub verify: Option<bool>,
+    /// A client certificate for servers that require one.
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use super::model::{AdminState, Balance, LogFormat, Protocol, SameSite};
+pub use super::tls::{CertInfo, Fingerprint, LoadedCert, ServerTlsSpec, TlsVersion, UpstreamTlsSpec};
 
 /// Backends without `groups` get one group of this name.
 pub const DEFAULT_GROUP: &str = "default";
@@ -145,10 +146,20 @@ pub struct ListenerSpec {
     pub name: String,
     pub bind: SocketAddr,
     pub protocol: Protocol,
-    /// http listeners: evaluated in order, first match wins.
+    /// Evaluated in order, first match wins: http listeners by host, path and header; tcp
+    /// listeners by the TLS ClientHello's server name (`sni`).
     pub routes: Vec<RouteSpec>,
-    /// tcp listeners: the backend every connection goes to.
+    /// tcp listeners without routes: the backend every connection goes to.
     pub backend: Option<String>,
+    /// TLS termination (http listeners).
+    pub tls: Option<ServerTlsSpec>,
+    /// Plain http listeners: every request is answered 308 to the same URL on https.
+    pub redirect_https: bool,
+    /// TLS listeners: `Strict-Transport-Security` added to responses that lack one.
+    pub hsts: Option<http::HeaderValue>,
+    /// Connections start with a PROXY protocol v1/v2 header, whose source address becomes
+    /// the client's.
+    pub accept_proxy: bool,
     /// `idle_timeout` for this listener (its own key, or `[runtime]`'s).
     pub idle_timeout: Duration,
     /// Where `bind` is written (`file:line:col`), for errors found after validation
@@ -164,6 +175,8 @@ pub struct RouteSpec {
     pub host: Option<String>,
     pub path_prefix: Option<String>,
     pub header: Option<(http::HeaderName, http::HeaderValue)>,
+    /// tcp listeners: lowercase, exact or `*.suffix`; `None` also matches non-TLS clients.
+    pub sni: Option<String>,
     pub backend: String,
 }
 
@@ -193,6 +206,54 @@ pub struct BackendSpec {
     pub sticky: Option<StickySpec>,
     pub override_: Option<OverrideSpec>,
     pub mirror: Option<MirrorSpec>,
+    /// A PROXY protocol header sent first on every upstream connection.
+    pub send_proxy: Option<ProxyVersion>,
+    /// TLS to the servers.
+    pub tls: Option<UpstreamTlsSpec>,
+    /// What the servers speak.
+    pub protocol: UpstreamProtocol,
+}
+
+impl Spec {
+    /// Every TLS file the config read (certificates, keys, CA bundles): watched with the
+    /// config, so a renewed certificate reloads.
+    pub fn tls_files(&self) -> Vec<std::path::PathBuf> {
+        let listeners = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref())
+            .flat_map(|t| &t.files);
+        let backends = self
+            .backends
+            .iter()
+            .filter_map(|b| b.tls.as_ref())
+            .flat_map(|t| &t.files);
+        listeners.chain(backends).cloned().collect()
+    }
+}
+
+/// PROXY protocol version (HAProxy's `send-proxy` / `send-proxy-v2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+/// A backend's protocol to its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+    /// HTTP/2 over plain TCP, prior knowledge.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    pub fn is_h2(self) -> bool {
+        matches!(self, UpstreamProtocol::H2 | UpstreamProtocol::H2c)
+    }
 }
 
 /// The request property consistent hashing uses.
@@ -255,6 +316,9 @@ impl BackendSpec {
             sticky: None,
             override_: None,
             mirror: None,
+            send_proxy: None,
+            tls: None,
+            protocol: UpstreamProtocol::Http1,
         }
     }
 }

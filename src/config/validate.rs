@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -112,6 +113,34 @@ impl Checker<'_> {
                 );
                 default
             }
+        }
+    }
+
+    /// A host name pattern: an exact name or `*.suffix`, lowercased.
+    fn host_pattern(&mut self, h: &Spanned<String>, key: &str) -> Option<String> {
+        let v = h.get_ref().to_ascii_lowercase();
+        let valid = match v.strip_prefix("*.") {
+            Some(rest) => !rest.is_empty() && !rest.contains('*'),
+            None => !v.is_empty() && !v.contains('*'),
+        };
+        if !valid {
+            self.err(
+                h.span(),
+                format!(
+                    "invalid {key} {:?}: write an exact name or \"*.example.com\"",
+                    h.get_ref()
+                ),
+            );
+        }
+        valid.then_some(v)
+    }
+
+    /// A file named in the config: relative paths are relative to the config's directory.
+    fn path(&self, v: &Spanned<String>) -> PathBuf {
+        let p = Path::new(v.get_ref());
+        match self.file.parent() {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
         }
     }
 
@@ -253,48 +282,82 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
             }
             name.get_ref().clone()
         };
-        let (routes, backend) = match l.protocol.get_ref() {
-            Protocol::Http => {
-                if l.routes.is_empty() {
-                    c.err(
-                        l.name.span(),
-                        format!("http listener {:?} has no [[listener.route]]", l.name.get_ref()),
-                    );
-                }
-                if let Some(b) = &l.backend {
+        let http = *l.protocol.get_ref() == Protocol::Http;
+        let routes: Vec<RouteSpec> = l
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| route(&mut c, l.name.get_ref(), http, i, r, &mut known_backend))
+            .collect();
+        let backend = if http {
+            if l.routes.is_empty() {
+                c.err(
+                    l.name.span(),
+                    format!("http listener {:?} has no [[listener.route]]", l.name.get_ref()),
+                );
+            }
+            if let Some(b) = &l.backend {
+                c.err(
+                    b.span(),
+                    "an http listener routes with [[listener.route]]; `backend` is for tcp listeners",
+                );
+            }
+            None
+        } else {
+            match (&l.backend, l.routes.first()) {
+                (Some(b), None) => Some(known_backend(&mut c, b)),
+                (None, Some(_)) => None,
+                (Some(b), Some(_)) => {
                     c.err(
                         b.span(),
-                        "an http listener routes with [[listener.route]]; `backend` is for tcp listeners",
+                        "a tcp listener names either its `backend` or [[listener.route]]s by `sni`, not both",
                     );
+                    None
                 }
-                let routes = l
-                    .routes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| route(&mut c, l.name.get_ref(), i, r, &mut known_backend))
-                    .collect();
-                (routes, None)
-            }
-            Protocol::Tcp => {
-                if let Some(r) = l.routes.first() {
+                (None, None) => {
                     c.err(
-                        r.backend.span(),
-                        "a tcp listener names its `backend` directly; routes are for http listeners",
+                        l.name.span(),
+                        format!("tcp listener {:?} has no `backend`", l.name.get_ref()),
                     );
+                    None
                 }
-                let backend = match &l.backend {
-                    Some(b) => Some(known_backend(&mut c, b)),
-                    None => {
-                        c.err(
-                            l.name.span(),
-                            format!("tcp listener {:?} has no `backend`", l.name.get_ref()),
-                        );
-                        None
-                    }
-                };
-                (Vec::new(), backend)
             }
         };
+        let tls = l.tls.as_ref().and_then(|t| {
+            if !http {
+                c.err(
+                    t.span(),
+                    "TLS termination is for http listeners; a tcp listener passes TLS through (route by `sni`)",
+                );
+            }
+            server_tls(&mut c, t.get_ref())
+        });
+        let redirect_https = match &l.redirect_https {
+            Some(r) if *r.get_ref() && (l.tls.is_some() || !http) => {
+                c.err(r.span(), "`redirect_https` is for plain http listeners");
+                false
+            }
+            Some(r) => *r.get_ref(),
+            None => false,
+        };
+        let hsts = l.hsts.as_ref().and_then(|h| {
+            if l.tls.is_none() {
+                c.err(
+                    h.span(),
+                    "`hsts` needs a TLS listener (browsers ignore it over plain http)",
+                );
+            }
+            match http::HeaderValue::from_str(h.get_ref()) {
+                Ok(v) if !h.get_ref().is_empty() => Some(v),
+                _ => {
+                    c.err(
+                        h.span(),
+                        format!("invalid hsts value {:?}: write e.g. \"max-age=31536000\"", h.get_ref()),
+                    );
+                    None
+                }
+            }
+        });
         let at = Diagnostic::at(c.file, c.source, l.bind.span(), "");
         listeners.push(ListenerSpec {
             name: l.name.get_ref().clone(),
@@ -302,6 +365,10 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
             protocol: *l.protocol.get_ref(),
             routes,
             backend,
+            tls,
+            redirect_https,
+            hsts,
+            accept_proxy: l.accept_proxy.unwrap_or(false),
             idle_timeout: c.duration(&l.idle_timeout, "idle_timeout", runtime.idle_timeout),
             bind_at: format!("{}:{}:{}", at.file, at.line, at.col),
         });
@@ -371,27 +438,33 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
 fn route(
     c: &mut Checker,
     listener: &str,
+    http: bool,
     index: usize,
     r: &RawRoute,
     known_backend: &mut impl FnMut(&mut Checker, &Spanned<String>) -> String,
 ) -> RouteSpec {
-    let host = r.host.as_ref().and_then(|h| {
-        let v = h.get_ref().to_ascii_lowercase();
-        let valid = match v.strip_prefix("*.") {
-            Some(rest) => !rest.is_empty() && !rest.contains('*'),
-            None => !v.is_empty() && !v.contains('*'),
-        };
-        if !valid {
+    let host = r.host.as_ref().and_then(|h| c.host_pattern(h, "host"));
+    let sni = r.sni.as_ref().and_then(|h| c.host_pattern(h, "sni"));
+    if http {
+        if let Some(s) = &r.sni {
             c.err(
-                h.span(),
-                format!(
-                    "invalid host {:?}: write an exact name or \"*.example.com\"",
-                    h.get_ref()
-                ),
+                s.span(),
+                "`sni` routes are for tcp listeners (TLS passthrough); http routes match `host`",
             );
         }
-        valid.then_some(v)
-    });
+    } else {
+        let l7 = [
+            r.host.as_ref().map(|h| h.span()),
+            r.path_prefix.as_ref().map(|p| p.span()),
+            r.header.as_ref().map(|h| h.name.span()),
+        ];
+        if let Some(span) = l7.into_iter().flatten().next() {
+            c.err(
+                span,
+                "a tcp listener's routes match `sni` only (host, path and headers are http)",
+            );
+        }
+    }
     let path_prefix = r.path_prefix.as_ref().map(|p| {
         if !p.get_ref().starts_with('/') {
             c.err(p.span(), format!("path_prefix {:?} must start with '/'", p.get_ref()));
@@ -417,6 +490,7 @@ fn route(
         host,
         path_prefix,
         header,
+        sni,
         backend: known_backend(c, &r.backend),
     }
 }
@@ -557,7 +631,45 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
             max_body,
         }
     });
+    let send_proxy = b.send_proxy.as_ref().and_then(|v| match v.get_ref().as_str() {
+        "v1" => Some(ProxyVersion::V1),
+        "v2" => Some(ProxyVersion::V2),
+        other => {
+            c.err(
+                v.span(),
+                format!("invalid send_proxy {other:?}: write \"v1\" or \"v2\""),
+            );
+            None
+        }
+    });
+    let protocol = match b.protocol.as_ref().map(|p| (p, p.get_ref().as_str())) {
+        None | Some((_, "http1")) => UpstreamProtocol::Http1,
+        Some((_, "h2")) => UpstreamProtocol::H2,
+        Some((_, "h2c")) => UpstreamProtocol::H2c,
+        Some((p, other)) => {
+            c.err(
+                p.span(),
+                format!("invalid protocol {other:?}: write \"http1\", \"h2\" or \"h2c\""),
+            );
+            UpstreamProtocol::Http1
+        }
+    };
+    match (protocol, &b.tls, &b.protocol) {
+        (UpstreamProtocol::H2, None, Some(p)) => c.err(
+            p.span(),
+            "protocol = \"h2\" is HTTP/2 over TLS: set `tls` (or use \"h2c\")",
+        ),
+        (UpstreamProtocol::H2c, Some(t), _) => c.err(
+            t.span(),
+            "protocol = \"h2c\" is HTTP/2 without TLS: drop `tls` (or use \"h2\")",
+        ),
+        _ => {}
+    }
+    let tls = b.tls.as_ref().and_then(|t| upstream_tls(c, t, protocol));
     BackendSpec {
+        send_proxy,
+        tls,
+        protocol,
         name: b.name.get_ref().clone(),
         balance: b.balance,
         groups,
@@ -602,4 +714,208 @@ fn cookie_name_ok(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
+/// `[listener.tls]`: every certificate and key read, parsed and paired; `None` after an
+/// error (reported at the key naming the file).
+fn server_tls(c: &mut Checker, t: &RawTls) -> Option<ServerTlsSpec> {
+    use super::tls;
+    let mut reads = tls::Reads::default();
+    let mut ok = true;
+    let mut certs = Vec::new();
+    if t.certs.get_ref().is_empty() {
+        c.err(t.certs.span(), "`certs` needs at least one { cert = ..., key = ... }");
+        ok = false;
+    }
+    let allow_expired = t.allow_expired.unwrap_or(false);
+    for pair in t.certs.get_ref() {
+        let (cert_file, key_file) = (c.path(&pair.cert), c.path(&pair.key));
+        let chain = reads.read(&cert_file).and_then(|pem| tls::chain(&cert_file, &pem));
+        let chain = match chain {
+            Ok(chain) => chain,
+            Err(e) => {
+                c.err(pair.cert.span(), e);
+                ok = false;
+                continue;
+            }
+        };
+        let info = match tls::info(&cert_file, &chain[0]) {
+            Ok(info) => info,
+            Err(e) => {
+                c.err(pair.cert.span(), e);
+                ok = false;
+                continue;
+            }
+        };
+        if info.not_after < tls::now_unix() {
+            let msg = format!(
+                "{}: the certificate expired at {} (serial {})",
+                cert_file.display(),
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_secs(info.not_after.max(0) as u64)
+                ),
+                info.serial
+            );
+            if allow_expired {
+                tracing::warn!("{msg}; loaded anyway (allow_expired = true)");
+            } else {
+                c.err(
+                    pair.cert.span(),
+                    format!("{msg}; renew it, or set allow_expired = true"),
+                );
+                ok = false;
+                continue;
+            }
+        }
+        let key = reads.read(&key_file).and_then(|pem| tls::key(&key_file, &pem));
+        let key = match key.and_then(|key| tls::certified(chain, key, &cert_file, &key_file)) {
+            Ok(key) => key,
+            Err(e) => {
+                c.err(pair.key.span(), e);
+                ok = false;
+                continue;
+            }
+        };
+        certs.push(LoadedCert {
+            cert_file,
+            key_file,
+            key,
+            info,
+        });
+    }
+    let min_version = match t.min_version.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "1.2")) => TlsVersion::V12,
+        Some((_, "1.3")) => TlsVersion::V13,
+        Some((v, other)) => {
+            c.err(
+                v.span(),
+                format!("invalid min_version {other:?}: write \"1.2\" or \"1.3\""),
+            );
+            TlsVersion::V12
+        }
+    };
+    let alpn = match &t.alpn {
+        None => vec!["h2".to_string(), "http/1.1".to_string()],
+        Some(a) => {
+            if let Some(bad) = a.get_ref().iter().find(|p| !matches!(p.as_str(), "h2" | "http/1.1")) {
+                c.err(
+                    a.span(),
+                    format!("unsupported ALPN protocol {bad:?}: veer speaks \"h2\" and \"http/1.1\""),
+                );
+            }
+            a.get_ref().clone()
+        }
+    };
+    let client_ca = t.client_ca.as_ref().and_then(|ca| {
+        let file = c.path(ca);
+        match reads.read(&file).and_then(|pem| tls::roots(&file, &pem)) {
+            Ok(roots) => Some(Arc::new(roots)),
+            Err(e) => {
+                c.err(ca.span(), e);
+                ok = false;
+                None
+            }
+        }
+    });
+    if !ok {
+        return None;
+    }
+    match tls::build::server_config(&certs, min_version, &alpn, client_ca.as_ref()) {
+        Ok(config) => Some(ServerTlsSpec {
+            certs,
+            min_version,
+            alpn,
+            client_ca,
+            fingerprint: reads.fingerprint(),
+            files: reads.files,
+            config,
+        }),
+        Err(e) => {
+            c.err(t.certs.span(), format!("cannot set up TLS: {e}"));
+            None
+        }
+    }
+}
+
+/// A backend's `tls`: the CA bundle (or the web PKI roots), SNI, and a client certificate.
+fn upstream_tls(c: &mut Checker, t: &Spanned<RawUpstreamTls>, protocol: UpstreamProtocol) -> Option<UpstreamTlsSpec> {
+    use super::tls;
+    let raw = t.get_ref();
+    let mut reads = tls::Reads::default();
+    let mut ok = true;
+    let roots = match &raw.ca {
+        Some(ca) => {
+            let file = c.path(ca);
+            match reads.read(&file).and_then(|pem| tls::roots(&file, &pem)) {
+                Ok(roots) => roots,
+                Err(e) => {
+                    c.err(ca.span(), e);
+                    ok = false;
+                    rustls::RootCertStore::empty()
+                }
+            }
+        }
+        None => tls::public_roots(),
+    };
+    let sni = raw
+        .sni
+        .as_ref()
+        .and_then(|s| match rustls_pki_types::ServerName::try_from(s.get_ref().as_str()) {
+            Ok(_) => Some(s.get_ref().to_ascii_lowercase()),
+            Err(_) => {
+                c.err(s.span(), format!("invalid sni {:?}: write a DNS name", s.get_ref()));
+                ok = false;
+                None
+            }
+        });
+    let verify = raw.verify.unwrap_or(true);
+    if !verify {
+        tracing::warn!("a backend's tls sets verify = false: its servers' certificates are not checked");
+    }
+    let client_cert = match (&raw.cert, &raw.key) {
+        (Some(cert), Some(key)) => {
+            let (cert_file, key_file) = (c.path(cert), c.path(key));
+            let loaded = reads
+                .read(&cert_file)
+                .and_then(|pem| tls::chain(&cert_file, &pem))
+                .and_then(|chain| {
+                    let key = reads.read(&key_file).and_then(|pem| tls::key(&key_file, &pem))?;
+                    tls::certified(chain, key, &cert_file, &key_file)
+                });
+            match loaded {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    c.err(cert.span(), e);
+                    ok = false;
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+        _ => {
+            c.err(t.span(), "a client certificate needs both `cert` and `key`");
+            ok = false;
+            None
+        }
+    };
+    if !ok {
+        return None;
+    }
+    let roots = Arc::new(roots);
+    let alpn: &[&[u8]] = if protocol.is_h2() { &[b"h2"] } else { &[b"http/1.1"] };
+    match tls::build::client_config(roots.clone(), verify, client_cert.as_ref(), alpn) {
+        Ok(config) => Some(UpstreamTlsSpec {
+            roots,
+            sni,
+            verify,
+            client_cert,
+            fingerprint: reads.fingerprint(),
+            files: reads.files,
+            config,
+        }),
+        Err(e) => {
+            c.err(t.span(), format!("cannot set up TLS: {e}"));
+            None
+        }
+    }
 }

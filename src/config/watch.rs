@@ -1,4 +1,5 @@
-//! Turns config file changes into reload triggers.
+//! Turns config file changes into reload triggers — the config's, and those of the TLS
+//! files it names ([`Changes::follow`]): a renewed certificate reloads like an edit.
 //!
 //! The file's *directory* is watched, not the file: editors replace files by
 //! write-then-rename and Kubernetes updates a ConfigMap by swapping the `..data` symlink, and
@@ -24,9 +25,12 @@ pub const CEILING: Duration = Duration::from_secs(1);
 
 /// A stream of "the config may have changed" ticks; keeps the OS watcher alive.
 pub struct Changes {
-    _watcher: RecommendedWatcher,
+    watcher: RecommendedWatcher,
     rx: mpsc::Receiver<()>,
     hangup: Option<tokio::signal::unix::Signal>,
+    relevance: std::sync::Arc<Relevance>,
+    /// Directories watched (the config's, and each TLS file's).
+    dirs: Vec<PathBuf>,
 }
 
 impl Changes {
@@ -47,6 +51,34 @@ impl Changes {
         }
         debounce(&mut self.rx).await
     }
+
+    /// Also reloads when one of `files` changes (the TLS files of the config now running).
+    /// Their directories are watched as the config's is (Kubernetes swaps a secret's
+    /// `..data` symlink as it swaps a ConfigMap's).
+    pub fn follow(&mut self, files: &[PathBuf]) {
+        for f in files {
+            let dir = parent(f);
+            if !self.dirs.contains(&dir) {
+                if let Err(e) = self.watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch a TLS file's directory; SIGHUP reloads it");
+                    continue;
+                }
+                self.dirs.push(dir);
+            }
+        }
+        let mut followed = self.relevance.files.lock().unwrap_or_else(|p| p.into_inner());
+        *followed = files
+            .iter()
+            .map(|f| (f.clone(), std::fs::canonicalize(f).ok()))
+            .collect();
+    }
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    }
 }
 
 /// After a first event: waits until events stop for [`DEBOUNCE`], or [`CEILING`] has passed
@@ -63,11 +95,13 @@ async fn debounce(rx: &mut mpsc::Receiver<()>) -> bool {
     }
 }
 
-/// Whether an event can have changed what `config` reads.
+/// Whether an event can have changed what `config` (or a followed file) reads.
 struct Relevance {
     config: PathBuf,
     /// What the path resolved to when last looked at.
     resolved: Mutex<Option<PathBuf>>,
+    /// Followed files, with what each resolved to.
+    files: Mutex<Vec<(PathBuf, Option<PathBuf>)>>,
 }
 
 impl Relevance {
@@ -75,6 +109,7 @@ impl Relevance {
         Relevance {
             config: config.to_path_buf(),
             resolved: Mutex::new(std::fs::canonicalize(config).ok()),
+            files: Mutex::new(Vec::new()),
         }
     }
 
@@ -87,23 +122,30 @@ impl Relevance {
         // A symlink swap (Kubernetes `..data`) changes the file behind the path.
         let now = std::fs::canonicalize(&self.config).ok();
         let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
-        let retargeted = *resolved != now;
+        let mut retargeted = *resolved != now;
         *resolved = now;
-        names_config || retargeted
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names_file = false;
+        for (file, resolved) in files.iter_mut() {
+            let name = file.file_name();
+            names_file |= event.paths.iter().any(|p| p.file_name() == name);
+            let now = std::fs::canonicalize(&*file).ok();
+            retargeted |= *resolved != now;
+            *resolved = now;
+        }
+        names_config || names_file || retargeted
     }
 }
 
 /// Starts watching `config`'s directory, and SIGHUP.
 pub fn watch(config: &Path) -> std::io::Result<Changes> {
-    let dir = match config.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => Path::new(".").to_path_buf(),
-    };
+    let dir = parent(config);
     let (tx, rx) = mpsc::channel(1);
-    let relevance = Relevance::new(config);
+    let relevance = std::sync::Arc::new(Relevance::new(config));
+    let judge = relevance.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(ev) = event {
-            if relevance.matters(&ev) {
+            if judge.matters(&ev) {
                 // Full channel = a tick is already pending; that is enough.
                 let _ = tx.try_send(());
             }
@@ -115,9 +157,11 @@ pub fn watch(config: &Path) -> std::io::Result<Changes> {
         .map_err(std::io::Error::other)?;
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     Ok(Changes {
-        _watcher: watcher,
+        watcher,
         rx,
         hangup,
+        relevance,
+        dirs: vec![dir],
     })
 }
 

@@ -389,6 +389,7 @@ impl Veer {
     /// Reloads whenever the config file changes (see [`config::watch`]) until shutdown.
     pub fn spawn_watcher(&self) -> std::io::Result<()> {
         let mut changes = config::watch::watch(&self.path)?;
+        changes.follow(&self.snapshot().spec.tls_files());
         let veer = self.clone();
         tokio::spawn(async move {
             loop {
@@ -397,6 +398,8 @@ impl Veer {
                     changed = changes.next() => if !changed { return },
                 }
                 let _ = veer.reload().await;
+                // The files of the config now running (a reload may name new ones).
+                changes.follow(&veer.snapshot().spec.tls_files());
             }
         });
         Ok(())

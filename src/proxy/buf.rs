@@ -6,7 +6,6 @@ use std::cell::RefCell;
 use std::io;
 
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 /// Capacity of a pooled buffer: any ordinary head and a good slice of body in one read.
 pub const SIZE: usize = 16 * 1024;
@@ -116,7 +115,10 @@ impl Buf {
 
     /// A non-blocking [`Buf::read_from`] (one ordinary buffer's room): `WouldBlock` when the
     /// socket has nothing, and then no buffer is kept.
-    pub fn try_read_from(&mut self, stream: &TcpStream) -> io::Result<usize> {
+    pub fn try_read_from<T: crate::stream::Session>(
+        &mut self,
+        stream: &mut crate::stream::Stream<T>,
+    ) -> io::Result<usize> {
         if self.data.capacity() == 0 {
             self.data = take();
         }
@@ -207,11 +209,4 @@ pub fn take_one() -> Vec<u8> {
 /// Returns a buffer from [`take_one`] to the pool.
 pub fn give_back(b: Vec<u8>) {
     give(b)
-}
-
-/// Waits until `stream` has bytes (or EOF) without holding any buffer. Polls the socket's
-/// readiness directly: the future is one reference (an idle connection's task is parked in
-/// it), where `TcpStream::readable` keeps a waiter node of its own.
-pub fn readable(stream: &TcpStream) -> impl std::future::Future<Output = io::Result<()>> + '_ {
-    std::future::poll_fn(move |cx| stream.poll_read_ready(cx))
 }

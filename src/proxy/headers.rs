@@ -82,6 +82,20 @@ pub fn valid_host(value: &[u8]) -> bool {
     port_ok && reg_name
 }
 
+/// Where `redirect_https` sends a request: `https://host/path?query`, the host without its
+/// port (the TLS listener is on the default port).
+pub fn https_location(host: &str, path_and_query: &str) -> String {
+    let mut s = String::with_capacity(8 + host.len() + path_and_query.len());
+    s.push_str("https://");
+    s.push_str(host);
+    s.push_str(if path_and_query.starts_with('/') {
+        path_and_query
+    } else {
+        "/"
+    });
+    s
+}
+
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto and -Host.
 pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
     let ip = client.to_string();

@@ -19,20 +19,19 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use super::body::{ClientBody, Upload};
 use super::h1::client::{self, RawBody, SendError};
 use super::shared::Shared;
 use super::{cookies, headers, mirror};
-use crate::access_log::{LogHead, PendingLog, Upstream};
+use crate::access_log::{LogHead, PendingLog, TlsFacts, Upstream};
 use crate::balance::{self, hash, Affinity, Via};
 use crate::clock::now_ms;
 use crate::config::HashKey;
 use crate::error::ProxyError;
 use crate::metrics::ListenerStats;
-use crate::snapshot::{Backend, ListenerRoutes, Server};
+use crate::snapshot::{Backend, ListenerOpts, ListenerRoutes, Server};
+use crate::stream::ClientIo;
 use crate::upstream::{BodyError, RequestEnd, UpstreamBody};
 
 /// The HTTP/2 connection builder shared by all listeners, with explicit limits (design §11:
@@ -59,6 +58,10 @@ struct Conn {
     /// `now_ms()` when the last stream closed (or the connection opened).
     idle_since: AtomicU64,
     stats: Arc<ListenerStats>,
+    opts: Arc<ListenerOpts>,
+    tls: Option<Arc<TlsFacts>>,
+    /// The address the client connected to (for a PROXY header sent upstream).
+    local: SocketAddr,
 }
 
 /// Holds one HTTP/2 stream open in its connection's count, until the response body is
@@ -89,24 +92,20 @@ impl Drop for OpenStream {
 /// closed by `header_timeout`.
 /// `prefix`: bytes already read from the connection (the HTTP/1 engine read them and saw
 /// the HTTP/2 preface); they are served first.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve(
-    stream: TcpStream,
-    prefix: Vec<u8>,
-    peer: SocketAddr,
-    listener: Arc<String>,
-    shared: Arc<Shared>,
-    drain: CancellationToken,
-    stats: Arc<ListenerStats>,
-    idle: Duration,
-) {
+/// `c`: the connection as the HTTP/1 engine was given it (its open-connection guard is
+/// the caller's to hold).
+pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn) {
+    let (peer, shared, drain, idle) = (c.peer, c.shared.clone(), c.drain.clone(), c.opts.idle_timeout);
     let conn = Arc::new(Conn {
-        listener,
+        listener: c.listener.clone(),
         shared: shared.clone(),
         peer,
         streams: AtomicUsize::new(0),
         idle_since: AtomicU64::new(now_ms()),
-        stats,
+        stats: c.open.listener.clone(),
+        opts: c.opts.clone(),
+        tls: c.tls.clone(),
+        local: stream.tcp().local_addr().unwrap_or(peer),
     });
     let ctx = conn.clone();
     let svc = service_fn(move |req| {
@@ -116,13 +115,15 @@ pub async fn serve(
     // A client that connects and sends nothing never reaches hyper's header timer (the
     // HTTP/1-or-2 detection waits for bytes): bound that wait too.
     // (`peek` waits for a byte or EOF; readiness alone can be reported early.)
-    if prefix.is_empty()
-        && tokio::time::timeout(shared.header_timeout, stream.peek(&mut [0u8; 1]))
+    // (A TLS client chose h2 by ALPN in a handshake bounded already.)
+    if let (true, ClientIo::Plain(tcp)) = (prefix.is_empty(), &stream) {
+        if tokio::time::timeout(shared.header_timeout, tcp.peek(&mut [0u8; 1]))
             .await
             .is_err()
-    {
-        tracing::debug!(%peer, "client sent nothing; closing");
-        return;
+        {
+            tracing::debug!(%peer, "client sent nothing; closing");
+            return;
+        }
     }
     let io = Rewind {
         prefix,
@@ -185,8 +186,11 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
     let request_id = ensure_request_id(req.headers_mut());
     let head = conn.shared.access_log.as_ref().map(|log| {
         let host = request_host(&req).unwrap_or("");
-        Arc::new(LogHead::new(log, conn.peer, &conn.listener, &req, host, &request_id))
+        Arc::new(LogHead::new(log, conn.peer, &conn.listener, &req, host, &request_id).with_tls(conn.tls.as_ref()))
     });
+    if conn.opts.redirect_https {
+        return redirect(conn, &req, head.as_deref(), start).map(|body| ProxyBody::Stream(Box::new(body), stream));
+    }
     // Boxed: the exchange's state is kilobytes, and hyper moves the stream's future (this
     // one) more than once before it first runs; a pointer moves cheaply.
     let resp = match Box::pin(forward(conn, req, start, head.clone())).await {
@@ -210,7 +214,30 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
         }
     };
     conn.stats.responses[crate::state::status_class(resp.status().as_u16())].fetch_add(1, Relaxed);
+    let mut resp = resp;
+    if let Some(v) = &conn.opts.hsts {
+        resp.headers_mut()
+            .entry(header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| v.clone());
+    }
     resp.map(|body| ProxyBody::Stream(Box::new(body), stream))
+}
+
+/// `redirect_https`: 308 to the same URL on https.
+fn redirect(conn: &Conn, req: &Request<Incoming>, head: Option<&LogHead>, start: Instant) -> Response<ProxyBody> {
+    let host = request_host(req)
+        .map(crate::routing::normalize_host)
+        .unwrap_or_default();
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = HeaderValue::from_str(&headers::https_location(&host, pq)).unwrap_or(HeaderValue::from_static("/"));
+    conn.stats.responses[crate::state::status_class(308)].fetch_add(1, Relaxed);
+    if let Some(head) = head {
+        head.log(308, 0, start.elapsed(), None, None, None);
+    }
+    let mut resp = Response::new(ProxyBody::Synthetic(None));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp
 }
 
 static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
@@ -281,7 +308,7 @@ async fn forward(
     // Route with exactly one snapshot; keep only the backend for the rest of the exchange.
     let (backend, route): (Arc<Backend>, Arc<str>) = {
         let snap = conn.shared.snapshot.load();
-        let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()) else {
+        let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()).map(|l| &l.routes) else {
             return Err(ProxyError::NoRoute);
         };
         let route = table
@@ -292,7 +319,8 @@ async fn forward(
 
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), "http", authority.as_ref());
+    let proto = if conn.tls.is_some() { "https" } else { "http" };
+    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), proto, authority.as_ref());
     // Forwarded with the host it was routed by: an absolute-form target's authority
     // replaces the client's Host (RFC 9112 §3.2.2).
     if parts.uri.authority().is_some() {
@@ -325,7 +353,8 @@ async fn forward(
         // Pinned here and lent to response_head: the send future (the largest part of this
         // one) is held once, not again as that function's argument.
         let sent = {
-            let send = client::send(&server, backend.connect_timeout, conn.shared.head_limits, up_req);
+            let proxied = backend.send_proxy.map(|_| (conn.peer, conn.local));
+            let send = client::send(&server, &backend, conn.shared.head_limits, up_req, proxied);
             tokio::pin!(send);
             response_head(backend.timeout, upload.as_deref(), send.as_mut()).await
         };
@@ -471,7 +500,7 @@ fn respond(
 struct Rewind {
     prefix: Vec<u8>,
     at: usize,
-    inner: TcpStream,
+    inner: ClientIo,
 }
 
 impl tokio::io::AsyncRead for Rewind {

@@ -1,8 +1,10 @@
 //! The data paths. A listener's accept loop hands each connection to [`spawn`], which looks
-//! up in the current snapshot what the listener is (http or tcp) and starts that path on a
-//! task of its own. Knows the control plane only through [`Shared`], the narrow handle it
+//! up in the current snapshot what the listener is (http or tcp, TLS, PROXY protocol) and
+//! starts that path on a task of its own (through [`accept`] when the connection has first
+//! steps: a PROXY header, a TLS handshake, a ClientHello to route by). Knows the control plane only through [`Shared`], the narrow handle it
 //! is given.
 
+mod accept;
 pub mod body;
 pub mod buf;
 pub mod cookies;
@@ -10,7 +12,9 @@ pub mod h1;
 pub mod headers;
 pub mod http;
 pub mod mirror;
+mod peek;
 pub mod shared;
+pub mod sni;
 pub mod splice;
 pub mod tcp;
 
@@ -20,6 +24,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 use crate::snapshot::ListenerRoutes;
+use crate::stream::ClientIo;
 pub use shared::{OpenConn, Shared};
 
 /// Starts serving one accepted connection on listener `listener`, on a task of its own.
@@ -33,37 +38,29 @@ pub fn spawn(
     drain: tokio_util::sync::CancellationToken,
     open: OpenConn,
 ) {
-    let (is_http, idle) = {
+    let (http, opts) = {
         let snap = shared.snapshot.load();
-        let is_http = match snap.listeners.get(listener.as_str()) {
-            Some(ListenerRoutes::Http(_)) => true,
-            Some(ListenerRoutes::Tcp { .. }) => false,
-            None => return, // removed by a reload between accept and here
+        let Some(l) = snap.listeners.get(listener.as_str()) else {
+            return; // removed by a reload between accept and here
         };
-        let idle = snap
-            .spec
-            .listeners
-            .iter()
-            .find(|l| l.name == *listener)
-            .map_or(snap.spec.runtime.idle_timeout, |l| l.idle_timeout);
-        (is_http, idle)
+        (matches!(l.routes, ListenerRoutes::Http(_)), l.opts.clone())
     };
-    // Each path's future is the task's future itself: a wrapper would keep the arguments
-    // beside the copies moved into the path, bytes every idle connection would carry.
-    if is_http {
-        let conn = h1::server::Conn {
-            peer,
-            listener,
-            shared,
-            drain,
-            open,
-            idle,
-        };
-        tokio::spawn(h1::server::serve(stream, conn));
+    let first_steps = !http || opts.tls.is_some() || opts.accept_proxy;
+    let conn = h1::server::Conn {
+        peer,
+        listener,
+        shared,
+        drain,
+        open,
+        opts,
+        tls: None,
+    };
+    if first_steps {
+        tokio::spawn(accept::serve(stream, conn, http));
     } else {
-        tokio::spawn(async move {
-            let _open = open;
-            tcp::serve(stream, peer, &listener, &shared, idle).await
-        });
+        // Plain HTTP: the path's future is the task's future itself. A wrapper would keep
+        // the arguments beside the copies moved into the path, bytes every idle connection
+        // would carry.
+        tokio::spawn(h1::server::serve(ClientIo::Plain(stream), conn));
     }
 }

@@ -1,17 +1,23 @@
 //! Byte-for-byte copying between two connections (TCP sessions, upgraded tunnels) with
 //! correct half-close, closed when no byte has moved either way for `idle_timeout`.
 //! Between two TCP sockets ([`splice_tcp`]) a buffer is held only while bytes are in
-//! flight, so an idle session costs no buffer memory.
+//! flight, so an idle session costs no buffer memory; when either side is TLS ([`splice`])
+//! tokio's `copy_bidirectional` moves the bytes, with the same idle rule.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::buf;
 
 use crate::clock::now_ms;
+use crate::stream::{Session, Stream};
 
 /// How a splice ended.
 #[derive(Debug)]
@@ -24,21 +30,62 @@ pub enum Ended {
     Idle,
 }
 
-/// Copies both ways between two TCP sockets until both sides are done, one fails, or
-/// nothing moves for `idle` (zero = never idle out). Each direction waits for readiness,
-/// then reads into a pooled buffer that goes back as soon as its bytes are written. A direction that reads EOF
-/// shuts down the other socket's write side; the other direction carries on.
-pub async fn splice_tcp(a: &TcpStream, b: &TcpStream, idle: Duration) -> Ended {
-    let last = AtomicU64::new(now_ms());
-    let both = async { tokio::try_join!(pipe(a, b, &last), pipe(b, a, &last)) };
-    tokio::pin!(both);
+/// Copies both ways between two connections, plain or TLS (see [`splice_tcp`]).
+pub async fn splice<A: Session, B: Session>(a: &mut Stream<A>, b: &mut Stream<B>, idle: Duration) -> Ended {
+    match (a, b) {
+        (Stream::Plain(a), Stream::Plain(b)) => splice_tcp(a, b, idle).await,
+        (a, b) => {
+            let last = AtomicU64::new(now_ms());
+            let mut a = Stamped { io: a, last: &last };
+            let mut b = Stamped { io: b, last: &last };
+            let copy = async {
+                match tokio::io::copy_bidirectional(&mut a, &mut b).await {
+                    Ok((up, down)) => Ended::Done(up, down),
+                    Err(e) => Ended::Failed(e),
+                }
+            };
+            until_idle(copy, &last, idle).await
+        }
+    }
+}
+
+/// A stream that stamps `last` whenever bytes are read from it.
+struct Stamped<'a, S> {
+    io: &'a mut S,
+    last: &'a AtomicU64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Stamped<'_, S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut *this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.last.store(now_ms(), Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<'_, S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Runs `work` until it ends or nothing has moved (per `last`) for `idle` (zero: never).
+async fn until_idle(work: impl std::future::Future<Output = Ended>, last: &AtomicU64, idle: Duration) -> Ended {
+    tokio::pin!(work);
     let mut wait = if idle.is_zero() { Duration::MAX } else { idle };
     loop {
         tokio::select! {
-            res = both.as_mut() => return match res {
-                Ok((up, down)) => Ended::Done(up, down),
-                Err(e) => Ended::Failed(e),
-            },
+            ended = work.as_mut() => return ended,
             _ = tokio::time::sleep(wait), if !idle.is_zero() => {
                 let quiet = Duration::from_millis(now_ms().saturating_sub(last.load(Relaxed)));
                 if quiet >= idle {
@@ -48,6 +95,21 @@ pub async fn splice_tcp(a: &TcpStream, b: &TcpStream, idle: Duration) -> Ended {
             }
         }
     }
+}
+
+/// Copies both ways between two TCP sockets until both sides are done, one fails, or
+/// nothing moves for `idle` (zero = never idle out). Each direction waits for readiness,
+/// then reads into a pooled buffer that goes back as soon as its bytes are written. A direction that reads EOF
+/// shuts down the other socket's write side; the other direction carries on.
+pub async fn splice_tcp(a: &TcpStream, b: &TcpStream, idle: Duration) -> Ended {
+    let last = AtomicU64::new(now_ms());
+    let both = async {
+        match tokio::try_join!(pipe(a, b, &last), pipe(b, a, &last)) {
+            Ok((up, down)) => Ended::Done(up, down),
+            Err(e) => Ended::Failed(e),
+        }
+    };
+    until_idle(both, &last, idle).await
 }
 
 /// One direction: `from` → `to` until EOF (then `to`'s write side is shut down).

@@ -1,5 +1,7 @@
-//! The L4 data path: pick a server, connect under the backend's timeout, then copy bytes
-//! both ways with correct half-close until the session ends or idles out. A failed connect
+//! The L4 data path: choose the backend (the listener's one, or by the TLS ClientHello's
+//! server name for SNI passthrough, read without consuming it), pick a server, connect
+//! under the backend's timeout (with a PROXY header if it wants one), then copy bytes both
+//! ways with correct half-close until the session ends or idles out. A failed connect
 //! ejects the server and tries the next one once before giving up on the client; a connect
 //! that failed for want of local resources (descriptors, ports) blames no server.
 
@@ -9,20 +11,64 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::splice::{splice_tcp, Ended};
+use tokio::time::Instant;
+
+use super::peek;
+use super::sni::{self, Hello};
+use super::splice::{splice, Ended};
+use crate::stream::ClientIo;
 
 use super::shared::Shared;
 use crate::balance::{self, hash, Affinity};
 use crate::config::HashKey;
 use crate::snapshot::ListenerRoutes;
 
-pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, shared: &Shared, idle: Duration) {
+/// `deadline`: by when a ClientHello to route by must have arrived (`header_timeout`).
+pub async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    listener: &str,
+    shared: &Shared,
+    idle: Duration,
+    deadline: Instant,
+) {
+    let by_sni = {
+        let snap = shared.snapshot.load();
+        matches!(
+            snap.listeners.get(listener).map(|l| &l.routes),
+            Some(ListenerRoutes::Sni(_))
+        )
+    };
+    let name = if by_sni {
+        let hello = peek::until(&client, deadline, sni::MAX_HELLO, |b| match sni::parse(b) {
+            Hello::Incomplete => None,
+            Hello::NotTls => Some(None),
+            Hello::ClientHello(name) => Some(name),
+        });
+        match hello.await {
+            Ok(name) => name,
+            Err(why) => {
+                tracing::debug!(%peer, listener, ?why, "no ClientHello to route by; closing");
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let backend = {
         let snap = shared.snapshot.load();
-        match snap.listeners.get(listener) {
-            Some(ListenerRoutes::Tcp { backend }) => snap.backends[*backend].clone(),
-            _ => return,
-        }
+        let index = match snap.listeners.get(listener).map(|l| &l.routes) {
+            Some(ListenerRoutes::Tcp { backend }) => Some(*backend),
+            Some(ListenerRoutes::Sni(table)) => table
+                .find(name.as_deref().unwrap_or(""), "/", &http::HeaderMap::new())
+                .map(|r| r.backend),
+            _ => None,
+        };
+        let Some(index) = index else {
+            tracing::debug!(%peer, listener, sni = name.as_deref(), "no route for the server name; closing");
+            return;
+        };
+        snap.backends[index].clone()
     };
     // Only the client address is known at L4: `hash` on anything else falls back to
     // round robin.
@@ -30,19 +76,24 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, shared: 
         hash: matches!(backend.hash_key, Some(HashKey::SourceIp)).then(|| hash::ip(peer.ip())),
         ..Affinity::default()
     };
+    // A backend with `tls` gets the bytes over TLS (TLS origination); otherwise both sides
+    // are plain sockets and the splice holds no buffer while idle.
+    let mut client = ClientIo::Plain(client);
     let mut tried = Vec::with_capacity(2);
     while tried.len() < 2 {
         let Some(server) = balance::pick(&backend, &affinity, &tried).map(|(s, _)| s.clone()) else {
             break;
         };
         let guard = server.state.connection_guard();
-        match tokio::time::timeout(backend.connect_timeout, TcpStream::connect(server.addr)).await {
-            Ok(Ok(upstream)) => {
+        let proxied = backend
+            .send_proxy
+            .map(|_| (peer, client.tcp().local_addr().unwrap_or(peer)));
+        match crate::upstream::open(server.addr, &backend, proxied).await {
+            Ok(mut upstream) => {
                 server.state.mark_reachable();
-                let _ = upstream.set_nodelay(true);
                 let cut = server.state.sessions();
                 tokio::select! {
-                    ended = splice_tcp(&client, &upstream, idle) => match ended {
+                    ended = splice(&mut client, &mut upstream, idle) => match ended {
                         Ended::Idle => tracing::debug!(%peer, server = %server.id, "tcp session idle; closed"),
                         other => tracing::debug!(%peer, server = %server.id, ?other, "tcp session ended"),
                     },
@@ -52,16 +103,13 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, listener: &str, shared: 
                 drop(guard);
                 return;
             }
-            Ok(Err(e)) if crate::ratelimit::is_local_resource_error(&e) => {
+            Err(e) if crate::ratelimit::is_local_resource_error(&e) => {
                 crate::warn_limited!(crate::ratelimit::Kind::LocalResources, %peer, server = %server.id, error = %e,
                     "tcp connect failed for want of local resources; closing the client, the server keeps its health");
                 return;
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 crate::warn_limited!(crate::ratelimit::Kind::TcpConnect, %peer, server = %server.id, error = %e, "tcp connect failed")
-            }
-            Err(_) => {
-                crate::warn_limited!(crate::ratelimit::Kind::TcpConnect, %peer, server = %server.id, "tcp connect timed out")
             }
         }
         server.state.eject(backend.eject_time);

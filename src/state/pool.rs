@@ -12,8 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http1;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::stream::UpstreamIo;
 
 /// Pool settings that, when changed by a reload, require a fresh pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,9 @@ pub struct PoolKey {
     pub addr: SocketAddr,
     pub max_idle: usize,
     pub idle_timeout: Duration,
+    /// Identifies the backend's TLS settings (0: plain): connections are reused per
+    /// (server, TLS material, SNI).
+    pub tls: u64,
 }
 
 /// Any error a request body may fail with (the client's body: malformed, timed out).
@@ -42,7 +46,7 @@ pub struct Pool {
     key: PoolKey,
     idle: Mutex<VecDeque<Idle>>,
     /// Raw idle connections, most recently used last.
-    conns: Mutex<Vec<(TcpStream, Instant)>>,
+    conns: Mutex<Vec<(UpstreamIo, Instant)>>,
     /// Off while the server drains or is in maintenance: connections are not kept.
     reuse: std::sync::atomic::AtomicBool,
 }
@@ -101,15 +105,16 @@ impl Pool {
     /// The most recently used idle raw connection that is neither expired nor closed by the
     /// server. A pooled socket is not polled; if its readiness says readable, the server
     /// closed it (or sent something it should not have): it is dropped.
-    pub fn take_conn(&self) -> Option<TcpStream> {
+    pub fn take_conn(&self) -> Option<UpstreamIo> {
         loop {
-            let (stream, since) = self.conns.lock().ok()?.pop()?;
+            let (mut stream, since) = self.conns.lock().ok()?.pop()?;
             if since.elapsed() >= self.key.idle_timeout {
                 continue;
             }
             let mut cx = Context::from_waker(std::task::Waker::noop());
             if stream.poll_read_ready(&mut cx).is_ready() {
-                // Readiness may be left over from the last read: ask the socket.
+                // Readiness may be left over from the last read: ask the socket (a TLS
+                // session reads what arrived — a session ticket, say — and finds no data).
                 match stream.try_read(&mut [0u8; 1]) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     _ => continue,
@@ -120,7 +125,7 @@ impl Pool {
     }
 
     /// Returns a raw connection whose exchange finished cleanly.
-    pub fn put_conn(&self, stream: TcpStream) {
+    pub fn put_conn(&self, stream: UpstreamIo) {
         let reuse = self.reuse.load(std::sync::atomic::Ordering::Relaxed);
         if self.key.max_idle == 0 || !reuse {
             return;

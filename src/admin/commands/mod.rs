@@ -49,6 +49,7 @@ reload                                   : reload the config file (veer)
 drain                                    : start draining the process: /ready fails, connections close (veer)
 undrain                                  : stop draining (not after SIGTERM): /ready passes again (veer)
 show config                              : running config hash, load time, last reload (veer)
+show ssl cert [<file>]                   : loaded certificates (one line each), or one in detail
 show overlay                             : runtime changes on top of the config file, JSON (veer)
 clear overlay [<bk>[/<srv>]]             : drop runtime changes (veer)
 subscribe                                : stream one JSON line per state change (veer)
@@ -161,6 +162,7 @@ async fn run(veer: &Veer, command: Command) -> Answer {
         ShowSplit { backend, args } => show::show_split(&veer.snapshot(), &backend, &words(&args)),
         ShowConfig => show::show_config(veer).await,
         ShowOverlay => show::show_overlay(veer).await,
+        ShowSslCert(file) => show::show_ssl_cert(&veer.snapshot(), file.as_deref()),
         GetWeight(target) => server::get_weight(veer, target.as_deref()),
         SetWeight { target, weight } => server::set_weight(veer, target.as_deref(), weight.as_deref()).await,
         SetServer { target, args } => {

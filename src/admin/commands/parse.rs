@@ -27,6 +27,8 @@ pub enum Command {
     },
     ShowConfig,
     ShowOverlay,
+    /// `show ssl cert [<file>]`.
+    ShowSslCert(Option<String>),
     GetWeight(Option<String>),
     SetWeight {
         target: Option<String>,
@@ -92,6 +94,8 @@ pub fn parse(words: &[&str]) -> Command {
             args: owned(rest),
         },
         ["show", "config"] => ShowConfig,
+        ["show", "ssl", "cert"] => ShowSslCert(None),
+        ["show", "ssl", "cert", file] => ShowSslCert(Some(file.to_string())),
         ["show", "overlay"] => ShowOverlay,
         ["get", "weight", rest @ ..] => GetWeight(first(rest)),
         ["set", "weight", target, w] => SetWeight {
@@ -335,6 +339,8 @@ mod tests {
             ("drain", Drain),
             ("undrain", Undrain),
             ("show config", ShowConfig),
+            ("show ssl cert", ShowSslCert(None)),
+            ("show ssl cert /etc/veer/shop.pem", ShowSslCert(s("/etc/veer/shop.pem"))),
             ("show overlay", ShowOverlay),
             ("clear overlay", ClearOverlay(None)),
             ("clear overlay shop/b1", ClearOverlay(s("shop/b1"))),

@@ -1,5 +1,5 @@
 //! Read-only views of veer's own: `show split` (table and JSON), `show config`, `show
-//! overlay`. HAProxy's `show` formats are in [`crate::admin::haproxy`].
+//! overlay`, `show ssl cert` (HAProxy's command name; one line per certificate). HAProxy's `show` formats are in [`crate::admin::haproxy`].
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -123,4 +123,60 @@ pub async fn show_overlay(veer: &Veer) -> Answer {
             .map(|s| s + "\n")
             .unwrap_or_default(),
     )
+}
+
+/// `show ssl cert`: one line per loaded certificate — listener, file, SANs, not-after,
+/// serial. `show ssl cert <file>`: that certificate in HAProxy's detail form.
+pub fn show_ssl_cert(snap: &Snapshot, file: Option<&str>) -> Answer {
+    let time = |t: i64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
+            .to_string()
+    };
+    let certs = snap
+        .spec
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref().map(|t| (l, t)))
+        .flat_map(|(l, t)| t.certs.iter().map(move |c| (l, c)));
+    match file {
+        None => {
+            let mut out = String::from("# listener file sans not_after serial\n");
+            for (l, c) in certs {
+                out.push_str(&format!(
+                    "{} {} {} {} {}\n",
+                    l.name,
+                    c.cert_file.display(),
+                    c.info.sans.join(","),
+                    time(c.info.not_after),
+                    c.info.serial
+                ));
+            }
+            Answer::ok(out)
+        }
+        Some(file) => {
+            let Some((l, c)) = certs.into_iter().find(|(_, c)| c.cert_file.to_str() == Some(file)) else {
+                return Answer::err("Can't display the certificate: Not found or the certificate is a bundle!");
+            };
+            let now = crate::config::tls::now_unix();
+            Answer::ok(format!(
+                "Filename: {}\nStatus: Used\nListener: {}\nSerial: {}\nnotBefore: {}\nnotAfter: {}\n\
+                 Subject Alternative Name: {}\nSubject: {}\nIssuer: {}\nKey: {}\nExpired: {}\n",
+                c.cert_file.display(),
+                l.name,
+                c.info.serial.replace(':', ""),
+                time(c.info.not_before),
+                time(c.info.not_after),
+                c.info
+                    .sans
+                    .iter()
+                    .map(|s| format!("DNS:{s}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                c.info.subject,
+                c.info.issuer,
+                c.key_file.display(),
+                if c.info.not_after < now { "yes" } else { "no" },
+            ))
+        }
+    }
 }

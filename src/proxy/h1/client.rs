@@ -13,14 +13,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::codec::{self, BodyWalk, Framing, HeadLimits};
 use crate::error::ProxyError;
 use crate::proxy::body::{client_fault, ClientBodyError};
 use crate::proxy::buf::{Buf, Out};
-use crate::snapshot::Server;
+use crate::snapshot::{Backend, Server};
+use crate::stream::UpstreamIo;
 use crate::upstream::{self, BodyError, Pool, UpstreamRequestBody};
 
 /// Why a request could not be exchanged.
@@ -33,19 +32,27 @@ pub enum SendError {
 
 /// Sends `req` to `server` on a pooled or new connection; returns the response (its body
 /// streams from the socket) and, for a new connection, how long connecting took.
+/// `proxied`: with `send_proxy`, the addresses the PROXY header announces (the connection
+/// is then neither pooled nor reused).
 pub async fn send(
     server: &Server,
-    connect_timeout: Duration,
+    backend: &Backend,
     limits: HeadLimits,
     req: http::Request<UpstreamRequestBody>,
+    proxied: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 ) -> Result<(http::Response<RawBody>, Option<Duration>), SendError> {
-    let (mut stream, mut reused, mut connected) = match server.pool.take_conn() {
+    let pooled = if backend.send_proxy.is_none() {
+        server.pool.take_conn()
+    } else {
+        None
+    };
+    let (mut stream, mut reused, mut connected) = match pooled {
         Some(s) => (s, true, None),
         None => {
             let started = Instant::now();
             // Boxed, like the upload below: rare per request, and large futures inline
             // would be copied with this one on every request.
-            match Box::pin(upstream::connect_tcp(server.addr, connect_timeout)).await {
+            match Box::pin(upstream::open(server.addr, backend, proxied)).await {
                 Ok(s) => (s, false, Some(started.elapsed())),
                 Err(e) => return Err(SendError::Connect(e, Box::new(req))),
             }
@@ -69,7 +76,7 @@ pub async fn send(
     write_head(&mut head.0, &parts, chunked);
     let mut resp = Buf::default();
     loop {
-        let sent = stream.write_all(&head.0).await;
+        let sent = stream.send(&head.0).await;
         // A pooled connection the server closed meanwhile: a replayable request goes again on
         // a new one.
         let first = match sent {
@@ -82,7 +89,8 @@ pub async fn send(
             _ if reused && replayable => {
                 resp = Buf::default();
                 let started = Instant::now();
-                stream = Box::pin(upstream::connect_tcp(server.addr, connect_timeout))
+                // Only pooled connections are retried: none carries a PROXY header.
+                stream = Box::pin(upstream::open(server.addr, backend, None))
                     .await
                     .map_err(|e| SendError::Failed(ProxyError::Connect(e)))?;
                 connected = Some(started.elapsed());
@@ -117,7 +125,7 @@ pub async fn send(
                         buf: resp,
                         walk: BodyWalk::new(framing, true),
                         pool: server.pool.clone(),
-                        reusable,
+                        reusable: reusable && backend.send_proxy.is_none(),
                     });
                     return Ok((response, connected));
                 }
@@ -153,7 +161,7 @@ fn write_head(out: &mut Vec<u8>, parts: &http::request::Parts, chunked: bool) {
 }
 
 /// Streams the request body up; a failure of the client's body is the client's.
-async fn upload(stream: &mut TcpStream, body: &mut UpstreamRequestBody, chunked: bool) -> Result<(), ProxyError> {
+async fn upload(stream: &mut UpstreamIo, body: &mut UpstreamRequestBody, chunked: bool) -> Result<(), ProxyError> {
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| match client_fault(e.as_ref()) {
             Some(ClientBodyError::Timeout) => ProxyError::RequestTimeout,
@@ -165,21 +173,21 @@ async fn upload(stream: &mut TcpStream, body: &mut UpstreamRequestBody, chunked:
         }
         let written = if chunked {
             let size = format!("{:x}\r\n", data.len());
-            let mut w = stream.write_all(size.as_bytes()).await;
+            let mut w = stream.send(size.as_bytes()).await;
             if w.is_ok() {
-                w = stream.write_all(&data).await;
+                w = stream.send(&data).await;
             }
             if w.is_ok() {
-                w = stream.write_all(b"\r\n").await;
+                w = stream.send(b"\r\n").await;
             }
             w
         } else {
-            stream.write_all(&data).await
+            stream.send(&data).await
         };
         written.map_err(ProxyError::UpstreamIo)?;
     }
     if chunked {
-        stream.write_all(b"0\r\n\r\n").await.map_err(ProxyError::UpstreamIo)?;
+        stream.send(b"0\r\n\r\n").await.map_err(ProxyError::UpstreamIo)?;
     }
     Ok(())
 }
@@ -217,7 +225,7 @@ fn parse(buf: &[u8], head_request: bool, limits: HeadLimits) -> Result<Option<(u
 /// A response body read from the upstream socket; the connection returns to the pool when
 /// the body ends cleanly.
 pub struct RawBody {
-    stream: Option<TcpStream>,
+    stream: Option<UpstreamIo>,
     buf: Buf,
     walk: BodyWalk,
     pool: Arc<Pool>,

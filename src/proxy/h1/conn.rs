@@ -3,12 +3,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant as Deadline;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::TlsFacts;
 use crate::proxy::shared::{OpenConn, Shared};
+use crate::snapshot::ListenerOpts;
 
 /// Read size for large bodies.
 pub(super) const BULK: usize = 64 * 1024;
@@ -23,8 +24,11 @@ pub struct Conn {
     pub drain: CancellationToken,
     /// Counts the connection open until the task ends; its listener's counters.
     pub open: OpenConn,
-    /// For upgraded tunnels.
-    pub idle: Duration,
+    /// The listener's settings as the connection started (idle timeout for upgraded
+    /// tunnels, HSTS, the https redirect).
+    pub opts: Arc<ListenerOpts>,
+    /// What the TLS handshake negotiated; `None` for a plain connection.
+    pub tls: Option<Arc<TlsFacts>>,
 }
 
 pub(super) enum Next {

@@ -3,7 +3,7 @@
 //! exchange in the client's own task. HTTP/2 stays on hyper (see [`super::http`]).
 pub mod client;
 pub mod codec;
-mod conn;
+pub mod conn;
 mod relay;
 mod request;
 mod response;

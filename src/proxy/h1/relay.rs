@@ -4,12 +4,11 @@
 //! Retries a replayable request once on a fresh connection when a pooled one was closed
 //! under it.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant as Deadline;
 
 use super::codec::{BodyWalk, Framing};
@@ -21,13 +20,14 @@ use crate::balance::{self, Via};
 use crate::error::ProxyError;
 use crate::proxy::buf::{self, Buf, Out};
 use crate::proxy::mirror;
-use crate::proxy::splice::{splice_tcp, Ended};
+use crate::proxy::splice::{splice, Ended};
 use crate::snapshot::{Backend, Server};
+use crate::stream::{ClientIo, UpstreamIo};
 use crate::upstream::{self, RequestEnd};
 
 /// An upstream connection this task owns for the exchange.
 pub(super) struct UpConn {
-    pub(super) stream: TcpStream,
+    pub(super) stream: UpstreamIo,
     /// Taken from the pool (may have been closed by the server meanwhile).
     pub(super) reused: bool,
     pub(super) connected: Option<Duration>,
@@ -41,7 +41,7 @@ pub(super) enum Failure {
 }
 
 pub(super) async fn forward(
-    client: &mut TcpStream,
+    client: &mut ClientIo,
     inbuf: &mut Buf,
     conn: &Conn,
     mut req: Request,
@@ -54,7 +54,7 @@ pub(super) async fn forward(
             return answer(client, conn, &req, ProxyError::NoServer, start).await;
         };
         let active = server.state.request_guard();
-        let up = match upstream_conn(&server, &backend).await {
+        let up = match upstream_conn(&server, &backend, proxied(client, conn, &backend)).await {
             Ok(up) => up,
             Err(e) if crate::ratelimit::is_local_resource_error(&e) => {
                 crate::warn_limited!(crate::ratelimit::Kind::LocalResources, server = %server.id, error = %e,
@@ -83,21 +83,38 @@ pub(super) async fn forward(
     }
 }
 
-/// A pooled connection, or a new one.
-pub(super) async fn upstream_conn(server: &Server, backend: &Backend) -> std::io::Result<UpConn> {
-    match server.pool.take_conn() {
+/// With `send_proxy`: the (client, local) addresses the PROXY header announces.
+pub(super) fn proxied(client: &ClientIo, conn: &Conn, backend: &Backend) -> Option<(SocketAddr, SocketAddr)> {
+    backend
+        .send_proxy
+        .map(|_| (conn.peer, client.tcp().local_addr().unwrap_or(conn.peer)))
+}
+
+/// A pooled connection, or a new one. A connection that opened with a PROXY header names
+/// one client: it is neither taken from nor given to the pool.
+pub(super) async fn upstream_conn(
+    server: &Server,
+    backend: &Backend,
+    proxied: Option<(SocketAddr, SocketAddr)>,
+) -> std::io::Result<UpConn> {
+    let pooled = if backend.send_proxy.is_none() {
+        server.pool.take_conn()
+    } else {
+        None
+    };
+    match pooled {
         Some(stream) => Ok(UpConn {
             stream,
             reused: true,
             connected: None,
         }),
-        None => reconnect(server, backend).await,
+        None => reconnect(server, backend, proxied).await,
     }
 }
 
 /// veer's own answer to a request it could not forward; keeps the connection only when
 /// the request was fully read and the client keeps it.
-pub(super) async fn answer(client: &mut TcpStream, conn: &Conn, req: &Request, e: ProxyError, start: Instant) -> Next {
+pub(super) async fn answer(client: &mut ClientIo, conn: &Conn, req: &Request, e: ProxyError, start: Instant) -> Next {
     let close = !req.keep_alive
         || req.body != Framing::None
         || conn.drain.is_cancelled()
@@ -155,7 +172,7 @@ impl Upload {
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn exchange_with(
-    client: &mut TcpStream,
+    client: &mut ClientIo,
     inbuf: &mut Buf,
     conn: &Conn,
     req: &mut Request,
@@ -181,11 +198,12 @@ pub(super) async fn exchange_with(
     // A reused connection the server closed meanwhile fails on write or with EOF before
     // any byte of a response: a replayable request is sent again on a new connection.
     loop {
-        let written = up.stream.write_all(&req.out.0).await;
+        let written = up.stream.send(&req.out.0).await;
         let fresh_retry = |up: &UpConn| up.reused && req.replayable;
         if let Err(e) = written {
             if fresh_retry(&up) {
-                up = reconnect(server, &backend)
+                // Only pooled connections are retried: none carries a PROXY header.
+                up = reconnect(server, &backend, None)
                     .await
                     .map_err(|e| Failure::Answer(ProxyError::Connect(e)))?;
                 continue;
@@ -209,7 +227,8 @@ pub(super) async fn exchange_with(
             Some(_) => {
                 tracing::debug!(server = %server.id, "reused connection closed by the server; retrying");
                 resp_buf = Buf::default();
-                up = reconnect(server, &backend)
+                // Only pooled connections are retried: none carries a PROXY header.
+                up = reconnect(server, &backend, None)
                     .await
                     .map_err(|e| Failure::Answer(ProxyError::Connect(e)))?;
             }
@@ -241,12 +260,13 @@ pub(super) async fn exchange_with(
                 upload_done: upload.done(),
                 draining: conn.drain.is_cancelled(),
                 set_cookie,
+                hsts: conn.opts.hsts.as_ref(),
             };
             match parse_response(resp_buf.unread(), &view, &mut out.0) {
                 Err(e) => return Err(Failure::Answer(e)),
                 Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
                     // Interim responses (100 Continue, 103) pass to HTTP/1.1 clients.
-                    if !req.http10 && client.write_all(&resp_buf.unread()[..r.head_len]).await.is_err() {
+                    if !req.http10 && client.send(&resp_buf.unread()[..r.head_len]).await.is_err() {
                         return Err(Failure::Abort);
                     }
                     resp_buf.consume(r.head_len);
@@ -317,7 +337,7 @@ pub(super) async fn exchange_with(
             }
             Event::Client(Ok(_)) => {
                 let n = upload.take(inbuf.unread()).map_err(Failure::Answer)?;
-                let sent = up.stream.write_all(&inbuf.unread()[..n]).await;
+                let sent = up.stream.send(&inbuf.unread()[..n]).await;
                 inbuf.consume(n);
                 if let Err(e) = sent {
                     return Err(Failure::Answer(ProxyError::UpstreamIo(e)));
@@ -364,12 +384,12 @@ pub(super) async fn exchange_with(
         out.0.extend_from_slice(resp_buf.unread());
         resp_buf.release();
         end.record(0);
-        if client.write_all(&out.0).await.is_err() {
+        if client.send(&out.0).await.is_err() {
             return Err(Failure::Abort);
         }
         drop(out);
         if !inbuf.is_empty() {
-            if up.stream.write_all(inbuf.unread()).await.is_err() {
+            if up.stream.send(inbuf.unread()).await.is_err() {
                 return Err(Failure::Abort);
             }
             inbuf.release();
@@ -378,7 +398,7 @@ pub(super) async fn exchange_with(
         let _active = active;
         let cut = server.state.sessions();
         tokio::select! {
-            ended = splice_tcp(client, &up.stream, conn.idle) => match ended {
+            ended = splice(client, &mut up.stream, conn.opts.idle_timeout) => match ended {
                 Ended::Idle => tracing::debug!(server = %server.id, "upgraded tunnel idle; closed"),
                 other => tracing::debug!(server = %server.id, ?other, "upgraded tunnel ended"),
             },
@@ -400,7 +420,7 @@ pub(super) async fn exchange_with(
         bytes += sent;
         resp_buf.consume(n);
     }
-    if client.write_all(&out.0).await.is_err() {
+    if client.send(&out.0).await.is_err() {
         finish(server, &mut end, bytes);
         return Err(Failure::Abort);
     }
@@ -448,11 +468,11 @@ pub(super) async fn exchange_with(
             let (n, sent) = body.take(resp_buf.unread(), &mut out.0).map_err(|_| Failure::Abort)?;
             bytes += sent;
             resp_buf.consume_keep(n);
-            out.0.is_empty() || client.write_all(&out.0).await.is_ok()
+            out.0.is_empty() || client.send(&out.0).await.is_ok()
         } else {
             let (n, sent) = body.advance(resp_buf.unread()).map_err(|_| Failure::Abort)?;
             bytes += sent;
-            let ok = client.write_all(&resp_buf.unread()[..n]).await.is_ok();
+            let ok = client.send(&resp_buf.unread()[..n]).await.is_ok();
             resp_buf.consume_keep(n);
             ok
         };
@@ -465,7 +485,9 @@ pub(super) async fn exchange_with(
     finish(server, &mut end, bytes);
     drop(active);
     if upstream_keeps && framing != Framing::Close && resp_buf.is_empty() {
-        server.pool.put_conn(up.stream);
+        if backend.send_proxy.is_none() {
+            server.pool.put_conn(up.stream);
+        }
     }
     Ok(if client_close { Next::Close } else { Next::KeepAlive })
 }
@@ -476,9 +498,13 @@ pub(super) fn finish(server: &Server, end: &mut RequestEnd, bytes: u64) {
 }
 
 /// A new connection to `server` (its connect time recorded).
-pub(super) async fn reconnect(server: &Server, backend: &Backend) -> std::io::Result<UpConn> {
+pub(super) async fn reconnect(
+    server: &Server,
+    backend: &Backend,
+    proxied: Option<(SocketAddr, SocketAddr)>,
+) -> std::io::Result<UpConn> {
     let connecting = Instant::now();
-    let stream = upstream::connect_tcp(server.addr, backend.connect_timeout).await?;
+    let stream = upstream::open(server.addr, backend, proxied).await?;
     let connected = connecting.elapsed();
     server.metrics.connect.record(connected);
     Ok(UpConn {

@@ -11,7 +11,9 @@ use crate::balance::{hash, Affinity};
 use crate::config::HashKey;
 use crate::error::ProxyError;
 use crate::proxy::buf::Out;
-use crate::proxy::{cookies, headers, mirror};
+use crate::proxy::cookies;
+use crate::proxy::headers;
+use crate::proxy::mirror;
 use crate::snapshot::{Backend, ListenerRoutes};
 
 /// The request as parsed, routed and rewritten for upstream.
@@ -41,6 +43,8 @@ pub(super) struct Refusal {
     pub(super) error: ProxyError,
     pub(super) log: Option<Arc<LogHead>>,
     pub(super) route: Option<Arc<str>>,
+    /// Not an error: `redirect_https` sends the client here (308).
+    pub(super) redirect: Option<String>,
 }
 
 impl From<ProxyError> for Refusal {
@@ -49,6 +53,7 @@ impl From<ProxyError> for Refusal {
             error,
             log: None,
             route: None,
+            redirect: None,
         }
     }
 }
@@ -128,34 +133,42 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
         }
     };
     let log = conn.shared.access_log.as_ref().map(|log| {
-        Arc::new(LogHead::raw(
-            log,
-            conn.peer,
-            &conn.listener,
-            method,
-            host_str,
-            path_and_query,
-            std::str::from_utf8(id).unwrap_or("-"),
-        ))
+        Arc::new(
+            LogHead::raw(
+                log,
+                conn.peer,
+                &conn.listener,
+                method,
+                host_str,
+                path_and_query,
+                std::str::from_utf8(id).unwrap_or("-"),
+            )
+            .with_tls(conn.tls.as_ref()),
+        )
     });
+    if conn.opts.redirect_https {
+        return Err(Refusal {
+            redirect: Some(headers::https_location(&host, path_and_query)),
+            log,
+            ..ProxyError::NoRoute.into()
+        });
+    }
 
     // Route with exactly one snapshot; keep only the backend for the rest of the exchange.
     let (backend, route) = {
         let snap = conn.shared.snapshot.load();
-        let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()) else {
+        let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()).map(|l| &l.routes) else {
             return Err(Refusal {
-                error: ProxyError::NoRoute,
                 log,
-                route: None,
+                ..ProxyError::NoRoute.into()
             });
         };
         match table.find(&host, path, &RawHeaders(headers)) {
             Some(route) => (snap.backends[route.backend].clone(), route.name.clone()),
             None => {
                 return Err(Refusal {
-                    error: ProxyError::NoRoute,
                     log,
-                    route: None,
+                    ..ProxyError::NoRoute.into()
                 })
             }
         }
@@ -172,6 +185,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
         &fields,
         &backend,
         conn.peer.ip(),
+        conn.tls.is_some(),
         request_id.is_none().then_some(id),
     );
     let body = codec::request_framing(&fields);
@@ -313,6 +327,7 @@ pub(super) fn write_upstream_head(
     fields: &Fields,
     backend: &Backend,
     client: std::net::IpAddr,
+    https: bool,
     new_request_id: Option<&[u8]>,
 ) {
     out.extend_from_slice(method.as_bytes());
@@ -379,7 +394,11 @@ pub(super) fn write_upstream_head(
         put_ip(out, client);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    out.extend_from_slice(if https {
+        b"x-forwarded-proto: https\r\n"
+    } else {
+        b"x-forwarded-proto: http\r\n"
+    });
     if let Some(h) = host_value {
         put_field(out, b"x-forwarded-host", h);
     }

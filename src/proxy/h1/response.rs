@@ -4,27 +4,50 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-
 use super::codec::{self, put_field, put_u64, Fields, Framing, HeadLimits};
 use super::conn::{Conn, Next};
 use super::request::{connection_names, hop_by_hop, Refusal};
 use crate::error::ProxyError;
 use crate::proxy::buf::Out;
+use crate::stream::ClientIo;
 
 /// Writes veer's own answer and closes (after a refused request the connection's state is
 /// unknown: a smuggling attempt, a CONNECT client already tunnelling).
-pub(super) async fn refuse(client: &mut TcpStream, conn: &Conn, r: Refusal, start: Instant) -> Next {
+pub(super) async fn refuse(client: &mut ClientIo, conn: &Conn, r: Refusal, start: Instant) -> Next {
+    if let Some(location) = &r.redirect {
+        return redirect(client, conn, location, r.log.as_deref(), start).await;
+    }
     let log = r.log.as_deref().map(|l| (l, r.route.as_deref()));
     let _ = write_error(client, conn, &r.error, true, log, start).await;
+    Next::Close
+}
+
+/// `redirect_https`: 308 to the same URL on https, then close (the client moves to the TLS
+/// listener; a body it may be sending is not read).
+async fn redirect(
+    client: &mut ClientIo,
+    conn: &Conn,
+    location: &str,
+    log: Option<&crate::access_log::LogHead>,
+    start: Instant,
+) -> Next {
+    conn.open.listener.responses[crate::state::status_class(308)].fetch_add(1, Relaxed);
+    let mut out = Out::new();
+    out.0.extend_from_slice(b"HTTP/1.1 308 Permanent Redirect\r\n");
+    put_field(&mut out.0, b"location", location.as_bytes());
+    out.0
+        .extend_from_slice(b"content-length: 0\r\nconnection: close\r\n\r\n");
+    if let Some(log) = log {
+        log.log(308, 0, start.elapsed(), None, None, None);
+    }
+    let _ = client.send(&out.0).await;
     Next::Close
 }
 
 /// veer's own error response: counted, logged (with the route, when known), written with
 /// `Connection: close` when `close`. `false` when the client is gone.
 pub(super) async fn write_error(
-    client: &mut TcpStream,
+    client: &mut ClientIo,
     conn: &Conn,
     e: &ProxyError,
     close: bool,
@@ -46,7 +69,7 @@ pub(super) async fn write_error(
             route,
         );
     }
-    client.write_all(&out.0).await.is_ok()
+    client.send(&out.0).await.is_ok()
 }
 
 pub(super) fn body_len(e: &ProxyError) -> u64 {
@@ -77,6 +100,8 @@ pub(super) struct ClientView<'a> {
     pub(super) upload_done: bool,
     pub(super) draining: bool,
     pub(super) set_cookie: Option<&'a http::HeaderValue>,
+    /// `hsts` of a TLS listener: added unless the server sent its own.
+    pub(super) hsts: Option<&'a http::HeaderValue>,
 }
 
 /// Parses a response head from `buf`. For a final (or 101) response it also writes the
@@ -128,6 +153,7 @@ pub(super) fn write_client_head(
     let mut named = [&b""[..]; 8];
     let n = connection_names(headers, &mut named);
     let upgrade = resp.status == 101;
+    let mut hsts = view.hsts;
     for h in headers {
         let name = h.name.as_bytes();
         let keep = (upgrade && name.eq_ignore_ascii_case(b"upgrade"))
@@ -135,6 +161,12 @@ pub(super) fn write_client_head(
         if keep {
             put_field(out, name, h.value);
         }
+        if hsts.is_some() && name.eq_ignore_ascii_case(b"strict-transport-security") {
+            hsts = None;
+        }
+    }
+    if let Some(v) = hsts {
+        put_field(out, b"strict-transport-security", v.as_bytes());
     }
     if let Some(c) = view.set_cookie {
         put_field(out, b"set-cookie", c.as_bytes());

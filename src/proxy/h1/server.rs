@@ -13,7 +13,6 @@
 use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant as Deadline;
 
 pub use super::conn::Conn;
@@ -22,11 +21,12 @@ use super::relay::forward;
 use super::request::prepare;
 use super::response::refuse;
 use crate::error::ProxyError;
-use crate::proxy::buf::{self, Buf};
+use crate::proxy::buf::Buf;
+use crate::stream::ClientIo;
 
 /// Serves one HTTP/1.x client connection until it closes, fails, times out or the process
 /// stops. A connection whose first bytes are the HTTP/2 preface goes to the HTTP/2 server.
-pub async fn serve(mut client: TcpStream, conn: Conn) {
+pub async fn serve(mut client: ClientIo, conn: Conn) {
     // No HTTP/1 method is "PRI": these bytes first mean the HTTP/2 preface.
     const PREFACE: &[u8] = b"PRI ";
     let mut inbuf = Buf::default();
@@ -39,13 +39,13 @@ pub async fn serve(mut client: TcpStream, conn: Conn) {
         // the task holds no read future: an idle connection's task is this wait alone.
         while inbuf.is_empty() || (first && inbuf.unread().len() < PREFACE.len() && PREFACE.starts_with(inbuf.unread()))
         {
-            match within(deadline, &conn.shared.shutdown, buf::readable(&client)).await {
+            match within(deadline, &conn.shared.shutdown, client.readable()).await {
                 Some(Ok(())) => {}
                 _ => return,
             }
             // Readiness may be stale (the last read did not drain the socket): WouldBlock
             // clears it and the wait starts again.
-            match inbuf.try_read_from(&client) {
+            match inbuf.try_read_from(&mut client) {
                 Ok(0) if inbuf.is_empty() => return,
                 // EOF within the first bytes: the exchange answers the partial head.
                 Ok(0) => break,
@@ -74,14 +74,13 @@ pub async fn serve(mut client: TcpStream, conn: Conn) {
 /// Hands an HTTP/2 (prior knowledge) connection to hyper's server, with the bytes read so
 /// far. Boxed by the caller: hyper's connection state is large, and an idle HTTP/1
 /// connection's task should not carry its size.
-pub(super) async fn http2(client: TcpStream, prefix: Vec<u8>, c: Conn) {
-    let stats = c.open.listener.clone();
-    crate::proxy::http::serve(client, prefix, c.peer, c.listener, c.shared, c.drain, stats, c.idle).await;
-    drop(c.open);
+pub async fn http2(client: ClientIo, prefix: Vec<u8>, c: Conn) {
+    crate::proxy::http::serve(client, prefix, &c).await;
+    drop(c);
 }
 
 /// One request/response exchange, from a head (complete or not) in `inbuf`.
-pub(super) async fn exchange(client: &mut TcpStream, inbuf: &mut Buf, conn: &Conn, deadline: Deadline) -> Next {
+pub(super) async fn exchange(client: &mut ClientIo, inbuf: &mut Buf, conn: &Conn, deadline: Deadline) -> Next {
     // Read until a complete head is there.
     let start;
     let req = loop {
