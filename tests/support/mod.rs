@@ -2,6 +2,8 @@
 //! a keep-alive HTTP client.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,7 +31,11 @@ pub struct Proxy {
 impl Proxy {
     /// Writes `config` to a fresh temp dir and starts veer on it.
     pub async fn start(config: &str) -> Proxy {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), config).await
+    }
+
+    /// Starts veer on `config` written into `dir` (which may hold the files it names).
+    pub async fn start_in(dir: tempfile::TempDir, config: &str) -> Proxy {
         let path = dir.path().join("veer.toml");
         std::fs::write(&path, config).unwrap();
         let veer = Veer::start(&path)
