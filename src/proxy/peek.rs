@@ -37,6 +37,13 @@ pub async fn until<T>(
             return Ok(verdict);
         }
         if n == seen {
+            // Peeking shows the same bytes after the client's EOF; readiness tells it.
+            if let Ok(Ok(ready)) = tokio::time::timeout_at(deadline, stream.ready(tokio::io::Interest::READABLE)).await
+            {
+                if ready.is_read_closed() {
+                    return Err(Unfinished::Closed);
+                }
+            }
             if tokio::time::timeout_at(deadline, tokio::time::sleep(pause))
                 .await
                 .is_err()

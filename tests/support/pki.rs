@@ -170,3 +170,32 @@ pub async fn get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         }
     }
 }
+
+/// An HTTP backend over TLS with `leaf`'s certificate (HTTP/1.1 and h2 by ALPN): answers
+/// like [`super::FakeBackend`], with its name in `x-server` and the body.
+pub async fn tls_backend(name: &str, leaf: &Leaf) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(leaf.server_config(&[b"h2", b"http/1.1"]));
+    let name = name.to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = hyper::service::service_fn(move |req| {
+                    let resp = super::named_response(&name, &req);
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
