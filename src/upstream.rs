@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-pub use crate::state::pool::{BoxError, Pool, Sender, UpstreamRequestBody};
+pub use crate::state::pool::{BoxError, H2Sender, Pool, Sender, UpstreamRequestBody};
 use crate::state::ActiveGuard;
 
 /// Why an upstream exchange failed.
@@ -78,6 +78,58 @@ pub async fn send(
             Some(r) => Err(SendError::Connect(io::Error::other(e.into_error()), Box::new(r))),
             None => Err(SendError::Protocol(e.into_error())),
         },
+    }
+}
+
+/// Sends `req` on the server's HTTP/2 session (`protocol = "h2"` / `"h2c"`): the request
+/// becomes absolute-form (`:scheme`, `:authority` from its Host), streams are multiplexed
+/// on one connection. A request the pooled session never took (it had just closed) goes on
+/// a new session.
+pub async fn send_h2(
+    server: &crate::snapshot::Server,
+    backend: &crate::snapshot::Backend,
+    mut req: Request<UpstreamRequestBody>,
+) -> Result<(Response<Incoming>, Option<Duration>), SendError> {
+    let scheme = if backend.tls.is_some() { "https" } else { "http" };
+    let authority = req
+        .headers_mut()
+        .remove(http::header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_string))
+        .unwrap_or_else(|| server.addr.to_string());
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    match http::Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
+    {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(e) => {
+            return Err(SendError::Connect(
+                io::Error::new(io::ErrorKind::InvalidInput, e),
+                Box::new(req),
+            ))
+        }
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+    let mut retried = false;
+    loop {
+        let (mut tx, connected) = match h2_session(server.addr, &server.pool, backend).await {
+            Ok(s) => s,
+            Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+        };
+        match tx.try_send_request(req).await {
+            Ok(resp) => return Ok((resp, connected)),
+            Err(mut e) => match e.take_message() {
+                Some(r) if !retried => {
+                    server.pool.h2.lock().await.take();
+                    retried = true;
+                    req = r;
+                }
+                Some(r) => return Err(SendError::Connect(io::Error::other(e.into_error()), Box::new(r))),
+                None => return Err(SendError::Protocol(e.into_error())),
+            },
+        }
     }
 }
 
@@ -146,6 +198,37 @@ pub async fn open(
     tokio::time::timeout(backend.connect_timeout, opening)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
+/// The server's HTTP/2 session (`protocol = "h2"` or `"h2c"`): the pooled one while it is
+/// open, else a new connection (its connect time returned). The session's connection runs
+/// on a task of its own until it ends.
+pub async fn h2_session(
+    addr: SocketAddr,
+    pool: &Pool,
+    backend: &crate::snapshot::Backend,
+) -> io::Result<(H2Sender, Option<Duration>)> {
+    let mut slot = pool.h2.lock().await;
+    if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
+        return Ok((tx.clone(), None));
+    }
+    let started = std::time::Instant::now();
+    let io = open(addr, backend, None).await?;
+    let mut builder = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // Keep idle sessions alive through NATs and notice dead servers.
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .adaptive_window(true);
+    let (tx, conn) = builder.handshake(TokioIo::new(io)).await.map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
+        }
+    });
+    *slot = Some(tx.clone());
+    Ok((tx, Some(started.elapsed())))
 }
 
 /// Opens a TCP connection and an HTTP/1.1 client session on it.

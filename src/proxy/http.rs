@@ -184,6 +184,10 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
     let start = Instant::now();
     let stream = OpenStream::new(conn);
     let request_id = ensure_request_id(req.headers_mut());
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let head = conn.shared.access_log.as_ref().map(|log| {
         let host = request_host(&req).unwrap_or("");
         Arc::new(LogHead::new(log, conn.peer, &conn.listener, &req, host, &request_id).with_tls(conn.tls.as_ref()))
@@ -198,7 +202,7 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
         Err(e) => {
             tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
             conn.stats.errors[e.reason_index()].fetch_add(1, Relaxed);
-            let resp = synthetic(&e);
+            let resp = if grpc { synthetic_grpc(&e) } else { synthetic(&e) };
             if let Some(head) = head {
                 let bytes = resp.body().size_hint().exact().unwrap_or(0);
                 head.log(
@@ -318,7 +322,17 @@ async fn forward(
     };
 
     let (mut parts, body) = req.into_parts();
+    // gRPC needs `te: trailers` end to end; it is hop-by-hop, so it is sent again (to an
+    // HTTP/2 server) rather than passed through.
+    let te_trailers = backend.protocol.is_h2()
+        && parts.headers.get_all(header::TE).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
+        });
     headers::strip_hop_by_hop(&mut parts.headers);
+    if te_trailers {
+        parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     let proto = if conn.tls.is_some() { "https" } else { "http" };
     headers::set_forwarded(&mut parts.headers, conn.peer.ip(), proto, authority.as_ref());
     // Forwarded with the host it was routed by: an absolute-form target's authority
@@ -352,11 +366,25 @@ async fn forward(
         let sent_at = Instant::now();
         // Pinned here and lent to response_head: the send future (the largest part of this
         // one) is held once, not again as that function's argument.
-        let sent = {
+        let sent = if backend.protocol.is_h2() {
+            let send = crate::upstream::send_h2(&server, &backend, up_req);
+            tokio::pin!(send);
+            response_head(backend.timeout, upload.as_deref(), send.as_mut())
+                .await
+                .map(|r| match r {
+                    Ok((resp, connected)) => Ok((resp.map(Sent::H2), connected)),
+                    Err(crate::upstream::SendError::Connect(e, req)) => Err(SendError::Connect(e, req)),
+                    Err(crate::upstream::SendError::Protocol(e)) => {
+                        Err(SendError::Failed(ProxyError::UpstreamProtocol(e)))
+                    }
+                })
+        } else {
             let proxied = backend.send_proxy.map(|_| (conn.peer, conn.local));
             let send = client::send(&server, &backend, conn.shared.head_limits, up_req, proxied);
             tokio::pin!(send);
-            response_head(backend.timeout, upload.as_deref(), send.as_mut()).await
+            response_head(backend.timeout, upload.as_deref(), send.as_mut())
+                .await
+                .map(|r| r.map(|(resp, connected)| (resp.map(Sent::H1), connected)))
         };
         match sent {
             Err(_) => {
@@ -476,10 +504,16 @@ async fn response_head<F: std::future::Future>(
     }
 }
 
+/// An upstream response body: read by veer's HTTP/1 client, or an HTTP/2 stream's.
+enum Sent {
+    H1(RawBody),
+    H2(Incoming),
+}
+
 /// Turns the upstream response into the client's, streamed with its connection returned to
 /// the pool at the end. A 101 cannot be relayed over HTTP/2 (nothing here asked for one).
 fn respond(
-    resp: Response<RawBody>,
+    resp: Response<Sent>,
     server: &Arc<Server>,
     backend: &Backend,
     active: crate::state::ActiveGuard,
@@ -491,9 +525,13 @@ fn respond(
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    // The body looks after its own connection (back to the pool when it ends).
-    let body = UpstreamBody::new(body, None, active, end, backend.read_timeout);
-    Ok(Response::from_parts(parts, ProxyBody::Raw(body)))
+    // The body looks after its own connection (back to the pool when it ends); an HTTP/2
+    // stream's trailers (gRPC's status) pass through as frames.
+    let body = match body {
+        Sent::H1(raw) => ProxyBody::Raw(UpstreamBody::new(raw, None, active, end, backend.read_timeout)),
+        Sent::H2(incoming) => ProxyBody::Upstream(UpstreamBody::new(incoming, None, active, end, backend.read_timeout)),
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// A connection whose first bytes were already read: they are read again first.
@@ -578,6 +616,24 @@ fn synthetic(e: &ProxyError) -> Response<ProxyBody> {
         // A moment's shortage: clients and browsers retry.
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    resp
+}
+
+/// veer's own answer to a gRPC request, in gRPC's shape (as Envoy answers): HTTP 200 with
+/// `grpc-status` in a trailers-only response — 4 DEADLINE_EXCEEDED for timeouts, 14
+/// UNAVAILABLE for everything else veer can fail with (3 INVALID_ARGUMENT for a bad request).
+fn synthetic_grpc(e: &ProxyError) -> Response<ProxyBody> {
+    let status = match e {
+        ProxyError::Timeout | ProxyError::RequestTimeout => "4",
+        ProxyError::BadRequest(_) | ProxyError::HeadersTooLarge => "3",
+        _ => "14",
+    };
+    let mut resp = Response::new(ProxyBody::Synthetic(None));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from_static(status));
+    h.insert("grpc-message", HeaderValue::from_static(e.reason()));
+    h.insert("veer-error", HeaderValue::from_static(e.reason()));
     resp
 }
 

@@ -33,6 +33,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type UpstreamRequestBody = UnsyncBoxBody<Bytes, BoxError>;
 /// A hyper client session on one upstream connection (mirroring).
 pub type Sender = http1::SendRequest<UpstreamRequestBody>;
+/// A multiplexed HTTP/2 session to a server (`protocol = "h2"` or `"h2c"`): cloned by
+/// every request; hyper queues streams beyond the limit the server announces.
+pub type H2Sender = hyper::client::conn::http2::SendRequest<UpstreamRequestBody>;
 
 struct Idle {
     tx: Sender,
@@ -49,6 +52,9 @@ pub struct Pool {
     conns: Mutex<Vec<(UpstreamIo, Instant)>>,
     /// Off while the server drains or is in maintenance: connections are not kept.
     reuse: std::sync::atomic::AtomicBool,
+    /// The server's HTTP/2 session, when its backend speaks HTTP/2. Opening one is
+    /// serialized, so a burst of first requests opens one connection, not one each.
+    pub h2: tokio::sync::Mutex<Option<H2Sender>>,
 }
 
 impl Pool {
@@ -58,6 +64,7 @@ impl Pool {
             idle: Mutex::new(VecDeque::new()),
             conns: Mutex::new(Vec::new()),
             reuse: std::sync::atomic::AtomicBool::new(true),
+            h2: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -75,8 +82,13 @@ impl Pool {
         }
     }
 
-    /// Drops every idle connection (closing it); in-flight exchanges are untouched.
+    /// Drops every idle connection (closing it); in-flight exchanges are untouched (an
+    /// HTTP/2 session is dropped from the pool: its open streams finish, new ones go on a
+    /// new session).
     pub fn close_idle(&self) {
+        if let Ok(mut h2) = self.h2.try_lock() {
+            h2.take();
+        }
         if let Ok(mut q) = self.idle.lock() {
             q.clear();
         }
