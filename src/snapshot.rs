@@ -268,10 +268,10 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                         addr: s.addr,
                         max_idle: b.pool_max_idle,
                         idle_timeout: b.pool_idle_timeout,
-                        // New TLS material or SNI: connections made with the old go.
+                        // New TLS material, SNI or protocol: connections made with the old go.
                         tls: b.tls.as_ref().map_or(0, |t| {
                             t.fingerprint.0 ^ hash::key(t.sni.as_deref().unwrap_or("").as_bytes()) ^ t.verify as u64
-                        }),
+                        }) ^ b.protocol as u64,
                     };
                     let (state, pool) = reg.get(&b.name, &s.name, key);
                     state.set_draining(s.state == AdminState::Drain, b.drain_timeout);

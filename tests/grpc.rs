@@ -240,3 +240,53 @@ servers = [ {{ name = "t1", addr = "{dead}" }} ]
     assert_eq!(headers["veer-error"], "connect-failed");
     assert!(msgs.is_empty());
 }
+
+#[tokio::test]
+async fn an_http1_client_reaches_an_http2_server() {
+    let plain = grpc_server(None).await;
+    let backends = format!(
+        r#"
+[[backend]]
+name = "echo"
+protocol = "h2c"
+servers = [ {{ name = "e1", addr = "{plain}" }} ]
+[[backend]]
+name = "echo-tls"
+protocol = "h2c"
+servers = [ {{ name = "t1", addr = "{plain}" }} ]
+"#
+    );
+    let proxy = Proxy::start(&config(&backends)).await;
+    let addr = proxy.addr("grpc").await;
+    let msg = frame(b"one");
+    // A body with a length; the response (no length over HTTP/2) comes chunked, its
+    // trailers as chunked trailers.
+    let mut req = format!(
+        "POST /test.Echo/Unary HTTP/1.1\r\nHost: grpc.test\r\nTE: trailers\r\nContent-Type: application/grpc\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        msg.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&msg);
+    let resp = raw_exchange(addr, &req).await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    let lower = resp.to_ascii_lowercase();
+    assert!(lower.contains("transfer-encoding: chunked"), "{resp}");
+    assert!(lower.contains("x-te: trailers"), "{resp}");
+    assert!(resp.contains("echo one"), "{resp}");
+    assert!(
+        lower.contains("\r\n0\r\ngrpc-status: 0\r\ngrpc-message: done\r\n\r\n"),
+        "{resp}"
+    );
+
+    // A chunked request body, decoded on its way up.
+    let mut req = b"POST /test.Echo/Stream HTTP/1.1\r\nHost: grpc.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    let body = frame(b"two");
+    req.extend_from_slice(format!("{:x}\r\n", 3).as_bytes());
+    req.extend_from_slice(&body[..3]);
+    req.extend_from_slice(format!("\r\n{:x}\r\n", body.len() - 3).as_bytes());
+    req.extend_from_slice(&body[3..]);
+    req.extend_from_slice(b"\r\n0\r\n\r\n");
+    let resp = raw_exchange(addr, &req).await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    assert!(resp.contains("part 2 of two"), "{resp}");
+}

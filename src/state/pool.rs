@@ -22,8 +22,8 @@ pub struct PoolKey {
     pub addr: SocketAddr,
     pub max_idle: usize,
     pub idle_timeout: Duration,
-    /// Identifies the backend's TLS settings (0: plain): connections are reused per
-    /// (server, TLS material, SNI).
+    /// Identifies the backend's TLS settings and protocol (0: plain HTTP/1.1):
+    /// connections are reused per (server, TLS material, SNI, protocol).
     pub tls: u64,
 }
 

@@ -561,6 +561,15 @@ pub fn put_u64(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// A client address for X-Forwarded-For (IPv4 without `fmt`).
+/// Lowercase hex digits (a chunk size).
+pub fn put_hex(out: &mut Vec<u8>, n: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - n.max(1).leading_zeros()).div_ceil(4);
+    for i in (0..digits).rev() {
+        out.push(HEX[((n >> (4 * i)) & 0xf) as usize]);
+    }
+}
+
 pub fn put_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
     match ip {
         std::net::IpAddr::V4(v4) => {

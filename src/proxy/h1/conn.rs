@@ -1,5 +1,6 @@
 //! What every exchange on one HTTP/1 client connection shares ([`Conn`]), how an exchange
-//! ends ([`Next`]), and the one deadline-or-stop wrapper every wait goes through.
+//! ends ([`Next`]) or fails ([`Failure`]), and the one deadline-or-stop wrapper every wait
+//! goes through.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +38,23 @@ pub(super) enum Next {
     Close,
     /// Drop the connection now (stop, timeout, broken).
     Abort,
+}
+
+/// How an exchange with a server failed.
+pub(super) enum Failure {
+    /// Answer with this error (nothing of the response was written yet).
+    Answer(crate::error::ProxyError),
+    /// Something was written already, or the client is gone: drop the connection.
+    Abort,
+}
+
+/// Records a finished response: the server's byte count, the request's duration and log.
+pub(super) fn finish(server: &crate::snapshot::Server, end: &mut crate::upstream::RequestEnd, bytes: u64) {
+    server
+        .state
+        .response_bytes
+        .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    end.record(bytes);
 }
 
 /// Awaits `f` unless `deadline` passes or `stop` is cancelled first.

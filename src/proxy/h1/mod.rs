@@ -8,3 +8,4 @@ mod relay;
 mod request;
 mod response;
 pub mod server;
+mod to_h2;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::time::Instant as Deadline;
 
 use super::codec::{BodyWalk, Framing};
-use super::conn::{within, Conn, Next, BULK};
+use super::conn::{finish, within, Conn, Failure, Next, BULK};
 use super::request::Request;
 use super::response::{parse_response, write_error, ClientView};
 use crate::access_log::{PendingLog, Upstream};
@@ -33,13 +33,6 @@ pub(super) struct UpConn {
     pub(super) connected: Option<Duration>,
 }
 
-pub(super) enum Failure {
-    /// Answer with this error (nothing of the response was written yet).
-    Answer(ProxyError),
-    /// Something was written already, or the client is gone: drop the connection.
-    Abort,
-}
-
 pub(super) async fn forward(
     client: &mut ClientIo,
     inbuf: &mut Buf,
@@ -54,6 +47,14 @@ pub(super) async fn forward(
             return answer(client, conn, &req, ProxyError::NoServer, start).await;
         };
         let active = server.state.request_guard();
+        if backend.protocol.is_h2() {
+            // Not retried on another server: the body may be part-sent already.
+            return match super::to_h2::exchange(client, inbuf, conn, &mut req, &server, start, active, via).await {
+                Ok(next) => next,
+                Err(Failure::Answer(e)) => answer(client, conn, &req, e, start).await,
+                Err(Failure::Abort) => Next::Abort,
+            };
+        }
         let up = match upstream_conn(&server, &backend, proxied(client, conn, &backend)).await {
             Ok(up) => up,
             Err(e) if crate::ratelimit::is_local_resource_error(&e) => {
@@ -484,17 +485,10 @@ pub(super) async fn exchange_with(
     drop(out);
     finish(server, &mut end, bytes);
     drop(active);
-    if upstream_keeps && framing != Framing::Close && resp_buf.is_empty() {
-        if backend.send_proxy.is_none() {
-            server.pool.put_conn(up.stream);
-        }
+    if upstream_keeps && framing != Framing::Close && resp_buf.is_empty() && backend.send_proxy.is_none() {
+        server.pool.put_conn(up.stream);
     }
     Ok(if client_close { Next::Close } else { Next::KeepAlive })
-}
-
-pub(super) fn finish(server: &Server, end: &mut RequestEnd, bytes: u64) {
-    server.state.response_bytes.fetch_add(bytes, Relaxed);
-    end.record(bytes);
 }
 
 /// A new connection to `server` (its connect time recorded).

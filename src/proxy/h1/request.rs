@@ -348,6 +348,15 @@ pub(super) fn write_upstream_head(
             continue;
         }
         if hop_by_hop(name, named) || is(name, b"x-forwarded-proto") || is(name, b"x-forwarded-host") {
+            // gRPC's `te: trailers` is hop-by-hop, yet an HTTP/2 server needs it: said again.
+            let trailers = || {
+                h.value
+                    .split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+            };
+            if is(name, b"te") && backend.protocol.is_h2() && trailers() {
+                out.extend_from_slice(b"te: trailers\r\n");
+            }
             continue;
         }
         if is(name, b"host") {
