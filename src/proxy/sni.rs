@@ -129,13 +129,15 @@ fn server_name(body: &[u8]) -> Option<Option<String>> {
             let name_type = list.u8()?;
             let name = list.vec(2)?;
             if name_type == 0 {
-                let name = std::str::from_utf8(name).ok()?;
+                // A trailing dot (the root) is the same name; nothing but dots is none
+                // (found by fuzzing: "." once came out as an empty name).
+                let name = std::str::from_utf8(name).ok()?.trim_end_matches('.');
                 let valid = !name.is_empty()
                     && name.len() <= 253
                     && name
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-                return valid.then(|| Some(name.trim_end_matches('.').to_ascii_lowercase()));
+                return valid.then(|| Some(name.to_ascii_lowercase()));
             }
         }
         return Some(None);
@@ -191,6 +193,9 @@ mod tests {
             Hello::NotTls
         );
         assert_eq!(parse(&[0x16]), Hello::Incomplete);
+        // fuzz/corpus/sni/regression-dot-name: a server name of "." alone.
+        let dot = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/sni/regression-dot-name")).unwrap();
+        assert_eq!(parse(&dot), Hello::NotTls);
         assert_eq!(parse(&[]), Hello::Incomplete);
     }
 }
