@@ -12,6 +12,7 @@ Usage: idle_conns.py --port 8100 --pid 1234 [--pid 1235] [-n 2000] [--hold 2]
 import argparse
 import asyncio
 import resource
+import ssl
 import sys
 import time
 
@@ -43,9 +44,12 @@ async def read_response(reader):
     return status
 
 
+TLS = None  # an ssl.SSLContext with --tls (no verification: the cert is the test's own)
+
+
 async def open_one(host, port, sem, timeout):
     async with sem:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=TLS), timeout)
         writer.write(REQUEST)
         await writer.drain()
         status = await asyncio.wait_for(read_response(reader), timeout)
@@ -65,7 +69,14 @@ async def main():
     ap.add_argument("--warmup", type=int, default=20,
                     help="short-lived connections made before the baseline")
     ap.add_argument("--concurrency", type=int, default=100, help="connects in flight at once")
+    ap.add_argument("--tls", action="store_true", help="connect with TLS (HTTP/1.1 by ALPN)")
     args = ap.parse_args()
+    global TLS
+    if args.tls:
+        TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        TLS.check_hostname = False
+        TLS.verify_mode = ssl.CERT_NONE
+        TLS.set_alpn_protocols(["http/1.1"])
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = args.n + 256

@@ -29,17 +29,22 @@ LABEL = {
     "veer-h2c": "veer h2c",
     "haproxy-h2c": "HAProxy h2c",
     "nginx-h2c": "nginx h2c",
+    "veer-https": "veer https (TLS 1.3)",
+    "haproxy-https": "HAProxy https (TLS 1.3)",
 }
 # Which HAProxy row each target is compared with.
 VS = {"veer-http": "haproxy-http", "nginx-proxy": "haproxy-http", "haproxy-http": "haproxy-http",
       "veer-tcp": "haproxy-tcp", "haproxy-tcp": "haproxy-tcp",
-      "veer-h2c": "haproxy-h2c", "nginx-h2c": "haproxy-h2c", "haproxy-h2c": "haproxy-h2c"}
+      "veer-h2c": "haproxy-h2c", "nginx-h2c": "haproxy-h2c", "haproxy-h2c": "haproxy-h2c",
+      "veer-https": "haproxy-https", "haproxy-https": "haproxy-https"}
 MODES = {
     "keepalive": "HTTP/1.1 keep-alive, 13-byte responses",
     "close": "HTTP/1.1, a new connection per request (Connection: close)",
     "big": "1 MiB responses (throughput in MB/s)",
     "h2c": "h2c (HTTP/2 prior knowledge), h2load -c50 -m10",
     "capped": "HTTP/1.1 keep-alive, every proxy capped at the same share of one core (proxy-bound)",
+    "tls": "HTTPS keep-alive (TLS 1.3, ECDSA P-256), both capped at the same share of one core",
+    "tlsnew": "HTTPS, a new TLS handshake per request (Connection: close), both capped at the same share of one core",
 }
 
 

@@ -3,9 +3,11 @@
 # shared/anchors.md (the project's measurement notes). See loadtest/README.md.
 #
 # Env: DURATION (s per run, default 10), ROUNDS (default 3), CONNS (default "50 200"),
-#      MODES (default "keepalive close big h2c capped"): keep-alive small requests, connection
-#      per request (50 conns), 1 MiB responses (10 conns, MB/s), h2c with h2load -c50 -m10, and
-#      keep-alive with every proxy capped at CAP % of a core (default 50, cgroup v1 cpu quota),
+#      MODES (default "keepalive close big h2c capped tls tlsnew"): keep-alive small requests,
+#      connection per request (50 conns), 1 MiB responses (10 conns, MB/s), h2c with h2load
+#      -c50 -m10, keep-alive with every proxy capped at CAP % of a core (default 50, cgroup v1
+#      cpu quota), and HTTPS (TLS 1.3, ECDSA P-256, resumption unused) keep-alive and one
+#      handshake per request, veer against HAProxy, both capped the same way,
 #      IDLE_CONNS (default 2000), OUT (default loadtest/out), VEER_BIN (default: build release into
 #      LOADTEST_TARGET_DIR, default <repo>/target/loadtest), SKIP_MEM=1, SKIP_LOAD=1.
 set -euo pipefail
@@ -16,7 +18,7 @@ OUT="${OUT:-$HERE/out}"
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
 CONNS="${CONNS:-50 200}"
-MODES="${MODES:-keepalive close big h2c capped}"
+MODES="${MODES:-keepalive close big h2c capped tls tlsnew}"
 CAP="${CAP:-50}"
 IDLE_CONNS="${IDLE_CONNS:-2000}"
 PROXY_CORE=0
@@ -128,12 +130,21 @@ wait_port() { # port pid name
     die "$3 did not listen on :$1"
 }
 
-for port in 9001 9002 8100 8101 8200 8201 8202 8300 8301; do
+for port in 9001 9002 8100 8101 8102 8200 8201 8202 8203 8300 8301; do
     port_open "$port" && die "127.0.0.1:$port is already in use; stop whatever holds it first"
 done
 
 render() { # template output [port]
     sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|${3:-}|g" "$1" > "$2"
+}
+
+# The certificate both TLS frontends serve: ECDSA P-256, made for this run.
+make_cert() {
+    command -v openssl >/dev/null || $SUDO apt-get install -y openssl
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+        -keyout "$TMP/bench.key" -out "$TMP/bench.pem" 2>/dev/null
+    cat "$TMP/bench.pem" "$TMP/bench.key" > "$TMP/bench-haproxy.pem"
 }
 
 start_backends() {
@@ -155,12 +166,15 @@ start_backends() {
 VEER_PID="" HAPROXY_PID="" NGINX_PID="" NGINX_WORKER=""
 
 start_veer() {
-    TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$PROXY_CORE" "$VEER_BIN" run -c "$HERE/veer.toml" \
+    # loadtest/veer.toml plus the https listener (its certificate lives in this run's dir).
+    { cat "$HERE/veer.toml"; sed -e "s|@DIR@|$TMP|g" "$HERE/veer-tls.toml.tmpl"; } > "$TMP/veer.toml"
+    TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$PROXY_CORE" "$VEER_BIN" run -c "$TMP/veer.toml" \
         >>"$TMP/veer.log" 2>&1 &
     VEER_PID=$!
     PIDS+=("$VEER_PID")
     wait_port 8100 "$VEER_PID" veer
     wait_port 8101 "$VEER_PID" veer
+    wait_port 8102 "$VEER_PID" veer
 }
 
 start_haproxy() {
@@ -170,6 +184,7 @@ start_haproxy() {
     PIDS+=("$HAPROXY_PID")
     wait_port 8200 "$HAPROXY_PID" haproxy
     wait_port 8201 "$HAPROXY_PID" haproxy
+    wait_port 8203 "$HAPROXY_PID" haproxy
 }
 
 start_nginx_proxy() {
@@ -197,8 +212,8 @@ stop_nginx_proxy() { [ -z "$NGINX_PID" ] || stop_pid "$NGINX_PID"; NGINX_PID="";
 # target -> port; target -> PIDs whose CPU/RSS count as "the proxy"
 port_of() {
     case "$1" in
-        direct) echo 9001 ;; veer-http | veer-h2c) echo 8100 ;; veer-tcp) echo 8101 ;;
-        haproxy-http) echo 8200 ;; haproxy-tcp) echo 8201 ;; haproxy-h2c) echo 8202 ;;
+        direct) echo 9001 ;; veer-http | veer-h2c) echo 8100 ;; veer-tcp) echo 8101 ;; veer-https) echo 8102 ;;
+        haproxy-http) echo 8200 ;; haproxy-tcp) echo 8201 ;; haproxy-h2c) echo 8202 ;; haproxy-https) echo 8203 ;;
         nginx-proxy) echo 8300 ;; nginx-h2c) echo 8301 ;;
     esac
 }
@@ -217,10 +232,11 @@ targets_of() {
         close | capped) echo "veer-http haproxy-http nginx-proxy" ;;
         big) echo "direct veer-http haproxy-http nginx-proxy" ;;
         h2c) echo "veer-h2c haproxy-h2c nginx-h2c" ;;
+        tls | tlsnew) echo "veer-https haproxy-https" ;;
     esac
 }
 conns_of() {
-    case "$1" in keepalive | capped) echo "$CONNS" ;; close | h2c) echo 50 ;; big) echo 10 ;; esac
+    case "$1" in keepalive | capped) echo "$CONNS" ;; close | h2c | tls | tlsnew) echo 50 ;; big) echo 10 ;; esac
 }
 start_target() {
     case "$1" in veer-*) start_veer ;; haproxy-*) start_haproxy ;; nginx-proxy) start_nginx_proxy ;; esac
@@ -267,20 +283,22 @@ to_ms() { # wrk latency like 608.00us, 1.23ms, 2.01s, 1.00m
 cat "$OUT/meta.txt" >&2
 
 start_backends
+make_cert
 
 # ---------------------------------------------------------------------------------------
 # Memory: a freshly started proxy per measurement.
 if [ -z "${SKIP_MEM:-}" ]; then
     echo "target,conns,still_open,errors,before_kb,with_kb,per_conn_bytes" > "$OUT/mem.csv"
-    for target in veer-http haproxy-http nginx-proxy veer-tcp haproxy-tcp; do
+    for target in veer-http haproxy-http nginx-proxy veer-tcp haproxy-tcp veer-https haproxy-https; do
         start_target "$target"
         pids=$(pids_of "$target")
         [ "$target" = nginx-proxy ] && pids="$NGINX_WORKER"   # the master does not grow
         pid_args=()
         for p in $pids; do pid_args+=(--pid "$p"); done
         log "memory: $target ($IDLE_CONNS idle keep-alive connections)"
+        tls_arg=(); case "$target" in *-https) tls_arg=(--tls) ;; esac
         line="$(taskset -c "$LOAD_CORE" python3 "$HERE/idle_conns.py" --port "$(port_of "$target")" \
-            -n "$IDLE_CONNS" "${pid_args[@]}" 2> >(tee -a "$TMP/idle_conns.log" >&2) || true)"
+            -n "$IDLE_CONNS" "${pid_args[@]}" "${tls_arg[@]}" 2> >(tee -a "$TMP/idle_conns.log" >&2) || true)"
         log "  $line"
         [ -n "$line" ] || die "idle_conns.py produced no result for $target"
         eval "$(tr ' ' '\n' <<<"$line" | grep '=' | sed 's/^/m_/')"
@@ -300,16 +318,22 @@ if [ -z "${SKIP_LOAD:-}" ]; then
     for target in direct veer-http haproxy-http nginx-proxy veer-tcp haproxy-tcp; do
         taskset -c "$LOAD_CORE" wrk -t1 -c50 -d2s "http://127.0.0.1:$(port_of "$target")/" >/dev/null
     done
+    for target in veer-https haproxy-https; do
+        taskset -c "$LOAD_CORE" wrk -t1 -c50 -d2s "https://127.0.0.1:$(port_of "$target")/" >/dev/null
+    done
 
     echo "mode,round,conns,target,rps,requests,p50_ms,p99_ms,cpu_s,cpu_s_per_100k,core0_busy_pct,core1_busy_pct,non2xx,sock_errors,mb_per_s,sock_detail" \
         > "$OUT/raw.csv"
     for mode in $MODES; do
-        if [ "$mode" = capped ]; then
-            # shellcheck disable=SC2046
-            cap $VEER_PID $HAPROXY_PID $NGINX_PID $NGINX_WORKER
-            log "capped mode: every proxy at $CAP % of one core"
-        fi
+        case "$mode" in
+            capped | tls | tlsnew)
+                # shellcheck disable=SC2046,SC2086
+                [ -n "$CGROUP" ] || cap $VEER_PID $HAPROXY_PID $NGINX_PID $NGINX_WORKER
+                log "$mode mode: every proxy at $CAP % of one core" ;;
+            *) uncap ;;
+        esac
         path=/; [ "$mode" = big ] && path=/big
+        scheme=http; case "$mode" in tls | tlsnew) scheme=https ;; esac
         for c in $(conns_of "$mode"); do
             for round in $(seq "$ROUNDS"); do
                 for target in $(targets_of "$mode"); do
@@ -320,10 +344,10 @@ if [ -z "${SKIP_LOAD:-}" ]; then
                     cpu0=$([ -n "$pids" ] && cpu_ticks $pids || echo 0)
                     read -r b0 t0 < <(core_jiffies "$PROXY_CORE")
                     read -r b1 t1 < <(core_jiffies "$LOAD_CORE")
-                    url="http://127.0.0.1:$(port_of "$target")$path"
+                    url="$scheme://127.0.0.1:$(port_of "$target")$path"
                     case "$mode" in
                         h2c) taskset -c "$LOAD_CORE" h2load -t1 -c"$c" -m10 -D"$DURATION" "$url" > "$f" 2>&1 || true ;;
-                        close) taskset -c "$LOAD_CORE" wrk -t1 -c"$c" -d"${DURATION}s" --latency -H "Connection: close" "$url" > "$f" 2>&1 || true ;;
+                        close | tlsnew) taskset -c "$LOAD_CORE" wrk -t1 -c"$c" -d"${DURATION}s" --latency -H "Connection: close" "$url" > "$f" 2>&1 || true ;;
                         *) taskset -c "$LOAD_CORE" wrk -t1 -c"$c" -d"${DURATION}s" --latency "$url" > "$f" 2>&1 || true ;;
                     esac
                     read -r b0b t0b < <(core_jiffies "$PROXY_CORE")
@@ -366,8 +390,8 @@ if [ -z "${SKIP_LOAD:-}" ]; then
                 done
             done
         done
-        [ "$mode" = capped ] && uncap
     done
+    uncap
 fi
 
 # The report needs raw.csv; keep the previous one when SKIP_LOAD is set.

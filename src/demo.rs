@@ -1,6 +1,7 @@
 //! `veer demo`: two built-in upstreams, "blue" and "green", each answering with its name and
 //! colour, and veer in front of them with config/demo.toml (embedded in the binary, written
-//! to a temp dir so the user can edit it and watch traffic shift).
+//! to a temp dir so the user can edit it and watch traffic shift). With `--tls`, also an
+//! https listener whose certificate (for localhost) is made on the spot.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,8 +54,34 @@ pub fn config_path() -> PathBuf {
     std::env::temp_dir().join("veer-demo").join("demo.toml")
 }
 
+/// The https listener `--tls` adds, serving the same routes.
+const TLS_LISTENER: &str = r#"
+# Added by `veer demo --tls`: https with a certificate made for localhost (demo.pem).
+[[listener]]
+name = "web-tls"
+bind = "127.0.0.1:8443"
+protocol = "http"
+hsts = "max-age=300"
+  [listener.tls]
+  certs = [ { cert = "demo.pem", key = "demo.key" } ]
+  [[listener.route]]
+  path_prefix = "/"
+  backend = "app"
+"#;
+
+/// A self-signed certificate for localhost and 127.0.0.1, written next to the config.
+fn make_certificate(dir: &std::path::Path) -> Result<(), String> {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .map_err(|e| format!("cannot make a certificate: {e}"))?;
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {}: {e}", dir.join(name).display()))
+    };
+    write("demo.pem", cert.cert.pem())?;
+    write("demo.key", cert.signing_key.serialize_pem())
+}
+
 /// Runs the demo until Ctrl-C.
-pub async fn run() -> Result<(), String> {
+pub async fn run(tls: bool) -> Result<(), String> {
     for (name, colour, addr) in UPSTREAMS {
         let addr: SocketAddr = addr.parse().map_err(|e| format!("{e}"))?;
         let l = TcpListener::bind(addr)
@@ -66,7 +93,12 @@ pub async fn run() -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    std::fs::write(&path, DEMO_CONFIG).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let mut config = DEMO_CONFIG.to_string();
+    if tls {
+        make_certificate(path.parent().unwrap_or(std::path::Path::new(".")))?;
+        config.push_str(TLS_LISTENER);
+    }
+    std::fs::write(&path, config).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let veer = crate::runtime::Veer::start(&path).await.map_err(|e| e.to_string())?;
     veer.spawn_watcher().map_err(|e| e.to_string())?;
     let web = veer
@@ -95,6 +127,15 @@ pub async fn run() -> Result<(), String> {
         sock = socket.display(),
         path = path.display()
     );
+    if tls {
+        println!(
+            "\nhttps (TLS 1.3, HTTP/2 or HTTP/1.1 by ALPN) with a certificate made for localhost:\n\
+             \x20 curl -s --cacert {pem} https://localhost:8443/\n\
+             \x20 cargo run --release -- ctl -s {sock} show ssl cert",
+            pem = path.with_file_name("demo.pem").display(),
+            sock = socket.display(),
+        );
+    }
     crate::runtime::wait_for_stop_signal().await;
     veer.shutdown().await;
     Ok(())

@@ -34,7 +34,11 @@ enum Command {
         config: PathBuf,
     },
     /// Start two demo upstreams (blue, green) and veer in front of them.
-    Demo,
+    Demo {
+        /// Also serve https on 127.0.0.1:8443 with a certificate made on the spot.
+        #[arg(long)]
+        tls: bool,
+    },
     /// Send a command to a running veer's admin socket (interactive without a command).
     Ctl {
         /// The admin socket.
@@ -114,11 +118,11 @@ fn main() -> ExitCode {
             ..
         } => veer::admin::ctl::run_http(addr, token_file.as_deref(), &command),
         Command::Ctl { socket, command, .. } => veer::admin::ctl::run(&socket, &command),
-        Command::Demo => {
+        Command::Demo { tls } => {
             init_logging();
             let result = build_runtime(None)
                 .map_err(|e| e.to_string())
-                .and_then(|rt| rt.block_on(veer::demo::run()));
+                .and_then(|rt| rt.block_on(veer::demo::run(tls)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -194,7 +194,11 @@ mod tests {
         );
         assert_eq!(parse(&[0x16]), Hello::Incomplete);
         // fuzz/corpus/sni/regression-dot-name: a server name of "." alone.
-        let dot = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/sni/regression-dot-name")).unwrap();
+        let dot = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/sni/regression-dot-name"
+        ))
+        .unwrap();
         assert_eq!(parse(&dot), Hello::NotTls);
         assert_eq!(parse(&[]), Hello::Incomplete);
     }
