@@ -14,7 +14,10 @@ fn tls_config(dir: &std::path::Path, backend: std::net::SocketAddr, extra_tls: &
     format!(
         r#"
 [admin]
-socket = "{}/admin.sock"
+socket = "{0}/admin.sock"
+
+[access_log]
+path = "{0}/access.log"
 
 [[listener]]
 name = "https"
@@ -155,6 +158,24 @@ async fn each_server_name_gets_its_certificate_over_http1_and_h2() {
     assert!(
         metrics.contains("veer_tls_negotiated_total{listener=\"https\",version=\"TLSv1.3\",alpn=\"h2\"} 1"),
         "{metrics}"
+    );
+    // The access log carries what each request's connection negotiated.
+    let mut log = String::new();
+    for _ in 0..200 {
+        log = std::fs::read_to_string(proxy.dir.path().join("access.log")).unwrap_or_default();
+        if log.lines().count() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        log.contains(r#""alpn":"http/1.1""#) && log.contains(r#""alpn":"h2""#),
+        "{log}"
+    );
+    assert!(log.contains(r#""sni":"shop.example.com""#), "{log}");
+    assert!(
+        log.contains(r#""tls_version":"TLSv1.3""#) && log.contains(r#""tls_cipher":"TLS13_"#),
+        "{log}"
     );
 }
 

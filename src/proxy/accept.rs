@@ -49,7 +49,8 @@ pub(super) async fn serve(mut stream: TcpStream, mut conn: Conn, http: bool) {
         return Box::pin(h1::serve(ClientIo::Plain(stream), conn)).await;
     };
     let stats = conn.open.listener.clone();
-    let accepting = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    // Boxed: the handshake's state (a whole rustls session) is needed only until it ends.
+    let accepting = Box::pin(tokio_rustls::TlsAcceptor::from(config).accept(stream));
     let session = match tokio::time::timeout_at(deadline, accepting).await {
         Ok(Ok(session)) => session,
         failed => {

@@ -38,13 +38,23 @@ pub fn spawn(
     drain: tokio_util::sync::CancellationToken,
     open: OpenConn,
 ) {
-    let (http, opts) = {
+    let (http, sni, opts) = {
         let snap = shared.snapshot.load();
         let Some(l) = snap.listeners.get(listener.as_str()) else {
             return; // removed by a reload between accept and here
         };
-        (matches!(l.routes, ListenerRoutes::Http(_)), l.opts.clone())
+        let http = matches!(l.routes, ListenerRoutes::Http(_));
+        (http, matches!(l.routes, ListenerRoutes::Sni(_)), l.opts.clone())
     };
+    if !http && !sni && !opts.accept_proxy {
+        // Plain TCP: straight to the L4 path, no first steps to carry.
+        tokio::spawn(async move {
+            let _open = open;
+            let deadline = tokio::time::Instant::now() + shared.header_timeout;
+            tcp::serve(stream, peer, &listener, &shared, opts.idle_timeout, deadline).await
+        });
+        return;
+    }
     let first_steps = !http || opts.tls.is_some() || opts.accept_proxy;
     let conn = h1::server::Conn {
         peer,

@@ -34,19 +34,23 @@ pub enum Ended {
 pub async fn splice<A: Session, B: Session>(a: &mut Stream<A>, b: &mut Stream<B>, idle: Duration) -> Ended {
     match (a, b) {
         (Stream::Plain(a), Stream::Plain(b)) => splice_tcp(a, b, idle).await,
-        (a, b) => {
-            let last = AtomicU64::new(now_ms());
-            let mut a = Stamped { io: a, last: &last };
-            let mut b = Stamped { io: b, last: &last };
-            let copy = async {
-                match tokio::io::copy_bidirectional(&mut a, &mut b).await {
-                    Ok((up, down)) => Ended::Done(up, down),
-                    Err(e) => Ended::Failed(e),
-                }
-            };
-            until_idle(copy, &last, idle).await
-        }
+        // Boxed: a plain session should not carry the TLS copy's state.
+        (a, b) => Box::pin(splice_io(a, b, idle)).await,
     }
+}
+
+/// [`splice`] when either side is TLS: tokio's `copy_bidirectional`, stamped for the idle rule.
+async fn splice_io<A: Session, B: Session>(a: &mut Stream<A>, b: &mut Stream<B>, idle: Duration) -> Ended {
+    let last = AtomicU64::new(now_ms());
+    let mut a = Stamped { io: a, last: &last };
+    let mut b = Stamped { io: b, last: &last };
+    let copy = async {
+        match tokio::io::copy_bidirectional(&mut a, &mut b).await {
+            Ok((up, down)) => Ended::Done(up, down),
+            Err(e) => Ended::Failed(e),
+        }
+    };
+    until_idle(copy, &last, idle).await
 }
 
 /// A stream that stamps `last` whenever bytes are read from it.
@@ -79,21 +83,52 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<'_, S> {
     }
 }
 
-/// Runs `work` until it ends or nothing has moved (per `last`) for `idle` (zero: never).
-async fn until_idle(work: impl std::future::Future<Output = Ended>, last: &AtomicU64, idle: Duration) -> Ended {
-    tokio::pin!(work);
-    let mut wait = if idle.is_zero() { Duration::MAX } else { idle };
-    loop {
-        tokio::select! {
-            ended = work.as_mut() => return ended,
-            _ = tokio::time::sleep(wait), if !idle.is_zero() => {
-                let quiet = Duration::from_millis(now_ms().saturating_sub(last.load(Relaxed)));
-                if quiet >= idle {
-                    return Ended::Idle;
-                }
-                wait = idle - quiet;
-            }
+pin_project_lite::pin_project! {
+    /// Runs `work` until it ends or nothing has moved (per `last`) for `idle` (zero: never).
+    /// A future written out rather than an async fn with `select!`: an async fn would hold
+    /// `work` twice (its argument, and the pinned copy), and an idle session's task is
+    /// mostly this future.
+    struct UntilIdle<'a, F> {
+        #[pin]
+        work: F,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        last: &'a AtomicU64,
+        idle: Duration,
+    }
+}
+
+fn until_idle<F: std::future::Future<Output = Ended>>(work: F, last: &AtomicU64, idle: Duration) -> UntilIdle<'_, F> {
+    let first = if idle.is_zero() {
+        Duration::from_secs(86400 * 365)
+    } else {
+        idle
+    };
+    UntilIdle {
+        work,
+        sleep: tokio::time::sleep(first),
+        last,
+        idle,
+    }
+}
+
+impl<F: std::future::Future<Output = Ended>> std::future::Future for UntilIdle<'_, F> {
+    type Output = Ended;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
+        let mut this = self.project();
+        if let Poll::Ready(ended) = this.work.poll(cx) {
+            return Poll::Ready(ended);
         }
+        while !this.idle.is_zero() && this.sleep.as_mut().poll(cx).is_ready() {
+            let quiet = Duration::from_millis(now_ms().saturating_sub(this.last.load(Relaxed)));
+            if quiet >= *this.idle {
+                return Poll::Ready(Ended::Idle);
+            }
+            let next = tokio::time::Instant::now() + (*this.idle - quiet);
+            this.sleep.as_mut().reset(next);
+        }
+        Poll::Pending
     }
 }
 

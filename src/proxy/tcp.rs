@@ -88,7 +88,9 @@ pub async fn serve(
         let proxied = backend
             .send_proxy
             .map(|_| (peer, client.tcp().local_addr().unwrap_or(peer)));
-        match crate::upstream::open(server.addr, &backend, proxied).await {
+        // Boxed: the connect state (a TLS handshake's, for a TLS backend) is not carried
+        // through the session.
+        match Box::pin(crate::upstream::open(server.addr, &backend, proxied)).await {
             Ok(mut upstream) => {
                 server.state.mark_reachable();
                 let cut = server.state.sessions();

@@ -15,7 +15,6 @@ use super::codec::{BodyWalk, Framing};
 use super::conn::{finish, within, Conn, Failure, Next, BULK};
 use super::request::Request;
 use super::response::{parse_response, write_error, ClientView};
-use crate::access_log::{PendingLog, Upstream};
 use crate::balance::{self, Via};
 use crate::error::ProxyError;
 use crate::proxy::buf::{self, Buf, Out};
@@ -23,7 +22,7 @@ use crate::proxy::mirror;
 use crate::proxy::splice::{splice, Ended};
 use crate::snapshot::{Backend, Server};
 use crate::stream::{ClientIo, UpstreamIo};
-use crate::upstream::{self, RequestEnd};
+use crate::upstream;
 
 /// An upstream connection this task owns for the exchange.
 pub(super) struct UpConn {
@@ -48,8 +47,13 @@ pub(super) async fn forward(
         };
         let active = server.state.request_guard();
         if backend.protocol.is_h2() {
-            // Not retried on another server: the body may be part-sent already.
-            return match super::to_h2::exchange(client, inbuf, conn, &mut req, &server, start, active, via).await {
+            // Not retried on another server: the body may be part-sent already. Boxed: the
+            // HTTP/2 bridge's state would otherwise enlarge every HTTP/1 exchange.
+            return match Box::pin(super::to_h2::exchange(
+                client, inbuf, conn, &mut req, &server, start, active, via,
+            ))
+            .await
+            {
                 Ok(next) => next,
                 Err(Failure::Answer(e)) => answer(client, conn, &req, e, start).await,
                 Err(Failure::Abort) => Next::Abort,
@@ -354,28 +358,7 @@ pub(super) async fn exchange_with(
         }
     }
 
-    let upstream_duration = sent_at.elapsed();
-    server.metrics.upstream.record(upstream_duration);
-    server.state.count_response(resp.status);
-    let log = req.log.take().map(|head| {
-        Box::new(PendingLog {
-            head,
-            status: resp.status,
-            upstream: Upstream {
-                route: req.route.clone(),
-                backend: backend.name.clone(),
-                group: server.group.clone(),
-                server: server.name.clone(),
-                upstream_duration,
-            },
-        })
-    });
-    let mut end = RequestEnd {
-        start,
-        duration: server.metrics.request.clone(),
-        log,
-    };
-    conn.open.listener.responses[crate::state::status_class(resp.status)].fetch_add(1, Relaxed);
+    let mut end = req.response_started(conn, server, resp.status, sent_at.elapsed(), start);
 
     if resp.status == 101 {
         if !req.upgrade {
@@ -498,7 +481,9 @@ pub(super) async fn reconnect(
     proxied: Option<(SocketAddr, SocketAddr)>,
 ) -> std::io::Result<UpConn> {
     let connecting = Instant::now();
-    let stream = upstream::open(server.addr, backend, proxied).await?;
+    // Boxed: connecting (a TLS handshake's state included) is rarer than reusing, and its
+    // state would otherwise be carried by every exchange.
+    let stream = Box::pin(upstream::open(server.addr, backend, proxied)).await?;
     let connected = connecting.elapsed();
     server.metrics.connect.record(connected);
     Ok(UpConn {

@@ -38,6 +38,43 @@ pub(super) struct Request {
     pub(super) mirror: Option<(http::Request<()>, tokio::sync::OwnedSemaphorePermit)>,
 }
 
+impl Request {
+    /// A response head arrived from `server`: counts it (server, listener, upstream latency)
+    /// and returns what records the request when its body ends (duration, access log).
+    pub(super) fn response_started(
+        &mut self,
+        conn: &Conn,
+        server: &crate::snapshot::Server,
+        status: u16,
+        upstream_duration: std::time::Duration,
+        start: std::time::Instant,
+    ) -> crate::upstream::RequestEnd {
+        use crate::access_log::{PendingLog, Upstream};
+        server.metrics.upstream.record(upstream_duration);
+        server.state.count_response(status);
+        conn.open.listener.responses[crate::state::status_class(status)]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = self.log.take().map(|head| {
+            Box::new(PendingLog {
+                head,
+                status,
+                upstream: Upstream {
+                    route: self.route.clone(),
+                    backend: self.backend.name.clone(),
+                    group: server.group.clone(),
+                    server: server.name.clone(),
+                    upstream_duration,
+                },
+            })
+        });
+        crate::upstream::RequestEnd {
+            start,
+            duration: server.metrics.request.clone(),
+            log,
+        }
+    }
+}
+
 /// Why a request is answered by veer itself.
 pub(super) struct Refusal {
     pub(super) error: ProxyError,

@@ -16,13 +16,12 @@ use tokio::time::Instant as Deadline;
 use super::codec::{self, put_field, put_u64, BodyWalk, Framing};
 use super::conn::{finish, within, Conn, Failure, Next};
 use super::request::{hop_by_hop, Request};
-use crate::access_log::{PendingLog, Upstream};
 use crate::balance::Via;
 use crate::error::ProxyError;
 use crate::proxy::buf::{self, Buf, Out};
 use crate::snapshot::Server;
 use crate::stream::ClientIo;
-use crate::upstream::{self, BoxError, RequestEnd, UpstreamRequestBody};
+use crate::upstream::{self, BoxError, UpstreamRequestBody};
 
 /// The head veer rewrote for upstream (`req.out`), as an `http::Request` for HTTP/2:
 /// connection-specific fields dropped (RFC 9113 §8.2.2), `te` kept only as `trailers`.
@@ -162,29 +161,8 @@ pub(super) async fn exchange(
         server.metrics.connect.record(d);
         server.state.mark_reachable();
     }
-    let upstream_duration = sent_at.elapsed();
-    server.metrics.upstream.record(upstream_duration);
     let status = resp.status().as_u16();
-    server.state.count_response(status);
-    conn.open.listener.responses[crate::state::status_class(status)].fetch_add(1, Relaxed);
-    let log = req.log.take().map(|head| {
-        Box::new(PendingLog {
-            head,
-            status,
-            upstream: Upstream {
-                route: req.route.clone(),
-                backend: backend.name.clone(),
-                group: server.group.clone(),
-                server: server.name.clone(),
-                upstream_duration,
-            },
-        })
-    });
-    let mut end = RequestEnd {
-        start,
-        duration: server.metrics.request.clone(),
-        log,
-    };
+    let mut end = req.response_started(conn, server, status, sent_at.elapsed(), start);
 
     // The client's head: length when known, else chunked (HTTP/1.0: until close).
     let (parts, mut body) = resp.into_parts();
