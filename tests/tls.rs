@@ -297,7 +297,7 @@ fn a_bad_certificate_is_a_config_error_naming_the_file() {
         e.contains("shop.key: the private key does not match the certificate in"),
         "{e}"
     );
-    assert!(e.contains("veer.toml:12:"), "{e}");
+    assert!(e.contains("veer.toml:15:"), "{e}");
     certs.shop.write(dir.path(), "shop");
 
     // An expired certificate: an error, unless allow_expired.

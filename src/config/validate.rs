@@ -665,6 +665,12 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
         ),
         _ => {}
     }
+    if let (Some(v), true) = (&b.send_proxy, protocol.is_h2()) {
+        c.err(
+            v.span(),
+            "`send_proxy` needs protocol = \"http1\": an HTTP/2 connection carries many clients, a PROXY header names one",
+        );
+    }
     let tls = b.tls.as_ref().and_then(|t| upstream_tls(c, t, protocol));
     BackendSpec {
         send_proxy,
