@@ -1,4 +1,7 @@
-//! Upstream HTTP/1.1 connections: connect with a timeout and a per-server keep-alive pool.
+//! Upstream connections: [`open`] connects within the backend's timeout, sends the PROXY
+//! header when asked, and does the TLS handshake when the backend speaks TLS; HTTP/2
+//! backends get one multiplexed session per server ([`h2_session`], [`send_h2`]); mirrored
+//! copies go through a hyper HTTP/1.1 client session on a per-server keep-alive pool.
 //!
 //! Hand-written rather than hyper-util's legacy client because the proxy needs what that
 //! client hides: a connect failure must hand the request back untouched so it can be retried
@@ -41,7 +44,7 @@ pub enum SendError {
 pub async fn send(
     pool: &Arc<Pool>,
     mut req: Request<UpstreamRequestBody>,
-    connect_timeout: Duration,
+    backend: &crate::snapshot::Backend,
 ) -> Result<(Response<Incoming>, Sender, Option<Duration>), SendError> {
     while let Some(mut tx) = pool.checkout() {
         // A pooled connection finishes its previous exchange before it is ready.
@@ -67,7 +70,7 @@ pub async fn send(
         }
     }
     let connecting = Instant::now();
-    let mut tx = match connect(pool.addr(), connect_timeout).await {
+    let mut tx = match connect(pool.addr(), backend).await {
         Ok(tx) => tx,
         Err(e) => return Err(SendError::Connect(e, Box::new(req))),
     };
@@ -156,15 +159,6 @@ fn head_copy(req: &Request<UpstreamRequestBody>) -> Request<UpstreamRequestBody>
     copy
 }
 
-/// Opens a TCP connection with TCP_NODELAY, within `timeout`.
-pub async fn connect_tcp(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
 /// Opens a connection to `addr` for `backend`, within its connect timeout: TCP, then the
 /// PROXY header when the backend sends one (`client`: the client's address and the
 /// address it connected to), then the TLS handshake when the backend speaks TLS.
@@ -231,9 +225,9 @@ pub async fn h2_session(
     Ok((tx, Some(started.elapsed())))
 }
 
-/// Opens a TCP connection and an HTTP/1.1 client session on it.
-async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
-    let stream = connect_tcp(addr, timeout).await?;
+/// Opens a connection (TLS when the backend says so) and an HTTP/1.1 client session on it.
+async fn connect(addr: SocketAddr, backend: &crate::snapshot::Backend) -> io::Result<Sender> {
+    let stream = open(addr, backend, None).await?;
     let (tx, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await

@@ -103,22 +103,22 @@ async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: Ow
     let req = copy.map(|_| Full::new(body).map_err(|never| match never {}).boxed_unsync());
     let active = server.state.request_guard();
     let exchange = async {
-        let (resp, conn, _) = crate::upstream::send(&server.pool, req, backend.connect_timeout)
-            .await
-            .ok()?;
+        // HTTP/2 servers get the copy on their multiplexed session; HTTP/1.1 ones on a pooled
+        // hyper session (TLS when the backend says so).
+        let (resp, conn) = if backend.protocol.is_h2() {
+            let (resp, _) = crate::upstream::send_h2(&server, &backend, req).await.ok()?;
+            (resp, None)
+        } else {
+            let (resp, conn, _) = crate::upstream::send(&server.pool, req, &backend).await.ok()?;
+            (resp, Some((conn, server.pool.clone())))
+        };
         // Mirrored copies stay out of the client-view latency histograms and the access log.
         let end = RequestEnd {
             start: std::time::Instant::now(),
             duration: ::metrics::Histogram::noop(),
             log: None,
         };
-        let body = UpstreamBody::new(
-            resp.into_body(),
-            Some((conn, server.pool.clone())),
-            active,
-            end,
-            backend.read_timeout,
-        );
+        let body = UpstreamBody::new(resp.into_body(), conn, active, end, backend.read_timeout);
         body.collect().await.ok()
     };
     match tokio::time::timeout(backend.timeout, exchange).await {
