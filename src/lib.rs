@@ -13,6 +13,7 @@
 //! 4 data plane         proxy/      the data paths: HTTP/1 engine (h1/), HTTP/2 (hyper), TCP; header rewriting
 //!                      upstream    connecting, the hyper client exchange (mirroring), response-body accounting
 //!                      listeners   sockets (socket2) and accept loops, reconciled on reload
+//!                      health      active checks: one loop per checked server, results into its atomics
 //!                      scrape      the /metrics page, read from the recorder and the live atomics
 //! 3 model              snapshot    the immutable routing state: listeners' route tables, backends, groups, servers
 //!                      routing     host / path-prefix / header matching, first match wins
@@ -41,6 +42,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod lifecycle;
 pub mod listeners;
 pub mod metrics;

@@ -47,6 +47,7 @@ pub mod names {
     pub const TLS_HANDSHAKES: &str = "veer_tls_handshakes_total";
     pub const TLS_NEGOTIATED: &str = "veer_tls_negotiated_total";
     pub const PROXY_PROTOCOL_ERRORS: &str = "veer_proxy_protocol_errors_total";
+    pub const HEALTH_CHECKS: &str = "veer_health_checks_total";
 }
 
 /// Histogram handles of one server, resolved once per snapshot.
@@ -180,6 +181,10 @@ impl Metrics {
             (
                 names::TLS_NEGOTIATED,
                 "Completed TLS handshakes by protocol version and ALPN protocol.",
+            ),
+            (
+                names::HEALTH_CHECKS,
+                "Active health checks per server, by result (pass, fail).",
             ),
             (
                 names::PROXY_PROTOCOL_ERRORS,

@@ -30,6 +30,8 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
         connect_failures: u64,
         read_timeouts: u64,
         bytes: u64,
+        /// Active checks passed and failed, when the server is checked.
+        checks: Option<(u64, u64)>,
     }
     let mut servers: BTreeMap<(String, String, String), Agg> = BTreeMap::new();
     let now = crate::clock::now_ms();
@@ -57,6 +59,10 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
                 agg.connect_failures += st.connect_failures.load(Relaxed);
                 agg.read_timeouts += st.read_timeouts.load(Relaxed);
                 agg.bytes += st.response_bytes.load(Relaxed);
+                if st.check.running.load(Relaxed) {
+                    let (p, f) = agg.checks.unwrap_or_default();
+                    agg.checks = Some((p + st.check.passed.load(Relaxed), f + st.check.failed.load(Relaxed)));
+                }
                 if label != "other" {
                     let labels = [
                         ("backend", b.name.to_string()),
@@ -65,7 +71,7 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
                     ];
                     metrics
                         .gauge(names::SERVER_UP, &labels)
-                        .set(if st.is_ejected(now) { 0.0 } else { 1.0 });
+                        .set(if st.available(now) { 1.0 } else { 0.0 });
                     for state in AdminState::ALL {
                         let mut l = labels.to_vec();
                         l.push(("state", state.as_str().to_string()));
@@ -120,6 +126,13 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
         metrics
             .counter(names::SERVER_RESPONSE_BYTES, &labels)
             .absolute(agg.bytes);
+        if let Some((passed, failed)) = agg.checks {
+            for (result, n) in [("pass", passed), ("fail", failed)] {
+                let mut l = labels.to_vec();
+                l.push(("result", result.to_string()));
+                metrics.counter(names::HEALTH_CHECKS, &l).absolute(n);
+            }
+        }
     }
     for (name, stats) in &extra.listeners {
         let l = [("listener", name.clone())];

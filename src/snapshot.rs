@@ -139,6 +139,10 @@ pub struct Server {
     /// The `Set-Cookie` value naming this server, when its backend is sticky.
     pub set_cookie: Option<HeaderValue>,
     pub metrics: crate::metrics::ServerMetrics,
+    /// `disable health`: no check loop; the server counts as UP.
+    pub checks_disabled: bool,
+    /// The backend's TLS settings and protocol as its pool knows them ([`PoolKey::tls`]).
+    pub pool_transport: u64,
 }
 
 /// The sticky cookie's value for a server id: 16 lowercase hex digits.
@@ -191,7 +195,7 @@ impl Snapshot {
         let backends: Vec<Arc<Backend>> = spec
             .backends
             .iter()
-            .map(|b| Arc::new(build_backend(b, &mut reg)))
+            .map(|b| Arc::new(build_backend(b, &mut reg, generation)))
             .collect();
         let dropped = reg.finish();
         let backend_index: HashMap<String, usize> = backends
@@ -252,7 +256,7 @@ impl Snapshot {
     }
 }
 
-fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> Backend {
+fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, generation: u64) -> Backend {
     let name: Arc<str> = b.name.as_str().into();
     let mut index = 0;
     let groups: Vec<Group> = b
@@ -273,7 +277,13 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                             t.fingerprint.0 ^ hash::key(t.sni.as_deref().unwrap_or("").as_bytes()) ^ t.verify as u64
                         }) ^ b.protocol as u64,
                     };
-                    let (state, pool) = reg.get(&b.name, &s.name, key);
+                    let (state, pool, fresh) = reg.get(&b.name, &s.name, key);
+                    // With active checks, a server that appears after start (a reload, `add
+                    // server`) is DOWN until it passes `rise` checks; those present at
+                    // start are UP (HAProxy's behaviour).
+                    if fresh && generation > 1 && b.health.is_some() && !s.checks_disabled {
+                        state.check.force(true);
+                    }
                     state.set_draining(s.state == AdminState::Drain, b.drain_timeout);
                     state.set_admin(s.state);
                     pool.set_reuse(s.state == AdminState::Ready);
@@ -294,6 +304,8 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>) -> 
                         pool,
                         sticky_id,
                         set_cookie: b.sticky.as_ref().and_then(|st| set_cookie(st, sticky_id)),
+                        checks_disabled: s.checks_disabled,
+                        pool_transport: key.tls,
                     })
                 })
                 .collect();

@@ -23,7 +23,7 @@ const LAYERS: &[(u8, &str, &[&str])] = &[
     ),
     (2, "telemetry handles", &["metrics", "access_log"]),
     (3, "model", &["routing", "balance", "state", "snapshot"]),
-    (4, "data plane", &["upstream", "proxy", "listeners", "scrape"]),
+    (4, "data plane", &["upstream", "proxy", "listeners", "scrape", "health"]),
     (5, "control plane", &["control"]),
     (6, "admin plane", &["admin"]),
     (7, "assembly", &["runtime", "demo"]),

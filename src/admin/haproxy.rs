@@ -187,13 +187,27 @@ impl Row {
     }
 }
 
-/// The server's `status` column.
-pub fn server_status(s: &Server, now: u64) -> &'static str {
+/// The server's `status` column, as HAProxy writes it: `MAINT`, `DRAIN`, `DOWN`, `UP`, and
+/// while checks move a server `UP 2/3` (going down: `fall` minus the failures so far, of
+/// `fall`) or `DOWN 1/2` (going up: passes so far, of `rise`).
+pub fn server_status(
+    s: &Server,
+    health: Option<&crate::config::HealthSpec>,
+    now: u64,
+) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow;
+    let check = &s.state.check;
+    let moving = check.streak();
     match s.admin {
-        AdminState::Maint => "MAINT",
-        AdminState::Drain => "DRAIN",
-        AdminState::Ready if s.state.is_ejected(now) => "DOWN",
-        AdminState::Ready => "UP",
+        AdminState::Maint => Cow::Borrowed("MAINT"),
+        AdminState::Drain => Cow::Borrowed("DRAIN"),
+        AdminState::Ready if s.state.is_ejected(now) => Cow::Borrowed("DOWN"),
+        AdminState::Ready => match health.filter(|_| check.running.load(Relaxed)) {
+            Some(h) if check.is_down() && moving > 0 => Cow::Owned(format!("DOWN {moving}/{}", h.rise)),
+            Some(_) if check.is_down() => Cow::Borrowed("DOWN"),
+            Some(h) if moving > 0 => Cow::Owned(format!("UP {}/{}", h.fall - moving, h.fall)),
+            _ => Cow::Borrowed("UP"),
+        },
     }
 }
 
@@ -276,14 +290,20 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
             let st = &s.state;
             let cur = (st.active_requests.load(Relaxed) + st.active_connections.load(Relaxed)) as u64;
             let total = st.total.load(Relaxed);
-            let status = server_status(s, now);
+            let health = snap
+                .spec
+                .backends
+                .iter()
+                .find(|bs| *bs.name == *b.name)
+                .and_then(|bs| bs.health.as_ref());
+            let status = server_status(s, health, now);
             let responses: Vec<u64> = st.responses.iter().map(|c| c.load(Relaxed)).collect();
             scur += cur;
             stot += total;
             for (h, r) in hrsp.iter_mut().zip(&responses) {
                 *h += r;
             }
-            if status == "UP" && s.weight > 0 {
+            if status.starts_with("UP") && s.weight > 0 {
                 weight += s.weight as u64;
                 act += 1;
                 up = true;
@@ -296,7 +316,26 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
                 .set("stot", total)
                 .set("status", status)
                 .set("weight", s.weight);
-            r.set("act", 1).set("bck", 0).set("chkfail", 0).set("chkdown", 0);
+            r.set("act", 1).set("bck", 0);
+            let check = &st.check;
+            if let (Some(h), true) = (health, check.running.load(Relaxed)) {
+                let last = check.last();
+                r.set("chkfail", check.failed.load(Relaxed))
+                    .set("chkdown", 0)
+                    .set("check_status", last.as_str())
+                    .set("check_rise", h.rise)
+                    .set("check_fall", h.fall)
+                    .set("check_duration", check.last_duration_ms.load(Relaxed));
+                let code = check.last_code.load(Relaxed);
+                if code != 0 {
+                    r.set("check_code", code);
+                }
+                if check.last_at.load(Relaxed) != 0 {
+                    r.set("last_chk", last.as_str());
+                }
+            } else {
+                r.set("chkfail", 0).set("chkdown", 0);
+            }
             r.set("lastchg", now.saturating_sub(st.last_change.load(Relaxed)) / 1000)
                 .set("downtime", 0);
             r.set("lbtot", total).set("econ", st.connect_failures.load(Relaxed));
@@ -342,7 +381,7 @@ pub fn show_servers_state(snap: &Snapshot, only: Option<&Backend>) -> String {
             continue;
         }
         for (si, s) in b.servers().enumerate() {
-            let op = if s.state.is_ejected(now) { 0 } else { 2 };
+            let op = if s.state.available(now) { 2 } else { 0 };
             let admin = match s.admin {
                 AdminState::Ready => 0,
                 AdminState::Maint => 0x01,

@@ -39,7 +39,7 @@ impl Server {
             AdminState::Drain => self.state.drain_pending(now),
             AdminState::Maint => false,
         };
-        admin_ok && !self.state.is_ejected(now)
+        admin_ok && self.state.available(now)
     }
 }
 
@@ -80,7 +80,7 @@ pub fn pick<'b>(b: &'b Backend, a: &Affinity, tried: &Tried) -> Option<(&'b Arc<
             return Some((s, Via::Sticky));
         }
     }
-    let available = |s: &Arc<Server>| s.usable() && !s.state.is_ejected(now) && not_tried(s, tried);
+    let available = |s: &Arc<Server>| s.usable() && s.state.available(now) && not_tried(s, tried);
     if let Some(g) = a.group.and_then(|i| b.groups.get(i)) {
         if let Some(s) = pick_in_group(b.balance, g, a.hash, &available) {
             return Some((s, Via::Override));

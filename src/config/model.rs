@@ -200,6 +200,25 @@ pub struct RawBackend {
     pub tls: Option<Spanned<RawUpstreamTls>>,
     /// "http1" (default), "h2" (over TLS, by ALPN) or "h2c".
     pub protocol: Option<Spanned<String>>,
+    /// Active health checks of every server.
+    pub health: Option<Spanned<RawHealth>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// HTTP checks: `GET <path>`.
+    pub path: Option<Spanned<String>>,
+    /// The Host the check sends (default: the server's address).
+    pub host: Option<String>,
+    /// "2xx", "200", "200-399", or a list of those.
+    pub expect: Option<Spanned<toml::Value>>,
+    /// A TCP connect is the check.
+    pub tcp: Option<bool>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

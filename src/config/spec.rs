@@ -212,6 +212,34 @@ pub struct BackendSpec {
     pub tls: Option<UpstreamTlsSpec>,
     /// What the servers speak.
     pub protocol: UpstreamProtocol,
+    /// Active health checks.
+    pub health: Option<HealthSpec>,
+}
+
+/// A backend's active health check (HAProxy's `check inter rise fall`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    pub kind: CheckKind,
+    /// Between checks, jittered ±10 %.
+    pub interval: Duration,
+    /// A check not answered within this fails.
+    pub timeout: Duration,
+    /// Consecutive passes that bring a DOWN server UP.
+    pub rise: u32,
+    /// Consecutive failures that take an UP server DOWN.
+    pub fall: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Connecting is enough.
+    Tcp,
+    /// `GET path` with `host`; a status in one of `expect`'s ranges passes.
+    Http {
+        path: String,
+        host: Option<String>,
+        expect: Vec<(u16, u16)>,
+    },
 }
 
 impl Spec {
@@ -319,6 +347,7 @@ impl BackendSpec {
             send_proxy: None,
             tls: None,
             protocol: UpstreamProtocol::Http1,
+            health: None,
         }
     }
 }
@@ -340,4 +369,6 @@ pub struct ServerSpec {
     /// The weight the server started with (config, or `add server`): `N%` is relative to it.
     pub initial_weight: u32,
     pub state: AdminState,
+    /// `disable health` (admin): the backend's checks skip this server, which counts as UP.
+    pub checks_disabled: bool,
 }

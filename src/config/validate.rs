@@ -509,6 +509,7 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
             weight,
             initial_weight: weight,
             state: s.state.unwrap_or_default(),
+            checks_disabled: false,
         }
     };
     let groups = match (&b.groups, &b.servers) {
@@ -672,7 +673,9 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
         );
     }
     let tls = b.tls.as_ref().and_then(|t| upstream_tls(c, t, protocol));
+    let health = b.health.as_ref().and_then(|h| health(c, h));
     BackendSpec {
+        health,
         send_proxy,
         tls,
         protocol,
@@ -923,5 +926,86 @@ fn upstream_tls(c: &mut Checker, t: &Spanned<RawUpstreamTls>, protocol: Upstream
             c.err(t.span(), format!("cannot set up TLS: {e}"));
             None
         }
+    }
+}
+
+/// A backend's `health`: HTTP (`path`, `host`, `expect`) or `tcp = true`, with timing.
+fn health(c: &mut Checker, h: &Spanned<RawHealth>) -> Option<HealthSpec> {
+    let raw = h.get_ref();
+    let kind = match (raw.tcp.unwrap_or(false), &raw.path) {
+        (true, Some(p)) => {
+            c.err(
+                p.span(),
+                "a health check is either `tcp = true` or an HTTP `path`, not both",
+            );
+            return None;
+        }
+        (true, None) => CheckKind::Tcp,
+        (false, None) => {
+            c.err(h.span(), "`health` needs a `path` (HTTP check) or `tcp = true`");
+            return None;
+        }
+        (false, Some(p)) => {
+            if !p.get_ref().starts_with('/') {
+                c.err(p.span(), format!("health path {:?} must start with '/'", p.get_ref()));
+            }
+            let expect = match &raw.expect {
+                None => vec![(200, 299)],
+                Some(e) => {
+                    let items: Vec<toml::Value> = match e.get_ref() {
+                        toml::Value::Array(a) => a.clone(),
+                        one => vec![one.clone()],
+                    };
+                    let ranges: Option<Vec<(u16, u16)>> = items.iter().map(status_range).collect();
+                    match ranges {
+                        Some(r) if !r.is_empty() => r,
+                        _ => {
+                            c.err(
+                                e.span(),
+                                "invalid expect: write \"2xx\", \"200\", \"200-399\" or a list of those",
+                            );
+                            vec![(200, 299)]
+                        }
+                    }
+                }
+            };
+            CheckKind::Http {
+                path: p.get_ref().clone(),
+                host: raw.host.clone(),
+                expect,
+            }
+        }
+    };
+    let interval = c.duration(&raw.interval, "interval", Duration::from_secs(2));
+    let timeout = c.duration(&raw.timeout, "timeout", Duration::from_secs(1));
+    if interval.is_zero() {
+        if let Some(i) = &raw.interval {
+            c.err(i.span(), "health interval must be more than 0s");
+        }
+    }
+    Some(HealthSpec {
+        kind,
+        interval: interval.max(Duration::from_millis(1)),
+        timeout,
+        rise: c.ranged(&raw.rise, "rise", 1..=100, 2) as u32,
+        fall: c.ranged(&raw.fall, "fall", 1..=100, 3) as u32,
+    })
+}
+
+/// One `expect` item: "2xx", "200", 200 or "200-399".
+fn status_range(v: &toml::Value) -> Option<(u16, u16)> {
+    let text = match v {
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::String(s) => s.trim().to_ascii_lowercase(),
+        _ => return None,
+    };
+    let code = |s: &str| s.parse::<u16>().ok().filter(|c| (100..=599).contains(c));
+    if let Some(class) = text.strip_suffix("xx") {
+        let d = class.parse::<u16>().ok().filter(|d| (1..=5).contains(d))?;
+        return Some((d * 100, d * 100 + 99));
+    }
+    match text.split_once('-') {
+        Some((a, b)) => Some((code(a.trim())?, code(b.trim())?)).filter(|(a, b)| a <= b),
+        None => code(&text).map(|c| (c, c)),
     }
 }

@@ -63,6 +63,8 @@ pub struct ReloadReport {
 
 struct Control {
     registry: Registry,
+    /// The active health check loops, matched to every new snapshot.
+    checks: crate::health::Checks,
     listeners: ListenerSet,
     /// The config file as last loaded successfully.
     config: Arc<Spec>,
@@ -148,6 +150,7 @@ impl Veer {
             }),
             control: Arc::new(Mutex::new(Control {
                 registry: Registry::with_metrics(metrics.clone()),
+                checks: crate::health::Checks::default(),
                 listeners: ListenerSet::default(),
                 config: Snapshot::empty().spec,
                 overlay,
@@ -330,6 +333,7 @@ impl Veer {
         }
         let snapshot = Arc::new(snapshot);
         self.shared.snapshot.store(snapshot.clone());
+        control.checks.reconcile(&snapshot, &self.shared.shutdown);
         for event in events::diff(&old, &snapshot) {
             self.publish(event);
         }
@@ -352,7 +356,7 @@ impl Veer {
             let now = crate::clock::now_ms();
             for s in snap.servers() {
                 s.pool.expire_idle();
-                let reachable = !s.state.is_ejected(now);
+                let reachable = s.state.available(now);
                 // A server starts out healthy: first seen ejected is a transition too.
                 if up.insert(s.id.clone(), reachable).unwrap_or(true) != reachable {
                     self.publish(events::health(&s.id, reachable));

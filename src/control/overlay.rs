@@ -152,6 +152,7 @@ impl Overlay {
                 weight: added.weight,
                 initial_weight: added.weight,
                 state: AdminState::Maint,
+                checks_disabled: false,
             });
             true
         });
@@ -192,6 +193,9 @@ impl Overlay {
             };
             if let Some(state) = change.state {
                 server.state = state;
+            }
+            if let Some(off) = change.health_disabled {
+                server.checks_disabled = off;
             }
             if let Some(w) = change.weight {
                 server.weight = w;

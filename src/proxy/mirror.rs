@@ -95,7 +95,7 @@ async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: Ow
         return;
     };
     let now = now_ms();
-    let available = |s: &Arc<crate::snapshot::Server>| s.usable() && !s.state.is_ejected(now);
+    let available = |s: &Arc<crate::snapshot::Server>| s.usable() && s.state.available(now);
     let Some(server) = pick_in_group(backend.balance, &backend.groups[group], None, &available).cloned() else {
         counters.mirror_skipped.fetch_add(1, Relaxed);
         return;

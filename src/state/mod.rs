@@ -58,6 +58,129 @@ pub struct ServerState {
     admin: std::sync::atomic::AtomicU8,
     /// Cancelled by `shutdown sessions server`; long-lived sessions watch it.
     sessions: arc_swap::ArcSwap<tokio_util::sync::CancellationToken>,
+    /// Active health, written by the server's check loop only.
+    pub check: CheckState,
+}
+
+/// What the active checks know of a server.
+#[derive(Debug, Default)]
+pub struct CheckState {
+    /// DOWN by its checks (picks skip it).
+    down: std::sync::atomic::AtomicBool,
+    /// Consecutive results against the current state (failures while UP, passes while DOWN).
+    streak: std::sync::atomic::AtomicU32,
+    /// Whether a check loop runs for the server now.
+    pub running: std::sync::atomic::AtomicBool,
+    /// The last check: its [`CheckResult`], HTTP status (0: none), duration, when.
+    pub last_result: std::sync::atomic::AtomicU8,
+    pub last_code: std::sync::atomic::AtomicU32,
+    pub last_duration_ms: AtomicU64,
+    pub last_at: AtomicU64,
+    /// Checks by outcome: passed, failed.
+    pub passed: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// How a check ended (HAProxy's `check_status` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CheckResult {
+    None = 0,
+    /// TCP connect (or TLS handshake) succeeded (`tcp = true`).
+    L4Ok,
+    /// Connect refused or failed.
+    L4Con,
+    /// No answer within the timeout.
+    Timeout,
+    /// An HTTP status in `expect`.
+    L7Ok,
+    /// An HTTP status outside `expect`.
+    L7Sts,
+    /// Not an HTTP response.
+    L7Rsp,
+}
+
+impl CheckResult {
+    const ALL: [CheckResult; 7] = [
+        CheckResult::None,
+        CheckResult::L4Ok,
+        CheckResult::L4Con,
+        CheckResult::Timeout,
+        CheckResult::L7Ok,
+        CheckResult::L7Sts,
+        CheckResult::L7Rsp,
+    ];
+
+    pub fn passed(self) -> bool {
+        matches!(self, CheckResult::L4Ok | CheckResult::L7Ok)
+    }
+
+    /// HAProxy's `check_status` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::None => "",
+            CheckResult::L4Ok => "L4OK",
+            CheckResult::L4Con => "L4CON",
+            CheckResult::Timeout => "L4TOUT",
+            CheckResult::L7Ok => "L7OK",
+            CheckResult::L7Sts => "L7STS",
+            CheckResult::L7Rsp => "L7RSP",
+        }
+    }
+}
+
+impl CheckState {
+    pub fn is_down(&self) -> bool {
+        self.down.load(Relaxed)
+    }
+
+    /// Where the server is on its way between states: consecutive results against it.
+    pub fn streak(&self) -> u32 {
+        self.streak.load(Relaxed)
+    }
+
+    /// Sets the state outright (a server added at runtime starts DOWN; checks turned off
+    /// leave it UP), clearing the streak.
+    pub fn force(&self, down: bool) {
+        self.down.store(down, Relaxed);
+        self.streak.store(0, Relaxed);
+    }
+
+    pub fn last(&self) -> CheckResult {
+        CheckResult::ALL
+            .get(self.last_result.load(Relaxed) as usize)
+            .copied()
+            .unwrap_or(CheckResult::None)
+    }
+
+    /// Records one check. `Some(up)` when it changed the state: `rise` passes in a row
+    /// bring a DOWN server UP, `fall` failures in a row take an UP one DOWN.
+    pub fn record(&self, result: CheckResult, code: u16, took: Duration, rise: u32, fall: u32) -> Option<bool> {
+        self.last_result.store(result as u8, Relaxed);
+        self.last_code.store(code as u32, Relaxed);
+        self.last_duration_ms.store(took.as_millis() as u64, Relaxed);
+        self.last_at.store(now_ms(), Relaxed);
+        let passed = result.passed();
+        if passed {
+            self.passed.fetch_add(1, Relaxed);
+        } else {
+            self.failed.fetch_add(1, Relaxed);
+        }
+        let down = self.down.load(Relaxed);
+        if passed != down {
+            // The result agrees with the state: any way back or forth starts over.
+            self.streak.store(0, Relaxed);
+            return None;
+        }
+        let n = self.streak.load(Relaxed) + 1;
+        if n >= if down { rise } else { fall } {
+            self.force(!down);
+            Some(down)
+        } else {
+            self.streak.store(n, Relaxed);
+            None
+        }
+    }
 }
 
 impl ServerState {
@@ -114,6 +237,12 @@ impl ServerState {
     /// True while a draining server is still within its drain deadline.
     pub fn drain_pending(&self, now: u64) -> bool {
         self.drain_until.load(Relaxed) > now
+    }
+
+    /// Whether picks may choose the server: not ejected by passive health, not DOWN by its
+    /// active checks.
+    pub fn available(&self, now: u64) -> bool {
+        !self.is_ejected(now) && !self.check.is_down()
     }
 
     pub fn is_ejected(&self, now: u64) -> bool {
@@ -285,11 +414,14 @@ impl RegistryBuild<'_> {
         state
     }
 
-    /// State and pool for `backend/server`. A changed address or pool setting gets a new
-    /// pool (old connections go to the old address), but the counters carry over.
-    pub fn get(&mut self, backend: &str, server: &str, key: PoolKey) -> (Arc<ServerState>, Arc<Pool>) {
+    /// State and pool for `backend/server`, and whether the state is new. A changed address
+    /// or pool setting gets a new pool (old connections go to the old address), but the
+    /// counters carry over.
+    pub fn get(&mut self, backend: &str, server: &str, key: PoolKey) -> (Arc<ServerState>, Arc<Pool>, bool) {
         let id = (backend.to_string(), server.to_string());
-        let entry = match self.old.remove(&id) {
+        let old = self.old.remove(&id);
+        let fresh = old.is_none();
+        let entry = match old {
             Some(e) if e.key == key => e,
             Some(e) => Entry {
                 state: e.state,
@@ -302,7 +434,7 @@ impl RegistryBuild<'_> {
                 key,
             },
         };
-        let out = (entry.state.clone(), entry.pool.clone());
+        let out = (entry.state.clone(), entry.pool.clone(), fresh);
         self.registry.servers.insert(id, entry);
         out
     }

@@ -21,18 +21,18 @@ pub fn show_split(snap: &Snapshot, b: &str, rest: &[&str]) -> Answer {
     let total: u32 = backend
         .groups
         .iter()
-        .filter(|g| g.servers.iter().any(|s| s.usable() && !s.state.is_ejected(now)))
+        .filter(|g| g.servers.iter().any(|s| s.usable() && s.state.available(now)))
         .map(|g| g.weight)
         .sum();
     let share = |g: &crate::snapshot::Group| {
-        let available = g.servers.iter().any(|s| s.usable() && !s.state.is_ejected(now));
+        let available = g.servers.iter().any(|s| s.usable() && s.state.available(now));
         if total == 0 || !available {
             0.0
         } else {
             g.weight as f64 * 100.0 / total as f64
         }
     };
-    let health = |s: &Server| if s.state.is_ejected(now) { "down" } else { "up" };
+    let health = |s: &Server| if s.state.available(now) { "up" } else { "down" };
     let state = |s: &Server| s.admin.as_str();
     match rest {
         ["json"] => {

@@ -1,0 +1,192 @@
+//! Active health checks: one loop per checked server, never on a client's request. Each
+//! loop checks its server every `interval` (jittered ±10 %) — a TCP connect, or an HTTP
+//! `GET` whose status must be in `expect` (over TLS when the backend speaks TLS, on the
+//! HTTP/2 session when it speaks HTTP/2) — and records the result in the server's
+//! [`crate::state::CheckState`] atomics, which picks read. `rise` passes bring a DOWN
+//! server UP, `fall` failures take it DOWN (HAProxy's `check inter rise fall`).
+//!
+//! [`Checks::reconcile`] is run after every snapshot swap: loops start for servers that
+//! gain checks and stop for those that lose them; a server whose address, check or backend
+//! TLS is unchanged keeps its loop, so a reload resets neither its state nor its counters.
+//! Knows the snapshot and how to reach a server, not the control plane (which publishes
+//! the transitions it sees in the atomics on the event stream, as for passive health).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CheckKind, HealthSpec};
+use crate::snapshot::{Backend, Server, Snapshot};
+use crate::state::CheckResult;
+
+/// What a running loop checks: a change of any of it restarts the loop.
+#[derive(PartialEq)]
+struct Key {
+    addr: std::net::SocketAddr,
+    spec: HealthSpec,
+    transport: u64,
+}
+
+/// The check loops running, by server id.
+#[derive(Default)]
+pub struct Checks {
+    running: HashMap<Arc<str>, (Key, CancellationToken)>,
+}
+
+impl Checks {
+    /// Makes the running loops match `snap`: every server of a backend with `health`
+    /// (and not `disable health`d) has exactly one. `stop`: the process's shutdown token.
+    pub fn reconcile(&mut self, snap: &Snapshot, stop: &CancellationToken) {
+        let mut keep: HashMap<Arc<str>, (Key, CancellationToken)> = HashMap::new();
+        for (bi, b) in snap.backends.iter().enumerate() {
+            let Some(spec) = snap.spec.backends.get(bi).and_then(|bs| bs.health.clone()) else {
+                continue;
+            };
+            for s in b.servers().filter(|s| !s.checks_disabled) {
+                let key = Key {
+                    addr: s.addr,
+                    spec: spec.clone(),
+                    transport: s.pool_transport,
+                };
+                match self.running.remove(&s.id) {
+                    Some((k, token)) if k == key => {
+                        keep.insert(s.id.clone(), (k, token));
+                    }
+                    old => {
+                        if let Some((_, token)) = old {
+                            token.cancel();
+                        }
+                        let token = stop.child_token();
+                        s.state.check.running.store(true, std::sync::atomic::Ordering::Relaxed);
+                        tokio::spawn(run(s.clone(), b.clone(), spec.clone(), token.clone()));
+                        keep.insert(s.id.clone(), (key, token));
+                    }
+                }
+            }
+        }
+        // Servers that lost their checks: the loop stops and the server counts as UP.
+        for (id, (_, token)) in self.running.drain() {
+            token.cancel();
+            if let Some(s) = snap.servers().find(|s| s.id == id) {
+                s.state.check.running.store(false, std::sync::atomic::Ordering::Relaxed);
+                s.state.check.force(false);
+            }
+        }
+        self.running = keep;
+    }
+
+    /// Checked servers now.
+    pub fn len(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+}
+
+async fn run(server: Arc<Server>, backend: Arc<Backend>, spec: HealthSpec, stop: CancellationToken) {
+    loop {
+        // ±10 %, so checks of many servers do not fall on the same instant.
+        let pause = spec.interval.mul_f64(0.9 + 0.2 * fastrand::f64());
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let started = Instant::now();
+        let (result, code) = match tokio::time::timeout(spec.timeout, check(&server, &backend, &spec.kind)).await {
+            Ok(outcome) => outcome,
+            Err(_) => (CheckResult::Timeout, 0),
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        if let Some(up) = server
+            .state
+            .check
+            .record(result, code, started.elapsed(), spec.rise, spec.fall)
+        {
+            server
+                .state
+                .last_change
+                .store(crate::clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(server = %server.id, up, check = result.as_str(), code, "health check changed the server's state");
+        }
+    }
+}
+
+/// One check; the caller bounds it by the timeout.
+async fn check(server: &Server, backend: &Backend, kind: &CheckKind) -> (CheckResult, u16) {
+    let (path, host, expect) = match kind {
+        CheckKind::Tcp => {
+            return match crate::upstream::open(server.addr, backend, None).await {
+                Ok(_) => (CheckResult::L4Ok, 0),
+                Err(_) => (CheckResult::L4Con, 0),
+            };
+        }
+        CheckKind::Http { path, host, expect } => (path, host, expect),
+    };
+    let host = host.clone().unwrap_or_else(|| server.addr.to_string());
+    let status = if backend.protocol.is_h2() {
+        h2_status(server, backend, path, &host).await
+    } else {
+        h1_status(server, backend, path, &host).await
+    };
+    match status {
+        Ok(code) if expect.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)) => (CheckResult::L7Ok, code),
+        Ok(code) => (CheckResult::L7Sts, code),
+        Err(result) => (result, 0),
+    }
+}
+
+/// `GET path` on a connection of its own; the status of the answer.
+async fn h1_status(server: &Server, backend: &Backend, path: &str, host: &str) -> Result<u16, CheckResult> {
+    let mut io = crate::upstream::open(server.addr, backend, None)
+        .await
+        .map_err(|_| CheckResult::L4Con)?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: veer-health-check\r\nconnection: close\r\n\r\n");
+    io.send(request.as_bytes()).await.map_err(|_| CheckResult::L7Rsp)?;
+    // The status line is all a check needs: "HTTP/1.1 200 ".
+    let mut head = [0u8; 13];
+    let mut got = 0;
+    while got < head.len() {
+        match io.read(&mut head[got..]).await {
+            Ok(0) | Err(_) => return Err(CheckResult::L7Rsp),
+            Ok(n) => got += n,
+        }
+    }
+    let _ = io.shutdown().await;
+    let line = std::str::from_utf8(&head).map_err(|_| CheckResult::L7Rsp)?;
+    let code = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or(CheckResult::L7Rsp)?;
+    Ok(code)
+}
+
+/// `GET path` on the server's HTTP/2 session.
+async fn h2_status(server: &Server, backend: &Backend, path: &str, host: &str) -> Result<u16, CheckResult> {
+    use http_body_util::BodyExt;
+    let mut req = http::Request::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *req.uri_mut() = path.parse().map_err(|_| CheckResult::L7Rsp)?;
+    let host = http::HeaderValue::from_str(host).map_err(|_| CheckResult::L7Rsp)?;
+    req.headers_mut().insert(http::header::HOST, host);
+    req.headers_mut().insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("veer-health-check"),
+    );
+    match crate::upstream::send_h2(server, backend, req).await {
+        Ok((resp, _)) => Ok(resp.status().as_u16()),
+        Err(crate::upstream::SendError::Connect(..)) => Err(CheckResult::L4Con),
+        Err(crate::upstream::SendError::Protocol(_)) => Err(CheckResult::L7Rsp),
+    }
+}

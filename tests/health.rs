@@ -1,0 +1,192 @@
+//! Active health checks: an HTTP check takes a server answering 500 DOWN after `fall`
+//! failures and back UP after `rise` passes, `show stat` shows HAProxy's status strings and
+//! check columns on the way, picks skip the DOWN server, `disable health` stops its checks
+//! (it counts as UP), a TCP check notices a dead address, and a server added by a reload
+//! starts DOWN until it passes. Real sockets and real (short) intervals; every wait is a
+//! bounded poll, never a timing assertion.
+
+mod support;
+use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use support::*;
+
+/// `show stat` → (status, check_status, check_code) of `backend/server`.
+async fn stat(sock: &std::path::Path, backend: &str, server: &str) -> (String, String, String) {
+    let out = admin(sock, "show stat").await;
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().trim_start_matches("# ").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() > 2 && f[0] == backend && f[1] == server {
+            return (
+                f[col("status")].to_string(),
+                f[col("check_status")].to_string(),
+                f[col("check_code")].to_string(),
+            );
+        }
+    }
+    panic!("no row for {backend}/{server} in\n{out}");
+}
+
+/// Polls `show stat` until `want(status)`; returns every distinct status seen on the way.
+async fn wait_status(sock: &std::path::Path, server: &str, want: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..1000 {
+        let (status, _, _) = stat(sock, "shop", server).await;
+        if seen.last() != Some(&status) {
+            seen.push(status.clone());
+        }
+        if want(&status) {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{server} never reached the wanted status; saw {seen:?}");
+}
+
+fn config(dir: &std::path::Path, good: std::net::SocketAddr, flaky: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+socket = "{}/admin.sock"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+  [[listener.route]]
+  backend = "shop"
+
+[[backend]]
+name = "shop"
+health = {{ path = "/healthz", interval = "150ms", timeout = "1s", rise = 2, fall = 3 }}
+servers = [ {{ name = "good", addr = "{good}" }}, {{ name = "flaky", addr = "{flaky}" }} {extra} ]
+"#,
+        dir.display()
+    )
+}
+
+#[tokio::test]
+async fn an_http_check_takes_a_failing_server_down_and_brings_it_back() {
+    let good = FakeBackend::start("good").await;
+    let code = Arc::new(AtomicU16::new(200));
+    let c = code.clone();
+    let flaky = FakeBackend::with_handler("flaky", move |req| {
+        let status = if req.uri().path() == "/healthz" {
+            c.load(Relaxed)
+        } else {
+            200
+        };
+        Box::pin(async move {
+            hyper::Response::builder()
+                .status(status)
+                .header("x-server", "flaky")
+                .body(Full::new(Bytes::from("flaky")))
+                .unwrap()
+        })
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let proxy = Proxy::start_in(dir, &config(&path, good.addr, flaky.addr, "")).await;
+    let sock = proxy.dir.path().join("admin.sock");
+
+    // Present at start: UP at once, then checked.
+    assert_eq!(stat(&sock, "shop", "flaky").await.0, "UP");
+    for _ in 0..200 {
+        if stat(&sock, "shop", "flaky").await.1 == "L7OK" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        stat(&sock, "shop", "flaky").await,
+        ("UP".into(), "L7OK".into(), "200".into())
+    );
+
+    // Failing: UP 2/3, UP 1/3, then DOWN (HAProxy's strings).
+    code.store(500, Relaxed);
+    let seen = wait_status(&sock, "flaky", |s| s == "DOWN").await;
+    assert_eq!(seen, ["UP", "UP 2/3", "UP 1/3", "DOWN"], "statuses on the way down");
+    let (_, check, check_code) = stat(&sock, "shop", "flaky").await;
+    assert_eq!((check.as_str(), check_code.as_str()), ("L7STS", "500"));
+    // Picks skip it.
+    let client = client();
+    let counts = tally(&client, &format!("{}/", proxy.url("web").await), 20).await;
+    assert_eq!(counts.get("good"), Some(&20), "{counts:?}");
+
+    // Passing again: DOWN 1/2, then UP.
+    code.store(200, Relaxed);
+    let seen = wait_status(&sock, "flaky", |s| s == "UP").await;
+    assert_eq!(seen, ["DOWN", "DOWN 1/2", "UP"], "statuses on the way up");
+    let counts = tally(&client, &format!("{}/", proxy.url("web").await), 20).await;
+    assert!(counts.get("flaky").is_some_and(|n| *n > 0), "{counts:?}");
+
+    // `disable health`: no more checks, and a failing server stays UP.
+    code.store(500, Relaxed);
+    assert_eq!(admin(&sock, "disable health shop/flaky").await.trim(), "");
+    let passed_failed = || {
+        let s = proxy.veer.snapshot();
+        let st = s
+            .backend("shop")
+            .unwrap()
+            .servers()
+            .find(|s| &*s.name == "flaky")
+            .unwrap()
+            .state
+            .clone();
+        (st.check.passed.load(Relaxed), st.check.failed.load(Relaxed))
+    };
+    let before = passed_failed();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(passed_failed(), before, "no check ran while disabled");
+    assert_eq!(stat(&sock, "shop", "flaky").await.0, "UP");
+    // `enable health`: checks again, and it goes DOWN.
+    assert_eq!(admin(&sock, "enable health shop/flaky").await.trim(), "");
+    wait_status(&sock, "flaky", |s| s == "DOWN").await;
+
+    let metrics = proxy.veer.render_metrics().await;
+    assert!(
+        metrics.contains(r#"veer_health_checks_total{backend="shop",group="default",server="flaky",result="fail"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"veer_server_up{backend="shop",group="default",server="flaky"} 0"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn tcp_checks_and_servers_added_by_a_reload() {
+    let good = FakeBackend::start("good").await;
+    let dead = dead_addr().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let tcp_config = |extra: &str| {
+        config(&path, good.addr, dead, extra).replace(r#"health = { path = "/healthz","#, r#"health = { tcp = true,"#)
+    };
+    let proxy = Proxy::start_in(dir, &tcp_config("")).await;
+    let sock = proxy.dir.path().join("admin.sock");
+    wait_status(&sock, "flaky", |s| s == "DOWN").await;
+    assert_eq!(stat(&sock, "shop", "flaky").await.1, "L4CON");
+    assert_eq!(stat(&sock, "shop", "good").await.1, "L4OK");
+
+    // A server added by a reload starts DOWN and comes UP once it passes `rise` checks.
+    let late = FakeBackend::start("late").await;
+    std::fs::write(
+        &proxy.path,
+        tcp_config(&format!(r#", {{ name = "late", addr = "{}" }}"#, late.addr)),
+    )
+    .unwrap();
+    proxy.veer.reload().await.unwrap();
+    assert!(stat(&sock, "shop", "late").await.0.starts_with("DOWN"));
+    wait_status(&sock, "late", |s| s == "UP").await;
+    // The reload kept the other servers' state: flaky is still DOWN, good still UP.
+    assert_eq!(stat(&sock, "shop", "flaky").await.0, "DOWN");
+    assert_eq!(stat(&sock, "shop", "good").await.0, "UP");
+}
