@@ -150,6 +150,12 @@ async fn an_http_check_takes_a_failing_server_down_and_brings_it_back() {
     assert_eq!(admin(&sock, "enable health shop/flaky").await.trim(), "");
     wait_status(&sock, "flaky", |s| s == "DOWN").await;
 
+    // `set server … health up` forces the verdict; the failing checks take it down again.
+    assert_eq!(admin(&sock, "set server shop/flaky health up").await.trim(), "");
+    // UP, or already "UP 2/3" if a check landed in between.
+    assert!(stat(&sock, "shop", "flaky").await.0.starts_with("UP"));
+    wait_status(&sock, "flaky", |s| s == "DOWN").await;
+
     let metrics = proxy.veer.render_metrics().await;
     assert!(
         metrics.contains(r#"veer_health_checks_total{backend="shop",group="default",server="flaky",result="fail"}"#),

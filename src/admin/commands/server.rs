@@ -94,8 +94,24 @@ pub async fn set_server(veer: &Veer, args: &[&str]) -> Answer {
             })
             .await
         }
+        // Forces the checks' verdict, as HAProxy does; the next checks carry on from it
+        // (`rise` passes to come back, `fall` failures to go). Not persisted: health is
+        // what the checks find, not configuration.
         ["health", rest @ ..] => match rest {
-            ["up" | "down" | "stopping"] => mutate_server(veer, target, |_, _| Ok(())).await,
+            [verdict @ ("up" | "down" | "stopping")] => {
+                let snap = veer.snapshot();
+                match locate(&snap.spec, target).and_then(|at| live_server(&snap, &at.id)) {
+                    Ok(server) => {
+                        server.state.check.force(*verdict != "up");
+                        server
+                            .state
+                            .last_change
+                            .store(crate::clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                        Answer::done()
+                    }
+                    Err(e) => Answer::err(e),
+                }
+            }
             _ => Answer::err("'set server <srv> health' expects 'up', 'stopping', or 'down'."),
         },
         ["agent", ..] => mutate_server(veer, target, |_, _| Ok(())).await,
