@@ -80,6 +80,8 @@ pub struct Backend {
     /// TLS to the servers.
     pub tls: Option<crate::config::UpstreamTlsSpec>,
     pub protocol: crate::config::UpstreamProtocol,
+    /// Every server down or ejected: try them anyway (true) or fail at once.
+    pub fail_open: bool,
     /// Counters that outlive snapshots (mirroring).
     pub state: Arc<BackendState>,
 }
@@ -355,5 +357,6 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
         send_proxy: b.send_proxy,
         tls: b.tls.clone(),
         protocol: b.protocol,
+        fail_open: b.fail_open,
     }
 }

@@ -196,3 +196,30 @@ async fn tcp_checks_and_servers_added_by_a_reload() {
     assert_eq!(stat(&sock, "shop", "flaky").await.0, "DOWN");
     assert_eq!(stat(&sock, "shop", "good").await.0, "UP");
 }
+
+#[tokio::test]
+async fn fail_open_decides_what_happens_when_every_server_is_down() {
+    let (dead1, dead2) = (dead_addr().await, dead_addr().await);
+    for (fail_open, status, reason) in [("true", 502, "connect-failed"), ("false", 503, "no-server")] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let text = config(&path, dead1, dead2, "")
+            .replace(r#"health = { path = "/healthz","#, r#"health = { tcp = true,"#)
+            .replace(
+                "[[backend]]\nname = \"shop\"",
+                &format!("[[backend]]\nname = \"shop\"\nretries = 0\nfail_open = {fail_open}"),
+            );
+        let proxy = Proxy::start_in(dir, &text).await;
+        let sock = proxy.dir.path().join("admin.sock");
+        wait_status(&sock, "good", |s| s == "DOWN").await;
+        wait_status(&sock, "flaky", |s| s == "DOWN").await;
+        let a = get(&client(), &format!("{}/", proxy.url("web").await), &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            (a.status, a.header("veer-error")),
+            (status, Some(reason)),
+            "fail_open = {fail_open}"
+        );
+    }
+}

@@ -100,7 +100,11 @@ pub fn pick<'b>(b: &'b Backend, a: &Affinity, tried: &Tried) -> Option<(&'b Arc<
             return new(s);
         }
     }
-    // Panic mode: every candidate is ejected; try them anyway.
+    // Panic mode: every candidate is down or ejected; try them anyway (unless the backend
+    // says `fail_open = false`: then the client gets 503 `no-server` at once).
+    if !b.fail_open {
+        return None;
+    }
     let usable = |s: &Arc<Server>| s.usable() && not_tried(s, tried);
     pick_with(b, a.hash, &usable).and_then(new)
 }

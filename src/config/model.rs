@@ -202,6 +202,8 @@ pub struct RawBackend {
     pub protocol: Option<Spanned<String>>,
     /// Active health checks of every server.
     pub health: Option<Spanned<RawHealth>>,
+    /// When every server is down or ejected: try them anyway (true, default) or answer 503.
+    pub fail_open: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -214,6 +214,9 @@ pub struct BackendSpec {
     pub protocol: UpstreamProtocol,
     /// Active health checks.
     pub health: Option<HealthSpec>,
+    /// When every server is DOWN or ejected, try them anyway (panic mode) rather than
+    /// answer 503 `no-server`.
+    pub fail_open: bool,
 }
 
 /// A backend's active health check (HAProxy's `check inter rise fall`).
@@ -348,6 +351,7 @@ impl BackendSpec {
             tls: None,
             protocol: UpstreamProtocol::Http1,
             health: None,
+            fail_open: true,
         }
     }
 }

@@ -676,6 +676,7 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
     let health = b.health.as_ref().and_then(|h| health(c, h));
     BackendSpec {
         health,
+        fail_open: b.fail_open.unwrap_or(true),
         send_proxy,
         tls,
         protocol,
