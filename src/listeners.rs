@@ -247,6 +247,26 @@ async fn accept_loop(
     stats: Arc<ListenerStats>,
 ) {
     loop {
+        // At `max_connections`: stop accepting (clients wait in the backlog) until one of
+        // this listener's connections closes. No polling: the closing connection wakes us.
+        loop {
+            let limit = {
+                let snap = shared.snapshot.load();
+                snap.listeners
+                    .get(name.load().as_str())
+                    .map_or(0, |l| l.opts.max_connections)
+            };
+            let released = stats.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if limit == 0 || stats.active.load(std::sync::atomic::Ordering::Relaxed) < limit {
+                break;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = released => {}
+            }
+        }
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => r,

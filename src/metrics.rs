@@ -268,6 +268,9 @@ pub struct ListenerStats {
     pub tls_negotiated: [std::sync::atomic::AtomicU64; TLS_VERSIONS.len() * TLS_ALPNS.len()],
     /// Connections closed for a bad or missing PROXY protocol header.
     pub proxy_protocol_errors: std::sync::atomic::AtomicU64,
+    /// Woken whenever a connection of the listener closes (the accept loop waits on it at
+    /// `max_connections`).
+    pub released: tokio::sync::Notify,
 }
 
 /// `result` label values of `veer_tls_handshakes_total`.

@@ -55,6 +55,8 @@ pub struct ListenerOpts {
     pub redirect_https: bool,
     pub hsts: Option<HeaderValue>,
     pub accept_proxy: bool,
+    /// 0: no limit.
+    pub max_connections: usize,
 }
 
 pub struct Backend {
@@ -232,6 +234,7 @@ impl Snapshot {
                     redirect_https: l.redirect_https,
                     hsts: l.hsts.clone(),
                     accept_proxy: l.accept_proxy,
+                    max_connections: l.max_connections,
                 });
                 (l.name.clone(), Listener { routes, opts })
             })

@@ -106,6 +106,8 @@ pub struct RawListener {
     pub hsts: Option<Spanned<String>>,
     /// Every connection starts with a PROXY protocol v1 or v2 header (HAProxy's name).
     pub accept_proxy: Option<bool>,
+    /// Most client connections open at once; beyond, accepting pauses (HAProxy's maxconn).
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -160,6 +160,9 @@ pub struct ListenerSpec {
     /// Connections start with a PROXY protocol v1/v2 header, whose source address becomes
     /// the client's.
     pub accept_proxy: bool,
+    /// Most client connections open at once (0: no limit); at the limit the listener stops
+    /// accepting (new clients wait in the backlog) until one closes.
+    pub max_connections: usize,
     /// `idle_timeout` for this listener (its own key, or `[runtime]`'s).
     pub idle_timeout: Duration,
     /// Where `bind` is written (`file:line:col`), for errors found after validation

@@ -369,6 +369,7 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
             redirect_https,
             hsts,
             accept_proxy: l.accept_proxy.unwrap_or(false),
+            max_connections: c.ranged(&l.max_connections, "max_connections", 1..=10_000_000, 0) as usize,
             idle_timeout: c.duration(&l.idle_timeout, "idle_timeout", runtime.idle_timeout),
             bind_at: format!("{}:{}:{}", at.file, at.line, at.col),
         });

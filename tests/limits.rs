@@ -1,0 +1,63 @@
+//! Listener `max_connections`: at the limit veer stops accepting — clients beyond it wait in
+//! the backlog, unanswered, and are served as soon as a connection closes; the listener never
+//! holds more than the limit.
+
+mod support;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn request(s: &mut TcpStream) -> Option<String> {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).to_string())
+}
+
+#[tokio::test]
+async fn at_max_connections_new_clients_wait_until_one_closes() {
+    let web = FakeBackend::start("web").await;
+    let proxy = Proxy::start(&format!(
+        r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+max_connections = 3
+  [[listener.route]]
+  backend = "app"
+[[backend]]
+name = "app"
+servers = [ {{ name = "a", addr = "{}" }} ]
+"#,
+        web.addr
+    ))
+    .await;
+    let addr = proxy.addr("web").await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert!(request(&mut s).await.unwrap().starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    // The fourth connects (the kernel's backlog) but is not accepted, so not answered.
+    let mut waiting = TcpStream::connect(addr).await.unwrap();
+    waiting.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let early = tokio::time::timeout(Duration::from_millis(300), waiting.read(&mut buf)).await;
+    assert!(early.is_err(), "answered beyond max_connections");
+    let stats = proxy.veer.listener_stats().await;
+    assert_eq!(stats[0].1.active.load(Relaxed), 3);
+
+    // One closes: the waiting client is accepted and answered.
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(10), waiting.read(&mut buf))
+        .await
+        .expect("served once a slot freed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(stats[0].1.active.load(Relaxed) <= 3);
+}
