@@ -51,14 +51,13 @@ pub(super) async fn serve(mut stream: TcpStream, mut conn: Conn, http: bool) {
     let stats = conn.open.listener.clone();
     // Boxed: the handshake's state (a whole rustls session) is needed only until it ends.
     let accepting = Box::pin(tokio_rustls::TlsAcceptor::from(config).accept(stream));
-    let session = match tokio::time::timeout_at(deadline, accepting).await {
-        Ok(Ok(session)) => session,
-        failed => {
-            let result = match failed {
-                Err(_) => "timeout",
-                Ok(Err(e)) => failure(&e),
-                Ok(Ok(_)) => "ok",
-            };
+    let handshake = tokio::time::timeout_at(deadline, accepting)
+        .await
+        .map_err(|_| "timeout")
+        .and_then(|r| r.map_err(|e| failure(&e)));
+    let session = match handshake {
+        Ok(session) => session,
+        Err(result) => {
             count(&stats, result);
             crate::warn_limited!(crate::ratelimit::Kind::TlsHandshake, peer = %conn.peer, listener = %conn.listener,
                 reason = result, "TLS handshake failed");

@@ -197,7 +197,7 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
     }
     // Boxed: the exchange's state is kilobytes, and hyper moves the stream's future (this
     // one) more than once before it first runs; a pointer moves cheaply.
-    let resp = match Box::pin(forward(conn, req, start, head.clone())).await {
+    let mut resp = match Box::pin(forward(conn, req, start, head.clone())).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
@@ -218,7 +218,6 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
         }
     };
     conn.stats.responses[crate::state::status_class(resp.status().as_u16())].fetch_add(1, Relaxed);
-    let mut resp = resp;
     if let Some(v) = &conn.opts.hsts {
         resp.headers_mut()
             .entry(header::STRICT_TRANSPORT_SECURITY)
