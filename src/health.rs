@@ -77,15 +77,6 @@ impl Checks {
         }
         self.running = keep;
     }
-
-    /// Checked servers now.
-    pub fn len(&self) -> usize {
-        self.running.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.running.is_empty()
-    }
 }
 
 async fn run(server: Arc<Server>, backend: Arc<Backend>, spec: HealthSpec, stop: CancellationToken) {

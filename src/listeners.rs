@@ -59,6 +59,8 @@ pub struct Plan {
     /// (old name, new name) of sockets that stay.
     keep: Vec<(String, String)>,
     bind: Vec<(String, SocketAddr, TcpListener)>,
+    /// Each listener's `max_connections`, by (new) name.
+    limits: Vec<(String, usize)>,
 }
 
 /// A listener that could not be bound.
@@ -90,6 +92,7 @@ impl ListenerSet {
         let mut plan = Plan {
             keep: Vec::new(),
             bind: Vec::new(),
+            limits: specs.iter().map(|s| (s.name.clone(), s.max_connections)).collect(),
         };
         let mut taken: Vec<&str> = Vec::new();
         for spec in specs {
@@ -183,6 +186,13 @@ impl ListenerSet {
                 },
             );
         }
+        for (name, limit) in plan.limits {
+            if let Some(r) = self.running.get(&name) {
+                r.stats
+                    .max_connections
+                    .store(limit, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         for (name, r) in old {
             tracing::info!(listener = %name, addr = %r.local, "listener removed; no longer accepting");
             r.close().await;
@@ -250,16 +260,17 @@ async fn accept_loop(
         // At `max_connections`: stop accepting (clients wait in the backlog) until one of
         // this listener's connections closes. No polling: the closing connection wakes us.
         loop {
-            let limit = {
-                let snap = shared.snapshot.load();
-                snap.listeners
-                    .get(name.load().as_str())
-                    .map_or(0, |l| l.opts.max_connections)
-            };
+            use std::sync::atomic::Ordering::Relaxed;
+            let limit = stats.max_connections.load(Relaxed);
+            if limit == 0 || stats.active.load(Relaxed) < limit {
+                break;
+            }
+            // At the limit: register for the wake-up, then look again (a connection may have
+            // closed in between), then wait.
             let released = stats.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            if limit == 0 || stats.active.load(std::sync::atomic::Ordering::Relaxed) < limit {
+            if stats.active.load(Relaxed) < limit {
                 break;
             }
             tokio::select! {

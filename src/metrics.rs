@@ -271,6 +271,8 @@ pub struct ListenerStats {
     /// Woken whenever a connection of the listener closes (the accept loop waits on it at
     /// `max_connections`).
     pub released: tokio::sync::Notify,
+    /// The listener's `max_connections` (0: no limit), set when the config is applied.
+    pub max_connections: std::sync::atomic::AtomicUsize,
 }
 
 /// `result` label values of `veer_tls_handshakes_total`.

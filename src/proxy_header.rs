@@ -109,8 +109,8 @@ mod tests {
 
     #[test]
     fn round_trips_and_partials() {
-        let from: SocketAddr = "192.0.2.7:4242".parse().unwrap();
-        let to: SocketAddr = "198.51.100.1:443".parse().unwrap();
+        let from = SocketAddr::from(([192, 0, 2, 7], 4242));
+        let to = SocketAddr::from(([198, 51, 100, 1], 443));
         for v in [ProxyVersion::V1, ProxyVersion::V2] {
             let mut bytes = build(v, from, to);
             let len = bytes.len();
@@ -126,7 +126,7 @@ mod tests {
                 assert_eq!(parse(&bytes[..cut]), Parsed::Incomplete, "{v:?} cut at {cut}");
             }
         }
-        let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
+        let v6 = SocketAddr::from((std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 80));
         let mixed = build(ProxyVersion::V1, from, v6);
         assert!(matches!(parse(&mixed), Parsed::Header { source: Some(s), .. } if s.port() == 4242));
         assert!(matches!(parse(b"GET / HTTP/1.1\r\n"), Parsed::Invalid(_)));

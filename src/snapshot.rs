@@ -55,8 +55,6 @@ pub struct ListenerOpts {
     pub redirect_https: bool,
     pub hsts: Option<HeaderValue>,
     pub accept_proxy: bool,
-    /// 0: no limit.
-    pub max_connections: usize,
 }
 
 pub struct Backend {
@@ -145,7 +143,7 @@ pub struct Server {
     pub metrics: crate::metrics::ServerMetrics,
     /// `disable health`: no check loop; the server counts as UP.
     pub checks_disabled: bool,
-    /// The backend's TLS settings and protocol as its pool knows them ([`PoolKey::tls`]).
+    /// The backend's TLS settings and protocol as its pool knows them ([`PoolKey::transport`]).
     pub pool_transport: u64,
 }
 
@@ -234,7 +232,6 @@ impl Snapshot {
                     redirect_https: l.redirect_https,
                     hsts: l.hsts.clone(),
                     accept_proxy: l.accept_proxy,
-                    max_connections: l.max_connections,
                 });
                 (l.name.clone(), Listener { routes, opts })
             })
@@ -278,7 +275,7 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
                         max_idle: b.pool_max_idle,
                         idle_timeout: b.pool_idle_timeout,
                         // New TLS material, SNI or protocol: connections made with the old go.
-                        tls: b.tls.as_ref().map_or(0, |t| {
+                        transport: b.tls.as_ref().map_or(0, |t| {
                             t.fingerprint.0 ^ hash::key(t.sni.as_deref().unwrap_or("").as_bytes()) ^ t.verify as u64
                         }) ^ b.protocol as u64,
                     };
@@ -310,7 +307,7 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
                         sticky_id,
                         set_cookie: b.sticky.as_ref().and_then(|st| set_cookie(st, sticky_id)),
                         checks_disabled: s.checks_disabled,
-                        pool_transport: key.tls,
+                        pool_transport: key.transport,
                     })
                 })
                 .collect();

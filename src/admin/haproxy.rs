@@ -284,18 +284,18 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
             continue;
         }
         let mode = mode(&snap, &b.name);
+        let health = snap
+            .spec
+            .backends
+            .iter()
+            .find(|bs| *bs.name == *b.name)
+            .and_then(|bs| bs.health.as_ref());
         let (mut scur, mut stot, mut weight, mut act, mut up) = (0u64, 0u64, 0u64, 0u64, false);
         let mut hrsp = [0u64; 6];
         for (si, s) in b.servers().enumerate() {
             let st = &s.state;
             let cur = (st.active_requests.load(Relaxed) + st.active_connections.load(Relaxed)) as u64;
             let total = st.total.load(Relaxed);
-            let health = snap
-                .spec
-                .backends
-                .iter()
-                .find(|bs| *bs.name == *b.name)
-                .and_then(|bs| bs.health.as_ref());
             let status = server_status(s, health, now);
             let responses: Vec<u64> = st.responses.iter().map(|c| c.load(Relaxed)).collect();
             scur += cur;

@@ -70,6 +70,8 @@ impl Drop for OpenConn {
         use std::sync::atomic::Ordering::Relaxed;
         self.shared.current_conns.fetch_sub(1, Relaxed);
         self.listener.active.fetch_sub(1, Relaxed);
-        self.listener.released.notify_waiters();
+        if self.listener.max_connections.load(Relaxed) != 0 {
+            self.listener.released.notify_waiters();
+        }
     }
 }

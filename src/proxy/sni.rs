@@ -149,24 +149,25 @@ fn server_name(body: &[u8]) -> Option<Option<String>> {
 mod tests {
     use super::*;
 
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     /// A ClientHello as rustls writes it, for `name`.
-    fn hello(name: &str) -> Vec<u8> {
+    fn hello(name: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
         let config =
             rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
+                .with_safe_default_protocol_versions()?
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth();
-        let server = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
-        let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server).unwrap();
+        let server = rustls_pki_types::ServerName::try_from(name.to_string())?;
+        let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server)?;
         let mut out = Vec::new();
-        conn.write_tls(&mut out).unwrap();
-        out
+        conn.write_tls(&mut out)?;
+        Ok(out)
     }
 
     #[test]
-    fn reads_the_name_whole_split_and_fragmented() {
-        let bytes = hello("DB.example.com");
+    fn reads_the_name_whole_split_and_fragmented() -> TestResult {
+        let bytes = hello("DB.example.com")?;
         assert_eq!(parse(&bytes), Hello::ClientHello(Some("db.example.com".into())));
         for cut in 0..bytes.len() {
             assert_eq!(parse(&bytes[..cut]), Hello::Incomplete, "cut at {cut}");
@@ -181,10 +182,11 @@ mod tests {
             two.extend_from_slice(part);
         }
         assert_eq!(parse(&two), Hello::ClientHello(Some("db.example.com".into())));
+        Ok(())
     }
 
     #[test]
-    fn other_protocols_and_garbage_are_not_tls() {
+    fn other_protocols_and_garbage_are_not_tls() -> TestResult {
         assert_eq!(parse(b"GET / HTTP/1.1\r\n"), Hello::NotTls);
         assert_eq!(parse(b"SSH-2.0-OpenSSH"), Hello::NotTls);
         assert_eq!(parse(&[0x16, 0x03, 0x01, 0x00, 0x05, 0x02, 0, 0, 1, 0]), Hello::NotTls);
@@ -196,11 +198,12 @@ mod tests {
         // Found by the fuzzer: a ClientHello whose server name is "." alone.
         const DOT: &str = "160301004d010000490301000049030300000000000000000000000000000000000067000000000000\
                            000000000213010100001e0000001300110000012e03000e78616d706c652e63496f6d002b0203022b2b2b2b";
-        let dot: Vec<u8> = (0..DOT.len())
+        let dot = (0..DOT.len())
             .step_by(2)
-            .map(|i| u8::from_str_radix(&DOT[i..i + 2], 16).unwrap())
-            .collect();
+            .map(|i| u8::from_str_radix(&DOT[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()?;
         assert_eq!(parse(&dot), Hello::NotTls);
         assert_eq!(parse(&[]), Hello::Incomplete);
+        Ok(())
     }
 }

@@ -24,7 +24,7 @@ pub struct PoolKey {
     pub idle_timeout: Duration,
     /// Identifies the backend's TLS settings and protocol (0: plain HTTP/1.1):
     /// connections are reused per (server, TLS material, SNI, protocol).
-    pub tls: u64,
+    pub transport: u64,
 }
 
 /// Any error a request body may fail with (the client's body: malformed, timed out).

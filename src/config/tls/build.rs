@@ -171,19 +171,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wildcard_covers_one_label_only() {
+    fn wildcard_covers_one_label_only() -> Result<(), Box<dyn std::error::Error>> {
         let mut c = CertChooser {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             default: None,
         };
-        let key = |n: u8| {
-            let signing = rustls::crypto::ring::sign::any_supported_type(&rustls_pki_types::PrivateKeyDer::Pkcs8(
-                rcgen::KeyPair::generate().unwrap().serialize_der().into(),
-            ))
-            .unwrap();
-            Arc::new(CertifiedKey::new(vec![vec![n].into()], signing))
-        };
+        // One signing key for all three: the chooser tells them apart by their "chain".
+        let der = rcgen::KeyPair::generate()?.serialize_der();
+        let signing =
+            rustls::crypto::ring::sign::any_supported_type(&rustls_pki_types::PrivateKeyDer::Pkcs8(der.into()))?;
+        let key = |n: u8| Arc::new(CertifiedKey::new(vec![vec![n].into()], signing.clone()));
         c.exact.insert("shop.example.com".into(), key(1));
         c.wildcard.insert("example.com".into(), key(2));
         c.default = Some(key(3));
@@ -193,5 +191,6 @@ mod tests {
         assert_eq!(pick(Some("a.b.example.com")), Some(3));
         assert_eq!(pick(Some("example.com")), Some(3));
         assert_eq!(pick(None), Some(3));
+        Ok(())
     }
 }
