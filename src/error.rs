@@ -16,7 +16,7 @@ pub enum Side {
 }
 
 /// Every `veer-error` value.
-pub const REASONS: [&str; 10] = [
+pub const REASONS: [&str; 13] = [
     "no-route",
     "bad-request",
     "no-server",
@@ -27,6 +27,9 @@ pub const REASONS: [&str; 10] = [
     "local-resources",
     "upstream-protocol",
     "upstream-tls",
+    "queue-full",
+    "queue-timeout",
+    "body-too-large",
 ];
 
 /// A TLS handshake with a server failed (its certificate did not verify, say): carried
@@ -71,6 +74,15 @@ pub enum ProxyError {
     /// This machine ran out of descriptors, buffers or ports: not the server's fault.
     #[error("out of local resources: {0}")]
     LocalResources(io::Error),
+    /// Every server is at its `maxconn` and the backend's queue is full.
+    #[error("every server is busy and the queue is full")]
+    QueueFull,
+    /// Waited in the backend's queue past its timeout.
+    #[error("waited in the queue past its timeout")]
+    QueueTimeout,
+    /// The request body is larger than the listener's `max_body`.
+    #[error("request body larger than max_body")]
+    BodyTooLarge,
 }
 
 impl ProxyError {
@@ -79,8 +91,12 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::BadRequest(_)
             | ProxyError::RequestTimeout
-            | ProxyError::HeadersTooLarge => Side::Downstream,
-            ProxyError::NoServer | ProxyError::LocalResources(_) => Side::Internal,
+            | ProxyError::HeadersTooLarge
+            | ProxyError::BodyTooLarge => Side::Downstream,
+            ProxyError::NoServer
+            | ProxyError::LocalResources(_)
+            | ProxyError::QueueFull
+            | ProxyError::QueueTimeout => Side::Internal,
             ProxyError::Connect(_)
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::UpstreamIo(_)
@@ -94,7 +110,11 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoServer | ProxyError::LocalResources(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServer
+            | ProxyError::LocalResources(_)
+            | ProxyError::QueueFull
+            | ProxyError::QueueTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Connect(_)
             | ProxyError::UpstreamProtocol(_)
@@ -124,7 +144,19 @@ impl ProxyError {
             ProxyError::RequestTimeout => 6,
             ProxyError::LocalResources(_) => 7,
             ProxyError::UpstreamMalformed(_) => 8,
+            ProxyError::QueueFull => 10,
+            ProxyError::QueueTimeout => 11,
+            ProxyError::BodyTooLarge => 12,
         }
+    }
+
+    /// A moment's shortage (local resources, a full queue): clients may retry after a
+    /// second, and `Retry-After` says so.
+    pub fn retry_after(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::LocalResources(_) | ProxyError::QueueFull | ProxyError::QueueTimeout
+        )
     }
 
     /// The synthetic response as HTTP/1.1 bytes (the HTTP/1 engine's form of
@@ -142,7 +174,7 @@ impl ProxyError {
             status.as_u16(),
             self.reason()
         );
-        if matches!(self, ProxyError::LocalResources(_)) {
+        if self.retry_after() {
             out.extend_from_slice(b"retry-after: 1\r\n");
         }
         if close {

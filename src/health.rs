@@ -1,20 +1,24 @@
-//! Active health checks: one loop per checked server, never on a client's request. Each
-//! loop checks its server every `interval` (jittered ±10 %) — a TCP connect, or an HTTP
+//! Active health checks: one loop per checked address, never on a client's request. Each
+//! loop checks its address every `interval` (jittered ±10 %) — a TCP connect, or an HTTP
 //! `GET` whose status must be in `expect` (over TLS when the backend speaks TLS, on the
-//! HTTP/2 session when it speaks HTTP/2) — and records the result in the server's
-//! [`crate::state::CheckState`] atomics, which picks read. `rise` passes bring a DOWN
-//! server UP, `fall` failures take it DOWN (HAProxy's `check inter rise fall`).
+//! HTTP/2 session when it speaks HTTP/2) — and records the result in the
+//! [`crate::state::CheckState`] atomics of every server at that address with that check,
+//! which picks read. `rise` passes bring a DOWN server UP, `fall` failures take it DOWN
+//! (HAProxy's `check inter rise fall`); a server coming UP starts its slow-start ramp.
 //!
-//! [`Checks::reconcile`] is run after every snapshot swap: loops start for servers that
-//! gain checks and stop for those that lose them; a server whose address, check or backend
-//! TLS is unchanged keeps its loop, so a reload resets neither its state nor its counters.
+//! [`Checks::reconcile`] is run after every snapshot swap: loops start for addresses that
+//! gain checks and stop for those that lose them; an address whose check and backend TLS
+//! are unchanged keeps its loop, so a reload resets neither its state nor its counters.
+//! Two backends (or two names) for one address with the same check share one loop.
 //! Knows the snapshot and how to reach a server, not the control plane (which publishes
 //! the transitions it sees in the atomics on the event stream, as for passive health).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -22,25 +26,32 @@ use crate::config::{CheckKind, HealthSpec};
 use crate::snapshot::{Backend, Server, Snapshot};
 use crate::state::CheckResult;
 
-/// What a running loop checks: a change of any of it restarts the loop.
-#[derive(PartialEq)]
+/// What a running loop checks: a change of any of it is another loop.
+#[derive(PartialEq, Eq, Hash, Clone)]
 struct Key {
     addr: std::net::SocketAddr,
     spec: HealthSpec,
     transport: u64,
 }
 
-/// The check loops running, by server id.
+/// The servers a loop records its results in (with their backends): swapped by every
+/// reconcile, read once per check.
+type Targets = Arc<ArcSwap<Vec<(Arc<Server>, Arc<Backend>)>>>;
+
+/// The check loops running, by what they check.
 #[derive(Default)]
 pub struct Checks {
-    running: HashMap<Arc<str>, (Key, CancellationToken)>,
+    running: HashMap<Key, (Targets, CancellationToken)>,
+    /// Ids of the servers the loops record in.
+    checked: HashSet<Arc<str>>,
 }
 
 impl Checks {
-    /// Makes the running loops match `snap`: every server of a backend with `health`
-    /// (and not `disable health`d) has exactly one. `stop`: the process's shutdown token.
+    /// Makes the running loops match `snap`: every address checked by a backend with
+    /// `health` (servers not `disable health`d) has exactly one. `stop`: the process's
+    /// shutdown token.
     pub fn reconcile(&mut self, snap: &Snapshot, stop: &CancellationToken) {
-        let mut keep: HashMap<Arc<str>, (Key, CancellationToken)> = HashMap::new();
+        let mut wanted: HashMap<Key, Vec<(Arc<Server>, Arc<Backend>)>> = HashMap::new();
         for (bi, b) in snap.backends.iter().enumerate() {
             let Some(spec) = snap.spec.backends.get(bi).and_then(|bs| bs.health.clone()) else {
                 continue;
@@ -51,35 +62,43 @@ impl Checks {
                     spec: spec.clone(),
                     transport: s.pool_transport,
                 };
-                match self.running.remove(&s.id) {
-                    Some((k, token)) if k == key => {
-                        keep.insert(s.id.clone(), (k, token));
-                    }
-                    old => {
-                        if let Some((_, token)) = old {
-                            token.cancel();
-                        }
-                        let token = stop.child_token();
-                        s.state.check.running.store(true, std::sync::atomic::Ordering::Relaxed);
-                        tokio::spawn(run(s.clone(), b.clone(), spec.clone(), token.clone()));
-                        keep.insert(s.id.clone(), (key, token));
-                    }
+                wanted.entry(key).or_default().push((s.clone(), b.clone()));
+            }
+        }
+        let mut checked = HashSet::new();
+        let mut running = HashMap::new();
+        for (key, targets) in wanted {
+            for (s, _) in &targets {
+                s.state.check.running.store(true, Relaxed);
+                checked.insert(s.id.clone());
+            }
+            match self.running.remove(&key) {
+                Some((shared, token)) => {
+                    shared.store(Arc::new(targets));
+                    running.insert(key, (shared, token));
+                }
+                None => {
+                    let shared: Targets = Arc::new(ArcSwap::from_pointee(targets));
+                    let token = stop.child_token();
+                    tokio::spawn(run(shared.clone(), key.spec.clone(), token.clone()));
+                    running.insert(key, (shared, token));
                 }
             }
         }
-        // Servers that lost their checks: the loop stops and the server counts as UP.
-        for (id, (_, token)) in self.running.drain() {
+        for (_, (_, token)) in self.running.drain() {
             token.cancel();
-            if let Some(s) = snap.servers().find(|s| s.id == id) {
-                s.state.check.running.store(false, std::sync::atomic::Ordering::Relaxed);
-                s.state.check.force(false);
-            }
         }
-        self.running = keep;
+        // Servers that lost their checks count as UP.
+        for s in snap.servers().filter(|s| self.checked.contains(&s.id) && !checked.contains(&s.id)) {
+            s.state.check.running.store(false, Relaxed);
+            s.state.check.force(false);
+        }
+        self.running = running;
+        self.checked = checked;
     }
 }
 
-async fn run(server: Arc<Server>, backend: Arc<Backend>, spec: HealthSpec, stop: CancellationToken) {
+async fn run(targets: Targets, spec: HealthSpec, stop: CancellationToken) {
     loop {
         // ±10 %, so checks of many servers do not fall on the same instant.
         let pause = spec.interval.mul_f64(0.9 + 0.2 * fastrand::f64());
@@ -87,23 +106,26 @@ async fn run(server: Arc<Server>, backend: Arc<Backend>, spec: HealthSpec, stop:
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
+        let now = targets.load_full();
+        let Some((server, backend)) = now.first() else { continue };
         let started = Instant::now();
-        let (result, code) = match tokio::time::timeout(spec.timeout, check(&server, &backend, &spec.kind)).await {
+        let (result, code) = match tokio::time::timeout(spec.timeout, check(server, backend, &spec.kind)).await {
             Ok(outcome) => outcome,
             Err(_) => (CheckResult::Timeout, 0),
         };
         if stop.is_cancelled() {
             return;
         }
-        if let Some(up) = server
-            .state
-            .check
-            .record(result, code, started.elapsed(), spec.rise, spec.fall)
-        {
-            server
-                .state
-                .last_change
-                .store(crate::clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        let took = started.elapsed();
+        for (server, backend) in targets.load().iter() {
+            let Some(up) = server.state.check.record(result, code, took, spec.rise, spec.fall) else {
+                continue;
+            };
+            let now = crate::clock::now_ms();
+            server.state.last_change.store(now, Relaxed);
+            if up {
+                backend.state.warm(&server.state, now, backend.slow_start_ms);
+            }
             tracing::info!(server = %server.id, up, check = result.as_str(), code, "health check changed the server's state");
         }
     }

@@ -18,9 +18,11 @@ pub enum Kind {
     ReadTimeout,
     ProxyProtocol,
     TlsHandshake,
+    RetryBudget,
+    Queue,
 }
 
-const KINDS: usize = 7;
+const KINDS: usize = 9;
 /// One line per kind per this many milliseconds.
 pub const WINDOW_MS: u64 = 1000;
 

@@ -55,6 +55,8 @@ pub struct ListenerOpts {
     pub redirect_https: bool,
     pub hsts: Option<HeaderValue>,
     pub accept_proxy: bool,
+    /// Largest request body (413 beyond); 0 = no limit.
+    pub max_body: u64,
 }
 
 pub struct Backend {
@@ -82,6 +84,14 @@ pub struct Backend {
     pub protocol: crate::config::UpstreamProtocol,
     /// Every server down or ejected: try them anyway (true) or fail at once.
     pub fail_open: bool,
+    pub outlier: Option<crate::config::OutlierSpec>,
+    /// Slow start's ramp in ms; 0 = none.
+    pub slow_start_ms: u64,
+    pub retry_on: crate::config::RetryOn,
+    pub retry_budget: Option<u32>,
+    pub queue: crate::config::QueueSpec,
+    /// Some server has a `maxconn`: requests take slots and may queue.
+    pub limited: bool,
     /// Counters that outlive snapshots (mirroring).
     pub state: Arc<BackendState>,
 }
@@ -145,6 +155,10 @@ pub struct Server {
     pub checks_disabled: bool,
     /// The backend's TLS settings and protocol as its pool knows them ([`PoolKey::transport`]).
     pub pool_transport: u64,
+    /// Most requests (HTTP) or connections (TCP) at once; 0 = no limit.
+    pub maxconn: u32,
+    /// Set on an instance of a DNS-named server: the name it was looked up from.
+    pub dns: Option<Arc<str>>,
 }
 
 /// The sticky cookie's value for a server id: 16 lowercase hex digits.
@@ -232,6 +246,7 @@ impl Snapshot {
                     redirect_https: l.redirect_https,
                     hsts: l.hsts.clone(),
                     accept_proxy: l.accept_proxy,
+                    max_body: l.max_body,
                 });
                 (l.name.clone(), Listener { routes, opts })
             })
@@ -260,6 +275,9 @@ impl Snapshot {
 
 fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, generation: u64) -> Backend {
     let name: Arc<str> = b.name.as_str().into();
+    let backend_state = reg.backend(&b.name);
+    let slow_start_ms = b.slow_start.as_millis() as u64;
+    let now = crate::clock::now_ms();
     let mut index = 0;
     let groups: Vec<Group> = b
         .groups
@@ -287,7 +305,10 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
                         state.check.force(true);
                     }
                     state.set_draining(s.state == AdminState::Drain, b.drain_timeout);
-                    state.set_admin(s.state);
+                    // Added after start, or ready again after maint or drain: slow start.
+                    if state.set_admin(s.state) || (fresh && generation > 1) {
+                        backend_state.warm(&state, now, slow_start_ms);
+                    }
                     pool.set_reuse(s.state == AdminState::Ready);
                     let id = format!("{}/{}", b.name, s.name);
                     let sticky_id = hash::node_id(&id);
@@ -308,6 +329,8 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
                         set_cookie: b.sticky.as_ref().and_then(|st| set_cookie(st, sticky_id)),
                         checks_disabled: s.checks_disabled,
                         pool_transport: key.transport,
+                        maxconn: s.maxconn,
+                        dns: s.dns.as_ref().map(|d| format!("{}:{}", d.host, d.port).into()),
                     })
                 })
                 .collect();
@@ -339,7 +362,13 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
         })
     });
     Backend {
-        state: reg.backend(&b.name),
+        state: backend_state,
+        limited: b.servers().any(|s| s.maxconn > 0),
+        outlier: b.outlier.clone(),
+        slow_start_ms,
+        retry_on: b.retry_on,
+        retry_budget: b.retry_budget,
+        queue: b.queue,
         name,
         balance: b.balance,
         split: Schedule::smooth(&split),

@@ -16,8 +16,12 @@
 //!   groups included, so the client does not see the failure.
 
 pub mod hash;
+pub mod outlier;
+pub mod queue;
+pub mod retry;
 pub mod schedule;
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 pub use schedule::Schedule;
@@ -25,6 +29,7 @@ pub use schedule::Schedule;
 use crate::clock::now_ms;
 use crate::config::{AdminState, Balance};
 use crate::snapshot::{Backend, Group, Server};
+use crate::state::Counter;
 
 impl Server {
     /// Takes new (non-sticky) traffic as far as the admin state and weight go.
@@ -40,6 +45,66 @@ impl Server {
             AdminState::Maint => false,
         };
         admin_ok && self.state.available(now)
+    }
+}
+
+/// What one pick needs besides the servers: the algorithm, the time, the slow-start ramp
+/// when some server of the backend is in it (0 otherwise: picks then never look).
+#[derive(Clone, Copy)]
+pub struct Ctx {
+    pub balance: Balance,
+    pub now: u64,
+    slow_ms: u64,
+}
+
+impl Ctx {
+    pub fn of(b: &Backend, now: u64) -> Self {
+        let ramping = b.slow_start_ms > 0 && b.state.warm_until.load(Relaxed) > now;
+        Ctx {
+            balance: b.balance,
+            now,
+            slow_ms: if ramping { b.slow_start_ms } else { 0 },
+        }
+    }
+
+    /// A server's share in per mille of its weight: below 1000 while it ramps up.
+    fn ramp(&self, s: &Server) -> u64 {
+        if self.slow_ms == 0 {
+            return 1000;
+        }
+        s.state.ramp(self.slow_ms, self.now).unwrap_or(1000)
+    }
+
+    /// The weight a server has now (at least 1 while ramping, so it does get traffic).
+    fn weight(&self, s: &Server) -> u64 {
+        let w = s.weight as u64;
+        if self.slow_ms == 0 || w == 0 {
+            return w;
+        }
+        (w * self.ramp(s) / 1000).max(1)
+    }
+
+    /// Whether a candidate the cycle offers is taken: always, unless it is ramping up
+    /// (then with its ramp's probability, so its share grows linearly).
+    fn admit(&self, per_mille: u64) -> bool {
+        per_mille >= 1000 || fastrand::u64(0..1000) < per_mille
+    }
+
+    /// A group's ramp: its servers' current weights over their full weights.
+    fn group_ramp(&self, g: &Group, ok: &impl Fn(&Arc<Server>) -> bool) -> u64 {
+        if self.slow_ms == 0 {
+            return 1000;
+        }
+        let (now, full) = g
+            .servers
+            .iter()
+            .filter(|s| ok(s))
+            .fold((0, 0), |(n, f), s| (n + self.weight(s), f + s.weight as u64));
+        if full == 0 {
+            1000
+        } else {
+            now * 1000 / full
+        }
     }
 }
 
@@ -74,20 +139,46 @@ fn not_tried(s: &Arc<Server>, tried: &Tried) -> bool {
 
 /// Picks the server for a request, or `None` when no server can take it.
 pub fn pick<'b>(b: &'b Backend, a: &Affinity, tried: &Tried) -> Option<(&'b Arc<Server>, Via)> {
-    let now = now_ms();
+    pick_for(b, a, tried, Counter::Requests)
+}
+
+/// [`pick`], counting `maxconn` slots by `counter` (requests for HTTP, connections for
+/// TCP): a full server is not available.
+pub fn pick_for<'b>(b: &'b Backend, a: &Affinity, tried: &Tried, counter: Counter) -> Option<(&'b Arc<Server>, Via)> {
+    pick_inner(b, a, tried, counter, b.limited)
+}
+
+/// Whether anyone could serve the request if `maxconn` slots were free.
+fn pick_ignoring_slots<'b>(b: &'b Backend, a: &Affinity, tried: &Tried) -> Option<(&'b Arc<Server>, Via)> {
+    pick_inner(b, a, tried, Counter::Requests, false)
+}
+
+fn pick_inner<'b>(
+    b: &'b Backend,
+    a: &Affinity,
+    tried: &Tried,
+    counter: Counter,
+    limited: bool,
+) -> Option<(&'b Arc<Server>, Via)> {
+    let ctx = Ctx::of(b, now_ms());
+    let now = ctx.now;
+    let room = |s: &Arc<Server>| !limited || s.state.has_slot(counter, s.maxconn);
     if let (Some(id), Some(sticky)) = (a.sticky, &b.sticky) {
-        if let Some(s) = sticky.server(id).filter(|s| s.sticky_ok(now) && not_tried(s, tried)) {
+        if let Some(s) = sticky
+            .server(id)
+            .filter(|s| s.sticky_ok(now) && not_tried(s, tried) && room(s))
+        {
             return Some((s, Via::Sticky));
         }
     }
-    let available = |s: &Arc<Server>| s.usable() && s.state.available(now) && not_tried(s, tried);
+    let available = |s: &Arc<Server>| s.usable() && s.state.available(now) && not_tried(s, tried) && room(s);
     if let Some(g) = a.group.and_then(|i| b.groups.get(i)) {
-        if let Some(s) = pick_in_group(b.balance, g, a.hash, &available) {
+        if let Some(s) = pick_in_group(&ctx, g, a.hash, &available) {
             return Some((s, Via::Override));
         }
     }
     let new = |s| Some((s, Via::Balance));
-    if let Some(s) = pick_with(b, a.hash, &available) {
+    if let Some(s) = pick_with(b, &ctx, a.hash, &available) {
         return new(s);
     }
     if !tried.is_empty() {
@@ -95,7 +186,7 @@ pub fn pick<'b>(b: &'b Backend, a: &Affinity, tried: &Tried) -> Option<(&'b Arc<
         if let Some(s) = b
             .groups
             .iter()
-            .find_map(|g| pick_in_group(b.balance, g, a.hash, &available))
+            .find_map(|g| pick_in_group(&ctx, g, a.hash, &available))
         {
             return new(s);
         }
@@ -105,46 +196,66 @@ pub fn pick<'b>(b: &'b Backend, a: &Affinity, tried: &Tried) -> Option<(&'b Arc<
     if !b.fail_open {
         return None;
     }
-    let usable = |s: &Arc<Server>| s.usable() && not_tried(s, tried);
-    pick_with(b, a.hash, &usable).and_then(new)
+    let usable = |s: &Arc<Server>| s.usable() && not_tried(s, tried) && room(s);
+    pick_with(b, &ctx, a.hash, &usable).and_then(new)
 }
 
-fn pick_with<'b>(b: &'b Backend, key: Option<u64>, ok: &impl Fn(&Arc<Server>) -> bool) -> Option<&'b Arc<Server>> {
+fn pick_with<'b>(
+    b: &'b Backend,
+    ctx: &Ctx,
+    key: Option<u64>,
+    ok: &impl Fn(&Arc<Server>) -> bool,
+) -> Option<&'b Arc<Server>> {
     let eligible = |g: &Group| g.weight > 0 && g.servers.iter().any(ok);
+    // While a server ramps up, its group's share ramps with it.
+    let weight = |g: &Group| (g.weight as u64 * ctx.group_ramp(g, ok) / 1000).max(1) as u32;
     let group = match (b.balance, key) {
         (Balance::Hash, Some(k)) => hash::choose(
             k,
             b.groups
                 .iter()
                 .filter(|g| eligible(g))
-                .map(|g| (g, g.hash_id, g.weight)),
+                .map(|g| (g, g.hash_id, weight(g))),
         ),
-        _ => pick_group(b, eligible),
+        _ => pick_group(b, ctx, eligible, ok),
     }?;
-    pick_in_group(b.balance, group, key, ok)
+    pick_in_group(ctx, group, key, ok)
 }
 
-/// The next group of the split cycle if eligible; otherwise a weighted random choice among
-/// eligible groups, which keeps the shares of the remaining groups proportional.
-fn pick_group(b: &Backend, eligible: impl Fn(&Group) -> bool) -> Option<&Group> {
+/// The next group of the split cycle if eligible (and, ramping, admitted); otherwise a
+/// weighted random choice among eligible groups, which keeps the shares of the remaining
+/// groups proportional.
+fn pick_group<'b>(
+    b: &'b Backend,
+    ctx: &Ctx,
+    eligible: impl Fn(&Group) -> bool,
+    ok: &impl Fn(&Arc<Server>) -> bool,
+) -> Option<&'b Group> {
     if b.split.is_empty() {
         return None;
     }
     let first = &b.groups[b.split.at(b.split.next_start(), 0)];
-    if eligible(first) {
+    if eligible(first) && ctx.admit(ctx.group_ramp(first, ok)) {
         return Some(first);
     }
-    weighted_random(&b.groups, |g| if eligible(g) { g.weight } else { 0 })
+    weighted_random(&b.groups, |g| {
+        if eligible(g) {
+            g.weight as u64 * ctx.group_ramp(g, ok) / 1000
+        } else {
+            0
+        }
+    })
+    .or_else(|| eligible(first).then_some(first))
 }
 
-fn weighted_random<T>(items: &[T], weight: impl Fn(&T) -> u32) -> Option<&T> {
-    let total: u64 = items.iter().map(|i| weight(i) as u64).sum();
+fn weighted_random<T>(items: &[T], weight: impl Fn(&T) -> u64) -> Option<&T> {
+    let total: u64 = items.iter().map(&weight).sum();
     if total == 0 {
         return None;
     }
     let mut r = fastrand::u64(0..total);
     for item in items {
-        let w = weight(item) as u64;
+        let w = weight(item);
         if r < w {
             return Some(item);
         }
@@ -154,38 +265,51 @@ fn weighted_random<T>(items: &[T], weight: impl Fn(&T) -> u32) -> Option<&T> {
 }
 
 /// A server of `g` accepted by `ok`, by the backend's algorithm. `hash` without a key
-/// falls back to round robin.
+/// falls back to round robin. A server in its slow-start ramp gets its ramped share.
 pub fn pick_in_group<'g>(
-    balance: Balance,
+    ctx: &Ctx,
     g: &'g Group,
     key: Option<u64>,
     ok: &impl Fn(&Arc<Server>) -> bool,
 ) -> Option<&'g Arc<Server>> {
-    match (balance, key) {
+    match (ctx.balance, key) {
         (Balance::Hash, Some(k)) => hash::choose(
             k,
-            g.servers.iter().filter(|s| ok(s)).map(|s| (s, s.sticky_id, s.weight)),
+            g.servers
+                .iter()
+                .filter(|s| ok(s))
+                .map(|s| (s, s.sticky_id, ctx.weight(s) as u32)),
         ),
         (Balance::RoundRobin | Balance::Hash, _) => {
             if g.rr.is_empty() {
                 return None;
             }
             let start = g.rr.next_start();
-            (0..g.rr.len()).map(|i| &g.servers[g.rr.at(start, i)]).find(|s| ok(s))
+            let mut cycle = (0..g.rr.len()).map(|i| &g.servers[g.rr.at(start, i)]).filter(|s| ok(s));
+            if ctx.slow_ms == 0 {
+                return cycle.next();
+            }
+            // Ramping servers are passed over in proportion; if all are, the first stands.
+            let first = cycle.next()?;
+            std::iter::once(first)
+                .chain(cycle)
+                .find(|s| ctx.admit(ctx.ramp(s)))
+                .or(Some(first))
         }
-        (Balance::Random, _) => weighted_random(&g.servers, |s| if ok(s) { s.weight } else { 0 }),
-        (Balance::LeastRequest, _) => least_request(g, ok),
+        (Balance::Random, _) => weighted_random(&g.servers, |s| if ok(s) { ctx.weight(s) } else { 0 }),
+        (Balance::LeastRequest, _) => least_request(ctx, g, ok),
     }
 }
 
 /// Power of two choices: two distinct random candidates, the one with fewer active requests
-/// per unit of weight wins. O(1) in the common case; a scan when the candidates are not ok.
-fn least_request<'g>(g: &'g Group, ok: &impl Fn(&Arc<Server>) -> bool) -> Option<&'g Arc<Server>> {
+/// per unit of (current) weight wins. O(1) in the common case; a scan when the candidates
+/// are not ok.
+fn least_request<'g>(ctx: &Ctx, g: &'g Group, ok: &impl Fn(&Arc<Server>) -> bool) -> Option<&'g Arc<Server>> {
     let n = g.servers.len();
-    let load = |s: &Server| s.state.active_requests.load(std::sync::atomic::Ordering::Relaxed) as u64;
+    let load = |s: &Server| s.state.active_requests.load(Relaxed) as u64;
     // a/wa < b/wb  ⇔  a*wb < b*wa
     let lighter = |a: &'g Arc<Server>, b: &'g Arc<Server>| {
-        if load(b) * (a.weight as u64) < load(a) * (b.weight as u64) {
+        if load(b) * ctx.weight(a) < load(a) * ctx.weight(b) {
             b
         } else {
             a

@@ -52,6 +52,8 @@ pub struct RawRuntime {
     pub max_header_size: Option<Spanned<String>>,
     /// Most header fields in one head.
     pub max_headers: Option<Spanned<i64>>,
+    /// A hosts(5)-format file DNS-named servers are looked up in before the system resolver.
+    pub hosts_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +110,8 @@ pub struct RawListener {
     pub accept_proxy: Option<bool>,
     /// Most client connections open at once; beyond, accepting pauses (HAProxy's maxconn).
     pub max_connections: Option<Spanned<i64>>,
+    /// Largest request body, e.g. "10MiB"; larger ones get 413.
+    pub max_body: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +210,36 @@ pub struct RawBackend {
     pub health: Option<Spanned<RawHealth>>,
     /// When every server is down or ejected: try them anyway (true, default) or answer 503.
     pub fail_open: Option<bool>,
+    /// Passive health: servers answering errors are ejected for a while (Envoy's outlier
+    /// detection).
+    pub outlier: Option<Spanned<RawOutlier>>,
+    /// A server coming back ramps its weight from 10 % to 100 % over this long.
+    pub slow_start: Option<Spanned<String>>,
+    /// What is retried on another server: "connect", "gateway-error", "reset".
+    pub retry_on: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Retries allowed as a share of requests, e.g. "20%".
+    pub retry_budget: Option<Spanned<String>>,
+    /// Requests waiting for a server below its `maxconn`.
+    pub queue: Option<Spanned<RawQueue>>,
+    /// How often DNS-named servers are looked up again.
+    pub resolve_interval: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_5xx: Option<Spanned<i64>>,
+    pub consecutive_gateway_failure: Option<Spanned<i64>>,
+    pub base_ejection: Option<Spanned<String>>,
+    pub max_ejection: Option<Spanned<String>>,
+    pub max_ejected_percent: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    pub max: Option<Spanned<i64>>,
+    pub timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,4 +348,6 @@ pub struct RawServer {
     pub addr: Spanned<String>,
     pub weight: Option<Spanned<i64>>,
     pub state: Option<AdminState>,
+    /// Most requests (HTTP) or connections (TCP) at once; beyond, the backend's queue.
+    pub maxconn: Option<Spanned<i64>>,
 }

@@ -86,6 +86,8 @@ pub struct RuntimeSpec {
     /// Most header fields in one request head (431 beyond) or response head (502 beyond)
     /// (HAProxy's `tune.http.maxhdr`, Envoy's `max_headers_count`).
     pub max_headers: usize,
+    /// A hosts(5)-format file read (again at every lookup) before the system resolver.
+    pub hosts_file: Option<PathBuf>,
 }
 
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
@@ -107,6 +109,7 @@ impl Default for RuntimeSpec {
             body_timeout: Duration::from_secs(60),
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             max_headers: DEFAULT_MAX_HEADERS,
+            hosts_file: None,
         }
     }
 }
@@ -163,6 +166,8 @@ pub struct ListenerSpec {
     /// Most client connections open at once (0: no limit); at the limit the listener stops
     /// accepting (new clients wait in the backlog) until one closes.
     pub max_connections: usize,
+    /// Largest request body accepted (413 beyond); 0 = no limit.
+    pub max_body: u64,
     /// `idle_timeout` for this listener (its own key, or `[runtime]`'s).
     pub idle_timeout: Duration,
     /// Where `bind` is written (`file:line:col`), for errors found after validation
@@ -220,10 +225,78 @@ pub struct BackendSpec {
     /// When every server is DOWN or ejected, try them anyway (panic mode) rather than
     /// answer 503 `no-server`.
     pub fail_open: bool,
+    /// Passive health from responses; `None`: only connect failures eject.
+    pub outlier: Option<OutlierSpec>,
+    /// Weight ramp of a server coming back; zero = none.
+    pub slow_start: Duration,
+    pub retry_on: RetryOn,
+    /// Retries allowed as a percentage of the backend's requests over the last 10 s (plus
+    /// [`RETRY_BUDGET_FLOOR`] per second); `None` = only `retries` bounds them.
+    pub retry_budget: Option<u32>,
+    /// Where requests wait for a server under its `maxconn`.
+    pub queue: QueueSpec,
+    /// How often DNS-named servers are looked up again.
+    pub resolve_interval: Duration,
+}
+
+/// Retries per second a retry budget always allows (linkerd's and Finagle's floor).
+pub const RETRY_BUDGET_FLOOR: u64 = 3;
+/// Largest request body kept for replaying it on another server after a gateway error.
+pub const RETRY_BODY_MAX: usize = 64 * 1024;
+
+/// Envoy's outlier detection: consecutive errors eject a server, for longer each time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierSpec {
+    /// 5xx responses (and gateway failures) in a row that eject; 0 = off.
+    pub consecutive_5xx: u32,
+    /// 502, 503, 504, resets and timeouts in a row that eject; 0 = off.
+    pub consecutive_gateway_failure: u32,
+    /// The first ejection's length; the n-th lasts n times as long, up to `max_ejection`.
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    /// Most of a group ejected at once (one server always may be).
+    pub max_ejected_percent: u32,
+}
+
+/// Which failures are retried on another server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn {
+    /// The connection could not be opened (nothing was sent).
+    pub connect: bool,
+    /// 502, 503 or 504 from the server: idempotent requests with a small, buffered body.
+    pub gateway_error: bool,
+    /// The connection broke before the response head: idempotent requests as above.
+    pub reset: bool,
+}
+
+impl Default for RetryOn {
+    fn default() -> Self {
+        RetryOn {
+            connect: true,
+            gateway_error: false,
+            reset: false,
+        }
+    }
+}
+
+/// Requests over every server's `maxconn` wait here, first come first served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub max: usize,
+    pub timeout: Duration,
+}
+
+impl Default for QueueSpec {
+    fn default() -> Self {
+        QueueSpec {
+            max: 1000,
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// A backend's active health check (HAProxy's `check inter rise fall`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HealthSpec {
     pub kind: CheckKind,
     /// Between checks, jittered ±10 %.
@@ -236,7 +309,7 @@ pub struct HealthSpec {
     pub fall: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CheckKind {
     /// Connecting is enough.
     Tcp,
@@ -355,6 +428,12 @@ impl BackendSpec {
             protocol: UpstreamProtocol::Http1,
             health: None,
             fail_open: true,
+            outlier: None,
+            slow_start: Duration::ZERO,
+            retry_on: RetryOn::default(),
+            retry_budget: None,
+            queue: QueueSpec::default(),
+            resolve_interval: Duration::from_secs(10),
         }
     }
 }
@@ -378,4 +457,16 @@ pub struct ServerSpec {
     pub state: AdminState,
     /// `disable health` (admin): the backend's checks skip this server, which counts as UP.
     pub checks_disabled: bool,
+    /// Most requests (HTTP) or connections (TCP) at once; 0 = no limit.
+    pub maxconn: u32,
+    /// Set on a DNS-named server before lookup: the name its instances (`name#1..n`) are
+    /// resolved from; instances carry the name they came from and their looked-up `addr`.
+    pub dns: Option<DnsName>,
+}
+
+/// A server's `addr` given as `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DnsName {
+    pub host: String,
+    pub port: u16,
 }

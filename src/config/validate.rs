@@ -255,6 +255,7 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
                 1..=MAX_HEADERS_LIMIT as i64,
                 DEFAULT_MAX_HEADERS as i64,
             ) as usize,
+            hosts_file: r.hosts_file.as_ref().map(|f| c.path(f)),
         },
     };
 
@@ -370,6 +371,7 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
             hsts,
             accept_proxy: l.accept_proxy.unwrap_or(false),
             max_connections: c.ranged(&l.max_connections, "max_connections", 1..=10_000_000, 0) as usize,
+            max_body: c.size(&l.max_body, "max_body", 1..=u64::MAX, 0),
             idle_timeout: c.duration(&l.idle_timeout, "idle_timeout", runtime.idle_timeout),
             bind_at: format!("{}:{}:{}", at.file, at.line, at.col),
         });
@@ -502,15 +504,25 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
     let mut server = |c: &mut Checker, s: &RawServer| {
         c.unique(&mut server_names, &s.name, "server", &scope);
         let weight = c.ranged(&s.weight, "server weight", 0..=256, 1) as u32;
+        let (addr, dns) = server_addr(c, &s.addr);
+        if s.name.get_ref().contains('#') {
+            c.err(
+                s.name.span(),
+                format!(
+                    "server name {:?} contains '#': veer names DNS-resolved instances name#1, name#2…",
+                    s.name.get_ref()
+                ),
+            );
+        }
         ServerSpec {
             name: s.name.get_ref().clone(),
-            addr: c
-                .addr(&s.addr, "server")
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            addr,
             weight,
             initial_weight: weight,
             state: s.state.unwrap_or_default(),
             checks_disabled: false,
+            maxconn: c.ranged(&s.maxconn, "maxconn", 1..=1_000_000, 0) as u32,
+            dns,
         }
     };
     let groups = match (&b.groups, &b.servers) {
@@ -675,8 +687,24 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
     }
     let tls = b.tls.as_ref().and_then(|t| upstream_tls(c, t, protocol));
     let health = b.health.as_ref().and_then(|h| health(c, h));
+    let outlier = b.outlier.as_ref().map(|o| outlier(c, o.get_ref()));
+    let queue = b.queue.as_ref().map_or(d.queue, |q| {
+        let q = q.get_ref();
+        QueueSpec {
+            max: c.ranged(&q.max, "queue max", 0..=10_000_000, d.queue.max as i64) as usize,
+            timeout: c.duration(&q.timeout, "queue timeout", d.queue.timeout),
+        }
+    });
     BackendSpec {
         health,
+        outlier,
+        slow_start: c.duration(&b.slow_start, "slow_start", d.slow_start),
+        retry_on: b.retry_on.as_ref().map_or(d.retry_on, |r| retry_on(c, r.get_ref())),
+        retry_budget: b.retry_budget.as_ref().and_then(|r| percent(c, r, "retry_budget")),
+        queue,
+        resolve_interval: c
+            .duration(&b.resolve_interval, "resolve_interval", d.resolve_interval)
+            .max(Duration::from_millis(100)),
         fail_open: b.fail_open.unwrap_or(true),
         send_proxy,
         tls,
@@ -928,6 +956,106 @@ fn upstream_tls(c: &mut Checker, t: &Spanned<RawUpstreamTls>, protocol: Upstream
             c.err(t.span(), format!("cannot set up TLS: {e}"));
             None
         }
+    }
+}
+
+/// A server's `addr`: `ip:port`, or `host:port` looked up by DNS (its instances get their
+/// addresses at load); the placeholder address of a DNS-named server is never connected to.
+fn server_addr(c: &mut Checker, v: &Spanned<String>) -> (SocketAddr, Option<DnsName>) {
+    let placeholder = SocketAddr::from(([127, 0, 0, 1], 0));
+    if let Ok(a) = v.get_ref().parse::<SocketAddr>() {
+        return (a, None);
+    }
+    let named = v.get_ref().rsplit_once(':').and_then(|(host, port)| {
+        let port = port.parse::<u16>().ok().filter(|p| *p != 0)?;
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(label_ok)
+            && !host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        ok.then(|| DnsName {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    });
+    match named {
+        Some(name) => (SocketAddr::new(placeholder.ip(), name.port), Some(name)),
+        None => {
+            c.err(
+                v.span(),
+                format!(
+                    "invalid server address {:?}: expected ip:port or host:port, e.g. 127.0.0.1:8080 or shop.internal:8080",
+                    v.get_ref()
+                ),
+            );
+            (placeholder, None)
+        }
+    }
+}
+
+/// `"20%"` → 20 (0..=100).
+fn percent(c: &mut Checker, v: &Spanned<String>, key: &str) -> Option<u32> {
+    let n = v
+        .get_ref()
+        .trim()
+        .strip_suffix('%')
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .filter(|n| *n <= 100);
+    if n.is_none() {
+        c.err(
+            v.span(),
+            format!("invalid {key} {:?}: write a percentage, e.g. \"20%\"", v.get_ref()),
+        );
+    }
+    n
+}
+
+fn retry_on(c: &mut Checker, items: &[Spanned<String>]) -> RetryOn {
+    let mut on = RetryOn {
+        connect: false,
+        gateway_error: false,
+        reset: false,
+    };
+    for i in items {
+        match i.get_ref().as_str() {
+            "connect" => on.connect = true,
+            "gateway-error" => on.gateway_error = true,
+            "reset" => on.reset = true,
+            other => c.err(
+                i.span(),
+                format!("invalid retry_on {other:?}: write \"connect\", \"gateway-error\" or \"reset\""),
+            ),
+        }
+    }
+    on
+}
+
+fn outlier(c: &mut Checker, o: &RawOutlier) -> OutlierSpec {
+    let base = c.duration(&o.base_ejection, "base_ejection", Duration::from_secs(30));
+    let max = c.duration(&o.max_ejection, "max_ejection", Duration::from_secs(300));
+    if max < base {
+        if let Some(m) = &o.max_ejection {
+            c.err(m.span(), "max_ejection is shorter than base_ejection");
+        }
+    }
+    OutlierSpec {
+        consecutive_5xx: c.ranged(&o.consecutive_5xx, "consecutive_5xx", 0..=10_000, 5) as u32,
+        consecutive_gateway_failure: c.ranged(
+            &o.consecutive_gateway_failure,
+            "consecutive_gateway_failure",
+            0..=10_000,
+            0,
+        ) as u32,
+        base_ejection: base,
+        max_ejection: max.max(base),
+        max_ejected_percent: c.ranged(&o.max_ejected_percent, "max_ejected_percent", 0..=100, 10) as u32,
     }
 }
 

@@ -153,6 +153,8 @@ impl Overlay {
                 initial_weight: added.weight,
                 state: AdminState::Maint,
                 checks_disabled: false,
+                maxconn: 0,
+                dns: None,
             });
             true
         });

@@ -28,6 +28,9 @@ pub enum ClientBodyError {
     /// The client sent a malformed body (bad chunked framing) or went away mid-body.
     #[error("malformed or incomplete request body: {0}")]
     Malformed(#[source] hyper::Error),
+    /// The body grew past the listener's `max_body`.
+    #[error("request body larger than max_body")]
+    TooLarge,
 }
 
 /// The client's side of a failed upstream exchange, if it was the client's body that
@@ -74,6 +77,9 @@ pub struct ClientBody {
     timeout: Duration,
     /// Armed on the first wait for the client, reset by every frame.
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The listener's `max_body` (0: none) and the bytes read so far.
+    max: u64,
+    read: u64,
 }
 
 impl ClientBody {
@@ -84,7 +90,15 @@ impl ClientBody {
             upload,
             timeout,
             stall: None,
+            max: 0,
+            read: 0,
         }
+    }
+
+    /// Fails the body once it grows past `max` bytes (0: no limit).
+    pub fn with_max(mut self, max: u64) -> Self {
+        self.max = max;
+        self
     }
 }
 
@@ -104,6 +118,10 @@ impl Body for ClientBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.stats.request_bytes.fetch_add(data.len() as u64, Relaxed);
+                    this.read += data.len() as u64;
+                    if this.max > 0 && this.read > this.max {
+                        return Poll::Ready(Some(Err(Box::new(ClientBodyError::TooLarge))));
+                    }
                 }
                 if let Some(stall) = this.stall.as_mut() {
                     stall.as_mut().reset(tokio::time::Instant::now() + this.timeout);

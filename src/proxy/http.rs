@@ -25,12 +25,14 @@ use super::h1::client::{self, RawBody, SendError};
 use super::shared::Shared;
 use super::{cookies, headers, mirror};
 use crate::access_log::{LogHead, PendingLog, TlsFacts, Upstream};
+use crate::balance::queue::Now;
 use crate::balance::{self, hash, Affinity, Via};
 use crate::clock::now_ms;
 use crate::config::HashKey;
 use crate::error::ProxyError;
 use crate::metrics::ListenerStats;
 use crate::snapshot::{Backend, ListenerOpts, ListenerRoutes, Server};
+use crate::state::Counter;
 use crate::stream::ClientIo;
 use crate::upstream::{BodyError, RequestEnd, UpstreamBody};
 
@@ -350,18 +352,52 @@ async fn forward(
     }
     parts.version = Version::HTTP_11;
     let affinity = affinity(&backend, &mut parts.headers, conn.peer.ip());
+    let max_body = conn.opts.max_body;
+    if max_body > 0 && body.size_hint().lower() > max_body {
+        // The length is known: refused before any server is contacted.
+        return Err(ProxyError::BodyTooLarge);
+    }
     // A bodiless request (most of them) has no upload to follow.
-    let upload = (!body.is_end_stream()).then(|| Arc::new(Upload::default()));
-    let body = ClientBody::new(body, conn.stats.clone(), conn.shared.body_timeout, upload.clone());
+    let bodiless = body.is_end_stream();
+    let upload = (!bodiless).then(|| Arc::new(Upload::default()));
+    let body = ClientBody::new(body, conn.stats.clone(), conn.shared.body_timeout, upload.clone()).with_max(max_body);
+    // A bodiless idempotent request can go to another server after a gateway error or a
+    // broken connection (`retry_on`): its head is kept for that.
+    let resend = (bodiless
+        && (backend.retry_on.gateway_error || backend.retry_on.reset)
+        && matches!(
+            parts.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+        ))
+    .then(|| {
+        let mut head = Request::new(());
+        *head.method_mut() = parts.method.clone();
+        *head.uri_mut() = parts.uri.clone();
+        *head.version_mut() = parts.version;
+        *head.headers_mut() = parts.headers.clone();
+        head
+    });
     let body = mirror::tee(&backend, &parts, body.boxed_unsync());
     let mut up_req = Request::from_parts(parts, body);
 
+    balance::retry::request(&backend);
     let mut tried: Vec<Arc<Server>> = Vec::new();
+    let mut last: Option<ProxyError> = None;
     loop {
-        let Some((server, via)) = balance::pick(&backend, &affinity, &tried).map(|(s, via)| (s.clone(), via)) else {
-            return Err(ProxyError::NoServer);
+        let (server, via, active) = match balance::queue::take(&backend, &affinity, &tried, Counter::Requests) {
+            Now::Taken(t) => t,
+            Now::NoServer => return Err(last.unwrap_or(ProxyError::NoServer)),
+            Now::Queue => Box::pin(balance::queue::wait(&backend, &affinity, &tried, Counter::Requests)).await?,
         };
-        let active = server.state.request_guard();
+        // Another attempt with the kept head, if this one fails in a way `retry_on` names.
+        let retry = |on: bool, tried: &[Arc<Server>]| {
+            let head = resend.as_ref().filter(|_| on)?;
+            if !balance::retry::allow(&backend, &affinity, tried, &server) {
+                return None;
+            }
+            let body = http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync();
+            Some(head.clone().map(|_| body))
+        };
         let sent_at = Instant::now();
         // Pinned here and lent to response_head: the send future (the largest part of this
         // one) is held once, not again as that function's argument.
@@ -385,9 +421,29 @@ async fn forward(
                 .await
                 .map(|r| r.map(|(resp, connected)| (resp.map(Sent::H1), connected)))
         };
+        let sent = match sent {
+            Ok(Ok((resp, connected))) if matches!(resp.status().as_u16(), 502..=504) && resend.is_some() => {
+                match retry(backend.retry_on.gateway_error, &tried) {
+                    Some(again) => {
+                        // A gateway error another server may not repeat: the answer counts
+                        // as this server's, and the request goes elsewhere.
+                        let status = resp.status().as_u16();
+                        server.state.count_response(status);
+                        balance::outlier::response(&backend, &server, status);
+                        tried.push(server);
+                        last = Some(ProxyError::UpstreamMalformed("gateway error from upstream"));
+                        up_req = again;
+                        continue;
+                    }
+                    None => Ok(Ok((resp, connected))),
+                }
+            }
+            other => other,
+        };
         match sent {
             Err(_) => {
                 backend.state.timeouts.fetch_add(1, Relaxed);
+                balance::outlier::local_failure(&backend, &server, 504);
                 return Err(ProxyError::Timeout);
             }
             Ok(Ok((resp, connected))) => {
@@ -425,6 +481,15 @@ async fn forward(
                 return Ok(resp);
             }
             // Mapped already: the client's body failing is the client's fault (408/400).
+            Ok(Err(SendError::Failed(e))) if e.side() == crate::error::Side::Upstream => {
+                balance::outlier::local_failure(&backend, &server, e.status().as_u16());
+                let Some(again) = retry(backend.retry_on.reset, &tried) else {
+                    return Err(e);
+                };
+                tried.push(server);
+                last = Some(e);
+                up_req = again;
+            }
             Ok(Err(SendError::Failed(e))) => return Err(e),
             Ok(Err(SendError::Connect(e, _))) if crate::ratelimit::is_local_resource_error(&e) => {
                 // Out of descriptors or ports here: another server would fail the same way,
@@ -435,12 +500,12 @@ async fn forward(
             }
             Ok(Err(SendError::Connect(e, req))) => {
                 crate::warn_limited!(crate::ratelimit::Kind::UpstreamConnect, server = %server.id, error = %e, "upstream connect failed; ejecting");
-                server.state.eject(backend.eject_time);
-                if tried.len() as u32 >= backend.retries {
+                balance::outlier::connect_failure(&backend, &server);
+                if !backend.retry_on.connect || !balance::retry::allow(&backend, &affinity, &tried, &server) {
                     return Err(ProxyError::Connect(e));
                 }
                 tried.push(server);
-                backend.state.retries.fetch_add(1, Relaxed);
+                last = Some(ProxyError::Connect(e));
                 up_req = *req;
             }
         }
@@ -519,6 +584,7 @@ fn respond(
     end: RequestEnd,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     server.state.count_response(resp.status().as_u16());
+    balance::outlier::response(backend, server, resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Err(ProxyError::UnexpectedUpgrade);
     }
@@ -611,7 +677,7 @@ fn synthetic(e: &ProxyError) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if matches!(e, ProxyError::LocalResources(_)) {
+    if e.retry_after() {
         // A moment's shortage: clients and browsers retry.
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
@@ -625,6 +691,7 @@ fn synthetic_grpc(e: &ProxyError) -> Response<ProxyBody> {
     let status = match e {
         ProxyError::Timeout | ProxyError::RequestTimeout => "4",
         ProxyError::BadRequest(_) | ProxyError::HeadersTooLarge => "3",
+        ProxyError::BodyTooLarge => "8",
         _ => "14",
     };
     let mut resp = Response::new(ProxyBody::Synthetic(None));

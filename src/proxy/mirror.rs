@@ -96,7 +96,8 @@ async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: Ow
     };
     let now = now_ms();
     let available = |s: &Arc<crate::snapshot::Server>| s.usable() && s.state.available(now);
-    let Some(server) = pick_in_group(backend.balance, &backend.groups[group], None, &available).cloned() else {
+    let ctx = crate::balance::Ctx::of(&backend, now);
+    let Some(server) = pick_in_group(&ctx, &backend.groups[group], None, &available).cloned() else {
         counters.mirror_skipped.fetch_add(1, Relaxed);
         return;
     };

@@ -19,7 +19,9 @@ use super::splice::{splice, Ended};
 use crate::stream::ClientIo;
 
 use super::shared::Shared;
+use crate::balance::queue::Now;
 use crate::balance::{self, hash, Affinity};
+use crate::state::Counter;
 use crate::config::HashKey;
 use crate::snapshot::ListenerRoutes;
 
@@ -81,10 +83,19 @@ pub async fn serve(
     let mut client = ClientIo::Plain(client);
     let mut tried = Vec::with_capacity(2);
     while tried.len() < 2 {
-        let Some(server) = balance::pick(&backend, &affinity, &tried).map(|(s, _)| s.clone()) else {
-            break;
+        let counted = match balance::queue::take(&backend, &affinity, &tried, Counter::Connections) {
+            Now::Taken(t) => Ok(t),
+            Now::NoServer => break,
+            // Boxed: the overload path's state stays out of every session.
+            Now::Queue => Box::pin(balance::queue::wait(&backend, &affinity, &tried, Counter::Connections)).await,
         };
-        let guard = server.state.connection_guard();
+        let (server, _, guard) = match counted {
+            Ok(t) => t,
+            Err(e) => {
+                crate::warn_limited!(crate::ratelimit::Kind::Queue, %peer, backend = %backend.name, error = %e, "every server at maxconn; closing the client");
+                return;
+            }
+        };
         let proxied = backend
             .send_proxy
             .map(|_| (peer, client.tcp().local_addr().unwrap_or(peer)));
@@ -114,7 +125,8 @@ pub async fn serve(
                 crate::warn_limited!(crate::ratelimit::Kind::TcpConnect, %peer, server = %server.id, error = %e, "tcp connect failed")
             }
         }
-        server.state.eject(backend.eject_time);
+        drop(guard);
+        balance::outlier::connect_failure(&backend, &server);
         tried.push(server);
     }
     tracing::warn!(%peer, backend = %backend.name, "no server reachable; closing client");

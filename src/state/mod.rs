@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod budget;
 pub mod pool;
+pub mod queue;
 
 use pool::Pool;
 pub use pool::PoolKey;
@@ -60,6 +62,22 @@ pub struct ServerState {
     sessions: arc_swap::ArcSwap<tokio_util::sync::CancellationToken>,
     /// Active health, written by the server's check loop only.
     pub check: CheckState,
+    /// Passive health from responses.
+    pub outlier: OutlierState,
+    /// `now_ms()` from which the server, coming back, ramps its weight up (slow start);
+    /// 0 = never came back.
+    warm_from: AtomicU64,
+}
+
+/// Consecutive error responses and ejections (Envoy's outlier detection).
+#[derive(Debug, Default)]
+pub struct OutlierState {
+    pub consecutive_5xx: std::sync::atomic::AtomicU32,
+    pub consecutive_gateway: std::sync::atomic::AtomicU32,
+    /// Ejections in a row (their length grows with it); forgotten after a long healthy spell.
+    pub ejections: std::sync::atomic::AtomicU32,
+    /// Ejections since start, by errors (connect failures are `connect_failures`).
+    pub ejected_total: AtomicU64,
 }
 
 /// What the active checks know of a server.
@@ -190,11 +208,15 @@ impl ServerState {
     }
 
     /// Records the admin state a new snapshot gives the server, noting when it changed.
-    pub fn set_admin(&self, state: crate::config::AdminState) {
+    /// True when it became `ready` from `maint` or `drain` (it comes back).
+    pub fn set_admin(&self, state: crate::config::AdminState) -> bool {
         let code = state as u8 + 1;
-        if self.admin.swap(code, Relaxed) != code {
+        let was = self.admin.swap(code, Relaxed);
+        if was != code {
             self.last_change.store(now_ms(), Relaxed);
         }
+        let ready = crate::config::AdminState::Ready as u8 + 1;
+        was != 0 && was != code && code == ready
     }
 
     /// A token cancelled when `shutdown sessions` is issued for this server.
@@ -252,10 +274,36 @@ impl ServerState {
     /// Records a failed connect: the server is skipped for `for_` from now.
     pub fn eject(&self, for_: Duration) {
         self.connect_failures.fetch_add(1, Relaxed);
+        self.eject_until(now_ms() + for_.as_millis() as u64);
+    }
+
+    /// Skips the server until `until` (`now_ms()` clock).
+    pub fn eject_until(&self, until: u64) {
         if !self.is_ejected(now_ms()) {
             self.last_change.store(now_ms(), Relaxed);
         }
-        self.ejected_until.store(now_ms() + for_.as_millis() as u64, Relaxed);
+        self.ejected_until.store(until, Relaxed);
+    }
+
+    /// When the last ejection ended (or ends); 0 = never ejected.
+    pub fn ejected_until(&self) -> u64 {
+        self.ejected_until.load(Relaxed)
+    }
+
+    /// Marks the server as coming back at `at`: slow start ramps it from then.
+    pub fn warm_from(&self, at: u64) {
+        self.warm_from.store(at, Relaxed);
+    }
+
+    /// How far a server coming back is into its `slow_start` ramp, in per mille of its
+    /// weight (100 = 10 % at the start, linearly to 1000); `None` when it is fully warm.
+    pub fn ramp(&self, slow_start_ms: u64, now: u64) -> Option<u64> {
+        let from = self.warm_from.load(Relaxed);
+        if from == 0 || now >= from + slow_start_ms {
+            return None;
+        }
+        let into = now.saturating_sub(from);
+        Some(100 + 900 * into / slow_start_ms)
     }
 
     /// Records a successful connect: clears a pending ejection early.
@@ -275,10 +323,33 @@ impl ServerState {
     pub fn connection_guard(self: &Arc<Self>) -> ActiveGuard {
         ActiveGuard::new(self.clone(), Counter::Connections)
     }
+
+    /// Whether the server has a free slot under `maxconn` (0: no limit).
+    pub fn has_slot(&self, counter: Counter, maxconn: u32) -> bool {
+        maxconn == 0 || self.counter(counter).load(Relaxed) < maxconn as usize
+    }
+
+    /// Takes one of the server's `maxconn` slots, or `None` when all are taken. Freeing
+    /// the slot wakes the next waiter of `backend`'s queue.
+    pub fn try_slot(self: &Arc<Self>, counter: Counter, maxconn: u32, backend: &Arc<BackendState>) -> Option<ActiveGuard> {
+        if maxconn == 0 {
+            return Some(ActiveGuard::new(self.clone(), counter));
+        }
+        let c = self.counter(counter);
+        c.fetch_update(Relaxed, Relaxed, |n| (n < maxconn as usize).then_some(n + 1))
+            .ok()?;
+        self.total.fetch_add(1, Relaxed);
+        Some(ActiveGuard {
+            state: self.clone(),
+            counter,
+            queue: Some(backend.clone()),
+        })
+    }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Counter {
+/// What a guard counts: requests (HTTP) or connections (TCP, tunnels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
     Requests,
     Connections,
 }
@@ -288,6 +359,8 @@ enum Counter {
 pub struct ActiveGuard {
     state: Arc<ServerState>,
     counter: Counter,
+    /// Set for a slot under `maxconn`: the backend whose queue the freed slot goes to.
+    queue: Option<Arc<BackendState>>,
 }
 
 impl ActiveGuard {
@@ -299,7 +372,11 @@ impl ActiveGuard {
     fn new(state: Arc<ServerState>, counter: Counter) -> Self {
         state.total.fetch_add(1, Relaxed);
         state.counter(counter).fetch_add(1, Relaxed);
-        ActiveGuard { state, counter }
+        ActiveGuard {
+            state,
+            counter,
+            queue: None,
+        }
     }
 }
 
@@ -315,6 +392,9 @@ impl ServerState {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.state.counter(self.counter).fetch_sub(1, Relaxed);
+        if let Some(b) = &self.queue {
+            b.queue.wake_one();
+        }
     }
 }
 
@@ -342,6 +422,12 @@ pub struct BackendState {
     /// Requests answered 504.
     pub timeouts: AtomicU64,
     pub mirror_slots: Arc<tokio::sync::Semaphore>,
+    /// Requests waiting for a server under its `maxconn`.
+    pub queue: queue::Queue,
+    pub budget: budget::RetryBudget,
+    /// `now_ms()` until which some server of the backend is in its slow-start ramp: before
+    /// then picks weigh ramps, after it they need not look.
+    pub warm_until: AtomicU64,
 }
 
 impl Default for BackendState {
@@ -353,7 +439,22 @@ impl Default for BackendState {
             retries: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             mirror_slots: Arc::new(tokio::sync::Semaphore::new(MIRROR_MAX_IN_FLIGHT)),
+            queue: queue::Queue::default(),
+            budget: budget::RetryBudget::default(),
+            warm_until: AtomicU64::new(0),
         }
+    }
+}
+
+impl BackendState {
+    /// `server` comes back at `at` (`now_ms()` clock): with `slow_start`, its weight ramps
+    /// from then on.
+    pub fn warm(&self, server: &ServerState, at: u64, slow_start_ms: u64) {
+        if slow_start_ms == 0 {
+            return;
+        }
+        server.warm_from(at);
+        self.warm_until.fetch_max(at + slow_start_ms, Relaxed);
     }
 }
 

@@ -165,6 +165,7 @@ async fn upload(stream: &mut UpstreamIo, body: &mut UpstreamRequestBody, chunked
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| match client_fault(e.as_ref()) {
             Some(ClientBodyError::Timeout) => ProxyError::RequestTimeout,
+            Some(ClientBodyError::TooLarge) => ProxyError::BodyTooLarge,
             _ => ProxyError::BadRequest("malformed or incomplete request body"),
         })?;
         let Ok(data) = frame.into_data() else { continue };

@@ -46,6 +46,10 @@ pub(super) enum Failure {
     Answer(crate::error::ProxyError),
     /// Something was written already, or the client is gone: drop the connection.
     Abort,
+    /// The server failed before anything reached the client, and the request (all of it in
+    /// `Request::out`) may go to another server: the retry is granted already. The error
+    /// is the answer should no server be left to take it.
+    Retry(crate::error::ProxyError),
 }
 
 /// Records a finished response: the server's byte count, the request's duration and log.

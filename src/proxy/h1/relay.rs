@@ -15,12 +15,14 @@ use super::codec::{BodyWalk, Framing};
 use super::conn::{finish, within, Conn, Failure, Next, BULK};
 use super::request::Request;
 use super::response::{parse_response, write_error, ClientView};
+use crate::balance::queue::Now;
 use crate::balance::{self, Via};
 use crate::error::ProxyError;
 use crate::proxy::buf::{self, Buf, Out};
 use crate::proxy::mirror;
 use crate::proxy::splice::{splice, Ended};
 use crate::snapshot::{Backend, Server};
+use crate::state::Counter;
 use crate::stream::{ClientIo, UpstreamIo};
 use crate::upstream;
 
@@ -40,24 +42,27 @@ pub(super) async fn forward(
     start: Instant,
 ) -> Next {
     let backend = req.backend.clone();
+    balance::retry::request(&backend);
     let mut tried: Vec<Arc<Server>> = Vec::new();
+    // After a failed attempt: what the client gets if no other server can take the request.
+    let mut last: Option<ProxyError> = None;
     loop {
-        let Some((server, via)) = balance::pick(&backend, &req.affinity, &tried).map(|(s, v)| (s.clone(), v)) else {
-            return answer(client, conn, &req, ProxyError::NoServer, start).await;
+        let (server, via, active) = match balance::queue::take(&backend, &req.affinity, &tried, Counter::Requests) {
+            Now::Taken(t) => t,
+            Now::NoServer => return answer(client, conn, &req, last.unwrap_or(ProxyError::NoServer), start).await,
+            // Boxed: waiting is the overload path; its state stays out of every exchange.
+            Now::Queue => match Box::pin(balance::queue::wait(&backend, &req.affinity, &tried, Counter::Requests)).await {
+                Ok(t) => t,
+                Err(e) => return answer(client, conn, &req, e, start).await,
+            },
         };
-        let active = server.state.request_guard();
         if backend.protocol.is_h2() {
             // Not retried on another server: the body may be part-sent already. Boxed: the
             // HTTP/2 bridge's state would otherwise enlarge every HTTP/1 exchange.
-            return match Box::pin(super::to_h2::exchange(
+            let exchange = Box::pin(super::to_h2::exchange(
                 client, inbuf, conn, &mut req, &server, start, active, via,
-            ))
-            .await
-            {
-                Ok(next) => next,
-                Err(Failure::Answer(e)) => answer(client, conn, &req, e, start).await,
-                Err(Failure::Abort) => Next::Abort,
-            };
+            ));
+            return settle(exchange.await, client, conn, &req, &server, start).await;
         }
         let up = match upstream_conn(&server, &backend, proxied(client, conn, &backend)).await {
             Ok(up) => up,
@@ -68,23 +73,53 @@ pub(super) async fn forward(
             }
             Err(e) => {
                 crate::warn_limited!(crate::ratelimit::Kind::UpstreamConnect, server = %server.id, error = %e, "upstream connect failed; ejecting");
-                server.state.eject(backend.eject_time);
-                if tried.len() as u32 >= backend.retries {
-                    return answer(client, conn, &req, ProxyError::Connect(e), start).await;
+                balance::outlier::connect_failure(&backend, &server);
+                let e = ProxyError::Connect(e);
+                if !backend.retry_on.connect || !balance::retry::allow(&backend, &req.affinity, &tried, &server) {
+                    return answer(client, conn, &req, e, start).await;
                 }
                 tried.push(server);
-                backend.state.retries.fetch_add(1, Relaxed);
+                last = Some(e);
                 continue;
             }
         };
         if up.connected.is_some() {
             server.state.mark_reachable();
         }
-        return match exchange_with(client, inbuf, conn, &mut req, &server, up, start, active, via).await {
-            Ok(next) => next,
-            Err(Failure::Answer(e)) => answer(client, conn, &req, e, start).await,
-            Err(Failure::Abort) => Next::Abort,
-        };
+        let done = exchange_with(client, inbuf, conn, &mut req, &server, up, start, active, via, &tried).await;
+        match done {
+            Err(Failure::Retry(e)) => {
+                tracing::debug!(server = %server.id, error = %e, "retrying on another server");
+                // A gateway error or a broken connection: the server's failure all the same.
+                balance::outlier::local_failure(&backend, &server, e.status().as_u16());
+                tried.push(server);
+                last = Some(e);
+            }
+            done => return settle(done, client, conn, &req, &server, start).await,
+        }
+    }
+}
+
+/// The end of an exchange: the next step for the connection, or veer's answer — which,
+/// when the server failed (timed out, broke off, answered nonsense), also counts against
+/// it for outlier detection.
+async fn settle(
+    done: Result<Next, Failure>,
+    client: &mut ClientIo,
+    conn: &Conn,
+    req: &Request,
+    server: &Server,
+    start: Instant,
+) -> Next {
+    match done {
+        Ok(next) => next,
+        Err(Failure::Answer(e)) | Err(Failure::Retry(e)) => {
+            if e.side() == crate::error::Side::Upstream {
+                balance::outlier::local_failure(&req.backend, server, e.status().as_u16());
+            }
+            answer(client, conn, req, e, start).await
+        }
+        Err(Failure::Abort) => Next::Abort,
     }
 }
 
@@ -141,21 +176,28 @@ pub(super) struct Upload {
     /// Copied for the mirror (decoded), up to its limit; `None` once over it.
     pub(super) copy: Option<Vec<u8>>,
     pub(super) copy_limit: u64,
+    /// The listener's `max_body` (0: none), and the body bytes taken so far.
+    max_body: u64,
+    sent: u64,
 }
 
 impl Upload {
-    fn new(framing: Framing, mirror_limit: Option<u64>) -> Self {
+    fn new(framing: Framing, mirror_limit: Option<u64>, max_body: u64) -> Self {
         Upload {
             walk: BodyWalk::new(framing, false),
             copy: mirror_limit.map(|_| Vec::new()),
             copy_limit: mirror_limit.unwrap_or(0),
+            max_body,
+            sent: 0,
         }
     }
 
-    /// How many of `bytes` belong to the body (the rest is the next request).
+    /// How many of `bytes` belong to the body (the rest is the next request). A body
+    /// growing past the listener's `max_body` (chunked: its length was not known) ends the
+    /// upload with 413, and the upstream request is abandoned.
     fn take(&mut self, bytes: &[u8]) -> Result<usize, ProxyError> {
         let (copy, limit) = (&mut self.copy, self.copy_limit);
-        let (n, _) = self
+        let (n, decoded) = self
             .walk
             .advance_with(bytes, |d| {
                 if copy.as_ref().is_some_and(|c| (c.len() + d.len()) as u64 > limit) {
@@ -166,6 +208,10 @@ impl Upload {
                 }
             })
             .map_err(|_| ProxyError::BadRequest("malformed request body"))?;
+        self.sent += decoded;
+        if self.max_body > 0 && self.sent > self.max_body {
+            return Err(ProxyError::BodyTooLarge);
+        }
         Ok(n)
     }
 
@@ -186,19 +232,38 @@ pub(super) async fn exchange_with(
     start: Instant,
     active: crate::state::ActiveGuard,
     via: Via,
+    tried: &[Arc<Server>],
 ) -> Result<Next, Failure> {
     let backend = req.backend.clone();
     let stop = &conn.shared.shutdown;
     let sent_at = Instant::now();
     let mirror_limit = req.mirror.as_ref().and(backend.mirror.as_ref().map(|m| m.max_body));
-    let mut upload = Upload::new(req.body, mirror_limit);
+    let mut upload = Upload::new(req.body, mirror_limit, conn.opts.max_body);
 
     // Head, and the body bytes that came with it, in one write.
+    let head_len = req.out.0.len();
     if !upload.done() {
         let n = upload.take(inbuf.unread()).map_err(Failure::Answer)?;
         req.out.0.extend_from_slice(&inbuf.unread()[..n]);
         inbuf.consume(n);
     }
+    // The whole request is in `req.out` and small: another server may get it after a
+    // gateway error or a broken connection (when `retry_on` says so).
+    let resendable = req.idempotent
+        && (backend.retry_on.gateway_error || backend.retry_on.reset)
+        && upload.done()
+        && req.out.0.len() - head_len <= crate::config::RETRY_BODY_MAX;
+    let retry = |req: &mut Request, on: bool, e: ProxyError| -> Result<(), Failure> {
+        if !(resendable && on && balance::retry::allow(&backend, &req.affinity, tried, server)) {
+            return Ok(());
+        }
+        // The body went into `out`: nothing of it is left to read from the client.
+        req.body = Framing::None;
+        if req.mirror.take().is_some() {
+            mirror::skipped(&backend);
+        }
+        Err(Failure::Retry(e))
+    };
     let mut resp_buf = Buf::default();
     // A reused connection the server closed meanwhile fails on write or with EOF before
     // any byte of a response: a replayable request is sent again on a new connection.
@@ -213,7 +278,9 @@ pub(super) async fn exchange_with(
                     .map_err(|e| Failure::Answer(ProxyError::Connect(e)))?;
                 continue;
             }
-            return Err(Failure::Answer(ProxyError::UpstreamIo(e)));
+            let e = ProxyError::UpstreamIo(e);
+            retry(req, backend.retry_on.reset, e)?;
+            return Err(Failure::Answer(ProxyError::UpstreamIo(std::io::ErrorKind::BrokenPipe.into())));
         }
         if !upload.done() || !fresh_retry(&up) {
             break;
@@ -277,6 +344,17 @@ pub(super) async fn exchange_with(
                     resp_buf.consume(r.head_len);
                     continue;
                 }
+                Ok(Some(r)) if matches!(r.status, 502..=504) && upload.done() => {
+                    // A gateway error another server may not repeat: if allowed, the
+                    // request goes elsewhere (the answer still counts as this server's).
+                    let e = ProxyError::UpstreamMalformed("gateway error from upstream");
+                    if let Err(retried) = retry(req, backend.retry_on.gateway_error, e) {
+                        server.state.count_response(r.status);
+                        server.metrics.upstream.record(sent_at.elapsed());
+                        return Err(retried);
+                    }
+                    break r;
+                }
                 Ok(Some(r)) => break r,
                 Ok(None) => {}
             }
@@ -290,14 +368,24 @@ pub(super) async fn exchange_with(
             )
             .await
             {
+                Some(Ok(0)) if resp_buf.is_empty() => {
+                    let e = ProxyError::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into());
+                    retry(req, backend.retry_on.reset, e)?;
+                    return Err(Failure::Answer(ProxyError::UpstreamIo(
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    )));
+                }
                 Some(Ok(0)) => {
-                    return Err(Failure::Answer(if resp_buf.is_empty() {
-                        ProxyError::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into())
-                    } else {
-                        ProxyError::UpstreamMalformed("incomplete response head")
-                    }))
+                    return Err(Failure::Answer(ProxyError::UpstreamMalformed(
+                        "incomplete response head",
+                    )))
                 }
                 Some(Ok(_)) => continue,
+                Some(Err(e)) if resp_buf.is_empty() => {
+                    let kind = e.kind();
+                    retry(req, backend.retry_on.reset, ProxyError::UpstreamIo(e))?;
+                    return Err(Failure::Answer(ProxyError::UpstreamIo(kind.into())));
+                }
                 Some(Err(e)) => return Err(Failure::Answer(ProxyError::UpstreamIo(e))),
                 None if stop.is_cancelled() => return Err(Failure::Abort),
                 None => {

@@ -23,6 +23,9 @@ pub(super) struct Request {
     pub(super) head: bool,
     /// Idempotent and bodiless: may be sent again on a fresh connection.
     pub(super) replayable: bool,
+    /// GET, HEAD, OPTIONS, TRACE, PUT, DELETE: may go to another server after a gateway
+    /// error when its whole body is in hand.
+    pub(super) idempotent: bool,
     pub(super) http10: bool,
     /// The client keeps the connection open after this exchange.
     pub(super) keep_alive: bool,
@@ -52,6 +55,7 @@ impl Request {
         use crate::access_log::{PendingLog, Upstream};
         server.metrics.upstream.record(upstream_duration);
         server.state.count_response(status);
+        crate::balance::outlier::response(&self.backend, server, status);
         conn.open.listener.responses[crate::state::status_class(status)]
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.log.take().map(|head| {
@@ -226,6 +230,16 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
         request_id.is_none().then_some(id),
     );
     let body = codec::request_framing(&fields);
+    if let (Framing::Length(n), max) = (body, conn.opts.max_body) {
+        // Refused before any server is contacted.
+        if max > 0 && n > max {
+            return Err(Refusal {
+                log,
+                route: Some(route),
+                ..ProxyError::BodyTooLarge.into()
+            });
+        }
+    }
     let mirror = backend.mirror.as_ref().and_then(|_| {
         let at_least = match body {
             Framing::Length(n) => n,
@@ -235,11 +249,13 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
         Some((mirror_copy(method, path_and_query, headers, &backend), permit))
     });
     let head = method == "HEAD";
-    let replayable = matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE") && body == Framing::None;
+    let idempotent = matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE");
+    let replayable = idempotent && body == Framing::None;
     Ok(Some(Request {
         head_len,
         head,
         replayable,
+        idempotent,
         http10,
         keep_alive: if http10 { fields.keep_alive } else { !fields.close },
         body,

@@ -151,7 +151,7 @@ pub(super) async fn exchange(
     let (resp, connected) = match (sent, pumped) {
         (_, Err(e)) => return Err(Failure::Answer(e)),
         (Err(ProxyError::Connect(e)), _) => {
-            server.state.eject(backend.eject_time);
+            crate::balance::outlier::connect_failure(&backend, server);
             return Err(Failure::Answer(ProxyError::Connect(e)));
         }
         (Err(e), _) => return Err(Failure::Answer(e)),

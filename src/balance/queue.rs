@@ -1,0 +1,149 @@
+//! Taking a server under `maxconn`: a pick among servers with a free slot, or a place in
+//! the backend's queue (HAProxy's `maxconn` + `timeout queue`).
+//!
+//! A backend without `maxconn` servers takes the plain path: pick and count. With them, a
+//! request takes a slot atomically (so a server never has more than `maxconn`) and, when
+//! every server that could serve it is full — or others already wait, so the order is
+//! kept — joins the FIFO queue. A freed slot wakes the first waiter, which picks again (by
+//! the backend's algorithm, so waiters spread fairly over the group's servers); a waiter
+//! that then finds nothing free keeps its turn at the front. Past the queue's `max` or
+//! `timeout`, the answer is 503 with `Retry-After`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{pick_for, Affinity, Tried, Via};
+use crate::error::ProxyError;
+use crate::snapshot::{Backend, Server};
+use crate::state::{ActiveGuard, Counter};
+
+/// A server and the slot (or count) taken on it.
+pub type Taken = (Arc<Server>, Via, ActiveGuard);
+
+/// What a pick without waiting found.
+pub enum Now {
+    Taken(Taken),
+    /// Nobody can serve the request.
+    NoServer,
+    /// Servers are full (or others wait first): [`wait`] for a slot.
+    Queue,
+}
+
+/// Picks and counts at once; never waits.
+pub fn take(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) -> Now {
+    if !b.limited {
+        return match pick_for(b, a, tried, counter) {
+            Some((s, via)) => Now::Taken((s.clone(), via, guard(s, counter))),
+            None => Now::NoServer,
+        };
+    }
+    if !b.state.queue.is_empty() {
+        return Now::Queue;
+    }
+    match try_slot(b, a, tried, counter) {
+        Some(t) => Now::Taken(t),
+        None if could_serve(b, a, tried) => Now::Queue,
+        None => Now::NoServer,
+    }
+}
+
+/// Waits in the backend's queue for a slot, at most the queue's timeout.
+pub async fn wait(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) -> Result<Taken, ProxyError> {
+    let queue = &b.state.queue;
+    let since = Instant::now();
+    let deadline = tokio::time::Instant::now() + b.queue.timeout;
+    let mut front = false;
+    loop {
+        // A slot and the queue are looked at in one step against releases (see Queue::locked).
+        let ticket = queue.locked(|q| {
+            if q.is_empty() || front {
+                if let Some(t) = try_slot(b, a, tried, counter) {
+                    return Ok(Err(t));
+                }
+            }
+            if !front && q.len() >= b.queue.max {
+                return Err(ProxyError::QueueFull);
+            }
+            Ok(Ok(q.join(front)))
+        });
+        let ticket = match ticket {
+            Err(e) => {
+                queue.full.fetch_add(1, Relaxed);
+                return Err(e);
+            }
+            Ok(Err(taken)) => {
+                left(b, since);
+                return Ok(taken);
+            }
+            Ok(Ok(ticket)) => ticket,
+        };
+        let mut place = Place { b, id: ticket.id, done: false };
+        let woken = tokio::time::timeout_at(deadline, ticket.woken).await;
+        place.done = true;
+        match woken {
+            Ok(Ok(())) => {}
+            // Woken by no one: the queue went away (cannot happen while `b` lives).
+            Ok(Err(_)) => return Err(ProxyError::QueueTimeout),
+            Err(_) => {
+                if !queue.leave(ticket.id) {
+                    // Woken just as the time ran out: the turn goes to the next waiter.
+                    queue.wake_one();
+                }
+                queue.timed_out.fetch_add(1, Relaxed);
+                return Err(ProxyError::QueueTimeout);
+            }
+        }
+        if !could_serve(b, a, tried) {
+            queue.wake_one();
+            return Err(ProxyError::NoServer);
+        }
+        front = true;
+    }
+}
+
+/// A waiter's place; a waiter dropped while waiting (its client went away) leaves the
+/// queue, and passes on a turn it had been given.
+struct Place<'b> {
+    b: &'b Backend,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.done && !self.b.state.queue.leave(self.id) {
+            self.b.state.queue.wake_one();
+        }
+    }
+}
+
+fn left(b: &Backend, since: Instant) {
+    let q = &b.state.queue;
+    q.dequeued.fetch_add(1, Relaxed);
+    q.wait_us.fetch_add(since.elapsed().as_micros() as u64, Relaxed);
+}
+
+fn guard(s: &Arc<Server>, counter: Counter) -> ActiveGuard {
+    match counter {
+        Counter::Requests => s.state.request_guard(),
+        Counter::Connections => s.state.connection_guard(),
+    }
+}
+
+/// A server with a free slot, the slot taken (a race lost to another request counts as
+/// full: one more pick, then the queue).
+fn try_slot(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) -> Option<Taken> {
+    for _ in 0..2 {
+        let (s, via) = pick_for(b, a, tried, counter)?;
+        if let Some(g) = s.state.try_slot(counter, s.maxconn, &b.state) {
+            return Some((s.clone(), via, g));
+        }
+    }
+    None
+}
+
+/// Whether some server could serve the request once it has a free slot.
+fn could_serve(b: &Backend, a: &Affinity, tried: &Tried) -> bool {
+    super::pick_ignoring_slots(b, a, tried).is_some()
+}
