@@ -93,10 +93,9 @@ impl ProxyError {
             | ProxyError::RequestTimeout
             | ProxyError::HeadersTooLarge
             | ProxyError::BodyTooLarge => Side::Downstream,
-            ProxyError::NoServer
-            | ProxyError::LocalResources(_)
-            | ProxyError::QueueFull
-            | ProxyError::QueueTimeout => Side::Internal,
+            ProxyError::NoServer | ProxyError::LocalResources(_) | ProxyError::QueueFull | ProxyError::QueueTimeout => {
+                Side::Internal
+            }
             ProxyError::Connect(_)
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::UpstreamIo(_)
@@ -110,10 +109,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoServer
-            | ProxyError::LocalResources(_)
-            | ProxyError::QueueFull
-            | ProxyError::QueueTimeout => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoServer | ProxyError::LocalResources(_) | ProxyError::QueueFull | ProxyError::QueueTimeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Connect(_)

@@ -89,7 +89,10 @@ impl Checks {
             token.cancel();
         }
         // Servers that lost their checks count as UP.
-        for s in snap.servers().filter(|s| self.checked.contains(&s.id) && !checked.contains(&s.id)) {
+        for s in snap
+            .servers()
+            .filter(|s| self.checked.contains(&s.id) && !checked.contains(&s.id))
+        {
             s.state.check.running.store(false, Relaxed);
             s.state.check.force(false);
         }

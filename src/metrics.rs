@@ -48,6 +48,11 @@ pub mod names {
     pub const TLS_NEGOTIATED: &str = "veer_tls_negotiated_total";
     pub const PROXY_PROTOCOL_ERRORS: &str = "veer_proxy_protocol_errors_total";
     pub const HEALTH_CHECKS: &str = "veer_health_checks_total";
+    pub const QUEUE_CURRENT: &str = "veer_backend_queue_current";
+    pub const QUEUE_WAIT: &str = "veer_backend_queue_wait_seconds";
+    pub const QUEUE_REJECTED: &str = "veer_backend_queue_rejected_total";
+    pub const RETRY_BUDGET_EXHAUSTED: &str = "veer_backend_retry_budget_exhausted_total";
+    pub const OUTLIER_EJECTIONS: &str = "veer_server_outlier_ejections_total";
 }
 
 /// Histogram handles of one server, resolved once per snapshot.
@@ -187,6 +192,26 @@ impl Metrics {
                 "Active health checks per server, by result (pass, fail).",
             ),
             (
+                names::QUEUE_CURRENT,
+                "Requests waiting in the backend's queue for a server under its maxconn.",
+            ),
+            (
+                names::QUEUE_WAIT,
+                "How long requests that got a server waited in the backend's queue.",
+            ),
+            (
+                names::QUEUE_REJECTED,
+                "Requests answered 503 by the queue, by reason (full, timeout).",
+            ),
+            (
+                names::RETRY_BUDGET_EXHAUSTED,
+                "Retries not made because the backend's retry budget was spent.",
+            ),
+            (
+                names::OUTLIER_EJECTIONS,
+                "Servers ejected by outlier detection (consecutive error responses).",
+            ),
+            (
                 names::PROXY_PROTOCOL_ERRORS,
                 "Connections closed because their PROXY protocol header was missing, malformed, oversized or late.",
             ),
@@ -230,6 +255,10 @@ impl Metrics {
             upstream: h(names::UPSTREAM_RESPONSE),
             connect: h(names::UPSTREAM_CONNECT),
         }
+    }
+
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, String)]) -> Histogram {
+        self.recorder.register_histogram(&key(name, labels), &META)
     }
 
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, String)]) -> Counter {

@@ -29,6 +29,7 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
         active_connections: u64,
         connect_failures: u64,
         read_timeouts: u64,
+        ejections: u64,
         bytes: u64,
         /// Active checks passed and failed, when the server is checked.
         checks: Option<(u64, u64)>,
@@ -58,6 +59,7 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
                 agg.active_connections += st.active_connections.load(Relaxed) as u64;
                 agg.connect_failures += st.connect_failures.load(Relaxed);
                 agg.read_timeouts += st.read_timeouts.load(Relaxed);
+                agg.ejections += st.outlier.ejected_total.load(Relaxed);
                 agg.bytes += st.response_bytes.load(Relaxed);
                 if st.check.running.load(Relaxed) {
                     let (p, f) = agg.checks.unwrap_or_default();
@@ -89,6 +91,23 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
         metrics
             .counter(names::BACKEND_TIMEOUTS, &backend)
             .absolute(b.state.timeouts.load(Relaxed));
+        if b.limited {
+            let q = &b.state.queue;
+            metrics.gauge(names::QUEUE_CURRENT, &backend).set(q.len() as f64);
+            for (reason, c) in [("full", &q.full), ("timeout", &q.timed_out)] {
+                metrics
+                    .counter(
+                        names::QUEUE_REJECTED,
+                        &[("backend", b.name.to_string()), ("reason", reason.into())],
+                    )
+                    .absolute(c.load(Relaxed));
+            }
+        }
+        if b.retry_budget.is_some() {
+            metrics
+                .counter(names::RETRY_BUDGET_EXHAUSTED, &backend)
+                .absolute(b.state.budget.exhausted.load(Relaxed));
+        }
         if b.mirror.is_some() {
             for (result, c) in [
                 ("ok", &b.state.mirror_ok),
@@ -126,6 +145,9 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
         metrics
             .counter(names::SERVER_RESPONSE_BYTES, &labels)
             .absolute(agg.bytes);
+        metrics
+            .counter(names::OUTLIER_EJECTIONS, &labels)
+            .absolute(agg.ejections);
         if let Some((passed, failed)) = agg.checks {
             for (result, n) in [("pass", passed), ("fail", failed)] {
                 let mut l = labels.to_vec();

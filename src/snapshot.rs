@@ -92,6 +92,8 @@ pub struct Backend {
     pub queue: crate::config::QueueSpec,
     /// Some server has a `maxconn`: requests take slots and may queue.
     pub limited: bool,
+    /// How long requests waited in the queue.
+    pub queue_wait: ::metrics::Histogram,
     /// Counters that outlive snapshots (mirroring).
     pub state: Arc<BackendState>,
 }
@@ -287,6 +289,9 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
             let servers: Vec<Arc<Server>> = g
                 .servers
                 .iter()
+                // A DNS-named server not expanded into its instances (`name#n`) has no
+                // address to serve from.
+                .filter(|s| s.dns.is_none() || s.name.contains('#'))
                 .map(|s| {
                     let key = PoolKey {
                         addr: s.addr,
@@ -364,6 +369,7 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
     Backend {
         state: backend_state,
         limited: b.servers().any(|s| s.maxconn > 0),
+        queue_wait: reg.queue_wait(&b.name),
         outlier: b.outlier.clone(),
         slow_start_ms,
         retry_on: b.retry_on,

@@ -5,7 +5,7 @@
 //!   and parses the way HAProxy tools parse it: Python's `csv.DictReader` (Ansible's
 //!   haproxy module) sees the 88 documented columns with numeric `scur`/`qcur`, and
 //!   `haproxyctl`'s positional reads (0 pxname, 1 svname, 17 status, 18 weight) find the
-//!   configured weight and the `UP` → `DRAIN` → `MAINT` transitions;
+//!   configured weight and the `no check` → `DRAIN` → `MAINT` transitions;
 //! - `POST /command` in text and JSON, error answers as 400, and the bearer token from
 //!   `token_file` (no/wrong token → 401 and nothing changes; the right one → 200);
 //! - config validation refuses a non-loopback admin listener without a token, at line:col;
@@ -287,11 +287,12 @@ async fn stats_csv_matches_show_stat_and_parses_like_haproxy_tools() {
         assert_eq!(line.split(',').count(), 89, "{line}");
     }
     let f = row(&csv, "shop", "blue-1");
-    assert_eq!((f[0], f[1], f[17], f[18]), ("shop", "blue-1", "UP", "2"));
+    // No `health` on this backend: HAProxy's "no check" (the BACKEND row is UP).
+    assert_eq!((f[0], f[1], f[17], f[18]), ("shop", "blue-1", "no check", "2"));
     let f = row(&csv, "shop", "blue-2");
-    assert_eq!((f[17], f[18]), ("UP", "1"));
+    assert_eq!((f[17], f[18]), ("no check", "1"));
     let f = row(&csv, "shop", "green-1");
-    assert_eq!((f[17], f[18]), ("UP", "1"));
+    assert_eq!((f[17], f[18]), ("no check", "1"));
     assert_eq!(row(&csv, "web", "FRONTEND")[17], "OPEN");
 
     // Drain, then maintenance, show up in column 17 (and DictReader's `status`).
@@ -300,7 +301,7 @@ async fn stats_csv_matches_show_stat_and_parses_like_haproxy_tools() {
     let csv = stats_csv(&c, &base).await;
     let f = row(&csv, "shop", "blue-1");
     assert_eq!((f[0], f[1], f[17], f[18]), ("shop", "blue-1", "DRAIN", "2"));
-    assert_eq!(row(&csv, "shop", "blue-2")[17], "UP");
+    assert_eq!(row(&csv, "shop", "blue-2")[17], "no check");
     let parsed = python_dictreader(&csv);
     let drained = parsed["rows"]
         .as_array()
@@ -318,7 +319,7 @@ async fn stats_csv_matches_show_stat_and_parses_like_haproxy_tools() {
     let out = socket_cmd(&d.socket(), "enable server shop/blue-1").await;
     assert_eq!(out, "\n");
     let csv = stats_csv(&c, &base).await;
-    assert_eq!(row(&csv, "shop", "blue-1")[17], "UP");
+    assert_eq!(row(&csv, "shop", "blue-1")[17], "no check");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

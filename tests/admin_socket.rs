@@ -208,7 +208,7 @@ async fn show_commands_have_haproxy_shapes() {
     let blue2 = &rows[2];
     assert_eq!(
         (blue2[17], blue2[18], blue2[4], blue2[2], blue2[32]),
-        ("UP", "2", "0", "0", "2")
+        ("no check", "2", "0", "0", "2")
     );
     assert_eq!(rows[4][17], "UP");
     assert_eq!(

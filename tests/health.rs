@@ -223,3 +223,128 @@ async fn fail_open_decides_what_happens_when_every_server_is_down() {
         );
     }
 }
+
+/// `echo 'show stat' | socat stdio UNIX-CONNECT:…` → the status of `shop/server`, the way
+/// Ansible's haproxy module (`wait: yes`) and shell deploy scripts poll it.
+fn socat_status(sock: &std::path::Path, server: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo 'show stat' | socat stdio UNIX-CONNECT:{} | grep '^shop,{server},' | cut -d, -f18",
+            sock.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn socat(sock: &std::path::Path, line: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo '{line}' | socat stdio UNIX-CONNECT:{}", sock.display()))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socat_pollers_see_haproxys_statuses_through_disable_and_enable() {
+    let have_socat = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("command -v socat")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_socat {
+        assert!(
+            std::env::var_os("VEER_REQUIRE_TOOLS").is_none(),
+            "socat is required (CI installs it)"
+        );
+        eprintln!("socat not installed: skipping");
+        return;
+    }
+    let good = FakeBackend::start("good").await;
+    let code = Arc::new(AtomicU16::new(200));
+    let c = code.clone();
+    let flaky = FakeBackend::with_handler("flaky", move |_| {
+        let status = c.load(Relaxed);
+        Box::pin(async move {
+            hyper::Response::builder()
+                .status(status)
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        })
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    // A server without checks says so.
+    let extra = format!(
+        r#"]
+[[backend]]
+name = "plain"
+servers = [ {{ name = "p", addr = "{}" }}"#,
+        good.addr
+    );
+    let proxy = Proxy::start_in(dir, &config(&path, good.addr, flaky.addr, &extra)).await;
+    let sock = proxy.dir.path().join("admin.sock");
+    let s = sock.clone();
+    let poll = move |server: &'static str, want: &'static str| {
+        let s = s.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut seen: Vec<String> = Vec::new();
+                for _ in 0..1000 {
+                    let status = socat_status(&s, server);
+                    if seen.last() != Some(&status) {
+                        seen.push(status.clone());
+                    }
+                    if status == want {
+                        return seen;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                panic!("{server} never became {want}; saw {seen:?}");
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let plain = tokio::task::spawn_blocking({
+        let s = sock.clone();
+        move || {
+            let out = socat(&s, "show stat");
+            out.lines()
+                .find(|l| l.starts_with("plain,p,"))
+                .map(|l| l.split(',').nth(17).unwrap_or("").to_string())
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(plain.as_deref(), Some("no check"));
+
+    poll("flaky", "UP").await;
+    // Maintenance: MAINT whatever the checks say; they keep running meanwhile.
+    let s = sock.clone();
+    let answer = tokio::task::spawn_blocking(move || socat(&s, "disable server shop/flaky"))
+        .await
+        .unwrap();
+    assert_eq!(answer.trim(), "");
+    poll("flaky", "MAINT").await;
+    code.store(500, Relaxed);
+    let snap = proxy.veer.snapshot();
+    let st = snap.servers().find(|s| &*s.name == "flaky").unwrap().state.clone();
+    while !st.check.is_down() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(poll("flaky", "MAINT").await, ["MAINT"]);
+    // Enabled while its checks fail: DOWN, so a `wait: yes` poller keeps waiting…
+    let s = sock.clone();
+    tokio::task::spawn_blocking(move || socat(&s, "enable server shop/flaky"))
+        .await
+        .unwrap();
+    assert_eq!(poll("flaky", "DOWN").await, ["DOWN"]);
+    // …until the checks pass `rise` times: DOWN 1/2, then UP.
+    code.store(200, Relaxed);
+    assert_eq!(poll("flaky", "UP").await, ["DOWN", "DOWN 1/2", "UP"]);
+}

@@ -189,7 +189,8 @@ impl Row {
 
 /// The server's `status` column, as HAProxy writes it: `MAINT`, `DRAIN`, `DOWN`, `UP`, and
 /// while checks move a server `UP 2/3` (going down: `fall` minus the failures so far, of
-/// `fall`) or `DOWN 1/2` (going up: passes so far, of `rise`).
+/// `fall`) or `DOWN 1/2` (going up: passes so far, of `rise`); `no check` for a server of a
+/// backend without `health` (`disable health` shows `UP`, as its checks are only paused).
 pub fn server_status(
     s: &Server,
     health: Option<&crate::config::HealthSpec>,
@@ -206,6 +207,7 @@ pub fn server_status(
             Some(h) if check.is_down() && moving > 0 => Cow::Owned(format!("DOWN {moving}/{}", h.rise)),
             Some(_) if check.is_down() => Cow::Borrowed("DOWN"),
             Some(h) if moving > 0 => Cow::Owned(format!("UP {}/{}", h.fall - moving, h.fall)),
+            _ if health.is_none() => Cow::Borrowed("no check"),
             _ => Cow::Borrowed("UP"),
         },
     }
@@ -303,7 +305,8 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
             for (h, r) in hrsp.iter_mut().zip(&responses) {
                 *h += r;
             }
-            if status.starts_with("UP") && s.weight > 0 {
+            let serving = status.starts_with("UP") || status == "no check";
+            if serving && s.weight > 0 {
                 weight += s.weight as u64;
                 act += 1;
                 up = true;
@@ -316,6 +319,9 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
                 .set("stot", total)
                 .set("status", status)
                 .set("weight", s.weight);
+            if s.maxconn > 0 {
+                r.set("slim", s.maxconn);
+            }
             r.set("act", 1).set("bck", 0);
             let check = &st.check;
             if let (Some(h), true) = (health, check.running.load(Relaxed)) {
@@ -354,6 +360,12 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
             r.set("scur", scur)
                 .set("stot", stot)
                 .set("status", if up { "UP" } else { "DOWN" });
+            // One queue per backend: its rows carry it (servers' own queues stay 0).
+            r.set("qcur", b.state.queue.len())
+                .set("qmax", b.state.queue.max_seen.load(Relaxed));
+            if b.limited {
+                r.set("qlimit", b.queue.max);
+            }
             r.set("weight", weight).set("act", act).set("bck", 0).set("lbtot", stot);
             for (name, v) in HRSP.iter().zip(&hrsp) {
                 r.set(name, v);

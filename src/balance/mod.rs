@@ -183,11 +183,7 @@ fn pick_inner<'b>(
     }
     if !tried.is_empty() {
         // A retry: any group will do rather than failing the client.
-        if let Some(s) = b
-            .groups
-            .iter()
-            .find_map(|g| pick_in_group(&ctx, g, a.hash, &available))
-        {
+        if let Some(s) = b.groups.iter().find_map(|g| pick_in_group(&ctx, g, a.hash, &available)) {
             return new(s);
         }
     }
@@ -284,17 +280,22 @@ pub fn pick_in_group<'g>(
             if g.rr.is_empty() {
                 return None;
             }
-            let start = g.rr.next_start();
-            let mut cycle = (0..g.rr.len()).map(|i| &g.servers[g.rr.at(start, i)]).filter(|s| ok(s));
-            if ctx.slow_ms == 0 {
-                return cycle.next();
+            let first = &g.servers[g.rr.at(g.rr.next_start(), 0)];
+            let first_ok = ok(first);
+            // A ramping server takes its turn with its ramp's probability.
+            if first_ok && (ctx.slow_ms == 0 || ctx.admit(ctx.ramp(first))) {
+                return Some(first);
             }
-            // Ramping servers are passed over in proportion; if all are, the first stands.
-            let first = cycle.next()?;
-            std::iter::once(first)
-                .chain(cycle)
-                .find(|s| ctx.admit(ctx.ramp(s)))
-                .or(Some(first))
+            // The turn goes to the cycle's other serving entries in rotation (so by weight).
+            let serving = || {
+                (0..g.rr.len())
+                    .map(|i| &g.servers[g.rr.at(0, i)])
+                    .filter(|s| !Arc::ptr_eq(s, first) && ok(s))
+            };
+            match serving().count() {
+                0 => first_ok.then_some(first),
+                n => serving().nth(g.rr.next_passed(n)),
+            }
         }
         (Balance::Random, _) => weighted_random(&g.servers, |s| if ok(s) { ctx.weight(s) } else { 0 }),
         (Balance::LeastRequest, _) => least_request(ctx, g, ok),

@@ -78,7 +78,11 @@ pub async fn wait(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) ->
             }
             Ok(Ok(ticket)) => ticket,
         };
-        let mut place = Place { b, id: ticket.id, done: false };
+        let mut place = Place {
+            b,
+            id: ticket.id,
+            done: false,
+        };
         let woken = tokio::time::timeout_at(deadline, ticket.woken).await;
         place.done = true;
         match woken {
@@ -121,7 +125,7 @@ impl Drop for Place<'_> {
 fn left(b: &Backend, since: Instant) {
     let q = &b.state.queue;
     q.dequeued.fetch_add(1, Relaxed);
-    q.wait_us.fetch_add(since.elapsed().as_micros() as u64, Relaxed);
+    b.queue_wait.record(since.elapsed());
 }
 
 fn guard(s: &Arc<Server>, counter: Counter) -> ActiveGuard {

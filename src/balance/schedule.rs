@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 pub struct Schedule {
     cycle: Vec<u32>,
     cursor: AtomicUsize,
+    /// Turns handed on because their entry could not serve: rotated over the others.
+    passed: AtomicUsize,
 }
 
 impl Schedule {
@@ -38,6 +40,7 @@ impl Schedule {
         Schedule {
             cycle,
             cursor: AtomicUsize::new(0),
+            passed: AtomicUsize::new(0),
         }
     }
 
@@ -55,6 +58,13 @@ impl Schedule {
     }
 
     /// The entry `offset` steps after `start`, wrapping.
+    /// The position among the entries that can serve that takes a turn whose own entry
+    /// cannot: a rotation of its own, so the turns of a server out of service spread evenly
+    /// over the rest instead of all going to the entry after it.
+    pub fn next_passed(&self, candidates: usize) -> usize {
+        self.passed.fetch_add(1, Relaxed) % candidates.max(1)
+    }
+
     pub fn at(&self, start: usize, offset: usize) -> usize {
         self.cycle[(start.wrapping_add(offset)) % self.cycle.len()] as usize
     }

@@ -10,6 +10,7 @@
 //! Knows the data plane only through its narrow handle ([`Shared`]) and the listener set;
 //! knows nothing of the admin plane above it, which drives it through these methods.
 
+mod dns;
 pub mod events;
 pub mod overlay;
 mod stop;
@@ -65,6 +66,8 @@ struct Control {
     registry: Registry,
     /// The active health check loops, matched to every new snapshot.
     checks: crate::health::Checks,
+    /// DNS-named servers' answers and instance numbers.
+    dns: dns::Dns,
     listeners: ListenerSet,
     /// The config file as last loaded successfully.
     config: Arc<Spec>,
@@ -151,6 +154,7 @@ impl Veer {
             control: Arc::new(Mutex::new(Control {
                 registry: Registry::with_metrics(metrics.clone()),
                 checks: crate::health::Checks::default(),
+                dns: dns::Dns::default(),
                 listeners: ListenerSet::default(),
                 config: Snapshot::empty().spec,
                 overlay,
@@ -170,6 +174,7 @@ impl Veer {
         };
         veer.apply_config(config, true).await?;
         tokio::spawn(veer.clone().housekeeping());
+        tokio::spawn(veer.clone().resolver());
         Ok(veer)
     }
 
@@ -268,8 +273,15 @@ impl Veer {
         if !first && *control.config == config {
             return Ok(ReloadOutcome::Unchanged);
         }
+        // Names not looked up yet are, now (a reload adding a DNS-named server serves it
+        // at once); known ones are refreshed by `resolver`.
+        let names = dns::Dns::names(&config);
+        let new_names = control.dns.unknown(&names);
+        let looked_up = dns::lookup_all(&new_names, config.runtime.hosts_file.as_deref()).await;
+        control.dns.update(&names, looked_up);
+        let expanded = control.dns.expand(&config);
         let mut overlay = control.overlay.clone();
-        let (spec, notes) = overlay.apply(&config);
+        let (spec, notes) = overlay.apply(&expanded);
         for note in &notes {
             tracing::warn!("{note}");
         }
@@ -301,7 +313,9 @@ impl Veer {
         if overlay == control.overlay {
             return Ok(answer);
         }
-        let (spec, notes) = overlay.apply(&control.config);
+        let config = control.config.clone();
+        let expanded = control.dns.expand(&config);
+        let (spec, notes) = overlay.apply(&expanded);
         for note in notes {
             tracing::warn!("{note}");
         }
@@ -365,6 +379,50 @@ impl Veer {
             if round % 20 == 0 {
                 self.metrics.upkeep();
             }
+        }
+    }
+
+    /// Looks DNS-named servers up again every `resolve_interval` (the shortest of the
+    /// backends that have them) until shutdown; a changed answer adds and removes instances
+    /// through the same procedure as any change (the overlay applies to them too).
+    async fn resolver(self) {
+        loop {
+            let (names, hosts_file, every) = {
+                let control = self.control.lock().await;
+                let every = control
+                    .config
+                    .backends
+                    .iter()
+                    .filter(|b| b.servers().any(|s| s.dns.is_some()))
+                    .map(|b| b.resolve_interval)
+                    .min()
+                    .unwrap_or(std::time::Duration::from_secs(10));
+                (
+                    dns::Dns::names(&control.config),
+                    control.config.runtime.hosts_file.clone(),
+                    every,
+                )
+            };
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if names.is_empty() {
+                continue;
+            }
+            let looked_up = dns::lookup_all(&names, hosts_file.as_deref()).await;
+            let mut control = self.control.lock().await;
+            // The config may have changed meanwhile: only its names count.
+            let names = dns::Dns::names(&control.config);
+            if !control.dns.update(&names, looked_up) {
+                continue;
+            }
+            let config = control.config.clone();
+            let expanded = control.dns.expand(&config);
+            let mut overlay = control.overlay.clone();
+            let (spec, _) = overlay.apply(&expanded);
+            let generation = self.install(&mut control, spec);
+            tracing::info!(generation, "DNS answers changed: server instances updated");
         }
     }
 

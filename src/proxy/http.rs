@@ -395,7 +395,9 @@ async fn forward(
             if !balance::retry::allow(&backend, &affinity, tried, &server) {
                 return None;
             }
-            let body = http_body_util::Empty::new().map_err(|never| match never {}).boxed_unsync();
+            let body = http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed_unsync();
             Some(head.clone().map(|_| body))
         };
         let sent_at = Instant::now();

@@ -21,9 +21,9 @@ use crate::stream::ClientIo;
 use super::shared::Shared;
 use crate::balance::queue::Now;
 use crate::balance::{self, hash, Affinity};
-use crate::state::Counter;
 use crate::config::HashKey;
 use crate::snapshot::ListenerRoutes;
+use crate::state::Counter;
 
 /// `deadline`: by when a ClientHello to route by must have arrived (`header_timeout`).
 pub async fn serve(

@@ -331,7 +331,12 @@ impl ServerState {
 
     /// Takes one of the server's `maxconn` slots, or `None` when all are taken. Freeing
     /// the slot wakes the next waiter of `backend`'s queue.
-    pub fn try_slot(self: &Arc<Self>, counter: Counter, maxconn: u32, backend: &Arc<BackendState>) -> Option<ActiveGuard> {
+    pub fn try_slot(
+        self: &Arc<Self>,
+        counter: Counter,
+        maxconn: u32,
+        backend: &Arc<BackendState>,
+    ) -> Option<ActiveGuard> {
         if maxconn == 0 {
             return Some(ActiveGuard::new(self.clone(), counter));
         }
@@ -505,6 +510,14 @@ impl RegistryBuild<'_> {
         match &self.registry.metrics {
             Some(m) => m.server(backend, group, &m.server_label(server, index)),
             None => crate::metrics::ServerMetrics::noop(),
+        }
+    }
+
+    /// The histogram of backend `name`'s queue waits (noop without a recorder).
+    pub fn queue_wait(&self, backend: &str) -> ::metrics::Histogram {
+        match &self.registry.metrics {
+            Some(m) => m.histogram(crate::metrics::names::QUEUE_WAIT, &[("backend", backend.to_string())]),
+            None => ::metrics::Histogram::noop(),
         }
     }
 

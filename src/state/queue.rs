@@ -19,9 +19,8 @@ pub struct Queue {
     len: AtomicUsize,
     pub max_seen: AtomicUsize,
     next_id: AtomicU64,
-    /// Requests that left the queue for a server, and their summed wait.
+    /// Requests that left the queue for a server.
     pub dequeued: AtomicU64,
-    pub wait_us: AtomicU64,
     /// Requests turned away: the queue was full, or they waited past its timeout.
     pub full: AtomicU64,
     pub timed_out: AtomicU64,

@@ -51,10 +51,12 @@ pub(super) async fn forward(
             Now::Taken(t) => t,
             Now::NoServer => return answer(client, conn, &req, last.unwrap_or(ProxyError::NoServer), start).await,
             // Boxed: waiting is the overload path; its state stays out of every exchange.
-            Now::Queue => match Box::pin(balance::queue::wait(&backend, &req.affinity, &tried, Counter::Requests)).await {
-                Ok(t) => t,
-                Err(e) => return answer(client, conn, &req, e, start).await,
-            },
+            Now::Queue => {
+                match Box::pin(balance::queue::wait(&backend, &req.affinity, &tried, Counter::Requests)).await {
+                    Ok(t) => t,
+                    Err(e) => return answer(client, conn, &req, e, start).await,
+                }
+            }
         };
         if backend.protocol.is_h2() {
             // Not retried on another server: the body may be part-sent already. Boxed: the
@@ -249,10 +251,7 @@ pub(super) async fn exchange_with(
     }
     // The whole request is in `req.out` and small: another server may get it after a
     // gateway error or a broken connection (when `retry_on` says so).
-    let resendable = req.idempotent
-        && (backend.retry_on.gateway_error || backend.retry_on.reset)
-        && upload.done()
-        && req.out.0.len() - head_len <= crate::config::RETRY_BODY_MAX;
+    let resendable = req.idempotent && upload.done() && req.out.0.len() - head_len <= crate::config::RETRY_BODY_MAX;
     let retry = |req: &mut Request, on: bool, e: ProxyError| -> Result<(), Failure> {
         if !(resendable && on && balance::retry::allow(&backend, &req.affinity, tried, server)) {
             return Ok(());
@@ -273,14 +272,14 @@ pub(super) async fn exchange_with(
         if let Err(e) = written {
             if fresh_retry(&up) {
                 // Only pooled connections are retried: none carries a PROXY header.
-                up = reconnect(server, &backend, None)
-                    .await
-                    .map_err(|e| Failure::Answer(ProxyError::Connect(e)))?;
+                up = reopen(req, server, &backend, &retry).await?;
                 continue;
             }
             let e = ProxyError::UpstreamIo(e);
             retry(req, backend.retry_on.reset, e)?;
-            return Err(Failure::Answer(ProxyError::UpstreamIo(std::io::ErrorKind::BrokenPipe.into())));
+            return Err(Failure::Answer(ProxyError::UpstreamIo(
+                std::io::ErrorKind::BrokenPipe.into(),
+            )));
         }
         if !upload.done() || !fresh_retry(&up) {
             break;
@@ -300,9 +299,7 @@ pub(super) async fn exchange_with(
                 tracing::debug!(server = %server.id, "reused connection closed by the server; retrying");
                 resp_buf = Buf::default();
                 // Only pooled connections are retried: none carries a PROXY header.
-                up = reconnect(server, &backend, None)
-                    .await
-                    .map_err(|e| Failure::Answer(ProxyError::Connect(e)))?;
+                up = reopen(req, server, &backend, &retry).await?;
             }
             None if stop.is_cancelled() => return Err(Failure::Abort),
             None => {
@@ -560,6 +557,26 @@ pub(super) async fn exchange_with(
         server.pool.put_conn(up.stream);
     }
     Ok(if client_close { Next::Close } else { Next::KeepAlive })
+}
+
+/// A new connection for a request whose pooled one the server had closed; when `server`
+/// cannot be reached now, the request goes to another (`retry_on` "connect") or fails.
+async fn reopen(
+    req: &mut Request,
+    server: &Server,
+    backend: &Backend,
+    retry: &impl Fn(&mut Request, bool, ProxyError) -> Result<(), Failure>,
+) -> Result<UpConn, Failure> {
+    match reconnect(server, backend, None).await {
+        Ok(up) => Ok(up),
+        Err(e) => {
+            crate::warn_limited!(crate::ratelimit::Kind::UpstreamConnect, server = %server.id, error = %e, "upstream connect failed; ejecting");
+            balance::outlier::connect_failure(backend, server);
+            let kind = e.kind();
+            retry(req, backend.retry_on.connect, ProxyError::Connect(e))?;
+            Err(Failure::Answer(ProxyError::Connect(kind.into())))
+        }
+    }
 }
 
 /// A new connection to `server` (its connect time recorded).
