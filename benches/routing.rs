@@ -100,6 +100,38 @@ fn bench_pick(c: &mut Criterion) {
     g.finish();
 }
 
+/// The pick with the health machinery on: slow start and outlier detection configured (the
+/// pick reads one more atomic, the response hook two), then with a server mid-ramp (the
+/// ramp's weights are read). Compare with `pick/round_robin`.
+fn bench_pick_health(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pick_health");
+    let cfg = backend_config("round_robin").replace(
+        "balance = \"round_robin\"",
+        "balance = \"round_robin\"\nslow_start = \"30s\"\noutlier = { consecutive_5xx = 5, consecutive_gateway_failure = 3 }",
+    );
+    let spec = veer::config::parse(Path::new("bench.toml"), &cfg).unwrap();
+    let (snap, _) = Snapshot::build(Arc::new(spec), &mut Registry::default(), 1);
+    let backend = snap.backend("shop").unwrap().clone();
+    let none = Affinity::default();
+    g.bench_function("round_robin_slow_start_outlier", |b| {
+        b.iter(|| {
+            let (s, _) = veer::balance::pick(black_box(&backend), &none, &[]).unwrap();
+            veer::balance::outlier::response(&backend, s, 200);
+            s.weight
+        })
+    });
+    let ramping = &backend.groups[0].servers[1];
+    backend.state.warm(&ramping.state, veer::clock::now_ms(), 3_600_000);
+    g.bench_function("round_robin_one_server_ramping", |b| {
+        b.iter(|| {
+            let (s, _) = veer::balance::pick(black_box(&backend), &none, &[]).unwrap();
+            veer::balance::outlier::response(&backend, s, 200);
+            s.weight
+        })
+    });
+    g.finish();
+}
+
 /// A returning client: find veer's cookie among others, parse it, pick its server.
 fn bench_sticky_and_hash(c: &mut Criterion) {
     let spec = veer::config::parse(
@@ -148,5 +180,11 @@ fn bench_sticky_and_hash(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_routing, bench_pick, bench_sticky_and_hash);
+criterion_group!(
+    benches,
+    bench_routing,
+    bench_pick,
+    bench_pick_health,
+    bench_sticky_and_hash
+);
 criterion_main!(benches);

@@ -36,7 +36,10 @@ struct Key {
 
 /// The servers a loop records its results in (with their backends): swapped by every
 /// reconcile, read once per check.
-type Targets = Arc<ArcSwap<Vec<(Arc<Server>, Arc<Backend>)>>>;
+type Targets = Arc<ArcSwap<Vec<Target>>>;
+
+/// A server a loop records in, and its backend (for its TLS and slow start).
+type Target = (Arc<Server>, Arc<Backend>);
 
 /// The check loops running, by what they check.
 #[derive(Default)]
@@ -51,7 +54,7 @@ impl Checks {
     /// `health` (servers not `disable health`d) has exactly one. `stop`: the process's
     /// shutdown token.
     pub fn reconcile(&mut self, snap: &Snapshot, stop: &CancellationToken) {
-        let mut wanted: HashMap<Key, Vec<(Arc<Server>, Arc<Backend>)>> = HashMap::new();
+        let mut wanted: HashMap<Key, Vec<Target>> = HashMap::new();
         for (bi, b) in snap.backends.iter().enumerate() {
             let Some(spec) = snap.spec.backends.get(bi).and_then(|bs| bs.health.clone()) else {
                 continue;

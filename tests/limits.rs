@@ -61,3 +61,56 @@ servers = [ {{ name = "a", addr = "{}" }} ]
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert!(stats[0].1.active.load(Relaxed) <= 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_clients_against_a_limit_of_a_hundred() {
+    let web = FakeBackend::start("web").await;
+    let proxy = Proxy::start(&format!(
+        r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+max_connections = 100
+  [[listener.route]]
+  backend = "app"
+[[backend]]
+name = "app"
+servers = [ {{ name = "a", addr = "{}" }} ]
+"#,
+        web.addr
+    ))
+    .await;
+    let addr = proxy.addr("web").await;
+    let stats = proxy.veer.listener_stats().await[0].1.clone();
+    // 300 clients connect at once and each holds its connection for a while after its answer.
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let watch = {
+        let (stats, most) = (stats.clone(), most.clone());
+        tokio::spawn(async move {
+            loop {
+                most.fetch_max(stats.active.load(Relaxed), Relaxed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        clients.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let answer = request(&mut s).await.unwrap_or_default();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            answer
+        }));
+    }
+    let mut served = 0;
+    for c in clients {
+        if c.await.unwrap().starts_with("HTTP/1.1 200") {
+            served += 1;
+        }
+    }
+    watch.abort();
+    assert_eq!(served, 300, "every client is served in the end");
+    assert!(most.load(Relaxed) <= 100, "{} open at once", most.load(Relaxed));
+    assert!(stats.total.load(Relaxed) >= 300);
+}

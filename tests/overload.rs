@@ -139,7 +139,7 @@ async fn a_full_queue_and_a_queue_timeout_answer_503_with_retry_after() {
     };
     let snap = proxy.veer.snapshot();
     let backend = snap.backend("app").unwrap().clone();
-    while backend.state.queue.len() == 0 {
+    while backend.state.queue.is_empty() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // qcur/qmax/qlimit in show stat's BACKEND row.

@@ -100,11 +100,7 @@ impl Ctx {
             .iter()
             .filter(|s| ok(s))
             .fold((0, 0), |(n, f), s| (n + self.weight(s), f + s.weight as u64));
-        if full == 0 {
-            1000
-        } else {
-            now * 1000 / full
-        }
+        (now * 1000).checked_div(full).unwrap_or(1000)
     }
 }
 
