@@ -159,8 +159,6 @@ pub struct Server {
     pub pool_transport: u64,
     /// Most requests (HTTP) or connections (TCP) at once; 0 = no limit.
     pub maxconn: u32,
-    /// Set on an instance of a DNS-named server: the name it was looked up from.
-    pub dns: Option<Arc<str>>,
 }
 
 /// The sticky cookie's value for a server id: 16 lowercase hex digits.
@@ -335,7 +333,6 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
                         checks_disabled: s.checks_disabled,
                         pool_transport: key.transport,
                         maxconn: s.maxconn,
-                        dns: s.dns.as_ref().map(|d| format!("{}:{}", d.host, d.port).into()),
                     })
                 })
                 .collect();

@@ -11,28 +11,6 @@ use std::time::Duration;
 
 use support::*;
 
-/// A backend named `name` on `ip` and the given port.
-async fn on(ip: &str, port: u16, name: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| async move {
-                    Ok::<_, std::convert::Infallible>(named_response(name, &req))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 async fn instances(proxy: &Proxy) -> Vec<(String, SocketAddr)> {
     proxy
         .veer
@@ -45,9 +23,11 @@ async fn instances(proxy: &Proxy) -> Vec<(String, SocketAddr)> {
 #[tokio::test]
 async fn a_name_with_two_addresses_is_two_servers_and_follows_its_answers() {
     // One port on two loopback addresses: the name's two answers.
-    let first = on("127.0.0.1", 0, "one").await;
+    let first = FakeBackend::start_on("127.0.0.1:0".parse().unwrap(), "one").await.addr;
     let port = first.port();
-    let second = on("127.0.0.2", port, "two").await;
+    let second = FakeBackend::start_on(SocketAddr::from(([127, 0, 0, 2], port)), "two")
+        .await
+        .addr;
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, "127.0.0.1 shop.test\n127.0.0.2 shop.test\n").unwrap();

@@ -17,25 +17,17 @@ async fn request(s: &mut TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).to_string())
 }
 
+fn config(max_connections: usize, server: std::net::SocketAddr) -> String {
+    http_config(&[("a", server)], "").replace(
+        "protocol = \"http\"",
+        &format!("protocol = \"http\"\nmax_connections = {max_connections}"),
+    )
+}
+
 #[tokio::test]
 async fn at_max_connections_new_clients_wait_until_one_closes() {
     let web = FakeBackend::start("web").await;
-    let proxy = Proxy::start(&format!(
-        r#"
-[[listener]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-max_connections = 3
-  [[listener.route]]
-  backend = "app"
-[[backend]]
-name = "app"
-servers = [ {{ name = "a", addr = "{}" }} ]
-"#,
-        web.addr
-    ))
-    .await;
+    let proxy = Proxy::start(&config(3, web.addr)).await;
     let addr = proxy.addr("web").await;
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -65,22 +57,7 @@ servers = [ {{ name = "a", addr = "{}" }} ]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_clients_against_a_limit_of_a_hundred() {
     let web = FakeBackend::start("web").await;
-    let proxy = Proxy::start(&format!(
-        r#"
-[[listener]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-max_connections = 100
-  [[listener.route]]
-  backend = "app"
-[[backend]]
-name = "app"
-servers = [ {{ name = "a", addr = "{}" }} ]
-"#,
-        web.addr
-    ))
-    .await;
+    let proxy = Proxy::start(&config(100, web.addr)).await;
     let addr = proxy.addr("web").await;
     let stats = proxy.veer.listener_stats().await[0].1.clone();
     // 300 clients connect at once and each holds its connection for a while after its answer.

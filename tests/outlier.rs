@@ -13,43 +13,6 @@ use http_body_util::Full;
 use support::*;
 use tokio_util::sync::CancellationToken;
 
-async fn answering(name: &str, status: Arc<AtomicU16>) -> FakeBackend {
-    let n = name.to_string();
-    FakeBackend::with_handler(name, move |_| {
-        let (n, code) = (n.clone(), status.load(Relaxed));
-        Box::pin(async move {
-            hyper::Response::builder()
-                .status(code)
-                .header("x-server", n)
-                .body(Full::new(Bytes::new()))
-                .unwrap()
-        })
-    })
-    .await
-}
-
-fn backend_config(servers: &[(&str, std::net::SocketAddr)], extra: &str) -> String {
-    let list: Vec<String> = servers
-        .iter()
-        .map(|(n, a)| format!("{{ name = \"{n}\", addr = \"{a}\" }}"))
-        .collect();
-    format!(
-        r#"
-[[listener]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-  [[listener.route]]
-  backend = "app"
-[[backend]]
-name = "app"
-{extra}
-servers = [ {} ]
-"#,
-        list.join(", ")
-    )
-}
-
 #[tokio::test]
 async fn failing_servers_are_ejected_but_never_more_than_max_ejected_percent() {
     let good = answering("good", Arc::new(AtomicU16::new(200))).await;
@@ -57,7 +20,7 @@ async fn failing_servers_are_ejected_but_never_more_than_max_ejected_percent() {
     for i in 0..3 {
         bad.push(answering(&format!("bad{i}"), Arc::new(AtomicU16::new(500))).await);
     }
-    let proxy = Proxy::start(&backend_config(
+    let proxy = Proxy::start(&http_config(
         &[
             ("good", good.addr),
             ("bad0", bad[0].addr),
@@ -98,7 +61,7 @@ async fn repeated_ejections_last_longer() {
     let good = answering("good", Arc::new(AtomicU16::new(200))).await;
     let code = Arc::new(AtomicU16::new(500));
     let flaky = answering("flaky", code.clone()).await;
-    let proxy = Proxy::start(&backend_config(
+    let proxy = Proxy::start(&http_config(
         &[("good", good.addr), ("flaky", flaky.addr)],
         r#"outlier = { consecutive_5xx = 2, base_ejection = "10s", max_ejection = "35s", max_ejected_percent = 50 }"#,
     ))
@@ -138,7 +101,7 @@ async fn a_hanging_server_times_out_and_its_checks_take_it_down() {
         })
     })
     .await;
-    let proxy = Proxy::start(&backend_config(
+    let proxy = Proxy::start(&http_config(
         &[("good", good.addr), ("hang", hang.addr)],
         r#"timeout = "300ms"
 health = { path = "/healthz", interval = "100ms", timeout = "100ms", rise = 2, fall = 2 }"#,
@@ -222,7 +185,7 @@ async fn a_backend_killed_under_load_costs_no_client_an_error() {
     let cfg = format!(
         "[admin]\nsocket = \"{}\"\n{}",
         sock.display(),
-        backend_config(
+        http_config(
             &[("a", a.addr), ("b", b.addr)],
             r#"retry_on = ["connect", "reset"]
 eject_time = "200ms"
@@ -313,7 +276,7 @@ async fn a_server_coming_back_ramps_its_share_over_slow_start() {
         })
     })
     .await;
-    let proxy = Proxy::start(&backend_config(
+    let proxy = Proxy::start(&http_config(
         &[("a", a.addr), ("b", b.addr)],
         r#"slow_start = "50s"
 health = { path = "/healthz", interval = "1s", timeout = "500ms", rise = 1, fall = 1 }"#,

@@ -227,43 +227,19 @@ async fn max_body_refuses_large_uploads_with_413() {
 }
 
 /// A backend answering `status` to everything, counting attempts.
-async fn answering(name: &str, status: u16) -> FakeBackend {
-    let n = name.to_string();
-    FakeBackend::with_handler(name, move |_| {
-        let n = n.clone();
-        Box::pin(async move {
-            hyper::Response::builder()
-                .status(status)
-                .header("x-server", n)
-                .body(Full::new(Bytes::new()))
-                .unwrap()
-        })
-    })
-    .await
-}
-
-fn two_servers(a: std::net::SocketAddr, b: std::net::SocketAddr, extra: &str) -> String {
-    format!(
-        r#"
-[[listener]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-  [[listener.route]]
-  backend = "app"
-[[backend]]
-name = "app"
-{extra}
-servers = [ {{ name = "a", addr = "{a}" }}, {{ name = "b", addr = "{b}" }} ]
-"#
-    )
+async fn always(name: &str, status: u16) -> FakeBackend {
+    answering(name, Arc::new(std::sync::atomic::AtomicU16::new(status))).await
 }
 
 #[tokio::test]
 async fn a_gateway_error_goes_to_the_other_server() {
-    let bad = answering("bad", 503).await;
-    let good = answering("good", 200).await;
-    let proxy = Proxy::start(&two_servers(bad.addr, good.addr, r#"retry_on = ["gateway-error"]"#)).await;
+    let bad = always("bad", 503).await;
+    let good = always("good", 200).await;
+    let proxy = Proxy::start(&http_config(
+        &[("a", bad.addr), ("b", good.addr)],
+        r#"retry_on = ["gateway-error"]"#,
+    ))
+    .await;
     let url = proxy.url("web").await;
     let c = client();
     for _ in 0..20 {
@@ -282,11 +258,10 @@ async fn a_gateway_error_goes_to_the_other_server() {
 
 #[tokio::test]
 async fn the_retry_budget_bounds_retries_to_an_always_503_backend() {
-    let a = answering("a", 503).await;
-    let b = answering("b", 503).await;
-    let proxy = Proxy::start(&two_servers(
-        a.addr,
-        b.addr,
+    let a = always("a", 503).await;
+    let b = always("b", 503).await;
+    let proxy = Proxy::start(&http_config(
+        &[("a", a.addr), ("b", b.addr)],
         r#"retry_on = ["gateway-error"]
 retry_budget = "20%""#,
     ))

@@ -15,7 +15,9 @@ use std::time::Duration;
 use crate::clock::now_ms;
 use crate::snapshot::{Backend, Server};
 
-/// A response with `status` came from `s`.
+/// A response with `status` came from `s` — or veer answered `status` because the exchange
+/// with `s` failed without one (a timeout: 504, a broken connection: 502), which counts as
+/// the server's gateway failure.
 pub fn response(b: &Backend, s: &Server, status: u16) {
     let Some(o) = &b.outlier else { return };
     let st = &s.state.outlier;
@@ -48,12 +50,6 @@ pub fn response(b: &Backend, s: &Server, status: u16) {
         s.state.outlier.ejected_total.fetch_add(1, Relaxed);
         tracing::warn!(server = %s.id, status, ejected_for = ?for_, "consecutive error responses: server ejected");
     }
-}
-
-/// The exchange with `s` failed without a response (a timeout, a broken connection): a
-/// gateway failure, as veer answers it.
-pub fn local_failure(b: &Backend, s: &Server, answered: u16) {
-    response(b, s, answered);
 }
 
 /// A connect to `s` failed: it is ejected at once.

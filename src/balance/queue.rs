@@ -21,8 +21,18 @@ use crate::state::{ActiveGuard, Counter};
 /// A server and the slot (or count) taken on it.
 pub type Taken = (Arc<Server>, Via, ActiveGuard);
 
+/// Takes a server: at once, or after waiting in the queue for a slot. The wait is boxed: the
+/// overload path's state stays out of every caller's future.
+pub async fn acquire(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) -> Result<Taken, ProxyError> {
+    match take(b, a, tried, counter) {
+        Now::Taken(t) => Ok(t),
+        Now::NoServer => Err(ProxyError::NoServer),
+        Now::Queue => Box::pin(wait(b, a, tried, counter)).await,
+    }
+}
+
 /// What a pick without waiting found.
-pub enum Now {
+enum Now {
     Taken(Taken),
     /// Nobody can serve the request.
     NoServer,
@@ -31,10 +41,10 @@ pub enum Now {
 }
 
 /// Picks and counts at once; never waits.
-pub fn take(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) -> Now {
+fn take(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) -> Now {
     if !b.limited {
         return match pick_for(b, a, tried, counter) {
-            Some((s, via)) => Now::Taken((s.clone(), via, guard(s, counter))),
+            Some((s, via)) => Now::Taken((s.clone(), via, s.state.guard(counter))),
             None => Now::NoServer,
         };
     }
@@ -49,7 +59,7 @@ pub fn take(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) -> Now {
 }
 
 /// Waits in the backend's queue for a slot, at most the queue's timeout.
-pub async fn wait(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) -> Result<Taken, ProxyError> {
+async fn wait(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) -> Result<Taken, ProxyError> {
     let queue = &b.state.queue;
     let since = Instant::now();
     let deadline = tokio::time::Instant::now() + b.queue.timeout;
@@ -73,7 +83,7 @@ pub async fn wait(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) ->
                 return Err(e);
             }
             Ok(Err(taken)) => {
-                left(b, since);
+                b.queue_wait.record(since.elapsed());
                 return Ok(taken);
             }
             Ok(Ok(ticket)) => ticket,
@@ -119,19 +129,6 @@ impl Drop for Place<'_> {
         if !self.done && !self.b.state.queue.leave(self.id) {
             self.b.state.queue.wake_one();
         }
-    }
-}
-
-fn left(b: &Backend, since: Instant) {
-    let q = &b.state.queue;
-    q.dequeued.fetch_add(1, Relaxed);
-    b.queue_wait.record(since.elapsed());
-}
-
-fn guard(s: &Arc<Server>, counter: Counter) -> ActiveGuard {
-    match counter {
-        Counter::Requests => s.state.request_guard(),
-        Counter::Connections => s.state.connection_guard(),
     }
 }
 

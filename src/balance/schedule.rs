@@ -57,7 +57,6 @@ impl Schedule {
         self.cursor.fetch_add(1, Relaxed)
     }
 
-    /// The entry `offset` steps after `start`, wrapping.
     /// The position among the entries that can serve that takes a turn whose own entry
     /// cannot: a rotation of its own, so the turns of a server out of service spread evenly
     /// over the rest instead of all going to the entry after it.
@@ -65,6 +64,7 @@ impl Schedule {
         self.passed.fetch_add(1, Relaxed) % candidates.max(1)
     }
 
+    /// The entry `offset` steps after `start`, wrapping.
     pub fn at(&self, start: usize, offset: usize) -> usize {
         self.cycle[(start.wrapping_add(offset)) % self.cycle.len()] as usize
     }

@@ -5,6 +5,12 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// Methods whose request may be sent again (RFC 9110 §9.2.2): after a broken connection or
+/// a gateway error, to another server.
+pub fn idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
+}
+
 const HOP_BY_HOP: [HeaderName; 5] = [
     header::CONNECTION,
     header::TE,

@@ -25,7 +25,6 @@ use super::h1::client::{self, RawBody, SendError};
 use super::shared::Shared;
 use super::{cookies, headers, mirror};
 use crate::access_log::{LogHead, PendingLog, TlsFacts, Upstream};
-use crate::balance::queue::Now;
 use crate::balance::{self, hash, Affinity, Via};
 use crate::clock::now_ms;
 use crate::config::HashKey;
@@ -365,10 +364,7 @@ async fn forward(
     // broken connection (`retry_on`): its head is kept for that.
     let resend = (bodiless
         && (backend.retry_on.gateway_error || backend.retry_on.reset)
-        && matches!(
-            parts.method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-        ))
+        && headers::idempotent(parts.method.as_str()))
     .then(|| {
         let mut head = Request::new(());
         *head.method_mut() = parts.method.clone();
@@ -384,10 +380,12 @@ async fn forward(
     let mut tried: Vec<Arc<Server>> = Vec::new();
     let mut last: Option<ProxyError> = None;
     loop {
-        let (server, via, active) = match balance::queue::take(&backend, &affinity, &tried, Counter::Requests) {
-            Now::Taken(t) => t,
-            Now::NoServer => return Err(last.unwrap_or(ProxyError::NoServer)),
-            Now::Queue => Box::pin(balance::queue::wait(&backend, &affinity, &tried, Counter::Requests)).await?,
+        let (server, via, active) = match balance::queue::acquire(&backend, &affinity, &tried, Counter::Requests).await
+        {
+            Ok(t) => t,
+            // After a failed attempt, the client gets that failure rather than "no server".
+            Err(ProxyError::NoServer) => return Err(last.unwrap_or(ProxyError::NoServer)),
+            Err(e) => return Err(e),
         };
         // Another attempt with the kept head, if this one fails in a way `retry_on` names.
         let retry = |on: bool, tried: &[Arc<Server>]| {
@@ -445,7 +443,7 @@ async fn forward(
         match sent {
             Err(_) => {
                 backend.state.timeouts.fetch_add(1, Relaxed);
-                balance::outlier::local_failure(&backend, &server, 504);
+                balance::outlier::response(&backend, &server, 504);
                 return Err(ProxyError::Timeout);
             }
             Ok(Ok((resp, connected))) => {
@@ -484,7 +482,7 @@ async fn forward(
             }
             // Mapped already: the client's body failing is the client's fault (408/400).
             Ok(Err(SendError::Failed(e))) if e.side() == crate::error::Side::Upstream => {
-                balance::outlier::local_failure(&backend, &server, e.status().as_u16());
+                balance::outlier::response(&backend, &server, e.status().as_u16());
                 let Some(again) = retry(backend.retry_on.reset, &tried) else {
                     return Err(e);
                 };

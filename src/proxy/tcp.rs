@@ -19,7 +19,6 @@ use super::splice::{splice, Ended};
 use crate::stream::ClientIo;
 
 use super::shared::Shared;
-use crate::balance::queue::Now;
 use crate::balance::{self, hash, Affinity};
 use crate::config::HashKey;
 use crate::snapshot::ListenerRoutes;
@@ -83,14 +82,10 @@ pub async fn serve(
     let mut client = ClientIo::Plain(client);
     let mut tried = Vec::with_capacity(2);
     while tried.len() < 2 {
-        let counted = match balance::queue::take(&backend, &affinity, &tried, Counter::Connections) {
-            Now::Taken(t) => Ok(t),
-            Now::NoServer => break,
-            // Boxed: the overload path's state stays out of every session.
-            Now::Queue => Box::pin(balance::queue::wait(&backend, &affinity, &tried, Counter::Connections)).await,
-        };
-        let (server, _, guard) = match counted {
+        let (server, _, guard) = match balance::queue::acquire(&backend, &affinity, &tried, Counter::Connections).await
+        {
             Ok(t) => t,
+            Err(crate::error::ProxyError::NoServer) => break,
             Err(e) => {
                 crate::warn_limited!(crate::ratelimit::Kind::Queue, %peer, backend = %backend.name, error = %e, "every server at maxconn; closing the client");
                 return;

@@ -316,12 +316,17 @@ impl ServerState {
 
     /// Counts one in-flight request until the guard drops.
     pub fn request_guard(self: &Arc<Self>) -> ActiveGuard {
-        ActiveGuard::new(self.clone(), Counter::Requests)
+        self.guard(Counter::Requests)
     }
 
     /// Counts one open connection/tunnel until the guard drops.
     pub fn connection_guard(self: &Arc<Self>) -> ActiveGuard {
-        ActiveGuard::new(self.clone(), Counter::Connections)
+        self.guard(Counter::Connections)
+    }
+
+    /// Counts one request or connection until the guard drops.
+    pub fn guard(self: &Arc<Self>, counter: Counter) -> ActiveGuard {
+        ActiveGuard::new(self.clone(), counter)
     }
 
     /// Whether the server has a free slot under `maxconn` (0: no limit).
@@ -338,7 +343,7 @@ impl ServerState {
         backend: &Arc<BackendState>,
     ) -> Option<ActiveGuard> {
         if maxconn == 0 {
-            return Some(ActiveGuard::new(self.clone(), counter));
+            return Some(self.guard(counter));
         }
         let c = self.counter(counter);
         c.fetch_update(Relaxed, Relaxed, |n| (n < maxconn as usize).then_some(n + 1))

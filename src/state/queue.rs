@@ -19,8 +19,6 @@ pub struct Queue {
     len: AtomicUsize,
     pub max_seen: AtomicUsize,
     next_id: AtomicU64,
-    /// Requests that left the queue for a server.
-    pub dequeued: AtomicU64,
     /// Requests turned away: the queue was full, or they waited past its timeout.
     pub full: AtomicU64,
     pub timed_out: AtomicU64,

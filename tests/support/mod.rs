@@ -84,7 +84,26 @@ impl FakeBackend {
         name: &str,
         handler: impl Fn(Request<Incoming>) -> futures_like::BoxFuture<Response<Full<Bytes>>> + Send + Sync + 'static,
     ) -> FakeBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::with_handler_on("127.0.0.1:0".parse().unwrap(), name, handler).await
+    }
+
+    /// [`FakeBackend::start`] bound to `addr` (another loopback address, a given port).
+    pub async fn start_on(addr: SocketAddr, name: &str) -> FakeBackend {
+        let n = name.to_string();
+        Self::with_handler_on(addr, name, move |req| {
+            let n = n.clone();
+            Box::pin(async move { named_response(&n, &req) })
+        })
+        .await
+    }
+
+    /// [`FakeBackend::with_handler`] bound to `addr`.
+    pub async fn with_handler_on(
+        addr: SocketAddr,
+        name: &str,
+        handler: impl Fn(Request<Incoming>) -> futures_like::BoxFuture<Response<Full<Bytes>>> + Send + Sync + 'static,
+    ) -> FakeBackend {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let handler: Handler = Arc::new(handler);
@@ -129,6 +148,46 @@ pub fn named_response(name: &str, req: &Request<Incoming>) -> Response<Full<Byte
     b.header("x-echo-path", req.uri().to_string())
         .body(Full::new(Bytes::from(name.to_string())))
         .unwrap()
+}
+
+/// A backend answering whatever status `status` holds at the time, with `x-server: name`.
+pub async fn answering(name: &str, status: Arc<std::sync::atomic::AtomicU16>) -> FakeBackend {
+    let n = name.to_string();
+    FakeBackend::with_handler(name, move |_| {
+        let (n, code) = (n.clone(), status.load(Ordering::Relaxed));
+        Box::pin(async move {
+            Response::builder()
+                .status(code)
+                .header("x-server", n)
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        })
+    })
+    .await
+}
+
+/// A config with one http listener `web` routing everything to backend `app` (with
+/// `backend_extra` keys) of `servers` (name, address).
+pub fn http_config(servers: &[(&str, SocketAddr)], backend_extra: &str) -> String {
+    let list: Vec<String> = servers
+        .iter()
+        .map(|(n, a)| format!("{{ name = \"{n}\", addr = \"{a}\" }}"))
+        .collect();
+    format!(
+        r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+  [[listener.route]]
+  backend = "app"
+[[backend]]
+name = "app"
+{backend_extra}
+servers = [ {} ]
+"#,
+        list.join(", ")
+    )
 }
 
 /// An address on which nothing listens (bound then closed).

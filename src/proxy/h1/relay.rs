@@ -15,7 +15,6 @@ use super::codec::{BodyWalk, Framing};
 use super::conn::{finish, within, Conn, Failure, Next, BULK};
 use super::request::Request;
 use super::response::{parse_response, write_error, ClientView};
-use crate::balance::queue::Now;
 use crate::balance::{self, Via};
 use crate::error::ProxyError;
 use crate::proxy::buf::{self, Buf, Out};
@@ -47,17 +46,14 @@ pub(super) async fn forward(
     // After a failed attempt: what the client gets if no other server can take the request.
     let mut last: Option<ProxyError> = None;
     loop {
-        let (server, via, active) = match balance::queue::take(&backend, &req.affinity, &tried, Counter::Requests) {
-            Now::Taken(t) => t,
-            Now::NoServer => return answer(client, conn, &req, last.unwrap_or(ProxyError::NoServer), start).await,
-            // Boxed: waiting is the overload path; its state stays out of every exchange.
-            Now::Queue => {
-                match Box::pin(balance::queue::wait(&backend, &req.affinity, &tried, Counter::Requests)).await {
-                    Ok(t) => t,
-                    Err(e) => return answer(client, conn, &req, e, start).await,
+        let (server, via, active) =
+            match balance::queue::acquire(&backend, &req.affinity, &tried, Counter::Requests).await {
+                Ok(t) => t,
+                Err(ProxyError::NoServer) => {
+                    return answer(client, conn, &req, last.unwrap_or(ProxyError::NoServer), start).await
                 }
-            }
-        };
+                Err(e) => return answer(client, conn, &req, e, start).await,
+            };
         if backend.protocol.is_h2() {
             // Not retried on another server: the body may be part-sent already. Boxed: the
             // HTTP/2 bridge's state would otherwise enlarge every HTTP/1 exchange.
@@ -93,7 +89,7 @@ pub(super) async fn forward(
             Err(Failure::Retry(e)) => {
                 tracing::debug!(server = %server.id, error = %e, "retrying on another server");
                 // A gateway error or a broken connection: the server's failure all the same.
-                balance::outlier::local_failure(&backend, &server, e.status().as_u16());
+                balance::outlier::response(&backend, &server, e.status().as_u16());
                 tried.push(server);
                 last = Some(e);
             }
@@ -117,7 +113,7 @@ async fn settle(
         Ok(next) => next,
         Err(Failure::Answer(e)) | Err(Failure::Retry(e)) => {
             if e.side() == crate::error::Side::Upstream {
-                balance::outlier::local_failure(&req.backend, server, e.status().as_u16());
+                balance::outlier::response(&req.backend, server, e.status().as_u16());
             }
             answer(client, conn, req, e, start).await
         }
@@ -252,16 +248,18 @@ pub(super) async fn exchange_with(
     // The whole request is in `req.out` and small: another server may get it after a
     // gateway error or a broken connection (when `retry_on` says so).
     let resendable = req.idempotent && upload.done() && req.out.0.len() - head_len <= crate::config::RETRY_BODY_MAX;
-    let retry = |req: &mut Request, on: bool, e: ProxyError| -> Result<(), Failure> {
+    // The failure `e` of this attempt: another attempt elsewhere, if `on` (a `retry_on`
+    // kind) and the retry rules allow it, else the answer.
+    let retry = |req: &mut Request, on: bool, e: ProxyError| -> Failure {
         if !(resendable && on && balance::retry::allow(&backend, &req.affinity, tried, server)) {
-            return Ok(());
+            return Failure::Answer(e);
         }
         // The body went into `out`: nothing of it is left to read from the client.
         req.body = Framing::None;
         if req.mirror.take().is_some() {
             mirror::skipped(&backend);
         }
-        Err(Failure::Retry(e))
+        Failure::Retry(e)
     };
     let mut resp_buf = Buf::default();
     // A reused connection the server closed meanwhile fails on write or with EOF before
@@ -275,11 +273,7 @@ pub(super) async fn exchange_with(
                 up = reopen(req, server, &backend, &retry).await?;
                 continue;
             }
-            let e = ProxyError::UpstreamIo(e);
-            retry(req, backend.retry_on.reset, e)?;
-            return Err(Failure::Answer(ProxyError::UpstreamIo(
-                std::io::ErrorKind::BrokenPipe.into(),
-            )));
+            return Err(retry(req, backend.retry_on.reset, ProxyError::UpstreamIo(e)));
         }
         if !upload.done() || !fresh_retry(&up) {
             break;
@@ -345,12 +339,14 @@ pub(super) async fn exchange_with(
                     // A gateway error another server may not repeat: if allowed, the
                     // request goes elsewhere (the answer still counts as this server's).
                     let e = ProxyError::UpstreamMalformed("gateway error from upstream");
-                    if let Err(retried) = retry(req, backend.retry_on.gateway_error, e) {
-                        server.state.count_response(r.status);
-                        server.metrics.upstream.record(sent_at.elapsed());
-                        return Err(retried);
+                    match retry(req, backend.retry_on.gateway_error, e) {
+                        retried @ Failure::Retry(_) => {
+                            server.state.count_response(r.status);
+                            server.metrics.upstream.record(sent_at.elapsed());
+                            return Err(retried);
+                        }
+                        _ => break r,
                     }
-                    break r;
                 }
                 Ok(Some(r)) => break r,
                 Ok(None) => {}
@@ -367,10 +363,7 @@ pub(super) async fn exchange_with(
             {
                 Some(Ok(0)) if resp_buf.is_empty() => {
                     let e = ProxyError::UpstreamIo(std::io::ErrorKind::UnexpectedEof.into());
-                    retry(req, backend.retry_on.reset, e)?;
-                    return Err(Failure::Answer(ProxyError::UpstreamIo(
-                        std::io::ErrorKind::UnexpectedEof.into(),
-                    )));
+                    return Err(retry(req, backend.retry_on.reset, e));
                 }
                 Some(Ok(0)) => {
                     return Err(Failure::Answer(ProxyError::UpstreamMalformed(
@@ -379,9 +372,7 @@ pub(super) async fn exchange_with(
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) if resp_buf.is_empty() => {
-                    let kind = e.kind();
-                    retry(req, backend.retry_on.reset, ProxyError::UpstreamIo(e))?;
-                    return Err(Failure::Answer(ProxyError::UpstreamIo(kind.into())));
+                    return Err(retry(req, backend.retry_on.reset, ProxyError::UpstreamIo(e)));
                 }
                 Some(Err(e)) => return Err(Failure::Answer(ProxyError::UpstreamIo(e))),
                 None if stop.is_cancelled() => return Err(Failure::Abort),
@@ -565,18 +556,13 @@ async fn reopen(
     req: &mut Request,
     server: &Server,
     backend: &Backend,
-    retry: &impl Fn(&mut Request, bool, ProxyError) -> Result<(), Failure>,
+    retry: &impl Fn(&mut Request, bool, ProxyError) -> Failure,
 ) -> Result<UpConn, Failure> {
-    match reconnect(server, backend, None).await {
-        Ok(up) => Ok(up),
-        Err(e) => {
-            crate::warn_limited!(crate::ratelimit::Kind::UpstreamConnect, server = %server.id, error = %e, "upstream connect failed; ejecting");
-            balance::outlier::connect_failure(backend, server);
-            let kind = e.kind();
-            retry(req, backend.retry_on.connect, ProxyError::Connect(e))?;
-            Err(Failure::Answer(ProxyError::Connect(kind.into())))
-        }
-    }
+    reconnect(server, backend, None).await.map_err(|e| {
+        crate::warn_limited!(crate::ratelimit::Kind::UpstreamConnect, server = %server.id, error = %e, "upstream connect failed; ejecting");
+        balance::outlier::connect_failure(backend, server);
+        retry(req, backend.retry_on.connect, ProxyError::Connect(e))
+    })
 }
 
 /// A new connection to `server` (its connect time recorded).

@@ -249,7 +249,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
         Some((mirror_copy(method, path_and_query, headers, &backend), permit))
     });
     let head = method == "HEAD";
-    let idempotent = matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE");
+    let idempotent = headers::idempotent(method);
     let replayable = idempotent && body == Framing::None;
     Ok(Some(Request {
         head_len,
