@@ -40,13 +40,31 @@ impl Captured {
     }
 }
 
-/// The highest descriptor open in this process.
-fn highest_fd() -> u64 {
+/// The descriptors open in this process.
+fn open_fds() -> std::collections::BTreeSet<u64> {
     std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .max()
-        .unwrap()
+        .collect()
+}
+
+/// Waits until no descriptor has opened or closed for 200 ms: the first request's upstream
+/// connection (not pooled) closes on both ends after its response, and a descriptor freed
+/// after the table is filled would let the next connect succeed toward a backend that then
+/// cannot accept it.
+async fn settled_fds() -> std::collections::BTreeSet<u64> {
+    let mut last = open_fds();
+    let mut quiet = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = open_fds();
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+        if quiet == 4 {
+            break;
+        }
+    }
+    last
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,16 +109,23 @@ servers = [ {{ name = "s1", addr = "{}" }}, {{ name = "s2", addr = "{}" }} ]
         .collect();
 
     // Exhaust the descriptor table: lower the limit to what is open, fill the holes.
+    let highest = settled_fds().await.into_iter().max().unwrap();
     let saved = getrlimit(Resource::Nofile);
     setrlimit(
         Resource::Nofile,
         Rlimit {
-            current: Some(highest_fd() + 1),
+            current: Some(highest + 1),
             maximum: saved.maximum,
         },
     )
     .unwrap();
     let mut filler = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        filler.push(f);
+    }
+    // Anything that closed while filling leaves a hole: fill it too (the table is full, so
+    // /proc/self/fd cannot be read now; wait instead).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     while let Ok(f) = std::fs::File::open("/dev/null") {
         filler.push(f);
     }
