@@ -37,6 +37,8 @@ pub struct Entry<'a> {
     pub server: &'a str,
     pub veer_error: Option<&'a str>,
     pub request_id: &'a str,
+    /// The W3C trace id sent upstream.
+    pub trace_id: &'a str,
     pub tls: Option<&'a TlsFacts>,
 }
 
@@ -109,6 +111,7 @@ fn json(e: &Entry<'_>) -> String {
         "server": e.server,
         "veer_error": e.veer_error,
         "request_id": e.request_id,
+        "trace_id": e.trace_id,
         "tls_version": e.tls.map(|t| t.version),
         "tls_cipher": e.tls.map(|t| t.cipher),
         "sni": e.tls.and_then(|t| t.sni.as_deref()),
@@ -123,7 +126,7 @@ fn json(e: &Entry<'_>) -> String {
 fn combined(e: &Entry<'_>) -> String {
     let time = humantime::format_rfc3339_seconds(e.time);
     format!(
-        "{} - - [{time}] \"{} {} HTTP/1.1\" {} {} \"-\" \"-\" host={} route={} server={}/{}/{} ms={:.3} error={} id={}\n",
+        "{} - - [{time}] \"{} {} HTTP/1.1\" {} {} \"-\" \"-\" host={} route={} server={}/{}/{} ms={:.3} error={} id={} trace={}\n",
         e.client.ip(),
         e.method,
         e.path,
@@ -136,7 +139,8 @@ fn combined(e: &Entry<'_>) -> String {
         e.server,
         e.duration.as_secs_f64() * 1000.0,
         e.veer_error.unwrap_or("-"),
-        e.request_id
+        e.request_id,
+        e.trace_id
     )
 }
 
@@ -164,6 +168,7 @@ pub struct LogHead {
     host: String,
     path: String,
     request_id: String,
+    trace_id: String,
     listener: Arc<String>,
     tls: Option<Arc<TlsFacts>>,
 }
@@ -195,6 +200,7 @@ impl LogHead {
             host: host.to_string(),
             path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string(),
             request_id: request_id.to_str().unwrap_or("-").to_string(),
+            trace_id: "-".to_string(),
             listener: listener.clone(),
             tls: None,
         }
@@ -218,9 +224,18 @@ impl LogHead {
             host: host.to_string(),
             path: path.to_string(),
             request_id: request_id.to_string(),
+            trace_id: "-".to_string(),
             listener: listener.clone(),
             tls: None,
         }
+    }
+
+    /// The trace id the request went upstream with.
+    pub fn with_trace(mut self, traceparent: &[u8]) -> Self {
+        if let Some(id) = traceparent.get(3..35).and_then(|id| std::str::from_utf8(id).ok()) {
+            id.clone_into(&mut self.trace_id);
+        }
+        self
     }
 
     /// The TLS facts of the request's connection.
@@ -255,6 +270,7 @@ impl LogHead {
             server: to.map_or("-", |u| &u.server),
             veer_error: error,
             request_id: &self.request_id,
+            trace_id: &self.trace_id,
             tls: self.tls.as_deref(),
         });
     }

@@ -52,6 +52,11 @@ enum Command {
         #[arg(long, env = "VEER_TOKEN_FILE", requires = "http")]
         token_file: Option<PathBuf>,
         /// The command, e.g. `set split shop blue=0 green=100`; `;` separates commands.
+        /// `rollout <backend> --to <group> [--steps 10,25,50,100] [--pause 30s]
+        /// [--max-error-rate 1%] [--max-p99 500ms] [--min-requests 100] [--then drain|keep]
+        /// [--wait] [--no-tty]` starts a rollout and follows it (exit 0 promoted, 2 rolled
+        /// back, 1 error); `--wait` only follows a running one.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
 }
@@ -117,6 +122,9 @@ fn main() -> ExitCode {
             command,
             ..
         } => veer::admin::ctl::run_http(addr, token_file.as_deref(), &command),
+        Command::Ctl { socket, command, .. } if veer::admin::ctl::is_rollout_follow(&command) => {
+            veer::admin::ctl::rollout(&socket, &command)
+        }
         Command::Ctl { socket, command, .. } => veer::admin::ctl::run(&socket, &command),
         Command::Demo { tls } => {
             init_logging();

@@ -30,6 +30,9 @@ pub mod names {
     pub const SERVER_UP: &str = "veer_server_up";
     pub const SERVER_ADMIN_STATE: &str = "veer_server_admin_state";
     pub const GROUP_WEIGHT: &str = "veer_group_weight";
+    pub const GROUP_INFO: &str = "veer_group_info";
+    pub const NOTIFY: &str = "veer_notify_total";
+    pub const NOTIFY_DROPPED: &str = "veer_notify_dropped_total";
     pub const LISTENER_ACTIVE_CONNECTIONS: &str = "veer_listener_active_connections";
     pub const LISTENER_CONNECTIONS: &str = "veer_listener_connections_total";
     pub const LISTENER_REQUEST_BYTES: &str = "veer_listener_request_bytes_total";

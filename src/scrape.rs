@@ -234,5 +234,34 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
     metrics
         .counter(names::ACCESS_LOG_DROPPED, &[])
         .absolute(extra.access_log_dropped);
-    metrics.render_recorded()
+    let mut out = metrics.render_recorded();
+    group_info(&mut out, snap);
+    out
+}
+
+/// `veer_group_info{backend,group,version,commit,build} 1` per group: written here, not
+/// registered, so a group whose metadata changed leaves no stale series behind.
+fn group_info(out: &mut String, snap: &Snapshot) {
+    use std::fmt::Write;
+    let escape = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let _ = write!(
+        out,
+        "# HELP {0} Deployment metadata of each group (version, commit, build).\n# TYPE {0} gauge\n",
+        names::GROUP_INFO
+    );
+    for b in &snap.spec.backends {
+        for g in &b.groups {
+            let meta = |k: &str| escape(g.meta.get(k).map_or("", String::as_str));
+            let _ = writeln!(
+                out,
+                "{}{{backend=\"{}\",group=\"{}\",version=\"{}\",commit=\"{}\",build=\"{}\"}} 1",
+                names::GROUP_INFO,
+                escape(&b.name),
+                escape(&g.name),
+                meta("version"),
+                meta("commit"),
+                meta("build")
+            );
+        }
+    }
 }

@@ -161,6 +161,14 @@ pub struct Server {
     pub maxconn: u32,
 }
 
+impl Server {
+    /// The server's response headers arrived `after` the request was sent.
+    pub fn answered(&self, after: std::time::Duration) {
+        self.metrics.upstream.record(after);
+        self.state.latency.record(after);
+    }
+}
+
 /// The sticky cookie's value for a server id: 16 lowercase hex digits.
 pub fn sticky_value(id: u64) -> String {
     format!("{id:016x}")
@@ -190,6 +198,7 @@ impl Snapshot {
         Snapshot {
             generation: 0,
             spec: Arc::new(Spec {
+                notify: Vec::new(),
                 admin: Default::default(),
                 runtime: Default::default(),
                 metrics: Default::default(),

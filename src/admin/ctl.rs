@@ -161,3 +161,202 @@ pub fn run_http(addr: std::net::SocketAddr, token_file: Option<&Path>, command: 
         ExitCode::from(1)
     }
 }
+
+/// One command over a fresh socket connection, answered as `json`: (ok, output).
+fn call(socket: &Path, command: &str) -> Result<(bool, String), String> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    stream
+        .write_all(format!("json {command}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(line.trim()).map_err(|_| format!("unexpected answer: {line}"))?;
+    Ok((
+        v["ok"].as_bool().unwrap_or(false),
+        v["output"].as_str().unwrap_or("").to_string(),
+    ))
+}
+
+const ROLLOUT_USAGE: &str = "usage: veer ctl rollout <backend> --to <group> [--steps 10,25,50,100] [--pause 30s] \
+[--max-error-rate 1%] [--max-p99 500ms] [--min-requests 100] [--then drain|keep] [--no-tty]\n       \
+veer ctl rollout <backend> --wait [--no-tty]";
+
+/// True for `veer ctl rollout <backend> --…` (the follow mode), not the admin command
+/// `rollout start|pause|resume|abort|promote …`, which passes through as any command.
+pub fn is_rollout_follow(command: &[String]) -> bool {
+    matches!(command, [r, b, ..] if r == "rollout" && !matches!(b.as_str(), "start" | "pause" | "resume" | "abort" | "promote"))
+}
+
+/// `veer ctl rollout <backend> --to <group> …`: starts the rollout inside veer, then follows
+/// it with a progress bar (or one line per change with `--no-tty` or without a terminal)
+/// until it ends: exit 0 promoted, 2 rolled back, 1 aborted or an error. Ctrl-C detaches;
+/// the rollout goes on inside veer.
+pub fn rollout(socket: &Path, args: &[String]) -> ExitCode {
+    let [_, backend, flags @ ..] = args else {
+        eprintln!("{ROLLOUT_USAGE}");
+        return ExitCode::from(1);
+    };
+    let (mut start, mut wait, mut tty) = (format!("rollout start {backend}"), false, true);
+    let mut to = None;
+    let mut it = flags.iter();
+    while let Some(flag) = it.next() {
+        let key = flag.trim_start_matches("--");
+        match key {
+            "wait" => wait = true,
+            "no-tty" => tty = false,
+            "to" | "steps" | "pause" | "max-error-rate" | "max-p99" | "min-requests" | "then" => {
+                let Some(value) = it.next() else {
+                    eprintln!("veer ctl: {flag} needs a value\n{ROLLOUT_USAGE}");
+                    return ExitCode::from(1);
+                };
+                if key == "to" {
+                    to = Some(value.clone());
+                } else {
+                    start.push_str(&format!(" {key} {value}"));
+                }
+            }
+            _ => {
+                eprintln!("veer ctl: unknown option {flag}\n{ROLLOUT_USAGE}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    if !wait {
+        let Some(to) = to else {
+            eprintln!("veer ctl: --to <group> or --wait is needed\n{ROLLOUT_USAGE}");
+            return ExitCode::from(1);
+        };
+        let command = start.replacen(
+            &format!("rollout start {backend}"),
+            &format!("rollout start {backend} to {to}"),
+            1,
+        );
+        match call(socket, &command) {
+            Ok((true, text)) => print!("{text}"),
+            Ok((false, text)) => {
+                eprint!("veer ctl: {text}");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("veer ctl: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let tty = tty && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("veer ctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(follow(socket, backend, tty))
+}
+
+/// One line of a rollout's state: step, split, and each group's window.
+fn progress_line(v: &serde_json::Value) -> String {
+    let groups = v["groups"].as_array().cloned().unwrap_or_default();
+    let split: Vec<String> = groups
+        .iter()
+        .map(|g| format!("{}={}", g["name"].as_str().unwrap_or(""), g["weight"]))
+        .collect();
+    let figures: Vec<String> = groups
+        .iter()
+        .filter(|g| g["weight"].as_u64() != Some(0) || g["requests"].as_u64() != Some(0))
+        .map(|g| {
+            format!(
+                "{} {} req {:.2}% err p99 {}",
+                g["name"].as_str().unwrap_or(""),
+                g["requests"],
+                g["error_rate"].as_f64().unwrap_or(0.0),
+                g["p99_ms"].as_f64().map_or("-".into(), |p| format!("{p:.0}ms"))
+            )
+        })
+        .collect();
+    format!(
+        "step {}/{} {}% [{}] {} | {} | {}",
+        v["step"],
+        v["steps"].as_array().map_or(0, Vec::len),
+        v["percent"],
+        v["phase"].as_str().unwrap_or(""),
+        split.join(" "),
+        figures.join(" | "),
+        v["verdict"].as_str().unwrap_or("")
+    )
+}
+
+async fn follow(socket: &Path, backend: &str, tty: bool) -> ExitCode {
+    let bar = tty.then(|| {
+        let bar = indicatif::ProgressBar::new(100);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {bar:30} {pos:>3}% {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    let mut last = String::new();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let status = match call(socket, &format!("show rollout {backend} json")) {
+            Ok((true, text)) => serde_json::from_str::<serde_json::Value>(text.trim()).unwrap_or_default(),
+            Ok((false, text)) => {
+                eprint!("veer ctl: {text}");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("veer ctl: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        if status.is_null() {
+            eprintln!("veer ctl: no rollout for backend '{backend}'");
+            return ExitCode::from(1);
+        }
+        let line = progress_line(&status);
+        match &bar {
+            Some(bar) => {
+                bar.set_position(status["percent"].as_u64().unwrap_or(0));
+                bar.set_message(line.clone());
+                bar.tick();
+            }
+            // Line mode: one line per step or phase change (not per changing figure).
+            None => {
+                let key = format!("{} {} {}", status["step"], status["phase"], status["verdict"]);
+                if key != last {
+                    println!("{line}");
+                    last = key;
+                }
+            }
+        }
+        let phase = status["phase"].as_str().unwrap_or("");
+        let code = match phase {
+            "promoted" => Some(0),
+            "rolled-back" => Some(2),
+            "aborted" => Some(1),
+            _ => None,
+        };
+        if let Some(code) = code {
+            if let Some(bar) = &bar {
+                bar.finish_with_message(line.clone());
+            }
+            let reason = status["reason"].as_str().unwrap_or("");
+            println!("rollout of {backend} {phase}: {reason}");
+            return ExitCode::from(code);
+        }
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                if let Some(bar) = &bar {
+                    bar.abandon();
+                }
+                eprintln!(
+                    "\nDetached: the rollout goes on inside veer.\n  follow: veer ctl rollout {backend} --wait\n  \
+                     abort:  veer ctl rollout abort {backend}"
+                );
+                return ExitCode::from(1);
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+        }
+    }
+}

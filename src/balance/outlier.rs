@@ -52,6 +52,14 @@ pub fn response(b: &Backend, s: &Server, status: u16) {
     }
 }
 
+/// veer answered `status` (502, 504) because the exchange with `s` failed without a
+/// response: counted as the server's failure (rollouts judge on it) and passed to
+/// [`response`].
+pub fn failed(b: &Backend, s: &Server, status: u16) {
+    s.state.failures.fetch_add(1, Relaxed);
+    response(b, s, status);
+}
+
 /// A connect to `s` failed: it is ejected at once.
 pub fn connect_failure(b: &Backend, s: &Server) {
     s.state.connect_failures.fetch_add(1, Relaxed);

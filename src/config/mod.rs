@@ -12,6 +12,7 @@ pub mod watch;
 use std::path::Path;
 
 pub use diag::{ConfigErrors, Diagnostic};
+pub use model::NotifyFormat;
 pub use spec::*;
 
 /// Reads, parses and validates a config file.

@@ -17,6 +17,32 @@ pub struct RawConfig {
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "backend")]
     pub backends: Vec<RawBackend>,
+    #[serde(default, rename = "notify")]
+    pub notify: Vec<RawNotify>,
+}
+
+/// A webhook receiving events (`[[notify]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub url: Spanned<String>,
+    /// Event kinds: split, drain, rollout, reload, health, server.
+    pub events: Option<Spanned<Vec<String>>>,
+    pub format: Option<NotifyFormat>,
+    /// Each POST's limit, e.g. "5s".
+    pub timeout: Option<Spanned<String>>,
+    /// Events held for a slow receiver before new ones are dropped (and counted).
+    pub queue: Option<Spanned<i64>>,
+    /// PEM CA bundle trusted for an https receiver, besides the system's roots.
+    pub ca: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyFormat {
+    #[default]
+    Json,
+    Slack,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,6 +337,9 @@ pub struct RawMirror {
 pub struct RawGroup {
     pub name: Spanned<String>,
     pub weight: Option<Spanned<i64>>,
+    /// Deployment metadata: version, commit, build, deployed_by, or any other key.
+    #[serde(default)]
+    pub meta: std::collections::BTreeMap<String, String>,
     pub servers: Vec<RawServer>,
 }
 

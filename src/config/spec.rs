@@ -21,6 +21,7 @@ pub struct Spec {
     pub access_log: Option<AccessLogSpec>,
     pub listeners: Vec<ListenerSpec>,
     pub backends: Vec<BackendSpec>,
+    pub notify: Vec<NotifySpec>,
     /// XXH3 of the file's bytes: identifies the running config.
     pub hash: u64,
 }
@@ -135,6 +136,21 @@ impl Default for MetricsSpec {
         }
     }
 }
+
+/// A webhook receiving events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifySpec {
+    pub url: http::Uri,
+    /// Event kinds sent; empty = all.
+    pub events: Vec<String>,
+    pub format: super::model::NotifyFormat,
+    pub timeout: Duration,
+    pub queue: usize,
+    pub ca: Option<PathBuf>,
+}
+
+/// The event kinds `[[notify]] events` may name.
+pub const NOTIFY_EVENTS: [&str; 6] = ["split", "drain", "rollout", "reload", "health", "server"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessLogSpec {
@@ -443,6 +459,8 @@ pub struct GroupSpec {
     pub name: String,
     /// Split weight, 0..=1000.
     pub weight: u32,
+    /// Deployment metadata (`version`, `commit`, `build`, `deployed_by`, …).
+    pub meta: std::collections::BTreeMap<String, String>,
     pub servers: Vec<ServerSpec>,
 }
 

@@ -423,10 +423,12 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
         format: a.format.unwrap_or_default(),
         buffer: c.ranged(&a.buffer, "access_log buffer", 1..=1_000_000, 4096) as usize,
     });
+    let notify = raw.notify.iter().map(|n| notify(&mut c, n)).collect();
     if c.errors.is_empty() {
         Ok(Spec {
             metrics,
             access_log,
+            notify,
             admin: admin.unwrap_or_default(),
             runtime,
             listeners,
@@ -534,6 +536,7 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
                 out.push(GroupSpec {
                     name: g.name.get_ref().clone(),
                     weight: c.ranged(&g.weight, "group weight", 0..=1000, DEFAULT_GROUP_WEIGHT as i64) as u32,
+                    meta: g.meta.clone(),
                     servers: g.servers.iter().map(|s| server(c, s)).collect(),
                 });
             }
@@ -542,6 +545,7 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
         (None, Some(servers)) => vec![GroupSpec {
             name: DEFAULT_GROUP.to_string(),
             weight: DEFAULT_GROUP_WEIGHT,
+            meta: Default::default(),
             servers: servers.iter().map(|s| server(c, s)).collect(),
         }],
         (Some(groups), Some(_)) => {
@@ -1137,5 +1141,46 @@ fn status_range(v: &toml::Value) -> Option<(u16, u16)> {
     match text.split_once('-') {
         Some((a, b)) => Some((code(a.trim())?, code(b.trim())?)).filter(|(a, b)| a <= b),
         None => code(&text).map(|c| (c, c)),
+    }
+}
+
+/// One `[[notify]]` webhook.
+fn notify(c: &mut Checker, n: &RawNotify) -> NotifySpec {
+    let url = match n.url.get_ref().parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => u,
+        _ => {
+            c.err(
+                n.url.span(),
+                format!(
+                    "invalid notify url {:?}: expected http://host[:port]/path or https://…",
+                    n.url.get_ref()
+                ),
+            );
+            http::Uri::default()
+        }
+    };
+    let mut events = Vec::new();
+    if let Some(list) = &n.events {
+        for e in list.get_ref() {
+            if NOTIFY_EVENTS.contains(&e.as_str()) {
+                events.push(e.clone());
+            } else {
+                c.err(
+                    list.span(),
+                    format!(
+                        "unknown notify event {e:?}: expected one of {}",
+                        NOTIFY_EVENTS.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    NotifySpec {
+        url,
+        events,
+        format: n.format.unwrap_or_default(),
+        timeout: c.duration(&n.timeout, "notify timeout", Duration::from_secs(5)),
+        queue: c.ranged(&n.queue, "notify queue", 1..=100_000, 1000) as usize,
+        ca: n.ca.as_ref().map(PathBuf::from),
     }
 }

@@ -20,7 +20,7 @@ pub fn health(server: &str, up: bool) -> String {
 
 /// What changed between two snapshots: servers added, removed or changed (state, weight,
 /// address) and group splits.
-pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<String> {
+pub fn diff(old: &Snapshot, new: &Snapshot, who: &str) -> Vec<String> {
     let mut out = Vec::new();
     let servers = |snap: &Snapshot| -> HashMap<String, std::sync::Arc<Server>> {
         snap.servers().map(|s| (s.id.to_string(), s.clone())).collect()
@@ -29,7 +29,7 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<String> {
     for (id, s) in &after {
         let describe = |event: &str| {
             json!({"time": now(), "event": event, "server": id, "group": &*s.group, "state": s.admin.as_str(),
-                   "weight": s.weight, "addr": s.addr.to_string()})
+                   "weight": s.weight, "addr": s.addr.to_string(), "who": who})
             .to_string()
         };
         match before.get(id) {
@@ -55,7 +55,18 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Vec<String> {
             None => true,
         };
         if changed {
-            out.push(json!({"time": now(), "event": "split", "backend": &*b.name, "weights": weights}).to_string());
+            // Who deployed what: each group's metadata travels with the split.
+            let meta: serde_json::Map<String, serde_json::Value> = new
+                .spec
+                .backends
+                .iter()
+                .find(|x| *x.name == *b.name)
+                .map(|x| x.groups.iter().map(|g| (g.name.clone(), json!(g.meta))).collect())
+                .unwrap_or_default();
+            out.push(
+                json!({"time": now(), "event": "split", "backend": &*b.name, "weights": weights, "meta": meta, "who": who})
+                    .to_string(),
+            );
         }
     }
     out.sort();

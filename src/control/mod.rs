@@ -12,7 +12,9 @@
 
 mod dns;
 pub mod events;
+mod notify;
 pub mod overlay;
+pub mod rollout;
 mod stop;
 
 use std::net::SocketAddr;
@@ -103,6 +105,8 @@ pub struct Veer {
     pub(crate) admin_fds: Arc<std::sync::Mutex<Vec<(AdminSocket, OwnedFd)>>>,
     /// Cancelled once a new process has taken over the sockets.
     handover: CancellationToken,
+    /// Running rollouts' step windows.
+    windows: Arc<rollout::Windows>,
 }
 
 /// Which admin socket a kept descriptor is.
@@ -171,10 +175,13 @@ impl Veer {
             inherited: Arc::new(std::sync::Mutex::new(inherited)),
             admin_fds: Arc::default(),
             handover: CancellationToken::new(),
+            windows: Arc::default(),
         };
         veer.apply_config(config, true).await?;
         tokio::spawn(veer.clone().housekeeping());
         tokio::spawn(veer.clone().resolver());
+        tokio::spawn(veer.clone().rollouts());
+        tokio::spawn(veer.clone().notifier());
         Ok(veer)
     }
 
@@ -294,7 +301,7 @@ impl Veer {
         if overlay != control.overlay {
             self.persist(&overlay)?;
         }
-        let generation = self.install(&mut control, spec);
+        let generation = self.install(&mut control, spec, "config");
         control.listeners.apply(plan, &self.shared).await;
         control.config = Arc::new(config);
         control.overlay = overlay;
@@ -306,6 +313,16 @@ impl Veer {
     /// overlay; its `Ok` value is the command's answer. The new overlay is persisted
     /// before the new snapshot is swapped in; on any error nothing changes.
     pub async fn mutate<T>(&self, change: impl FnOnce(&Spec, &mut Overlay) -> Result<T, String>) -> Result<T, String> {
+        self.mutate_by("admin", change).await
+    }
+
+    /// [`Veer::mutate`] on behalf of `who` (an admin peer, "rollout"), named in the events
+    /// it publishes.
+    pub async fn mutate_by<T>(
+        &self,
+        who: &str,
+        change: impl FnOnce(&Spec, &mut Overlay) -> Result<T, String>,
+    ) -> Result<T, String> {
         let mut control = self.control.lock().await;
         let current = self.shared.snapshot.load_full();
         let mut overlay = control.overlay.clone();
@@ -321,7 +338,7 @@ impl Veer {
         }
         self.persist(&overlay)
             .map_err(|e| format!("Cannot save the change: {e}. Nothing was changed."))?;
-        self.install(&mut control, spec);
+        self.install(&mut control, spec, who);
         control.overlay = overlay;
         Ok(answer)
     }
@@ -338,7 +355,7 @@ impl Veer {
     }
 
     /// Builds and swaps in the snapshot for `spec`; publishes what changed.
-    fn install(&self, control: &mut Control, spec: Spec) -> u64 {
+    fn install(&self, control: &mut Control, spec: Spec, who: &str) -> u64 {
         let old = self.shared.snapshot.load_full();
         let generation = old.generation + 1;
         let (snapshot, dropped) = Snapshot::build(Arc::new(spec), &mut control.registry, generation);
@@ -348,7 +365,7 @@ impl Veer {
         let snapshot = Arc::new(snapshot);
         self.shared.snapshot.store(snapshot.clone());
         control.checks.reconcile(&snapshot, &self.shared.shutdown);
-        for event in events::diff(&old, &snapshot) {
+        for event in events::diff(&old, &snapshot, who) {
             self.publish(event);
         }
         generation
@@ -421,7 +438,7 @@ impl Veer {
             let expanded = control.dns.expand(&config);
             let mut overlay = control.overlay.clone();
             let (spec, _) = overlay.apply(&expanded);
-            let generation = self.install(&mut control, spec);
+            let generation = self.install(&mut control, spec, "dns");
             tracing::info!(generation, "DNS answers changed: server instances updated");
         }
     }
@@ -443,9 +460,10 @@ impl Veer {
         crate::scrape::render(&self.metrics, &self.snapshot(), &inputs)
     }
 
-    /// Sessions currently subscribed to the event stream.
+    /// Sessions currently subscribed to the event stream (the notifier's own receiver
+    /// not counted).
     pub fn subscribers(&self) -> usize {
-        self.events.receiver_count()
+        self.events.receiver_count().saturating_sub(1)
     }
 
     /// Reloads whenever the config file changes (see [`config::watch`]) until shutdown.

@@ -9,6 +9,9 @@
 //!
 //! Precedence: for each field it sets, the overlay wins over the file. `clear overlay`
 //! returns a server or backend (or everything) to what the file says.
+//!
+//! Deploy state lives here too, so it survives the same way: group metadata set at runtime,
+//! each backend's split history (what `rollback` returns to) and its rollout.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -37,6 +40,28 @@ pub struct Overlay {
     /// Config servers removed by `del server`.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub deleted: BTreeSet<String>,
+    /// `backend/group` → metadata set by `set meta` (an empty value removes the key).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, BTreeMap<String, String>>,
+    /// backend → the splits that held, oldest first, at most [`HISTORY`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub history: BTreeMap<String, Vec<SplitRecord>>,
+    /// backend → its rollout: running, paused, or the last one finished (kept to show).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollouts: BTreeMap<String, super::rollout::Rollout>,
+}
+
+/// Splits kept per backend in its history.
+pub const HISTORY: usize = 20;
+
+/// A split that held, from when, set by whom and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitRecord {
+    pub time: String,
+    pub weights: BTreeMap<String, u32>,
+    pub who: String,
+    pub cause: String,
 }
 
 fn version() -> u32 {
@@ -229,7 +254,91 @@ impl Overlay {
             });
             !groups.is_empty()
         });
+
+        self.meta.retain(|id, values| {
+            let group = split_id(id).and_then(|(b, g)| {
+                spec.backends
+                    .iter_mut()
+                    .find(|x| x.name == b)?
+                    .groups
+                    .iter_mut()
+                    .find(|x| x.name == g)
+            });
+            let Some(group) = group else {
+                notes.push(format!(
+                    "metadata of group {id} dropped: the config file no longer defines it"
+                ));
+                return false;
+            };
+            for (k, v) in values.iter() {
+                if v.is_empty() {
+                    group.meta.remove(k);
+                } else {
+                    group.meta.insert(k.clone(), v.clone());
+                }
+            }
+            true
+        });
+
+        self.history.retain(|b, _| spec.backends.iter().any(|x| x.name == *b));
+        for (b, rollout) in self.rollouts.iter_mut() {
+            let groups = spec
+                .backends
+                .iter()
+                .find(|x| x.name == *b)
+                .map(|x| x.groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>());
+            if rollout.is_active() && groups.as_ref() != Some(&rollout.groups) {
+                let reason = "the config changed the backend's groups";
+                notes.push(format!("rollout of backend {b} aborted: {reason}"));
+                rollout.finish(super::rollout::Phase::Aborted, reason);
+            }
+        }
         (spec, notes)
+    }
+
+    /// Records the split `backend` holds after this change in its history (the split held
+    /// before it first, when the history is empty), unless it is the one recorded last.
+    pub fn record_split(&mut self, backend: &crate::config::BackendSpec, who: &str, cause: &str) {
+        let now: BTreeMap<String, u32> = backend
+            .groups
+            .iter()
+            .map(|g| {
+                let w = self.splits.get(&backend.name).and_then(|s| s.get(&g.name)).copied();
+                (g.name.clone(), w.unwrap_or(g.weight))
+            })
+            .collect();
+        let history = self.history.entry(backend.name.clone()).or_default();
+        if history.is_empty() {
+            history.push(SplitRecord {
+                time: super::events::now(),
+                weights: backend.groups.iter().map(|g| (g.name.clone(), g.weight)).collect(),
+                who: "config".into(),
+                cause: "before the first recorded change".into(),
+            });
+        }
+        if history.last().map(|r| &r.weights) == Some(&now) {
+            return;
+        }
+        history.push(SplitRecord {
+            time: super::events::now(),
+            weights: now,
+            who: who.to_string(),
+            cause: cause.to_string(),
+        });
+        let excess = history.len().saturating_sub(HISTORY);
+        history.drain(..excess);
+    }
+
+    /// Sets `backend`'s split to `weights` (groups not named keep theirs) and records it.
+    pub fn set_split(
+        &mut self,
+        backend: &crate::config::BackendSpec,
+        weights: impl IntoIterator<Item = (String, u32)>,
+        who: &str,
+        cause: &str,
+    ) {
+        self.splits.entry(backend.name.clone()).or_default().extend(weights);
+        self.record_split(backend, who, cause);
     }
 
     /// Forgets runtime changes: all of them, a backend's, or one server's. Returns whether
@@ -253,6 +362,7 @@ impl Overlay {
                 self.servers.retain(|id, _| !id.starts_with(&prefix));
                 self.added.retain(|id, _| !id.starts_with(&prefix));
                 self.deleted.retain(|id| !id.starts_with(&prefix));
+                self.meta.retain(|id, _| !id.starts_with(&prefix));
                 self.splits.remove(backend);
             }
         }

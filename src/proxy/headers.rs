@@ -182,3 +182,73 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
     }
 }
+
+/// A W3C `traceparent` value: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
+pub type TraceParent = [u8; 55];
+
+/// The `traceparent` to send upstream: the client's trace id and flags kept with a new
+/// parent id (veer's hop), or a new sampled trace when the client sent none or an invalid
+/// one. Its trace id (`[3..35]`) goes in the access log.
+pub fn traceparent(incoming: Option<&[u8]>) -> TraceParent {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hex = |out: &mut [u8], n: u128| {
+        let len = out.len();
+        for (i, d) in out.iter_mut().enumerate() {
+            *d = HEX[((n >> (4 * (len - 1 - i))) & 0xf) as usize];
+        }
+    };
+    let mut out: TraceParent = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    match incoming.filter(|v| valid_traceparent(v)) {
+        Some(v) => {
+            out[3..35].copy_from_slice(&v[3..35]);
+            out[53..55].copy_from_slice(&v[53..55]);
+        }
+        None => hex(&mut out[3..35], fastrand::u128(1..)),
+    }
+    hex(&mut out[36..52], fastrand::u64(1..) as u128);
+    out
+}
+
+/// Version 00 (or a later one, read as 00), lowercase hex, neither id all zeros.
+fn valid_traceparent(v: &[u8]) -> bool {
+    let v = v.trim_ascii();
+    let hex = |b: &[u8]| b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    (v.len() == 55 || (v.len() > 55 && v[55] == b'-' && v[..2] != *b"00"))
+        && v[2] == b'-'
+        && v[35] == b'-'
+        && v[52] == b'-'
+        && hex(&v[..2])
+        && v[..2] != *b"ff"
+        && hex(&v[3..35])
+        && v[3..35].iter().any(|c| *c != b'0')
+        && hex(&v[36..52])
+        && v[36..52].iter().any(|c| *c != b'0')
+        && hex(&v[53..55])
+}
+
+#[cfg(test)]
+mod trace_tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_is_kept_with_a_new_parent_and_started_when_missing_or_invalid() {
+        let incoming = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let out = traceparent(Some(incoming));
+        assert_eq!(&out[..36], &incoming[..36]);
+        assert_ne!(&out[36..52], &incoming[36..52]);
+        assert_eq!(&out[52..], b"-00");
+        assert!(valid_traceparent(&out));
+        for bad in [
+            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"garbage",
+        ] {
+            let fresh = traceparent(Some(bad));
+            assert!(valid_traceparent(&fresh));
+            assert_ne!(&fresh[3..35], &bad.get(3..35).unwrap_or(b"")[..]);
+        }
+        let new = traceparent(None);
+        assert!(valid_traceparent(&new) && new.ends_with(b"-01"));
+    }
+}

@@ -185,13 +185,21 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
     let start = Instant::now();
     let stream = OpenStream::new(conn);
     let request_id = ensure_request_id(req.headers_mut());
+    let trace = headers::traceparent(req.headers().get(&TRACEPARENT).map(HeaderValue::as_bytes));
+    if let Ok(v) = HeaderValue::from_bytes(&trace) {
+        req.headers_mut().insert(&TRACEPARENT, v);
+    }
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let head = conn.shared.access_log.as_ref().map(|log| {
         let host = request_host(&req).unwrap_or("");
-        Arc::new(LogHead::new(log, conn.peer, &conn.listener, &req, host, &request_id).with_tls(conn.tls.as_ref()))
+        Arc::new(
+            LogHead::new(log, conn.peer, &conn.listener, &req, host, &request_id)
+                .with_trace(&trace)
+                .with_tls(conn.tls.as_ref()),
+        )
     });
     if conn.opts.redirect_https {
         return redirect(conn, &req, head.as_deref(), start).map(|body| ProxyBody::Stream(Box::new(body), stream));
@@ -245,6 +253,7 @@ fn redirect(conn: &Conn, req: &Request<Incoming>, head: Option<&LogHead>, start:
 }
 
 static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+static TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
 
 /// The request's `X-Request-Id`, generated (and forwarded) when the client sent none.
 fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
@@ -443,12 +452,12 @@ async fn forward(
         match sent {
             Err(_) => {
                 backend.state.timeouts.fetch_add(1, Relaxed);
-                balance::outlier::response(&backend, &server, 504);
+                balance::outlier::failed(&backend, &server, 504);
                 return Err(ProxyError::Timeout);
             }
             Ok(Ok((resp, connected))) => {
                 let upstream_duration = sent_at.elapsed();
-                server.metrics.upstream.record(upstream_duration);
+                server.answered(upstream_duration);
                 if let Some(d) = connected {
                     server.metrics.connect.record(d);
                 }
@@ -482,7 +491,7 @@ async fn forward(
             }
             // Mapped already: the client's body failing is the client's fault (408/400).
             Ok(Err(SendError::Failed(e))) if e.side() == crate::error::Side::Upstream => {
-                balance::outlier::response(&backend, &server, e.status().as_u16());
+                balance::outlier::failed(&backend, &server, e.status().as_u16());
                 let Some(again) = retry(backend.retry_on.reset, &tried) else {
                     return Err(e);
                 };

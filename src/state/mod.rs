@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod budget;
+pub mod latency;
 pub mod pool;
 pub mod queue;
 
@@ -44,6 +45,9 @@ pub struct ServerState {
     /// Requests and connections sent to this server since start.
     pub total: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// veer's own 502/504 for this server (timeouts, broken connections): failures that
+    /// are in no response class.
+    pub failures: AtomicU64,
     /// Response bodies cut because the server sent nothing for `read_timeout`.
     pub read_timeouts: AtomicU64,
     /// `now_ms()` until which the server is skipped after a connect failure; 0 = never.
@@ -54,6 +58,8 @@ pub struct ServerState {
     pub responses: [AtomicU64; 6],
     /// Response body bytes received from the server.
     pub response_bytes: AtomicU64,
+    /// Time to response headers, readable in-process (rollout steps judge their p99 on it).
+    pub latency: latency::Latency,
     /// `now_ms()` of the last admin-state or health change.
     pub last_change: AtomicU64,
     /// The admin state the last snapshot gave this server (to notice changes).

@@ -65,6 +65,32 @@ pub struct Peer {
     pub addr: Option<SocketAddr>,
 }
 
+impl Peer {
+    /// Who this is, for history and notifications: `uid 1000 (alice)` on the socket, the
+    /// address on HTTP.
+    pub fn who(&self) -> String {
+        match (self.uid, self.addr) {
+            (Some(uid), _) => match user_name(uid) {
+                Some(name) => format!("uid {uid} ({name})"),
+                None => format!("uid {uid}"),
+            },
+            (None, Some(addr)) => format!("{} {addr}", self.via),
+            (None, None) => self.via.to_string(),
+        }
+    }
+}
+
+/// The login name of `uid` from /etc/passwd (no NSS: a name is a courtesy, the uid is the
+/// record).
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
+}
+
 impl From<Result<(), String>> for Answer {
     fn from(r: Result<(), String>) -> Answer {
         match r {

@@ -10,6 +10,7 @@
 //! swapped in as one snapshot. A command that fails changes nothing.
 
 mod answer;
+mod deploy;
 mod lookup;
 mod parse;
 mod server;
@@ -52,6 +53,13 @@ show config                              : running config hash, load time, last 
 show ssl cert [<file>]                   : loaded certificates (one line each), or one in detail
 show overlay                             : runtime changes on top of the config file, JSON (veer)
 clear overlay [<bk>[/<srv>]]             : drop runtime changes (veer)
+rollout start <bk> to <group> [steps 10,25,50,100] [pause 30s] [max-error-rate 1%] [max-p99 500ms] [min-requests 100] [then drain|keep] : metric-gated rollout (veer)
+rollout pause|resume|abort|promote <bk>  : control a rollout (veer)
+show rollout [<bk>] [json]               : rollouts with the current step's figures (veer)
+set meta <bk>/<group> <key>=<value>...   : set deployment metadata of a group; empty value removes (veer)
+rollback <bk> [<key>=<value>]            : back to the split before the current one, or all to the group whose metadata matches (veer)
+show history <bk>                        : the last splits of a backend, with time and who (veer)
+show latency <bk>                        : per-group response-time buckets, cumulative (veer)
 subscribe                                : stream one JSON line per state change (veer)
 json <command>                           : answer one command as {\"ok\":…,\"output\":…} (veer)
 ";
@@ -68,6 +76,8 @@ fn mutates(words: &[&str]) -> bool {
             | ["del", ..]
             | ["reload"]
             | ["clear", ..]
+            | ["rollout", ..]
+            | ["rollback", ..]
             | ["drain"]
             | ["undrain"]
     )
@@ -100,7 +110,7 @@ pub async fn execute(veer: &Veer, command: &str, peer: &Peer) -> Reply {
                 other => other,
             };
         }
-        command => run(veer, command).await,
+        command => run(veer, command, peer).await,
     };
     let name = if answer.text.starts_with("Unknown command") {
         "unknown".to_string()
@@ -108,7 +118,7 @@ pub async fn execute(veer: &Veer, command: &str, peer: &Peer) -> Reply {
         // The verb, and its object where it has one: bounded label values.
         let two = matches!(
             words.first(),
-            Some(&("set" | "show" | "get" | "enable" | "disable" | "add" | "del" | "shutdown" | "clear"))
+            Some(&("set" | "show" | "get" | "enable" | "disable" | "add" | "del" | "shutdown" | "clear" | "rollout"))
         );
         words
             .iter()
@@ -142,7 +152,7 @@ pub async fn execute(veer: &Veer, command: &str, peer: &Peer) -> Reply {
 
 /// Runs a parsed command (the transport-level ones, `prompt`, `quit`, `subscribe` and
 /// `json`, are [`execute`]'s).
-async fn run(veer: &Veer, command: Command) -> Answer {
+async fn run(veer: &Veer, command: Command, peer: &Peer) -> Answer {
     use Command::*;
     match command {
         Empty => Answer::done(),
@@ -176,7 +186,17 @@ async fn run(veer: &Veer, command: Command) -> Answer {
         AddServer(args) => server::add_server(veer, &words(&args)).await,
         DelServer(target) => server::del_server(veer, target.as_deref()).await,
         Wait(args) => wait::wait(veer, &words(&args)).await,
-        SetSplit(args) => split::set_split(veer, &words(&args)).await,
+        SetSplit(args) => split::set_split(veer, &words(&args), &peer.who()).await,
+        RolloutStart(args) => deploy::rollout_start(veer, &words(&args), &peer.who()).await,
+        RolloutControl { backend, action } => match veer.rollout_control(&backend, action, &peer.who()).await {
+            Ok(text) => Answer::ok(text),
+            Err(e) => Answer::err(e),
+        },
+        ShowRollout(args) => deploy::show_rollout(veer, &words(&args)).await,
+        SetMeta(args) => deploy::set_meta(veer, &words(&args), &peer.who()).await,
+        Rollback(args) => deploy::rollback(veer, &words(&args), &peer.who()).await,
+        ShowHistory(b) => deploy::show_history(veer, &b).await,
+        ShowLatency(b) => deploy::show_latency(&veer.snapshot(), &b),
         SetGroupState { target, state, force } => split::set_group_state(veer, &target, &state, force).await,
         Drain => {
             // What SIGTERM starts, without stopping: for a Kubernetes preStop hook, so the

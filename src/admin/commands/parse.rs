@@ -63,6 +63,22 @@ pub enum Command {
     Undrain,
     Reload,
     ClearOverlay(Option<String>),
+    /// `rollout start <backend> to <group> [options]`.
+    RolloutStart(Vec<String>),
+    /// `rollout pause|resume|abort|promote <backend>`.
+    RolloutControl {
+        backend: String,
+        action: crate::control::rollout::Action,
+    },
+    /// `show rollout [<backend>] [json]`.
+    ShowRollout(Vec<String>),
+    /// `set meta <backend>/<group> key=value...`.
+    SetMeta(Vec<String>),
+    /// `rollback <backend> [key=value]`.
+    Rollback(Vec<String>),
+    ShowHistory(String),
+    /// `show latency <backend>`: per-group response-time buckets.
+    ShowLatency(String),
     Unknown,
 }
 
@@ -142,6 +158,24 @@ pub fn parse(words: &[&str]) -> Command {
         ["undrain"] => Undrain,
         ["reload"] => Reload,
         ["clear", "overlay", rest @ ..] if rest.len() <= 1 => ClearOverlay(first(rest)),
+        ["rollout", "start", rest @ ..] => RolloutStart(owned(rest)),
+        ["rollout", action @ ("pause" | "resume" | "abort" | "promote"), b] => {
+            use crate::control::rollout::Action;
+            RolloutControl {
+                backend: b.to_string(),
+                action: match *action {
+                    "pause" => Action::Pause,
+                    "resume" => Action::Resume,
+                    "abort" => Action::Abort,
+                    _ => Action::Promote,
+                },
+            }
+        }
+        ["show", "rollout", rest @ ..] => ShowRollout(owned(rest)),
+        ["set", "meta", rest @ ..] => SetMeta(owned(rest)),
+        ["rollback", rest @ ..] => Rollback(owned(rest)),
+        ["show", "history", b] => ShowHistory(b.to_string()),
+        ["show", "latency", b] => ShowLatency(b.to_string()),
         _ => Unknown,
     }
 }

@@ -49,7 +49,9 @@ pub fn show_split(snap: &Snapshot, b: &str, rest: &[&str]) -> Answer {
                                    "active_connections": s.state.active_connections.load(Relaxed)})
                         })
                         .collect();
-                    json!({"name": &*g.name, "weight": g.weight, "share": (share(g) * 10.0).round() / 10.0, "servers": servers})
+                    let meta = spec.groups.iter().find(|x| *x.name == *g.name).map(|x| &x.meta);
+                    json!({"name": &*g.name, "weight": g.weight, "share": (share(g) * 10.0).round() / 10.0,
+                           "meta": meta, "servers": servers})
                 })
                 .collect();
             Answer::ok(format!(
@@ -87,6 +89,11 @@ pub fn show_split(snap: &Snapshot, b: &str, rest: &[&str]) -> Answer {
                         format!("{:.1}%", share(g))
                     ));
                 }
+            }
+            // Deployment metadata under the table, one line per group that has some.
+            for g in spec.groups.iter().filter(|g| !g.meta.is_empty()) {
+                let meta: Vec<String> = g.meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                out.push_str(&format!("meta {}: {}\n", g.name, meta.join(" ")));
             }
             Answer::ok(out)
         }

@@ -7,14 +7,24 @@ use super::lookup::backend_index;
 use crate::config::AdminState;
 use crate::control::Veer;
 
-pub async fn set_split(veer: &Veer, args: &[&str]) -> Answer {
+pub async fn set_split(veer: &Veer, args: &[&str], who: &str) -> Answer {
     let Some((b, pairs)) = args.split_first() else {
         return Answer::err("Usage: set split <backend> <group>=<weight>...");
     };
     let (b, pairs) = (b.to_string(), pairs.iter().map(|p| p.to_string()).collect::<Vec<_>>());
     let result = veer
-        .mutate(move |spec, o| {
+        .mutate_by(who, move |spec, o| {
             let backend = &spec.backends[backend_index(spec, &b).ok_or("No such backend.")?];
+            if let Some(r) = o.rollouts.get(&backend.name).filter(|r| {
+                use crate::control::rollout::Phase;
+                matches!(r.phase, Phase::Running | Phase::Paused)
+            }) {
+                return Err(format!(
+                    "A rollout of backend '{}' is {}; abort or promote it first.",
+                    backend.name,
+                    r.phase.as_str()
+                ));
+            }
             if pairs.is_empty() {
                 return Err("Require <group>=<weight>.".into());
             }
@@ -32,8 +42,7 @@ pub async fn set_split(veer: &Veer, args: &[&str]) -> Answer {
                 weights.push((g.to_string(), w));
             }
             // Validated as a whole before anything changes: all or nothing.
-            let split = o.splits.entry(backend.name.clone()).or_default();
-            split.extend(weights);
+            o.set_split(backend, weights, who, "set split");
             Ok(())
         })
         .await;

@@ -247,6 +247,12 @@ pub(super) fn roots(path: &Path, pem: &[u8]) -> Result<rustls::RootCertStore, St
     Ok(store)
 }
 
+/// The CA certificates of a PEM file.
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    roots(path, &pem)
+}
+
 /// The web PKI roots (webpki-roots), for upstream TLS without a `ca`.
 pub(super) fn public_roots() -> rustls::RootCertStore {
     rustls::RootCertStore {

@@ -89,7 +89,7 @@ pub(super) async fn forward(
             Err(Failure::Retry(e)) => {
                 tracing::debug!(server = %server.id, error = %e, "retrying on another server");
                 // A gateway error or a broken connection: the server's failure all the same.
-                balance::outlier::response(&backend, &server, e.status().as_u16());
+                balance::outlier::failed(&backend, &server, e.status().as_u16());
                 tried.push(server);
                 last = Some(e);
             }
@@ -113,7 +113,7 @@ async fn settle(
         Ok(next) => next,
         Err(Failure::Answer(e)) | Err(Failure::Retry(e)) => {
             if e.side() == crate::error::Side::Upstream {
-                balance::outlier::response(&req.backend, server, e.status().as_u16());
+                balance::outlier::failed(&req.backend, server, e.status().as_u16());
             }
             answer(client, conn, req, e, start).await
         }
@@ -342,7 +342,7 @@ pub(super) async fn exchange_with(
                     match retry(req, backend.retry_on.gateway_error, e) {
                         retried @ Failure::Retry(_) => {
                             server.state.count_response(r.status);
-                            server.metrics.upstream.record(sent_at.elapsed());
+                            server.answered(sent_at.elapsed());
                             return Err(retried);
                         }
                         _ => break r,

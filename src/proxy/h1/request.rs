@@ -53,7 +53,7 @@ impl Request {
         start: std::time::Instant,
     ) -> crate::upstream::RequestEnd {
         use crate::access_log::{PendingLog, Upstream};
-        server.metrics.upstream.record(upstream_duration);
+        server.answered(upstream_duration);
         server.state.count_response(status);
         crate::balance::outlier::response(&self.backend, server, status);
         conn.open.listener.responses[crate::state::status_class(status)]
@@ -173,6 +173,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
             &generated_id
         }
     };
+    let trace = headers::traceparent(field(headers, b"traceparent"));
     let log = conn.shared.access_log.as_ref().map(|log| {
         Arc::new(
             LogHead::raw(
@@ -184,6 +185,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
                 path_and_query,
                 std::str::from_utf8(id).unwrap_or("-"),
             )
+            .with_trace(&trace)
             .with_tls(conn.tls.as_ref()),
         )
     });
@@ -228,6 +230,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
         conn.peer.ip(),
         conn.tls.is_some(),
         request_id.is_none().then_some(id),
+        &trace,
     );
     let body = codec::request_framing(&fields);
     if let (Framing::Length(n), max) = (body, conn.opts.max_body) {
@@ -382,6 +385,7 @@ pub(super) fn write_upstream_head(
     client: std::net::IpAddr,
     https: bool,
     new_request_id: Option<&[u8]>,
+    traceparent: &headers::TraceParent,
 ) {
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
@@ -400,7 +404,11 @@ pub(super) fn write_upstream_head(
             put_field(out, name, h.value);
             continue;
         }
-        if hop_by_hop(name, named) || is(name, b"x-forwarded-proto") || is(name, b"x-forwarded-host") {
+        if hop_by_hop(name, named)
+            || is(name, b"x-forwarded-proto")
+            || is(name, b"x-forwarded-host")
+            || is(name, b"traceparent")
+        {
             // gRPC's `te: trailers` is hop-by-hop, yet an HTTP/2 server needs it: said again.
             let trailers = || {
                 h.value
@@ -467,6 +475,7 @@ pub(super) fn write_upstream_head(
     if let Some(id) = new_request_id {
         put_field(out, b"x-request-id", id);
     }
+    put_field(out, b"traceparent", traceparent);
     if fields.upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
     }
