@@ -246,7 +246,7 @@ mod trace_tests {
         ] {
             let fresh = traceparent(Some(bad));
             assert!(valid_traceparent(&fresh));
-            assert_ne!(&fresh[3..35], &bad.get(3..35).unwrap_or(b"")[..]);
+            assert_ne!(&fresh[3..35], bad.get(3..35).unwrap_or(b""));
         }
         let new = traceparent(None);
         assert!(valid_traceparent(&new) && new.ends_with(b"-01"));
