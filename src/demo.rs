@@ -119,6 +119,9 @@ pub async fn run(tls: bool) -> Result<(), String> {
          \x20 echo 'wait 30s group-drained app/blue' | socat -t 35 stdio UNIX-CONNECT:{sock}\n\
          \x20 curl -s --data 'show split app' http://{admin_http}/command\n\
          \x20 curl -s -H 'X-Veer-Admin: 1' --data 'set split app blue=50 green=50' http://{admin_http}/command\n\n\
+         Deploy green with a metric-gated rollout (it rolls back by itself on errors):\n\
+         \x20 cargo run --release -- ctl -s {sock} rollout app --to green --steps 10,50,100 --pause 10s\n\
+         \x20 scripts/zdd.sh --socket {sock} --backend app --from blue --to green --pause 10\n\n\
          Or edit {path} (set blue's weight to 0 and green's to 100) and save: veer\n\
          reloads on save without dropping a request; a typo is reported with its line and\n\
          column and the running config keeps serving. (Runtime changes win over the file\n\

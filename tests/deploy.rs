@@ -291,9 +291,10 @@ async fn a_failing_canary_is_rolled_back_and_blue_serves_cleanly() {
     assert!(!stdout.contains("step 2/4"), "went past the first step:\n{stdout}");
     let show = admin(&sock, "show rollout shop").await;
     assert!(
-        show.contains("rolled-back") && show.contains("error rate 20."),
+        show.contains("rolled-back") && show.contains("verdict: green error rate "),
         "{show}"
     );
+    assert!(show.contains("% > 1% at step 1/4 (10%)"), "{show}");
 
     let split: serde_json::Value = serde_json::from_str(&admin(&sock, "show split shop json").await).unwrap();
     assert_eq!(

@@ -15,6 +15,7 @@ pub mod events;
 mod notify;
 pub mod overlay;
 pub mod rollout;
+pub mod rollout_state;
 mod stop;
 
 use std::net::SocketAddr;
@@ -106,7 +107,7 @@ pub struct Veer {
     /// Cancelled once a new process has taken over the sockets.
     handover: CancellationToken,
     /// Running rollouts' step windows.
-    windows: Arc<rollout::Windows>,
+    windows: Arc<rollout_state::Windows>,
 }
 
 /// Which admin socket a kept descriptor is.

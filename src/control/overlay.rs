@@ -48,7 +48,7 @@ pub struct Overlay {
     pub history: BTreeMap<String, Vec<SplitRecord>>,
     /// backend → its rollout: running, paused, or the last one finished (kept to show).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub rollouts: BTreeMap<String, super::rollout::Rollout>,
+    pub rollouts: BTreeMap<String, super::rollout_state::Rollout>,
 }
 
 /// Splits kept per backend in its history.
@@ -290,7 +290,7 @@ impl Overlay {
             if rollout.is_active() && groups.as_ref() != Some(&rollout.groups) {
                 let reason = "the config changed the backend's groups";
                 notes.push(format!("rollout of backend {b} aborted: {reason}"));
-                rollout.finish(super::rollout::Phase::Aborted, reason);
+                rollout.finish(super::rollout_state::Phase::Aborted, reason);
             }
         }
         (spec, notes)

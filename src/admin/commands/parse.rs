@@ -68,7 +68,7 @@ pub enum Command {
     /// `rollout pause|resume|abort|promote <backend>`.
     RolloutControl {
         backend: String,
-        action: crate::control::rollout::Action,
+        action: crate::control::rollout_state::Action,
     },
     /// `show rollout [<backend>] [json]`.
     ShowRollout(Vec<String>),
@@ -160,7 +160,7 @@ pub fn parse(words: &[&str]) -> Command {
         ["clear", "overlay", rest @ ..] if rest.len() <= 1 => ClearOverlay(first(rest)),
         ["rollout", "start", rest @ ..] => RolloutStart(owned(rest)),
         ["rollout", action @ ("pause" | "resume" | "abort" | "promote"), b] => {
-            use crate::control::rollout::Action;
+            use crate::control::rollout_state::Action;
             RolloutControl {
                 backend: b.to_string(),
                 action: match *action {
@@ -406,7 +406,7 @@ mod tests {
             match words.as_slice() {
                 ["set", "server"] => words.extend(["shop/b1", "state", "ready"]),
                 ["set", "group"] => words = vec!["set", "group", "shop/blue", "state", "ready"],
-                ["show", "split"] => words.push("shop"),
+                ["show", "split" | "history" | "latency"] | ["rollout", "pause"] => words.push("shop"),
                 ["json"] => words.push("help"),
                 _ => {}
             }

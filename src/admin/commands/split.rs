@@ -16,7 +16,7 @@ pub async fn set_split(veer: &Veer, args: &[&str], who: &str) -> Answer {
         .mutate_by(who, move |spec, o| {
             let backend = &spec.backends[backend_index(spec, &b).ok_or("No such backend.")?];
             if let Some(r) = o.rollouts.get(&backend.name).filter(|r| {
-                use crate::control::rollout::Phase;
+                use crate::control::rollout_state::Phase;
                 matches!(r.phase, Phase::Running | Phase::Paused)
             }) {
                 return Err(format!(
