@@ -107,16 +107,17 @@ impl Veer {
     /// `rollout start`: checks the plan, applies its first step, and leaves the rest to the
     /// controller. The answer says what was done.
     pub async fn rollout_start(&self, name: &str, plan: Plan, who: &str) -> Result<String, String> {
-        let (n, who) = (name.to_string(), who.to_string());
+        let (n, by) = (name.to_string(), who.to_string());
         let snap = self.snapshot();
         let r = self
-            .mutate_by(&who.clone(), move |spec, o| {
+            .mutate_by(who, move |spec, o| {
+                let who = by;
                 let name = n;
                 let b = backend(spec, &name)?;
-                if o.rollouts.get(&name).is_some_and(Rollout::is_active) {
+                if let Some(running) = o.rollouts.get(&name).filter(|r| r.is_active()) {
                     return Err(format!(
                         "A rollout of backend '{name}' is already {}; abort it first.",
-                        o.rollouts[&name].phase.as_str()
+                        running.phase.as_str()
                     ));
                 }
                 let group = b
