@@ -52,23 +52,19 @@ pub struct Status {
 
 /// The event line for a rollout's transition.
 pub fn event(backend: &str, r: &Rollout, spec: &Spec, text: &str) -> String {
-    let weights: BTreeMap<String, u32> = spec
+    let groups = spec
         .backends
         .iter()
         .find(|b| b.name == backend)
-        .map(|b| b.groups.iter().map(|g| (g.name.clone(), g.weight)).collect())
-        .unwrap_or_default();
-    let meta = spec
-        .backends
-        .iter()
-        .find(|b| b.name == backend)
-        .and_then(|b| b.groups.iter().find(|g| g.name == r.to))
-        .map(|g| g.meta.clone())
-        .unwrap_or_default();
+        .map(|b| &b.groups[..])
+        .unwrap_or(&[]);
+    let weights: BTreeMap<&str, u32> = groups.iter().map(|g| (g.name.as_str(), g.weight)).collect();
+    let meta = groups.iter().find(|g| g.name == r.to).map(|g| &g.meta);
     json!({
         "time": super::events::now(), "event": "rollout", "backend": backend, "to": r.to,
         "from": r.from_groups(), "phase": r.phase.as_str(), "step": r.step + 1, "steps": r.steps.len(),
-        "percent": r.percent(), "weights": weights, "meta": meta, "who": r.who, "verdict": text,
+        "percent": r.percent(), "weights": weights, "meta": meta.cloned().unwrap_or_default(), "who": r.who,
+        "verdict": text,
     })
     .to_string()
 }

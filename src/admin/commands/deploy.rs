@@ -157,7 +157,7 @@ pub async fn show_rollout(veer: &Veer, args: &[&str]) -> Answer {
                 g.window.requests,
                 g.window.error_rate(),
                 ms(g.window.p99()),
-                meta_text(&g.meta)
+                pairs(&g.meta)
             ));
         }
         out.push_str(&format!(
@@ -254,11 +254,7 @@ pub async fn rollback(veer: &Veer, args: &[&str], who: &str) -> Answer {
                     (weights, format!("rollback to {k}={v} ({})", group.name))
                 }
             };
-            let text = weights
-                .iter()
-                .map(|(g, w)| format!("{g}={w}"))
-                .collect::<Vec<_>>()
-                .join(" ");
+            let text = pairs(&weights);
             o.set_split(backend, weights, &w, &cause);
             Ok(format!("Rolled back {}: {text}.\n", backend.name))
         })
@@ -281,13 +277,13 @@ pub async fn show_history(veer: &Veer, b: &str) -> Answer {
     };
     let mut out = String::new();
     for r in history {
-        let weights = r
-            .weights
-            .iter()
-            .map(|(g, w)| format!("{g}={w}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        out.push_str(&format!("{} {weights} by {} ({})\n", r.time, r.who, r.cause));
+        out.push_str(&format!(
+            "{} {} by {} ({})\n",
+            r.time,
+            pairs(&r.weights),
+            r.who,
+            r.cause
+        ));
     }
     Answer::ok(out)
 }
