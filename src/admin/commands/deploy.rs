@@ -74,8 +74,9 @@ pub async fn rollout_start(veer: &Veer, args: &[&str], who: &str) -> Answer {
     }
 }
 
-fn meta_text(meta: &std::collections::BTreeMap<String, String>) -> String {
-    meta.iter()
+/// `k=v k=v`, as every view prints metadata and splits.
+fn pairs<V: std::fmt::Display>(map: &std::collections::BTreeMap<String, V>) -> String {
+    map.iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
