@@ -85,6 +85,34 @@ async fn flaky(name: &str, every: Arc<AtomicUsize>) -> FakeBackend {
     .await
 }
 
+/// veer (admin socket and state file in its temp dir) in front of backend `shop`: a blue
+/// and a green server answering 500 on 1 in `blue_every` / `green_every` requests (0: never).
+/// Keep `proxy` bound (`proxy: _proxy`): dropping it stops veer and removes the temp dir.
+struct Shop {
+    proxy: Proxy,
+    sock: std::path::PathBuf,
+    addr: SocketAddr,
+    blue: FakeBackend,
+    green: FakeBackend,
+}
+
+async fn shop(blue_every: usize, green_every: usize, extra: &str) -> Shop {
+    let blue = flaky("blue", Arc::new(AtomicUsize::new(blue_every))).await;
+    let green = flaky("green", Arc::new(AtomicUsize::new(green_every))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), blue.addr, green.addr, extra);
+    let sock = dir.path().join("admin.sock");
+    let proxy = Proxy::start_in(dir, &cfg).await;
+    let addr = proxy.addr("web").await;
+    Shop {
+        proxy,
+        sock,
+        addr,
+        blue,
+        green,
+    }
+}
+
 /// Load until `stop`: `keep_alive` clients on pooled connections and `close` clients with a
 /// connection per request. Returns (requests, failures by status or error).
 fn load(
@@ -154,15 +182,15 @@ fn events_of(got: &Mutex<Vec<String>>, kind: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_under_load_fails_no_request_and_drains_blue() {
-    let never = Arc::new(AtomicUsize::new(0));
-    let (blue, green) = (flaky("blue", never.clone()).await, flaky("green", never).await);
     let (hook, got) = receiver().await;
-    let dir = tempfile::tempdir().unwrap();
     let extra = format!("[[notify]]\nurl = \"http://{hook}/hook\"\nevents = [\"rollout\"]\n");
-    let cfg = config(dir.path(), blue.addr, green.addr, &extra);
-    let sock = dir.path().join("admin.sock");
-    let proxy = Proxy::start_in(dir, &cfg).await;
-    let addr = proxy.addr("web").await;
+    let Shop {
+        proxy: _proxy,
+        sock,
+        addr,
+        blue,
+        green,
+    } = shop(0, 0, &extra).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = load(format!("http://{addr}/"), addr, 4, 2, stop.clone());
@@ -250,15 +278,14 @@ async fn a_rollout_under_load_fails_no_request_and_drains_blue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_rolled_back_and_blue_serves_cleanly() {
-    let (blue_every, green_every) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(5)));
-    let (blue, green) = (flaky("blue", blue_every).await, flaky("green", green_every).await);
     let (hook, got) = receiver().await;
-    let dir = tempfile::tempdir().unwrap();
     let extra = format!("[[notify]]\nurl = \"http://{hook}/\"\nformat = \"slack\"\nevents = [\"rollout\"]\n");
-    let cfg = config(dir.path(), blue.addr, green.addr, &extra);
-    let sock = dir.path().join("admin.sock");
-    let proxy = Proxy::start_in(dir, &cfg).await;
-    let addr = proxy.addr("web").await;
+    let Shop {
+        proxy: _proxy,
+        sock,
+        addr,
+        ..
+    } = shop(0, 5, &extra).await;
     let mut events = tokio::net::UnixStream::connect(&sock).await.unwrap();
     events.write_all(b"subscribe\n").await.unwrap();
 
@@ -344,13 +371,12 @@ async fn a_failing_canary_is_rolled_back_and_blue_serves_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_wide_failure_is_not_blamed_on_the_canary() {
-    let (blue_every, green_every) = (Arc::new(AtomicUsize::new(5)), Arc::new(AtomicUsize::new(5)));
-    let (blue, green) = (flaky("blue", blue_every).await, flaky("green", green_every).await);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), blue.addr, green.addr, "");
-    let sock = dir.path().join("admin.sock");
-    let proxy = Proxy::start_in(dir, &cfg).await;
-    let addr = proxy.addr("web").await;
+    let Shop {
+        proxy: _proxy,
+        sock,
+        addr,
+        ..
+    } = shop(5, 5, "").await;
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = load(format!("http://{addr}/"), addr, 3, 0, stop.clone());
     let started = admin(
@@ -424,13 +450,8 @@ async fn a_restarted_veer_resumes_the_rollout_at_its_step_with_its_split() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_history_and_rollback_to_a_build() {
-    let never = Arc::new(AtomicUsize::new(0));
-    let (blue, green) = (flaky("blue", never.clone()).await, flaky("green", never).await);
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), blue.addr, green.addr, "");
-    let sock = dir.path().join("admin.sock");
-    let proxy = Proxy::start_in(dir, &cfg).await;
-    let url = proxy.url("web").await;
+    let Shop { proxy, sock, addr, .. } = shop(0, 0, "").await;
+    let url = format!("http://{addr}");
 
     assert_eq!(
         admin(&sock, "set meta shop/blue deployed_by=alice version=").await,
@@ -505,13 +526,8 @@ async fn a_hanging_webhook_delays_no_admin_command() {
             held.push(s);
         }
     });
-    let never = Arc::new(AtomicUsize::new(0));
-    let (blue, green) = (flaky("blue", never.clone()).await, flaky("green", never).await);
-    let dir = tempfile::tempdir().unwrap();
     let extra = format!("[[notify]]\nurl = \"http://{hang_addr}/\"\ntimeout = \"1h\"\nqueue = 4\n");
-    let cfg = config(dir.path(), blue.addr, green.addr, &extra);
-    let sock = dir.path().join("admin.sock");
-    let proxy = Proxy::start_in(dir, &cfg).await;
+    let Shop { proxy, sock, .. } = shop(0, 0, &extra).await;
     // 100 changes, each one published to a receiver that never answers: every one is
     // answered all the same (a blocked publisher would stop at the first), the queue
     // overflows and is counted.
@@ -632,15 +648,7 @@ async fn trace_context_is_propagated_with_a_new_parent_and_logged() {
 /// Runs scripts/zdd.sh with `shell` against a real veer under load; returns (exit code,
 /// stdout+stderr, the admin socket).
 async fn zdd(shell: &str, green_every: usize) -> (Option<i32>, String, Proxy) {
-    let (blue, green) = (
-        flaky("blue", Arc::new(AtomicUsize::new(0))).await,
-        flaky("green", Arc::new(AtomicUsize::new(green_every))).await,
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), blue.addr, green.addr, "");
-    let sock = dir.path().join("admin.sock");
-    let proxy = Proxy::start_in(dir, &cfg).await;
-    let addr = proxy.addr("web").await;
+    let Shop { proxy, sock, addr, .. } = shop(0, green_every, "").await;
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = load(format!("http://{addr}/"), addr, 3, 0, stop.clone());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/zdd.sh");
