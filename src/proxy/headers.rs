@@ -183,6 +183,16 @@ mod tests {
     }
 }
 
+/// Lowercase hex of `bytes` into `out` (two digits per byte, as many as `out` holds): on
+/// the path of every request (request ids, trace ids), so no shift of a u128 per digit.
+pub fn hex(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[(b >> 4) as usize];
+        pair[1] = HEX[(b & 0xf) as usize];
+    }
+}
+
 /// A W3C `traceparent` value: `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
 pub type TraceParent = [u8; 55];
 
@@ -190,16 +200,8 @@ pub type TraceParent = [u8; 55];
 /// parent id (veer's hop), or a new sampled trace when the client sent none or an invalid
 /// one. Its trace id (`[3..35]`) goes in the access log.
 pub fn traceparent(incoming: Option<&[u8]>) -> TraceParent {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    // Two digits per byte: on the path of every request, so no shifts of a u128 per digit.
-    fn hex(out: &mut [u8], bytes: &[u8]) {
-        for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-            pair[0] = HEX[(b >> 4) as usize];
-            pair[1] = HEX[(b & 0xf) as usize];
-        }
-    }
     let mut out: TraceParent = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    match incoming.filter(|v| valid_traceparent(v)) {
+    match incoming.map(<[u8]>::trim_ascii).filter(|v| valid_traceparent(v)) {
         Some(v) => {
             out[3..35].copy_from_slice(&v[3..35]);
             out[53..55].copy_from_slice(&v[53..55]);
@@ -212,19 +214,18 @@ pub fn traceparent(incoming: Option<&[u8]>) -> TraceParent {
 
 /// Version 00 (or a later one, read as 00), lowercase hex, neither id all zeros.
 fn valid_traceparent(v: &[u8]) -> bool {
-    let v = v.trim_ascii();
-    let hex = |b: &[u8]| b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    let lower_hex = |b: &[u8]| b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
     (v.len() == 55 || (v.len() > 55 && v[55] == b'-' && v[..2] != *b"00"))
         && v[2] == b'-'
         && v[35] == b'-'
         && v[52] == b'-'
-        && hex(&v[..2])
+        && lower_hex(&v[..2])
         && v[..2] != *b"ff"
-        && hex(&v[3..35])
+        && lower_hex(&v[3..35])
         && v[3..35].iter().any(|c| *c != b'0')
-        && hex(&v[36..52])
+        && lower_hex(&v[36..52])
         && v[36..52].iter().any(|c| *c != b'0')
-        && hex(&v[53..55])
+        && lower_hex(&v[53..55])
 }
 
 #[cfg(test)]

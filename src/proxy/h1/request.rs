@@ -165,11 +165,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
     let id: &[u8] = match request_id {
         Some(id) => id,
         None => {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            let n = fastrand::u128(..);
-            for (i, d) in generated_id.iter_mut().enumerate() {
-                *d = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
-            }
+            headers::hex(&mut generated_id, &fastrand::u128(..).to_be_bytes());
             &generated_id
         }
     };
