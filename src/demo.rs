@@ -109,6 +109,7 @@ pub async fn run(tls: bool) -> Result<(), String> {
     let admin_http = veer.admin_http_addr().map(|a| a.to_string()).unwrap_or_default();
     println!(
         "veer demo is running.\n\n\
+         Watch it in a browser (the split, every server, live): http://{admin_http}/\n\n\
          Try it:\n  for i in $(seq 10); do curl -s http://{web}/; done\n\n\
          Traffic is split between the blue and green versions by group weight (80/20).\n\n\
          Shift it at runtime through the admin socket (atomic, HAProxy-compatible):\n\

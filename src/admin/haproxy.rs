@@ -197,19 +197,32 @@ pub fn server_status(
     now: u64,
 ) -> std::borrow::Cow<'static, str> {
     use std::borrow::Cow;
-    let check = &s.state.check;
-    let moving = check.streak();
     match s.admin {
         AdminState::Maint => Cow::Borrowed("MAINT"),
         AdminState::Drain => Cow::Borrowed("DRAIN"),
-        AdminState::Ready if s.state.is_ejected(now) => Cow::Borrowed("DOWN"),
-        AdminState::Ready => match health.filter(|_| check.running.load(Relaxed)) {
-            Some(h) if check.is_down() && moving > 0 => Cow::Owned(format!("DOWN {moving}/{}", h.rise)),
-            Some(_) if check.is_down() => Cow::Borrowed("DOWN"),
-            Some(h) if moving > 0 => Cow::Owned(format!("UP {}/{}", h.fall - moving, h.fall)),
-            _ if health.is_none() => Cow::Borrowed("no check"),
-            _ => Cow::Borrowed("UP"),
-        },
+        AdminState::Ready => health_status(s, health, now),
+    }
+}
+
+/// The health half of [`server_status`], whatever the admin state: `DOWN` while ejected by
+/// passive health, else what the checks say (`UP`, `DOWN`, `UP 2/3`, `DOWN 1/2`, `no check`).
+pub fn health_status(
+    s: &Server,
+    health: Option<&crate::config::HealthSpec>,
+    now: u64,
+) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow;
+    let check = &s.state.check;
+    let moving = check.streak();
+    if s.state.is_ejected(now) {
+        return Cow::Borrowed("DOWN");
+    }
+    match health.filter(|_| check.running.load(Relaxed)) {
+        Some(h) if check.is_down() && moving > 0 => Cow::Owned(format!("DOWN {moving}/{}", h.rise)),
+        Some(_) if check.is_down() => Cow::Borrowed("DOWN"),
+        Some(h) if moving > 0 => Cow::Owned(format!("UP {}/{}", h.fall - moving, h.fall)),
+        _ if health.is_none() => Cow::Borrowed("no check"),
+        _ => Cow::Borrowed("UP"),
     }
 }
 

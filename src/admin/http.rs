@@ -1,9 +1,10 @@
 //! The admin HTTP listener (loopback by default): `/live`, `/ready`, the stats CSV at
-//! `/haproxy?stats;csv` (what zero-downtime-deploy scripts poll), `/metrics`, and
-//! `POST /command` running the same dispatcher as the socket, guarded against web pages
-//! (see [`command`]). The probe listener is the same server with only `/live`, `/ready` and
-//! `/metrics`. Both close connections that do not send their headers within
-//! `[admin] session_timeout`.
+//! `/haproxy?stats;csv` (what zero-downtime-deploy scripts poll), `/metrics`, the status
+//! page at `/` (and `/haproxy?stats`) with its `/events` stream and `/status.json`
+//! (`status`), and `POST /command` running the same dispatcher as the socket, guarded
+//! against web pages (see [`command`]). The probe listener is the same server with only
+//! `/live`, `/ready` and `/metrics`. Both close connections that do not send their headers
+//! within `[admin] session_timeout`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,7 +12,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -20,6 +22,7 @@ use tokio::net::TcpListener;
 use super::commands::{execute, is_read_only, Answer, Peer, Reply};
 use super::haproxy::{self, StatFilter};
 use super::socket::{split_commands, MAX_LINE};
+use super::status::{self, Feed};
 use crate::control::Veer;
 
 /// What an HTTP admin listener serves.
@@ -31,9 +34,14 @@ pub enum Role {
     Probe,
 }
 
+/// Every admin HTTP answer: a whole body, or the `/events` stream.
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
 struct Ctx {
     veer: Veer,
     role: Role,
+    /// The status page's pictures (admin role only).
+    feed: Option<Arc<Feed>>,
     /// This listener's own address: the only Host (besides `localhost`) a mutating
     /// command may name.
     local: SocketAddr,
@@ -42,7 +50,20 @@ struct Ctx {
 pub async fn serve(listener: TcpListener, veer: Veer, role: Role) {
     let Ok(local) = listener.local_addr() else { return };
     let header_timeout = veer.snapshot().spec.admin.session_timeout;
-    let ctx = Arc::new(Ctx { veer, role, local });
+    let feed = match &role {
+        Role::Admin { token } => {
+            let feed = Feed::new(token.is_some());
+            tokio::spawn(feed.clone().run(veer.clone()));
+            Some(feed)
+        }
+        Role::Probe => None,
+    };
+    let ctx = Arc::new(Ctx {
+        veer,
+        role,
+        local,
+        feed,
+    });
     loop {
         let (stream, peer) = tokio::select! {
             _ = ctx.veer.shared.shutdown.cancelled() => return,
@@ -80,15 +101,15 @@ pub async fn serve(listener: TcpListener, veer: Veer, role: Role) {
     }
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
+fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed_unsync());
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     r
 }
 
-async fn handle(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     let veer = &ctx.veer;
     let probe = matches!(ctx.role, Role::Probe);
@@ -117,8 +138,63 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response
             "text/plain; charset=utf-8",
         ),
         (&Method::POST, "/command") => command(ctx, req, peer).await,
+        (&Method::GET, "/" | "/haproxy" | "/events" | "/status.json") => page(ctx, &req).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n", PLAIN),
     }
+}
+
+/// The status page and what it reads. Without a token the listener is loopback-only, and
+/// a Host that names neither it nor `localhost` is refused: that is DNS rebinding, a
+/// foreign page reading the picture as if same-origin.
+async fn page(ctx: &Ctx, req: &Request<Incoming>) -> Response<Body> {
+    let (Role::Admin { token }, Some(feed)) = (&ctx.role, &ctx.feed) else {
+        return text(StatusCode::NOT_FOUND, "not found\n", "text/plain; charset=utf-8");
+    };
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    if token.is_none() && !host.is_some_and(|h| own_name(h, ctx.local)) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "Forbidden: the status page answers to Host localhost or this listener's address.\n",
+            "text/plain; charset=utf-8",
+        );
+    }
+    let mut r = match req.uri().path() {
+        "/events" => {
+            let frames = status::events(ctx.veer.clone(), feed.clone());
+            let body = StreamBody::new(futures_util::StreamExt::map(frames, |b| {
+                Ok::<_, Infallible>(hyper::body::Frame::data(b))
+            }));
+            let mut r = Response::new(BodyExt::boxed_unsync(body));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/event-stream"),
+            );
+            r
+        }
+        "/status.json" => text(StatusCode::OK, feed.current().await.to_string(), "application/json"),
+        _ => {
+            let mut r = text(StatusCode::OK, status::PAGE, "text/html; charset=utf-8");
+            // Inline script and style only, talking to this listener only; never framed
+            // (the actions must not be clickjacked).
+            r.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                header::HeaderValue::from_static(
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                     connect-src 'self'; img-src data:; frame-ancestors 'none'; form-action 'none'",
+                ),
+            );
+            r.headers_mut()
+                .insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+            r
+        }
+    };
+    let headers = r.headers_mut();
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// `POST /command`. A web page can make a browser send a "simple" cross-origin POST (and
@@ -128,7 +204,11 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response
 /// listener or `localhost`. A foreign `Origin` is refused outright. Without a token,
 /// read-only commands (`show …`, `get …`, `help`, `wait …`) stay open (the listener is
 /// loopback-only then); with one, every command needs it.
-async fn command(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+///
+/// A state-changing command from a browser (it sends `Origin`, or `Sec-Fetch-Mode`) —
+/// the status page's actions — needs the token in every case, and is refused with 403
+/// without it: the page is read-only unless `token_file` is set.
+async fn command(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     let Role::Admin { token } = &ctx.role else {
         return text(StatusCode::NOT_FOUND, "not found\n", PLAIN);
@@ -148,6 +228,7 @@ async fn command(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Respons
             );
         }
     }
+    let browser = headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-mode");
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -187,6 +268,17 @@ async fn command(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Respons
         r
     };
     match token {
+        _ if browser && mutating && !authorized => {
+            return text(
+                StatusCode::FORBIDDEN,
+                if token.is_some() {
+                    "Forbidden: actions need the admin token.\n"
+                } else {
+                    "Forbidden: actions from a browser need [admin] token_file; without it the status page is read-only.\n"
+                },
+                PLAIN,
+            )
+        }
         Some(_) if !authorized => return unauthorized(),
         None if mutating && !marked => {
             return text(
@@ -232,16 +324,27 @@ async fn command(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Respons
 /// without a preflight, which veer never answers).
 pub const ADMIN_HEADER: &str = "x-veer-admin";
 
-/// True when `host` (a Host header, or an Origin without its scheme) names `local`:
-/// `localhost` or the listener's IP, with the listener's port or none.
-fn own_host(host: &str, local: SocketAddr) -> bool {
-    let (name, port) = match host.rsplit_once(':') {
+/// `host` (a Host header, or an Origin without its scheme) as name and port.
+fn host_port(host: &str) -> (&str, Option<&str>) {
+    match host.rsplit_once(':') {
         Some((n, p)) if !n.ends_with(':') && p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => (n, Some(p)),
         _ => (host, None),
-    };
+    }
+}
+
+/// True when `host` names `local`: `localhost` or the listener's IP, with the listener's
+/// port or none.
+fn own_host(host: &str, local: SocketAddr) -> bool {
+    let (_, port) = host_port(host);
+    own_name(host, local) && port.is_none_or(|p| p.parse::<u16>().ok() == Some(local.port()))
+}
+
+/// True when `host`'s name (any port: a tunnel may forward another) is `localhost` or the
+/// listener's IP.
+fn own_name(host: &str, local: SocketAddr) -> bool {
+    let (name, _) = host_port(host);
     let ip = name.trim_start_matches('[').trim_end_matches(']');
-    let named = name.eq_ignore_ascii_case("localhost") || ip.parse::<std::net::IpAddr>().ok() == Some(local.ip());
-    named && port.is_none_or(|p| p.parse::<u16>().ok() == Some(local.port()))
+    name.eq_ignore_ascii_case("localhost") || ip.parse::<std::net::IpAddr>().ok() == Some(local.ip())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod ctl;
 pub mod haproxy;
 pub mod http;
 pub mod socket;
+pub mod status;
 
 use crate::control::Veer;
 

@@ -48,6 +48,25 @@ impl Server {
     }
 }
 
+impl Backend {
+    /// Each group's share of new traffic in percent, in group order: its weight over the
+    /// weights of the groups with a server that can take traffic (0 for one without).
+    pub fn shares(&self, now: u64) -> Vec<f64> {
+        let open = |g: &Group| g.servers.iter().any(|s| s.usable() && s.state.available(now));
+        let total: u32 = self.groups.iter().filter(|g| open(g)).map(|g| g.weight).sum();
+        self.groups
+            .iter()
+            .map(|g| {
+                if total == 0 || !open(g) {
+                    0.0
+                } else {
+                    g.weight as f64 * 100.0 / total as f64
+                }
+            })
+            .collect()
+    }
+}
+
 /// What one pick needs besides the servers: the algorithm, the time, the slow-start ramp
 /// when some server of the backend is in it (0 otherwise: picks then never look).
 #[derive(Clone, Copy)]

@@ -165,13 +165,18 @@ impl Reading {
     pub fn of(group: &crate::snapshot::Group) -> Reading {
         let mut r = Reading::default();
         for s in &group.servers {
-            let st = &s.state;
-            let failures = st.failures.load(Relaxed) + st.connect_failures.load(Relaxed);
-            r.requests += st.responses.iter().map(|c| c.load(Relaxed)).sum::<u64>() + failures;
-            r.errors += st.responses[4].load(Relaxed) + failures;
-            r.latency.add(&st.latency.read());
+            r.add(&Reading::of_server(&s.state));
         }
         r
+    }
+
+    pub fn of_server(st: &crate::state::ServerState) -> Reading {
+        let failures = st.failures.load(Relaxed) + st.connect_failures.load(Relaxed);
+        Reading {
+            requests: st.responses.iter().map(|c| c.load(Relaxed)).sum::<u64>() + failures,
+            errors: st.responses[4].load(Relaxed) + failures,
+            latency: st.latency.read(),
+        }
     }
 
     pub fn since(&self, earlier: &Reading) -> Reading {

@@ -262,6 +262,11 @@ impl ServerState {
         }
     }
 
+    /// The `now_ms()` drain deadline; 0 when not draining.
+    pub fn drain_deadline(&self) -> u64 {
+        self.drain_until.load(Relaxed)
+    }
+
     /// True while a draining server is still within its drain deadline.
     pub fn drain_pending(&self, now: u64) -> bool {
         self.drain_until.load(Relaxed) > now

@@ -83,7 +83,7 @@ fn pairs<V: std::fmt::Display>(map: &std::collections::BTreeMap<String, V>) -> S
 }
 
 /// One rollout as JSON (what `veer ctl rollout` follows).
-fn status_json(s: &Status) -> serde_json::Value {
+pub fn rollout_json(s: &Status) -> serde_json::Value {
     let r = &s.rollout;
     let groups: Vec<_> = s
         .groups
@@ -117,7 +117,7 @@ pub async fn show_rollout(veer: &Veer, args: &[&str]) -> Answer {
     }
     let all = veer.rollout_status(only).await;
     if json {
-        let v: Vec<_> = all.iter().map(status_json).collect();
+        let v: Vec<_> = all.iter().map(rollout_json).collect();
         return Answer::ok(format!(
             "{}\n",
             if only.is_some() { json!(v.first()) } else { json!(v) }

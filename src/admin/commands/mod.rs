@@ -19,6 +19,7 @@ mod split;
 mod wait;
 
 pub use answer::{Answer, Peer, Reply};
+pub use deploy::rollout_json;
 pub use parse::{parse, Command};
 
 use super::haproxy;

@@ -18,19 +18,10 @@ pub fn show_split(snap: &Snapshot, b: &str, rest: &[&str]) -> Answer {
     let backend = &snap.backends[bi];
     let spec = &snap.spec.backends[bi];
     let now = now_ms();
-    let total: u32 = backend
-        .groups
-        .iter()
-        .filter(|g| g.servers.iter().any(|s| s.usable() && s.state.available(now)))
-        .map(|g| g.weight)
-        .sum();
+    let shares = backend.shares(now);
     let share = |g: &crate::snapshot::Group| {
-        let available = g.servers.iter().any(|s| s.usable() && s.state.available(now));
-        if total == 0 || !available {
-            0.0
-        } else {
-            g.weight as f64 * 100.0 / total as f64
-        }
+        let i = backend.groups.iter().position(|x| std::ptr::eq(x, g));
+        i.and_then(|i| shares.get(i).copied()).unwrap_or(0.0)
     };
     let health = |s: &Server| if s.state.available(now) { "up" } else { "down" };
     let state = |s: &Server| s.admin.as_str();
