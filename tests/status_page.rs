@@ -302,6 +302,32 @@ async fn actions_need_the_token_are_clicked_and_audited_like_socket_commands() {
     browser
         .ok(json!({"op": "wait", "servers": {"shop/b1": "drain"}, "timeout_ms": 2000}))
         .await;
+    // The split editor, then a rollout paused and aborted from its panel.
+    let a = browser
+        .ok(json!({"op": "split", "backend": "shop", "weights": {"blue": 900, "green": 100}}))
+        .await;
+    assert_eq!(a["class"], "ok", "{a}");
+    assert!(admin_line(&p, "show split shop")
+        .await
+        .contains("blue            900  90.0%"));
+    let started = admin_line(&p, "rollout start shop to green steps 50,100 pause 1h min-requests 1").await;
+    assert!(started.starts_with("Rollout of shop to green started"), "{started}");
+    let seen = browser
+        .ok(json!({"op": "wait", "shares": {"blue": 50, "green": 50}, "timeout_ms": 2000}))
+        .await;
+    let rollout = &seen["dom"]["rollouts"][0];
+    assert_eq!(
+        (&rollout["backend"], &rollout["phase"]),
+        (&json!("shop"), &json!("running")),
+        "{seen}"
+    );
+    assert!(rollout["text"].as_str().unwrap().contains("step 1/2 (50%)"), "{seen}");
+    for (click, phase) in [("rollout pause shop", "paused"), ("rollout abort shop", "aborted")] {
+        let a = browser.ok(json!({"op": "click", "action": click})).await;
+        assert_eq!(a["class"], "ok", "{a}");
+        let shown = admin_line(&p, "show rollout shop").await;
+        assert!(shown.starts_with(&format!("shop: {phase}")), "{shown}");
+    }
     // The same command over the socket, for comparison: both are in the audit log, the same way.
     assert_eq!(admin_line(&p, "set server shop/b2 state maint").await, "");
     let clicked = browser

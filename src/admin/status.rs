@@ -363,3 +363,51 @@ pub fn events(veer: Veer, feed: Arc<Feed>) -> impl futures_util::Stream<Item = B
         Some((next, st))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at: Instant, ptr: usize, requests: u64, errors: u64) -> Sample {
+        let reading = Reading {
+            requests,
+            errors,
+            ..Reading::default()
+        };
+        Sample {
+            at,
+            servers: HashMap::from([(Arc::from("b/s"), (ptr, reading))]),
+        }
+    }
+
+    #[test]
+    fn rates_are_over_the_last_second_and_the_window_over_what_is_kept() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut h = History::default();
+        for (ms, requests) in [(0, 100), (1000, 150), (1200, 160), (2000, 250)] {
+            h.keep(sample(at(ms), 1, requests, 0));
+        }
+        // 1200 came too soon after 1000 to be kept.
+        assert_eq!(h.0.len(), 3);
+        let now = sample(at(2500), 1, 300, 5);
+        let f = h.figures(&now, "b/s").unwrap_or_else(|| panic!("figures"));
+        // The newest kept reading at least 0.9 s older is the one at 1000: 150 in 1.5 s.
+        let (rate, secs) = f.rate.unwrap_or_else(|| panic!("rate"));
+        assert_eq!((rate.requests, rate.errors, secs), (150, 5, 1.5));
+        assert_eq!(f.window.map(|w| w.requests), Some(200));
+        assert!(h.figures(&now, "b/other").is_none());
+        // A recreated server (another state) has no rate until it has a history.
+        let recreated = sample(at(2500), 2, 3, 0);
+        let f = h.figures(&recreated, "b/s").unwrap_or_else(|| panic!("figures"));
+        assert!(f.rate.is_none() && f.window.is_none());
+        // After a pause with no page open, the old readings are forgotten.
+        h.keep(sample(at(10_000), 1, 900, 0));
+        assert_eq!(h.0.len(), 1);
+        // Readings older than the window go.
+        for s in 11..=22 {
+            h.keep(sample(at(s * 1000), 1, 900, 0));
+        }
+        assert!(h.0.front().is_some_and(|s| at(22_000).duration_since(s.at) <= WINDOW));
+    }
+}

@@ -5,6 +5,7 @@
 //                                                wait until the DOM shows them (no reload)
 //   {"op":"token","value":T}                      type the admin token
 //   {"op":"click","action":LINE}                  click the button that runs LINE, await its answer
+//   {"op":"split","backend":B,"weights":{group:w}} set the split through the page's editor
 //   {"op":"fetch","line":LINE,"headers":{…}}      POST /command from the page's script
 //   {"op":"screenshot","path":P}                  save a PNG of the whole page
 //   {"op":"quit"}
@@ -31,6 +32,7 @@ const reading = () => page.evaluate(() => ({
   })),
   shares: Object.fromEntries([...document.querySelectorAll(".bar div[data-group]")].map((d) => [d.dataset.group, Number(d.dataset.share)])),
   buttons: [...document.querySelectorAll("button[data-action]")].map((b) => b.dataset.action),
+  rollouts: [...document.querySelectorAll("[data-rollout]")].map((d) => ({ backend: d.dataset.rollout, phase: d.querySelector(".phase").textContent, text: d.textContent.replace(/\s+/g, " ").trim() })),
   readonly: !document.getElementById("readonly").hidden,
   result: document.getElementById("result").textContent,
 }));
@@ -62,6 +64,16 @@ async function handle(cmd) {
       return {};
     case "click": {
       await page.click(`button[data-action="${cmd.action}"]`);
+      await page.waitForFunction(() => !document.getElementById("result").textContent.endsWith("…"), null, { timeout: 10000 });
+      return { class: await page.getAttribute("#result", "class") };
+    }
+    case "split": {
+      // The split editor: open it from the backend's button, type the weights, apply.
+      await page.click(`button[data-split="${cmd.backend}"]`);
+      for (const [group, weight] of Object.entries(cmd.weights)) {
+        await page.fill(`#editor-groups input[data-group="${group}"]`, String(weight));
+      }
+      await page.click("#editor-apply");
       await page.waitForFunction(() => !document.getElementById("result").textContent.endsWith("…"), null, { timeout: 10000 });
       return { class: await page.getAttribute("#result", "class") };
     }
