@@ -7,6 +7,7 @@
 //   {"op":"click","action":LINE}                  click the button that runs LINE, await its answer
 //   {"op":"split","backend":B,"weights":{group:w}} set the split through the page's editor
 //   {"op":"fetch","line":LINE,"headers":{…}}      POST /command from the page's script
+//   {"op":"sleep","ms":N}                         let the page run (screenshots)
 //   {"op":"screenshot","path":P}                  save a PNG of the whole page
 //   {"op":"quit"}
 // Every answer carries the page's DOM reading: rows (data-server/state/health), shares,
@@ -84,6 +85,9 @@ async function handle(cmd) {
         const r = await fetch("command", { method: "POST", headers, body: line });
         return { status: r.status, text: await r.text() };
       }, { line: cmd.line, headers: cmd.headers || {} });
+    case "sleep":
+      await page.waitForTimeout(cmd.ms);
+      return {};
     case "screenshot":
       await page.screenshot({ path: cmd.path, fullPage: true });
       return {};
