@@ -22,6 +22,7 @@ meta = (out / "meta.txt").read_text() if (out / "meta.txt").exists() else ""
 LABEL = {
     "direct": "direct to a backend",
     "veer-http": "veer http",
+    "veer-pages": "veer http, status pages open",
     "haproxy-http": "HAProxy http",
     "nginx-proxy": "nginx proxy",
     "veer-tcp": "veer tcp (L4)",
@@ -33,7 +34,7 @@ LABEL = {
     "haproxy-https": "HAProxy https (TLS 1.3)",
 }
 # Which HAProxy row each target is compared with.
-VS = {"veer-http": "haproxy-http", "nginx-proxy": "haproxy-http", "haproxy-http": "haproxy-http",
+VS = {"veer-http": "haproxy-http", "veer-pages": "haproxy-http", "nginx-proxy": "haproxy-http", "haproxy-http": "haproxy-http",
       "veer-tcp": "haproxy-tcp", "haproxy-tcp": "haproxy-tcp",
       "veer-h2c": "haproxy-h2c", "nginx-h2c": "haproxy-h2c", "haproxy-h2c": "haproxy-h2c",
       "veer-https": "haproxy-https", "haproxy-https": "haproxy-https"}
@@ -45,6 +46,7 @@ MODES = {
     "capped": "HTTP/1.1 keep-alive, every proxy capped at the same share of one core (proxy-bound)",
     "tls": "HTTPS keep-alive (TLS 1.3, ECDSA P-256), both capped at the same share of one core",
     "tlsnew": "HTTPS, a new TLS handshake per request (Connection: close), both capped at the same share of one core",
+    "pages": "HTTP/1.1 keep-alive with status pages open (PAGES /events streams) against without",
 }
 
 
@@ -118,6 +120,14 @@ for mode, title in MODES.items():
               f"{fmt(rr)} | {fmt(pr)} | {fmt(cr)} | {', '.join(f'{x:.2f}' for x in per) or '—'} |")
             if t.startswith("veer") and rr is not None:
                 chart.append((f"{mode} {LABEL[t].split()[1]} c{c}", rr, cr))
+        if mode == "pages":
+            # The page's own cost: veer with pages open against veer without, same rounds.
+            rr, per = same_round(rows, "veer-pages", "veer-http", "rps")
+            cr, _ = same_round(rows, "veer-pages", "veer-http", "cpu_s_per_100k")
+            pr, _ = same_round(rows, "veer-pages", "veer-http", "p99_ms")
+            p("")
+            p(f"veer with pages open / veer without, c={c}: req/s {fmt(rr)} "
+              f"(per round {', '.join(f'{x:.2f}' for x in per) or '—'}), CPU/req {fmt(cr)}, p99 {fmt(pr)}.")
     p("")
 
 if mem:

@@ -7,7 +7,9 @@
 #      connection per request (50 conns), 1 MiB responses (10 conns, MB/s), h2c with h2load
 #      -c50 -m10, keep-alive with every proxy capped at CAP % of a core (default 50, cgroup v1
 #      cpu quota), and HTTPS (TLS 1.3, ECDSA P-256, resumption unused) keep-alive and one
-#      handshake per request, veer against HAProxy, both capped the same way,
+#      handshake per request, veer against HAProxy, both capped the same way; and `pages`
+#      (not in the default): keep-alive against veer with PAGES (default 10) status-page event
+#      streams open (curl -N /events on the load core), beside veer and HAProxy without,
 #      IDLE_CONNS (default 2000), OUT (default loadtest/out), VEER_BIN (default: build release into
 #      LOADTEST_TARGET_DIR, default <repo>/target/loadtest), SKIP_MEM=1, SKIP_LOAD=1.
 set -euo pipefail
@@ -21,6 +23,8 @@ CONNS="${CONNS:-50 200}"
 MODES="${MODES:-keepalive close big h2c capped tls tlsnew}"
 CAP="${CAP:-50}"
 IDLE_CONNS="${IDLE_CONNS:-2000}"
+PAGES="${PAGES:-10}"
+PAGE_PIDS=()
 PROXY_CORE=0
 LOAD_CORE=1
 
@@ -212,7 +216,7 @@ stop_nginx_proxy() { [ -z "$NGINX_PID" ] || stop_pid "$NGINX_PID"; NGINX_PID="";
 # target -> port; target -> PIDs whose CPU/RSS count as "the proxy"
 port_of() {
     case "$1" in
-        direct) echo 9001 ;; veer-http | veer-h2c) echo 8100 ;; veer-tcp) echo 8101 ;; veer-https) echo 8102 ;;
+        direct) echo 9001 ;; veer-http | veer-h2c | veer-pages) echo 8100 ;; veer-tcp) echo 8101 ;; veer-https) echo 8102 ;;
         haproxy-http) echo 8200 ;; haproxy-tcp) echo 8201 ;; haproxy-h2c) echo 8202 ;; haproxy-https) echo 8203 ;;
         nginx-proxy) echo 8300 ;; nginx-h2c) echo 8301 ;;
     esac
@@ -230,19 +234,39 @@ targets_of() {
     case "$1" in
         keepalive) echo "direct veer-http haproxy-http nginx-proxy veer-tcp haproxy-tcp" ;;
         close | capped) echo "veer-http haproxy-http nginx-proxy" ;;
+        pages) echo "veer-http veer-pages haproxy-http" ;;
         big) echo "direct veer-http haproxy-http nginx-proxy" ;;
         h2c) echo "veer-h2c haproxy-h2c nginx-h2c" ;;
         tls | tlsnew) echo "veer-https haproxy-https" ;;
     esac
 }
 conns_of() {
-    case "$1" in keepalive | capped) echo "$CONNS" ;; close | h2c | tls | tlsnew) echo 50 ;; big) echo 10 ;; esac
+    case "$1" in keepalive | capped) echo "$CONNS" ;; close | h2c | tls | tlsnew | pages) echo 50 ;; big) echo 10 ;; esac
 }
 start_target() {
     case "$1" in veer-*) start_veer ;; haproxy-*) start_haproxy ;; nginx-proxy) start_nginx_proxy ;; esac
 }
 stop_target() {
     case "$1" in veer-*) stop_veer ;; haproxy-*) stop_haproxy ;; nginx-proxy) stop_nginx_proxy ;; esac
+}
+
+# PAGES status pages, as far as veer can tell: each an open /events stream read by curl on
+# the load core (a browser would add its own CPU there, not veer's).
+open_pages() { # file-prefix
+    local i
+    PAGE_PIDS=()
+    for i in $(seq "$PAGES"); do
+        taskset -c "$LOAD_CORE" curl -sN "http://127.0.0.1:8109/events" > "$1-page$i.txt" 2>/dev/null &
+        PAGE_PIDS+=($!)
+        PIDS+=($!)
+    done
+    sleep 1
+}
+close_pages() { # file-prefix
+    local pid
+    for pid in "${PAGE_PIDS[@]}"; do stop_pid "$pid"; done
+    PAGE_PIDS=()
+    log "  $PAGES pages got $(cat "$1"-page*.txt | grep -c '^event: snapshot') pictures in all"
 }
 
 # utime+stime (fields 14, 15 of /proc/PID/stat) summed over PIDs, in clock ticks.
@@ -340,6 +364,7 @@ if [ -z "${SKIP_LOAD:-}" ]; then
                     pids=$(pids_of "$target")
                     for p in $pids; do kill -0 "$p" 2>/dev/null || die "$target (pid $p) died; see $OUT/logs/"; done
                     f="$OUT/wrk/${mode}-c${c}-r${round}-${target}.txt"
+                    [ "$target" = veer-pages ] && open_pages "${f%.txt}"
                     # shellcheck disable=SC2086
                     cpu0=$([ -n "$pids" ] && cpu_ticks $pids || echo 0)
                     read -r b0 t0 < <(core_jiffies "$PROXY_CORE")
@@ -354,6 +379,7 @@ if [ -z "${SKIP_LOAD:-}" ]; then
                     read -r b1b t1b < <(core_jiffies "$LOAD_CORE")
                     # shellcheck disable=SC2086
                     cpu1=$([ -n "$pids" ] && cpu_ticks $pids || echo 0)
+                    [ "$target" = veer-pages ] && close_pages "${f%.txt}"
 
                     if [ "$mode" = h2c ]; then
                         rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$f")
