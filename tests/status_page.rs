@@ -232,7 +232,51 @@ async fn the_open_page_shows_every_server_and_follows_split_and_drain_live() {
     // Drain is told by its word and its colour.
     assert_ne!(r[0]["colour"], r[1]["colour"], "{seen}");
     assert_eq!(seen["dom"]["live"], "on");
+
     browser.quit().await;
+
+    // A dropped stream reconnects by itself: the page, opened through a relay, sees its
+    // connection cut, says so, comes back live on its own and follows changes again.
+    let (relay, cut) = relay(admin).await;
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let opened = browser
+        .ok(json!({"op": "open", "url": format!("http://{relay}/")}))
+        .await;
+    let loaded = opened["dom"]["loaded"].clone();
+    cut.notify_waiters();
+    browser.ok(json!({"op": "live", "value": "off"})).await;
+    browser.ok(json!({"op": "live", "value": "on"})).await;
+    assert_eq!(admin_line(&p, "set server shop/b1 state ready").await, "");
+    let back = browser
+        .ok(json!({"op": "wait", "servers": {"shop/b1": "ready"}, "timeout_ms": 2000}))
+        .await;
+    assert_eq!(back["dom"]["loaded"], loaded, "{back}");
+    assert_eq!(back["navigations"], 1, "{back}");
+    browser.quit().await;
+}
+
+/// A TCP relay to `to`; notifying the `Notify` cuts every connection open through it.
+async fn relay(to: SocketAddr) -> (SocketAddr, Arc<tokio::sync::Notify>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, cut) = (listener.local_addr().unwrap(), Arc::new(tokio::sync::Notify::new()));
+    let c = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let cut = c.clone();
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    _ = cut.notified() => {}
+                }
+            });
+        }
+    });
+    (addr, cut)
 }
 
 /// One admin socket line, its answer trimmed.

@@ -7,6 +7,7 @@
 //   {"op":"click","action":LINE}                  click the button that runs LINE, await its answer
 //   {"op":"split","backend":B,"weights":{group:w}} set the split through the page's editor
 //   {"op":"fetch","line":LINE,"headers":{…}}      POST /command from the page's script
+//   {"op":"live","value":"on"|"off"}             wait until the page is live / reconnecting
 //   {"op":"sleep","ms":N}                         let the page run (screenshots)
 //   {"op":"screenshot","path":P}                  save a PNG of the whole page
 //   {"op":"quit"}
@@ -85,6 +86,10 @@ async function handle(cmd) {
         const r = await fetch("command", { method: "POST", headers, body: line });
         return { status: r.status, text: await r.text() };
       }, { line: cmd.line, headers: cmd.headers || {} });
+    case "live":
+      // Waits until the page says it is live ("on") or reconnecting ("off").
+      await page.waitForFunction((w) => document.getElementById("live").className === w, cmd.value, { timeout: 15000 });
+      return {};
     case "sleep":
       await page.waitForTimeout(cmd.ms);
       return {};
