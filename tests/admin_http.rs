@@ -170,9 +170,15 @@ async fn live_ready_and_unknown_paths() {
         body(&metrics)
     );
 
-    for path in ["/nope", "/", "/haproxy", "/haproxy?stats", "/command", "/live/x"] {
+    for path in ["/nope", "/command", "/live/x", "/events/x"] {
         let a = get(&c, &format!("{base}{path}"), &[]).await.unwrap();
         assert_eq!(a.status, 404, "GET {path}: {a:?}");
+    }
+    // The status page (issue 24), at HAProxy's stats address too.
+    for path in ["/", "/haproxy", "/haproxy?stats"] {
+        let a = get(&c, &format!("{base}{path}"), &[]).await.unwrap();
+        assert_eq!(a.status, 200, "GET {path}: {a:?}");
+        assert_eq!(a.header("content-type"), Some("text/html; charset=utf-8"), "{path}");
     }
     // An empty command line is a no-op; a wrong method on a known path is 404.
     let a = post_command(&c, &base, "", &[]).await;
