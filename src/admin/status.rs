@@ -5,8 +5,9 @@
 //! to every open page.
 //!
 //! One task ([`Feed::run`]) builds the picture for all pages together: once a second while
-//! at least one page is open, at once when a page opens or an event arrives, never while
-//! none is (so an unwatched veer pays nothing). Rates and percentiles are differences of
+//! at least one page is open, at once when a page opens or an event arrives (a burst of
+//! them coalesced, at most ten pictures a second), never while none is (so an unwatched
+//! veer pays nothing). Rates and percentiles are differences of
 //! consecutive readings of the servers' counters, which only that task keeps.
 //!
 //! Read-only: this module changes nothing. The page's actions are `POST /command`, the
@@ -33,13 +34,19 @@ pub const PAGE: &str = include_str!("status.html");
 /// How often open pages get a fresh picture.
 pub const PERIOD: Duration = Duration::from_secs(1);
 
+/// Pictures are at least this far apart, however many changes arrive.
+const GAP: Duration = Duration::from_millis(100);
+
 /// p50/p99 are over the responses of about this long (a canary at 1 % of a small service
 /// answers few requests a second).
 const WINDOW: Duration = Duration::from_secs(10);
 
+/// A picture and when it was built (`None`: never).
+type Picture = (Option<Instant>, Arc<str>);
+
 /// The shared picture and who is watching it.
 pub struct Feed {
-    latest: watch::Sender<Arc<str>>,
+    latest: watch::Sender<Picture>,
     wake: Notify,
     /// Whether the page may offer actions (`[admin] token_file` is set).
     actions: bool,
@@ -48,16 +55,22 @@ pub struct Feed {
 impl Feed {
     pub fn new(actions: bool) -> Arc<Feed> {
         Arc::new(Feed {
-            latest: watch::Sender::new(Arc::from("")),
+            latest: watch::Sender::new((None, Arc::from(""))),
             wake: Notify::new(),
             actions,
         })
     }
 
-    /// A receiver of pictures; a fresh one is built at once for it.
-    pub fn watch(&self) -> watch::Receiver<Arc<str>> {
-        let rx = self.latest.subscribe();
-        self.wake.notify_one();
+    /// A receiver of pictures whose first `changed()` is at once: the latest picture when
+    /// it is less than a period old (other pages are watching), else a fresh one built
+    /// for it.
+    pub fn watch(&self) -> watch::Receiver<Picture> {
+        let mut rx = self.latest.subscribe();
+        if rx.borrow().0.is_some_and(|at| at.elapsed() < PERIOD) {
+            rx.mark_changed();
+        } else {
+            self.wake.notify_one();
+        }
         rx
     }
 
@@ -70,14 +83,14 @@ impl Feed {
     pub async fn current(&self) -> Arc<str> {
         let mut rx = self.watch();
         match tokio::time::timeout(Duration::from_secs(5), rx.changed()).await {
-            Ok(Ok(())) => rx.borrow_and_update().clone(),
-            _ => rx.borrow().clone(),
+            Ok(Ok(())) => rx.borrow_and_update().1.clone(),
+            _ => rx.borrow().1.clone(),
         }
     }
 
     /// Builds pictures until shutdown or hand-over.
     pub async fn run(self: Arc<Self>, veer: Veer) {
-        let mut history = History::default();
+        let (mut history, mut last) = (History::default(), None);
         loop {
             let watched = self.pages() > 0;
             tokio::select! {
@@ -89,8 +102,15 @@ impl Feed {
             if self.pages() == 0 {
                 continue;
             }
+            // A burst of changes (a script draining 100 servers) coalesces: one picture per
+            // GAP at most, with every change of the burst in the last one.
+            if let Some(wait) = last.map(|l: Instant| GAP.saturating_sub(l.elapsed())) {
+                tokio::time::sleep(wait).await;
+            }
+            last = Some(Instant::now());
             let picture = picture(&veer, &mut history, self.actions).await;
-            self.latest.send_replace(Arc::from(picture.to_string()));
+            self.latest
+                .send_replace((Some(Instant::now()), Arc::from(picture.to_string())));
         }
     }
 }
@@ -312,7 +332,7 @@ struct Stream {
     veer: Veer,
     feed: Arc<Feed>,
     events: broadcast::Receiver<String>,
-    pictures: watch::Receiver<Arc<str>>,
+    pictures: watch::Receiver<Picture>,
     hello: bool,
 }
 
@@ -356,7 +376,7 @@ pub fn events(veer: Veer, feed: Arc<Feed>) -> impl futures_util::Stream<Item = B
                 if changed.is_err() {
                     return None;
                 }
-                let picture = st.pictures.borrow_and_update().clone();
+                let picture = st.pictures.borrow_and_update().1.clone();
                 frame("snapshot", &picture)
             }
         };
