@@ -158,7 +158,7 @@ async fn run(veer: &Veer, command: Command, peer: &Peer) -> Answer {
     match command {
         Empty => Answer::done(),
         Help => Answer::ok(HELP),
-        ShowInfo => Answer::ok(haproxy::show_info(veer)),
+        ShowInfo => Answer::ok(haproxy::show_info(veer).await),
         ShowStat(Some(f)) => Answer::ok(haproxy::show_stat(veer, f).await),
         ShowStat(None) => Answer::err("Usage: show stat [<iid> <type> <sid>]"),
         ShowServersState(None) => Answer::ok(haproxy::show_servers_state(&veer.snapshot(), None)),

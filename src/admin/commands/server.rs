@@ -86,13 +86,21 @@ pub async fn set_server(veer: &Veer, args: &[&str]) -> Answer {
         ["weight"] => set_weight(veer, target, None).await,
         ["addr", rest @ ..] => {
             let parsed = parse_addr_change(rest);
-            mutate_server(veer, target, move |o, at| {
-                let (ip, port) = parsed?;
-                // Without `port`, the server keeps its port.
-                o.server_mut(&at.id).addr = Some(SocketAddr::new(ip, port.unwrap_or(at.server.addr.port())));
-                Ok(())
-            })
-            .await
+            let target = target.map(str::to_owned);
+            let changed = veer
+                .mutate(move |spec, o| {
+                    let at = locate(spec, target.as_deref())?;
+                    let (ip, port) = parsed?;
+                    let old = at.server.addr;
+                    // Without `port`, the server keeps its port.
+                    o.server_mut(&at.id).addr = Some(SocketAddr::new(ip, port.unwrap_or(old.port())));
+                    Ok(addr_changed(old, ip, port))
+                })
+                .await;
+            match changed {
+                Ok(message) => Answer::ok(message),
+                Err(e) => Answer::err(e),
+            }
         }
         // Forces the checks' verdict, as HAProxy does; the next checks carry on from it
         // (`rise` passes to come back, `fall` failures to go). Not persisted: health is
@@ -122,19 +130,38 @@ pub async fn set_server(veer: &Veer, args: &[&str]) -> Answer {
     }
 }
 
+/// HAProxy's answer to `set server … addr`: what changed, by whom
+/// (tests/fixtures/haproxy-2.6/set_server_addr.txt).
+fn addr_changed(old: SocketAddr, ip: IpAddr, port: Option<u16>) -> String {
+    let mut m = if old.ip() == ip {
+        "no need to change the addr".to_string()
+    } else {
+        format!("IP changed from '{}' to '{ip}'", old.ip())
+    };
+    match port {
+        Some(p) if p == old.port() => m.push_str(", no need to change the port"),
+        Some(p) => m.push_str(&format!(", port changed from '{}' to '{p}'", old.port())),
+        None => {}
+    }
+    m + " by 'stats socket command'\n"
+}
+
 /// `addr <ip> [port <port>]`.
 pub fn parse_addr_change(rest: &[&str]) -> Result<(IpAddr, Option<u16>), String> {
     let ip: IpAddr = match rest.first() {
         Some(ip) => ip
             .parse()
-            .map_err(|_| "Could not understand IP address format.".to_string())?,
+            .map_err(|_| format!("Invalid addr '{ip}' by 'stats socket command'"))?,
         None => return Err("Require <addr>.".into()),
     };
     match rest.get(1..).unwrap_or(&[]) {
         [] => Ok((ip, None)),
+        // HAProxy applies the address and then reports the port; veer changes nothing.
         ["port", p] => match p.parse::<u16>() {
             Ok(p) if p > 0 => Ok((ip, Some(p))),
-            _ => Err("Could not understand port.".into()),
+            _ => Err(format!(
+                "problem converting port '{p}' to an int by 'stats socket command'"
+            )),
         },
         _ => Err("'set server <srv> addr' expects <addr> [port <port>].".into()),
     }
