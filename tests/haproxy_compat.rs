@@ -177,3 +177,77 @@ async fn set_server_addr_answers_as_haproxy_does() {
     );
     assert!(admin(&sock, "show servers state app").await.contains(" b 127.0.0.3 "));
 }
+
+/// `typed` lines as (object, position, name) → (tags, type).
+fn typed_fields(text: &str) -> std::collections::BTreeMap<(String, String, String), (String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (head, rest) = l.split_once(':')?;
+            let p: Vec<&str> = head.split('.').collect();
+            let mut r = rest.splitn(3, ':');
+            Some((
+                (p.first()?.to_string(), p.get(3)?.to_string(), p.get(4)?.to_string()),
+                (r.next()?.to_string(), r.next()?.to_string()),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn show_stat_typed_json_filters_and_up_read_as_haproxys() {
+    let (_p, sock) = veer_like_the_fixture().await;
+    let h = Haproxy::start().await;
+    // The servers of backend `app` by name, typed: every field both emit has the same
+    // position, tags and type.
+    let ours = typed_fields(&admin(&sock, "show stat app 4 -1 typed").await);
+    let theirs = match &h {
+        Some(h) => admin(&h.sock, "show stat app 4 -1 typed").await,
+        None => fixture("show_stat_app_4_-1_typed.txt"),
+    };
+    let theirs = typed_fields(&theirs);
+    let common: Vec<_> = ours.keys().filter(|k| theirs.contains_key(*k)).collect();
+    assert!(common.len() >= 26, "{} fields in common", common.len());
+    for k in common {
+        assert_eq!(ours[k], theirs[k], "{k:?}");
+    }
+    assert!(ours.keys().all(|(obj, _, _)| obj == "S"), "servers only");
+    // `desc` appends the text.
+    let desc = admin(&sock, "show stat 2 4 1 typed desc").await;
+    assert!(
+        desc.lines().any(|l| l == "S.2.1.1.svname.1:KNS:str:a:\"Server name\""),
+        "{desc}"
+    );
+    // JSON: HAProxy's object shape, keys in its order.
+    let json = admin(&sock, "show stat json").await;
+    let parsed: serde_json::Value = serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let rows = parsed.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "FRONTEND, a, b, BACKEND");
+    let first = json.find("[{").map(|i| &json[i + 1..]).unwrap();
+    let first = &first[..first.find("}}").unwrap() + 2];
+    let haproxy_json = fixture("show_stat_json.txt");
+    let theirs_first = haproxy_json.find("[{").map(|i| &haproxy_json[i + 1..]).unwrap();
+    let theirs_first = &theirs_first[..theirs_first.find("}}").unwrap() + 2];
+    let shape = |o: &str| o.replace(|c: char| c.is_ascii_digit(), "");
+    // Same keys in the same order; only the proxy id differs (veer numbers listeners from 1).
+    assert_eq!(
+        shape(first).replace("\"web\"", "V"),
+        shape(theirs_first).replace("\"web\"", "V"),
+        "{first}\n{theirs_first}"
+    );
+    assert_eq!(rows[1][1]["value"]["value"], "a");
+    // A proxy name that names nothing, as HAProxy says it.
+    assert_eq!(admin(&sock, "show stat nosuch 4 -1").await, "No such proxy.\n\n");
+    if let Some(h) = &h {
+        assert_eq!(admin(&h.sock, "show stat nosuch 4 -1").await, "No such proxy.\n\n");
+    }
+    // `up` leaves out a server in maintenance, `no-maint` too; a DOWN one only `up` does.
+    assert_eq!(admin(&sock, "set server app/b state maint").await, "\n");
+    for form in ["show stat up", "show stat no-maint"] {
+        let out = admin(&sock, form).await;
+        let servers: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("app,")).collect();
+        assert_eq!(servers.len(), 2, "{form}: a and BACKEND\n{out}");
+        assert!(servers[0].starts_with("a,"), "{form}: {out}");
+    }
+    let out = admin(&sock, "show stat -1 4 -1").await;
+    assert_eq!(out.lines().filter(|l| l.starts_with("app,")).count(), 2, "{out}");
+}

@@ -134,7 +134,9 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Response
         ),
         (&Method::GET, "/haproxy") if req.uri().query().is_some_and(|q| q.split(';').any(|p| p == "csv")) => text(
             StatusCode::OK,
-            haproxy::show_stat(veer, StatFilter::default()).await,
+            haproxy::show_stat(veer, &StatFilter::default())
+                .await
+                .unwrap_or_default(),
             "text/plain; charset=utf-8",
         ),
         (&Method::POST, "/command") => command(ctx, req, peer).await,

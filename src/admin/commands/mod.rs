@@ -30,7 +30,7 @@ help                                     : this list
 prompt                                   : toggle interactive mode with prompt
 quit                                     : disconnect
 show info                                : report information about the running process
-show stat [<iid> <type> <sid>]           : report counters for each proxy and server (CSV)
+show stat [{<iid>|<proxy>} <type> <sid>] [typed|json] [desc] [up|no-maint] : report counters for each proxy and server
 show servers state [<backend>]           : dump volatile server information
 show backend                             : list backends
 get weight <bk>/<srv>                    : report a server's current weight
@@ -159,8 +159,13 @@ async fn run(veer: &Veer, command: Command, peer: &Peer) -> Answer {
         Empty => Answer::done(),
         Help => Answer::ok(HELP),
         ShowInfo => Answer::ok(haproxy::show_info(veer).await),
-        ShowStat(Some(f)) => Answer::ok(haproxy::show_stat(veer, f).await),
-        ShowStat(None) => Answer::err("Usage: show stat [<iid> <type> <sid>]"),
+        ShowStat(Some(f)) => match haproxy::show_stat(veer, &f).await {
+            Ok(text) => Answer::ok(text),
+            Err(e) => Answer::err(e),
+        },
+        ShowStat(None) => {
+            Answer::err("Usage: show stat [{<iid>|<proxy>} <type> <sid>] [typed|json] [desc] [up|no-maint]")
+        }
         ShowServersState(None) => Answer::ok(haproxy::show_servers_state(&veer.snapshot(), None)),
         ShowServersState(Some(b)) => {
             let snap = veer.snapshot();

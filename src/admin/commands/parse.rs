@@ -180,28 +180,44 @@ pub fn parse(words: &[&str]) -> Command {
     }
 }
 
+/// `[{<iid>|<proxy>} <type> <sid>] [typed|json] [desc] [up|no-maint]`; `None` for anything
+/// else (HAProxy ignores what it does not understand; veer says how to ask).
 fn stat_filter(args: &[&str]) -> Option<StatFilter> {
-    match args {
-        [] => Some(StatFilter::default()),
-        [iid, kind, sid] => {
-            let id = |s: &str| -> Option<Option<usize>> {
-                let n: i64 = s.parse().ok()?;
-                Some((n > 0).then_some(n as usize))
+    use crate::admin::haproxy::{Only, ProxyRef, StatFormat};
+    let mut f = StatFilter::default();
+    let id = |s: &str| -> Option<Option<usize>> {
+        let n: i64 = s.parse().ok()?;
+        Some((n > 0).then_some(n as usize))
+    };
+    let mut rest = args;
+    if let [px, kind, sid, more @ ..] = args {
+        if let (Ok(types), Some(sid)) = (kind.parse::<i64>(), id(sid)) {
+            f.proxy = match id(px) {
+                Some(i) => i.map(ProxyRef::Id),
+                None => Some(ProxyRef::Name(px.to_string())),
             };
-            let types: i64 = kind.parse().ok()?;
-            Some(StatFilter {
-                iid: id(iid)?,
-                types: if types < 0 { 7 } else { types as u8 },
-                sid: id(sid)?,
-            })
+            f.types = if types < 0 { 7 } else { types as u8 };
+            f.sid = sid;
+            rest = more;
         }
-        _ => None,
     }
+    for word in rest {
+        match *word {
+            "typed" if f.format == StatFormat::Csv => f.format = StatFormat::Typed,
+            "json" if f.format == StatFormat::Csv => f.format = StatFormat::Json,
+            "desc" => f.desc = true,
+            "up" if f.only == Only::All => f.only = Only::Up,
+            "no-maint" if f.only == Only::All => f.only = Only::NoMaint,
+            _ => return None,
+        }
+    }
+    Some(f)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::haproxy::{Only, ProxyRef, StatFormat};
 
     fn p(line: &str) -> Command {
         parse(&line.split_whitespace().collect::<Vec<_>>())
@@ -225,21 +241,44 @@ mod tests {
             (
                 "show stat -1 4 -1",
                 ShowStat(Some(StatFilter {
-                    iid: None,
+                    proxy: None,
                     types: 4,
                     sid: None,
+                    ..StatFilter::default()
                 })),
             ),
             (
                 "show stat 3 -1 2",
                 ShowStat(Some(StatFilter {
-                    iid: Some(3),
+                    proxy: Some(ProxyRef::Id(3)),
                     types: 7,
                     sid: Some(2),
+                    ..StatFilter::default()
+                })),
+            ),
+            (
+                "show stat shop 4 -1 typed desc no-maint",
+                ShowStat(Some(StatFilter {
+                    proxy: Some(ProxyRef::Name("shop".into())),
+                    types: 4,
+                    format: StatFormat::Typed,
+                    desc: true,
+                    only: Only::NoMaint,
+                    ..StatFilter::default()
+                })),
+            ),
+            (
+                "show stat json up",
+                ShowStat(Some(StatFilter {
+                    format: StatFormat::Json,
+                    only: Only::Up,
+                    ..StatFilter::default()
                 })),
             ),
             ("show stat 1", ShowStat(None)),
-            ("show stat a 1 1", ShowStat(None)),
+            ("show stat a 1 x", ShowStat(None)),
+            ("show stat typed json", ShowStat(None)),
+            ("show stat up no-maint", ShowStat(None)),
             ("show servers state", ShowServersState(None)),
             ("show servers state shop", ShowServersState(s("shop"))),
             ("show backend", ShowBackend),

@@ -3,6 +3,8 @@
 //! `show servers state`, `show backend`. Everything is read from one snapshot plus the
 //! servers' atomics.
 
+pub mod fields;
+
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -341,37 +343,90 @@ fn mode(snap: &Snapshot, backend: &str) -> &'static str {
     }
 }
 
-/// Type filter bits of `show stat <iid> <type> <sid>`: 1 frontends, 2 backends, 4 servers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `show stat [{<iid>|<proxy>} <type> <sid>] [typed|json] [desc] [up|no-maint]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatFilter {
-    pub iid: Option<usize>,
+    /// One proxy (listener or backend), by `iid` or name; `None`: all.
+    pub proxy: Option<ProxyRef>,
+    /// Bits: 1 frontends, 2 backends, 4 servers.
     pub types: u8,
     pub sid: Option<usize>,
+    pub format: StatFormat,
+    /// `typed` lines end with the field's description.
+    pub desc: bool,
+    /// Only servers that are UP (`up`), or all but those in maintenance (`no-maint`).
+    pub only: Only,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyRef {
+    Id(usize),
+    Name(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatFormat {
+    Csv,
+    Typed,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    All,
+    Up,
+    NoMaint,
 }
 
 impl Default for StatFilter {
     fn default() -> Self {
         StatFilter {
-            iid: None,
+            proxy: None,
             types: 7,
             sid: None,
+            format: StatFormat::Csv,
+            desc: false,
+            only: Only::All,
         }
     }
 }
 
-/// `show stat`: header, then FRONTEND rows per listener, then per backend its servers and its
-/// BACKEND row. Every row ends with ','.
-pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
+/// One `show stat` row and where it belongs.
+struct Stat {
+    /// 0 frontend, 1 backend, 2 server (the `type` column).
+    kind: u8,
+    iid: usize,
+    sid: usize,
+    row: Row,
+}
+
+/// `show stat`: FRONTEND rows per listener, then per backend its servers and its BACKEND
+/// row; as CSV (header, every row ending with ','), HAProxy's `typed` lines or its JSON.
+/// `Err` is the answer for a proxy name that names nothing.
+pub async fn show_stat(veer: &Veer, filter: &StatFilter) -> Result<String, &'static str> {
     let listener_stats = veer.listener_stats().await;
     let snap = veer.snapshot();
     let now = now_ms();
-    let mut out = String::from("# ");
-    for c in STAT_COLUMNS {
-        out.push_str(c);
-        out.push(',');
-    }
-    out.push('\n');
-    let want_px = |iid: usize| filter.iid.is_none_or(|i| i == iid);
+    let iids: Option<Vec<usize>> = match &filter.proxy {
+        None => None,
+        Some(ProxyRef::Id(i)) => Some(vec![*i]),
+        Some(ProxyRef::Name(n)) => {
+            let listeners = snap.spec.listeners.iter().map(|l| l.name.as_str());
+            let backends = snap.backends.iter().map(|b| &*b.name);
+            let found: Vec<usize> = listeners
+                .chain(backends)
+                .enumerate()
+                .filter(|(_, name)| name == n)
+                .map(|(i, _)| i + 1)
+                .collect();
+            if found.is_empty() {
+                return Err("No such proxy.");
+            }
+            Some(found)
+        }
+    };
+    let want_px = |iid: usize| iids.as_ref().is_none_or(|i| i.contains(&iid));
+    let mut rows = Vec::new();
     if filter.types & 1 != 0 {
         for (i, l) in snap.spec.listeners.iter().enumerate() {
             let iid = i + 1;
@@ -383,7 +438,12 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
             let (scur, stot) = stats.map_or((0, 0), |s| (s.active.load(Relaxed) as u64, s.total.load(Relaxed)));
             r.set("scur", scur).set("stot", stot).set("status", "OPEN");
             r.set("mode", if l.protocol == Protocol::Tcp { "tcp" } else { "http" });
-            r.write(&mut out);
+            rows.push(Stat {
+                kind: 0,
+                iid,
+                sid: 0,
+                row: r,
+            });
         }
     }
     for (bi, b) in snap.backends.iter().enumerate() {
@@ -417,7 +477,12 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
                 act += 1;
                 up = true;
             }
-            if filter.types & 4 == 0 || filter.sid.is_some_and(|sid| sid != si + 1) {
+            let shown = match filter.only {
+                Only::All => true,
+                Only::Up => serving,
+                Only::NoMaint => s.admin != AdminState::Maint,
+            };
+            if filter.types & 4 == 0 || filter.sid.is_some_and(|sid| sid != si + 1) || !shown {
                 continue;
             }
             let mut r = Row::new(&b.name, &s.name, 2, iid, si + 1);
@@ -459,7 +524,12 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
             if b.sticky.is_some() {
                 r.set("cookie", crate::snapshot::sticky_value(s.sticky_id));
             }
-            r.write(&mut out);
+            rows.push(Stat {
+                kind: 2,
+                iid,
+                sid: si + 1,
+                row: r,
+            });
         }
         if filter.types & 2 != 0 {
             let mut r = Row::new(&b.name, "BACKEND", 1, iid, 0);
@@ -479,10 +549,130 @@ pub async fn show_stat(veer: &Veer, filter: StatFilter) -> String {
             r.set("req_tot", hrsp.iter().sum::<u64>())
                 .set("mode", mode)
                 .set("algo", algo(b));
-            r.write(&mut out);
+            rows.push(Stat {
+                kind: 1,
+                iid,
+                sid: 0,
+                row: r,
+            });
+        }
+    }
+    Ok(match filter.format {
+        StatFormat::Csv => csv(&rows),
+        StatFormat::Typed => typed(&rows, filter.desc),
+        StatFormat::Json => json(&rows),
+    })
+}
+
+fn csv(stats: &[Stat]) -> String {
+    let mut out = String::from("# ");
+    for c in STAT_COLUMNS {
+        out.push_str(c);
+        out.push(',');
+    }
+    out.push('\n');
+    for s in stats {
+        s.row.write(&mut out);
+    }
+    out
+}
+
+/// The non-empty fields of a row with their HAProxy description.
+fn filled(s: &Stat) -> impl Iterator<Item = (usize, &str, &'static fields::Field)> {
+    s.row
+        .0
+        .iter()
+        .zip(fields::FIELDS.iter())
+        .enumerate()
+        .filter(|(_, (v, _))| !v.is_empty())
+        .map(|(pos, (v, f))| (pos, v.as_str(), f))
+}
+
+const OBJECTS: [(char, &str); 3] = [('F', "Frontend"), ('B', "Backend"), ('S', "Server")];
+
+/// `show stat typed [desc]`: `F.2.0.4.scur.1:MGP:u32:0` per non-empty field.
+fn typed(stats: &[Stat], desc: bool) -> String {
+    let mut out = String::new();
+    for s in stats {
+        let k = usize::from(s.kind);
+        for (pos, value, f) in filled(s) {
+            let _ = write!(
+                out,
+                "{}.{}.{}.{pos}.{}.1:{}:{}:{value}",
+                OBJECTS[k].0, s.iid, s.sid, f.name, f.tags[k], f.kind
+            );
+            if desc {
+                let _ = write!(out, ":\"{}\"", f.desc);
+            }
+            out.push('\n');
         }
     }
     out
+}
+
+/// `show stat json`: an array per row of HAProxy's field objects, keys in its order.
+fn json(stats: &[Stat]) -> String {
+    fn tag(letter: char, words: &[(char, &'static str)]) -> &'static str {
+        words.iter().find(|(c, _)| *c == letter).map_or("", |(_, w)| w)
+    }
+    const ORIGIN: [(char, &str); 5] = [
+        ('M', "Metric"),
+        ('S', "Status"),
+        ('K', "Key"),
+        ('C', "Config"),
+        ('P', "Product"),
+    ];
+    const NATURE: [(char, &str); 11] = [
+        ('G', "Gauge"),
+        ('L', "Limit"),
+        ('M', "Max"),
+        ('R', "Rate"),
+        ('C', "Counter"),
+        ('D', "Duration"),
+        ('A', "Age"),
+        ('T', "Time"),
+        ('N', "Name"),
+        ('O', "Output"),
+        ('a', "Avg"),
+    ];
+    const SCOPE: [(char, &str); 4] = [('P', "Process"), ('S', "Service"), ('s', "System"), ('C', "Cluster")];
+    let rows: Vec<String> = stats
+        .iter()
+        .map(|s| {
+            let k = usize::from(s.kind);
+            let items: Vec<String> = filled(s)
+                .map(|(pos, value, f)| {
+                    let mut t = f.tags[k].chars();
+                    let (o, n, sc) = (
+                        t.next().unwrap_or(' '),
+                        t.next().unwrap_or(' '),
+                        t.next().unwrap_or(' '),
+                    );
+                    let value = match f.kind {
+                        "str" => serde_json::Value::from(value).to_string(),
+                        // A number, as HAProxy writes it; anything else quoted.
+                        _ if value.parse::<i64>().is_ok() => value.to_string(),
+                        _ => serde_json::Value::from(value).to_string(),
+                    };
+                    format!(
+                        "{{\"objType\":\"{}\",\"proxyId\":{},\"id\":{},\"field\":{{\"pos\":{pos},\"name\":\"{}\"}},\
+                         \"processNum\":1,\"tags\":{{\"origin\":\"{}\",\"nature\":\"{}\",\"scope\":\"{}\"}},\
+                         \"value\":{{\"type\":\"{}\",\"value\":{value}}}}}",
+                        OBJECTS[k].1,
+                        s.iid,
+                        s.sid,
+                        f.name,
+                        tag(o, &ORIGIN),
+                        tag(n, &NATURE),
+                        tag(sc, &SCOPE),
+                        f.kind
+                    )
+                })
+                .collect();
+            format!("[{}]", items.join(","))
+        })
+        .collect();
+    format!("[{}]\n", rows.join(","))
 }
 
 /// `show servers state [<backend>]`.
