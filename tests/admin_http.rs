@@ -378,6 +378,15 @@ async fn post_command_text_json_and_errors() {
     let v: serde_json::Value = serde_json::from_str(body(&a)).unwrap();
     assert_eq!(v["groups"][0]["weight"], 0);
     assert_eq!(v["groups"][1]["weight"], 100);
+    assert_eq!(a.header("content-type"), Some("application/json"));
+    // Asked for as JSON, the answer is JSON inside, not a string holding JSON.
+    let a = post_command(&c, &base, "show split shop json", &[("accept", "application/json")]).await;
+    let v: serde_json::Value = serde_json::from_str(body(&a)).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["output"]["groups"][1]["weight"], 100, "{v}");
+    let a = post_command(&c, &base, "show backend", &[("accept", "application/json")]).await;
+    let v: serde_json::Value = serde_json::from_str(body(&a)).unwrap();
+    assert_eq!(v["output"], "# name\nshop\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,7 +47,7 @@ pub fn run(socket: &Path, command: &[String]) -> ExitCode {
         match serde_json::from_str::<serde_json::Value>(&l) {
             Ok(v) if v.get("ok").is_some() => {
                 ok &= v["ok"].as_bool().unwrap_or(false);
-                let text = v["output"].as_str().unwrap_or("");
+                let text = output(&v);
                 if v["ok"].as_bool() == Some(false) {
                     eprint!("{text}");
                 } else {
@@ -148,7 +148,7 @@ pub fn run_http(addr: std::net::SocketAddr, token_file: Option<&Path>, command: 
         None => vec![v.clone()],
     };
     for a in &answers {
-        let text = a["output"].as_str().unwrap_or("");
+        let text = output(a);
         if a["ok"].as_bool() == Some(false) {
             eprint!("{text}");
         } else {
@@ -162,6 +162,16 @@ pub fn run_http(addr: std::net::SocketAddr, token_file: Option<&Path>, command: 
     }
 }
 
+/// The text of a `{"ok":…,"output":…}` answer: the string, or the JSON an answer that is
+/// JSON itself carries, on one line.
+fn output(v: &serde_json::Value) -> String {
+    match &v["output"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => format!("{other}\n"),
+    }
+}
+
 /// One command over a fresh socket connection, answered as `json`: (ok, output).
 fn call(socket: &Path, command: &str) -> Result<(bool, String), String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
@@ -171,10 +181,7 @@ fn call(socket: &Path, command: &str) -> Result<(bool, String), String> {
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).map_err(|e| e.to_string())?;
     let v: serde_json::Value = serde_json::from_str(line.trim()).map_err(|_| format!("unexpected answer: {line}"))?;
-    Ok((
-        v["ok"].as_bool().unwrap_or(false),
-        v["output"].as_str().unwrap_or("").to_string(),
-    ))
+    Ok((v["ok"].as_bool().unwrap_or(false), output(&v)))
 }
 
 const ROLLOUT_USAGE: &str = "usage: veer ctl rollout <backend> --to <group> [--steps 10,25,50,100] [--pause 30s] \

@@ -40,6 +40,14 @@ impl Answer {
         if self.ok && self.text.is_empty() {
             return json!({"ok": true}).to_string();
         }
+        // An answer that is JSON itself (`show split … json`) is embedded as JSON, not as
+        // a string holding it.
+        let trimmed = self.text.trim();
+        if self.ok && (trimmed.starts_with('{') || trimmed.starts_with('[')) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed) {
+                return json!({"ok": true, "output": v}).to_string();
+            }
+        }
         json!({"ok": self.ok, "output": self.text}).to_string()
     }
 }
