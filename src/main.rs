@@ -21,6 +21,7 @@ struct Cli {
 enum Command {
     /// Run the proxy with a config file; reloads it on change and on SIGHUP.
     Run {
+        /// The config file (TOML); its directory is watched for changes.
         #[arg(short, long)]
         config: PathBuf,
         /// Take the listening sockets over from the veer running with this config (found
@@ -30,6 +31,7 @@ enum Command {
     },
     /// Validate a config file: prints every error as file:line:col and exits 64, or exits 0.
     Check {
+        /// The config file (TOML) to check.
         #[arg(short, long)]
         config: PathBuf,
     },
@@ -59,6 +61,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Print a shell completion script: `source <(veer completions bash)`, or install it
+    /// where the shell looks (e.g. /usr/share/bash-completion/completions/veer).
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `veer man > veer.1; man -l veer.1`.
+    Man,
 }
 
 const EX_CONFIG: u8 = 64;
@@ -69,6 +79,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "veer", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("veer: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config } => match veer::config::load(&config) {
             Ok(spec) => {
                 println!(
