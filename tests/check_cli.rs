@@ -58,7 +58,7 @@ fn every_error_in_a_file_is_reported() {
 
 #[test]
 fn shipped_configs_are_valid() {
-    for name in ["demo.toml", "example.toml"] {
+    for name in ["demo.toml", "example.toml", "container.toml"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(name);
         let (code, stderr) = check(&path);
         assert_eq!(code, 0, "{name}: {stderr}");
