@@ -17,8 +17,7 @@ fn the_dockerfile_matches_the_kubernetes_example_and_its_config() {
     let line = |prefix: &str| {
         docker
             .lines()
-            .filter(|l| l.starts_with(prefix))
-            .last()
+            .rfind(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("no {prefix} in the Dockerfile"))
             .to_string()
     };
