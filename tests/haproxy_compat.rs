@@ -251,3 +251,16 @@ async fn show_stat_typed_json_filters_and_up_read_as_haproxys() {
     let out = admin(&sock, "show stat -1 4 -1").await;
     assert_eq!(out.lines().filter(|l| l.starts_with("app,")).count(), 2, "{out}");
 }
+
+#[tokio::test]
+async fn add_server_refuses_the_names_haproxy_refuses() {
+    let (_p, sock) = veer_like_the_fixture().await;
+    let h = Haproxy::start().await;
+    for exchange in fixture("add_server_names.txt").split("> ").filter(|e| !e.is_empty()) {
+        let (command, want) = exchange.split_once('\n').unwrap();
+        assert_eq!(admin(&sock, command).await, want, "{command}");
+        if let Some(h) = &h {
+            assert_eq!(admin(&h.sock, command).await, want, "haproxy: {command}");
+        }
+    }
+}

@@ -20,14 +20,32 @@ pub struct Diagnostic {
     snippet: Option<(String, Range<usize>)>,
 }
 
+/// `offset` moved back to a character boundary within `source`.
+fn floor_char(source: &str, offset: usize) -> usize {
+    let mut i = offset.min(source.len());
+    while !source.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `source`.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let start = floor_char(source, offset);
+    let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+    (
+        source[..start].matches('\n').count() + 1,
+        source[line_start..start].chars().count() + 1,
+    )
+}
+
 impl Diagnostic {
     /// Locates `span` (byte offsets) inside `source`.
     pub fn at(file: &Path, source: &str, span: Range<usize>, message: impl Into<String>) -> Self {
-        let start = span.start.min(source.len());
+        let start = floor_char(source, span.start);
         let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
         let line_end = source[start..].find('\n').map_or(source.len(), |i| start + i);
-        let line = source[..start].matches('\n').count() + 1;
-        let col = source[line_start..start].chars().count() + 1;
+        let (line, col) = line_col(source, start);
         let text = source[line_start..line_end].trim_end_matches('\r').to_string();
         let caret_start = col - 1;
         let caret_len = source[start..span.end.clamp(start, line_end)].chars().count().max(1);

@@ -4,6 +4,8 @@
 
 pub mod diag;
 pub mod model;
+mod names;
+pub use names::invalid_char;
 pub mod spec;
 pub mod tls;
 mod validate;

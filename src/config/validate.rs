@@ -1,7 +1,7 @@
 //! Semantic checks on the parsed file and the conversion to the typed [`Spec`]. Collects every
 //! error it finds (not just the first), each anchored to its key in the file.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -144,29 +144,27 @@ impl Checker<'_> {
         }
     }
 
-    /// Reports the second and later uses of a name within one scope.
-    fn unique(&mut self, seen: &mut HashSet<String>, name: &Spanned<String>, what: &str, scope: &str) {
-        if name.get_ref().is_empty() {
+    /// Reports a name HAProxy would refuse, and the second and later uses of a name within
+    /// one scope (pointing back at the first).
+    fn unique(&mut self, seen: &mut HashMap<String, Range<usize>>, name: &Spanned<String>, what: &str, scope: &str) {
+        let text = name.get_ref();
+        if text.is_empty() {
             self.err(name.span(), format!("{what} name must not be empty"));
-        } else if name.get_ref().starts_with('#')
-            || name
-                .get_ref()
-                .chars()
-                .any(|ch| ch == '/' || ch == ';' || ch == '=' || ch.is_whitespace() || ch.is_control())
-        {
-            // Names appear in admin commands as `backend/server`, `group=weight`, `#<id>`.
+        } else if let Some(ch) = super::names::invalid_char(text) {
             self.err(
                 name.span(),
                 format!(
-                    "{what} name {:?} must not contain '/', ';', '=', spaces or a leading '#'",
-                    name.get_ref()
+                    "character {ch:?} is not permitted in {what} name {text:?} (letters, digits, '-', '_', '.' and ':' are)"
                 ),
             );
-        } else if !seen.insert(name.get_ref().clone()) {
+        } else if let Some(first) = seen.get(text) {
+            let (line, col) = super::diag::line_col(self.source, first.start);
             self.err(
                 name.span(),
-                format!("duplicate {what} name {:?}{scope}", name.get_ref()),
+                format!("duplicate {what} name {text:?}{scope} (first defined at {line}:{col})"),
             );
+        } else {
+            seen.insert(text.clone(), name.span());
         }
     }
 }
@@ -260,14 +258,14 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
     };
 
     let mut backends = Vec::new();
-    let mut backend_names = HashSet::new();
+    let mut backend_names = HashMap::new();
     for b in &raw.backends {
         c.unique(&mut backend_names, &b.name, "backend", "");
         backends.push(backend(&mut c, b));
     }
 
     let mut listeners = Vec::new();
-    let mut listener_names = HashSet::new();
+    let mut listener_names = HashMap::new();
     let mut binds = HashSet::new();
     for l in &raw.listeners {
         c.unique(&mut listener_names, &l.name, "listener", "");
@@ -278,7 +276,7 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
             }
         }
         let mut known_backend = |c: &mut Checker, name: &Spanned<String>| {
-            if !backend_names.contains(name.get_ref().as_str()) {
+            if !backend_names.contains_key(name.get_ref().as_str()) {
                 c.err(name.span(), format!("unknown backend {:?}", name.get_ref()));
             }
             name.get_ref().clone()
@@ -502,7 +500,7 @@ fn route(
 
 fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
     let scope = format!(" in backend {:?}", b.name.get_ref());
-    let mut server_names = HashSet::new();
+    let mut server_names = HashMap::new();
     let mut server = |c: &mut Checker, s: &RawServer| {
         c.unique(&mut server_names, &s.name, "server", &scope);
         let weight = c.ranged(&s.weight, "server weight", 0..=256, 1) as u32;
@@ -529,7 +527,7 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
     };
     let groups = match (&b.groups, &b.servers) {
         (Some(groups), None) => {
-            let mut group_names = HashSet::new();
+            let mut group_names = HashMap::new();
             let mut out = Vec::new();
             for g in groups.get_ref() {
                 c.unique(&mut group_names, &g.name, "group", &scope);

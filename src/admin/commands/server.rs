@@ -186,8 +186,11 @@ pub async fn add_server(veer: &Veer, args: &[&str]) -> Answer {
             if backend.servers().any(|x| x.name == s) {
                 return Err("Already exists a server with the same name in backend.".into());
             }
-            if s.is_empty() || s.starts_with('#') || s.contains(['/', ';', '=']) {
-                return Err(format!("Invalid server name '{s}'."));
+            if s.is_empty() {
+                return Err("Require 'backend/server'.".into());
+            }
+            if let Some(ch) = crate::config::invalid_char(&s) {
+                return Err(format!("character '{ch}' is not permitted in server name '{s}'."));
             }
             let addr: SocketAddr = addr
                 .parse()
