@@ -169,3 +169,26 @@ pub fn confirm(mut stream: UnixStream) -> io::Result<()> {
 pub fn keep(fd: impl AsFd) -> io::Result<OwnedFd> {
     fd.as_fd().try_clone_to_owned()
 }
+
+/// Tells systemd about a state change when run under it (`NOTIFY_SOCKET`); a no-op otherwise.
+pub fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// systemd's reload protocol (`Type=notify-reload`): `RELOADING=1` with the monotonic time
+/// the reload started at; [`reloaded`] ends it.
+pub fn reloading() {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let usec = i128::from(t.tv_sec) * 1_000_000 + i128::from(t.tv_nsec) / 1000;
+    notify(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::MonotonicUsec(usec),
+    ]);
+}
+
+/// Ends a reload for systemd: `READY=1`, with what happened as the unit's status line.
+pub fn reloaded(status: &str) {
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(status)]);
+}

@@ -60,12 +60,13 @@ pub async fn run(path: std::path::PathBuf, upgrade: bool) -> Result<bool, Reload
     // systemd (Type=notify): ready, and after an upgrade this process is the service's main
     // process (the unit needs NotifyAccess=all for that).
     let pid = std::process::id();
-    notify(&[sd_notify::NotifyState::MainPid(pid), sd_notify::NotifyState::Ready]);
+    lifecycle::notify(&[sd_notify::NotifyState::MainPid(pid), sd_notify::NotifyState::Ready]);
+    spawn_upgrade_on_usr2(&veer);
     tokio::select! {
         _ = wait_for_stop_signal() => tracing::info!("stop signal: draining"),
         _ = veer.handed_over() => tracing::info!("handed over to the new process: draining"),
     }
-    notify(&[sd_notify::NotifyState::Stopping]);
+    lifecycle::notify(&[sd_notify::NotifyState::Stopping]);
     let clean = tokio::select! {
         clean = veer.shutdown_gracefully() => {
             tracing::info!(clean, "stopped");
@@ -81,11 +82,51 @@ pub async fn run(path: std::path::PathBuf, upgrade: bool) -> Result<bool, Reload
     Ok(clean)
 }
 
-/// Tells systemd about a state change when run under it (`NOTIFY_SOCKET`); a no-op otherwise.
-fn notify(states: &[sd_notify::NotifyState]) {
-    if let Err(e) = sd_notify::notify(false, states) {
-        tracing::debug!(error = %e, "sd_notify failed");
-    }
+/// SIGUSR2 starts a hot binary upgrade, as nginx's does: the binary now installed at this
+/// process's path runs `run -c <config> --upgrade` as a child, so under systemd it is in the
+/// service's cgroup and may become its main process (`systemctl kill -s USR2 veer`). The
+/// child takes the sockets over; this process then drains and exits. If the child fails,
+/// this one keeps serving and logs why.
+fn spawn_upgrade_on_usr2(veer: &Veer) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+        return;
+    };
+    let config = veer.config_path().to_path_buf();
+    tokio::spawn(async move {
+        while usr2.recv().await.is_some() {
+            // /proc/self/exe names the file this process was started from even after it was
+            // replaced; the new binary is at the original path.
+            let exe = std::fs::read_link("/proc/self/exe")
+                .map(|p| std::path::PathBuf::from(p.to_string_lossy().trim_end_matches(" (deleted)")));
+            let exe = match exe {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGUSR2: cannot find this binary's path; no upgrade");
+                    continue;
+                }
+            };
+            tracing::info!(binary = %exe.display(), "SIGUSR2: starting the upgrade");
+            let child = tokio::process::Command::new(&exe)
+                .args(["run", "-c"])
+                .arg(&config)
+                .arg("--upgrade")
+                .spawn();
+            match child {
+                Ok(mut child) => {
+                    tokio::spawn(async move {
+                        // Reaped when it ends (it outlives this process when it succeeds).
+                        if let Ok(status) = child.wait().await {
+                            if !status.success() {
+                                tracing::error!(%status, "the upgrade process failed; this process keeps serving");
+                            }
+                        }
+                    });
+                }
+                Err(e) => tracing::error!(error = %e, "SIGUSR2: cannot start {}", exe.display()),
+            }
+        }
+    });
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

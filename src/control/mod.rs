@@ -249,6 +249,7 @@ impl Veer {
     /// Re-reads the config file and applies it (with the overlay) if it changed. On error
     /// the running snapshot keeps serving; the error is logged, counted and returned.
     pub async fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
+        crate::lifecycle::reloading();
         let result = match config::load(&self.path) {
             Ok(spec) => self.apply_config(spec, false).await,
             Err(e) => Err(e.into()),
@@ -256,14 +257,29 @@ impl Veer {
         match &result {
             Ok(ReloadOutcome::Applied { generation }) => {
                 self.stats.ok.fetch_add(1, Relaxed);
-                tracing::info!(generation, path = %self.path.display(), "config reloaded");
+                // Runtime changes win over the file: say so, or an operator wonders why
+                // the weight just edited in the file did not take.
+                match self.overlay().await.summary() {
+                    Some(overlay) => tracing::info!(
+                        generation,
+                        path = %self.path.display(),
+                        overlay = %overlay,
+                        "config reloaded; runtime changes still win over the file (`clear overlay` hands them back)"
+                    ),
+                    None => tracing::info!(generation, path = %self.path.display(), "config reloaded"),
+                }
+                crate::lifecycle::reloaded(&format!("config generation {generation}"));
             }
             Ok(ReloadOutcome::Unchanged) => {
-                tracing::info!(path = %self.path.display(), "config reload: contents unchanged, nothing to do")
+                tracing::info!(path = %self.path.display(), "config reload: contents unchanged, nothing to do");
+                crate::lifecycle::reloaded("config unchanged");
             }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Relaxed);
                 tracing::error!("config reload rejected, previous config keeps serving:\n{e}");
+                let first = e.to_string();
+                let first = first.lines().next().unwrap_or("");
+                crate::lifecycle::reloaded(&format!("reload failed, previous config serving: {first}"));
             }
         }
         self.publish(reload_event(&result));

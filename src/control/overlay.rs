@@ -54,6 +54,25 @@ pub struct Overlay {
 /// Splits kept per backend in its history.
 pub const HISTORY: usize = 20;
 
+impl Overlay {
+    /// What the overlay changes, for a log line: `2 servers, 1 split, 1 added`; `None` when
+    /// it changes nothing the file says.
+    pub fn summary(&self) -> Option<String> {
+        let parts: Vec<String> = [
+            (self.servers.len(), "server"),
+            (self.splits.len(), "split"),
+            (self.added.len(), "added server"),
+            (self.deleted.len(), "deleted server"),
+            (self.meta.len(), "group metadata"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}{}", if *n > 1 && !what.ends_with('a') { "s" } else { "" }))
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+}
+
 /// A split that held, from when, set by whom and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

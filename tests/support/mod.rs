@@ -295,12 +295,23 @@ pub struct VeerProcess {
 impl VeerProcess {
     /// Starts `veer run -c <config> <extra…>` and waits until `listeners` are logged.
     pub fn start(config: &std::path::Path, extra: &[&str], listeners: &[&str]) -> VeerProcess {
+        Self::start_env(config, extra, listeners, &[])
+    }
+
+    /// [`VeerProcess::start`] with extra environment variables.
+    pub fn start_env(
+        config: &std::path::Path,
+        extra: &[&str],
+        listeners: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> VeerProcess {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_veer"))
             .args(["run", "-c"])
             .arg(config)
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
