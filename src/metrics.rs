@@ -85,6 +85,9 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     max_servers: usize,
+    /// `process_cpu_seconds_total`, `process_resident_memory_bytes`, open and max file
+    /// descriptors, threads, start time (the Prometheus client conventions).
+    process: metrics_process::Collector,
 }
 
 static META: ::metrics::Metadata<'static> = ::metrics::Metadata::new(module_path!(), ::metrics::Level::INFO, None);
@@ -229,10 +232,13 @@ impl Metrics {
                 recorder.describe_gauge(name.into(), None, help.into());
             }
         }
+        let process = metrics_process::Collector::default();
+        ::metrics::with_local_recorder(&recorder, || process.describe());
         Arc::new(Metrics {
             recorder,
             handle,
             max_servers: spec.max_servers_per_backend,
+            process,
         })
     }
 
@@ -280,6 +286,7 @@ impl Metrics {
     /// Everything recorded, in the Prometheus text format (after [`crate::scrape`] has
     /// refreshed the counters and gauges it reads from live atomics).
     pub fn render_recorded(&self) -> String {
+        ::metrics::with_local_recorder(&self.recorder, || self.process.collect());
         self.handle.render()
     }
 }

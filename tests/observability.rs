@@ -221,6 +221,20 @@ async fn promtool_accepts_the_exposition() {
         get(&c, &format!("{url}{path}"), &[]).await.unwrap();
     }
     let m = scrape(&proxy).await;
+    // The process, as every Prometheus client library exposes it.
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+    ] {
+        let value = m
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} missing in\n{m}"));
+        assert!(value > 0.0 || name == "process_cpu_seconds_total", "{name} = {value}");
+    }
     let out = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         let mut child = std::process::Command::new(promtool)
