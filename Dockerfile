@@ -8,6 +8,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY config ./config
 COPY benches ./benches
+COPY build.rs ./
 RUN cargo build --release --locked --bin veer \
     && strip target/release/veer
 

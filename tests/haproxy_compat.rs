@@ -133,6 +133,13 @@ async fn show_info_has_haproxys_fields_in_haproxys_order() {
     assert!(value("Ulimit-n").parse::<u64>().unwrap() > 0);
     assert!(value("Tasks").parse::<u64>().unwrap() > 0);
     assert_eq!(value("Stopping"), "0");
+    // The build's date, in HAProxy's form (2026/12/02).
+    let date = value("Release_date");
+    let parts: Vec<&str> = date.split('/').collect();
+    assert!(
+        parts.len() == 3 && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit())) && parts[0].len() == 4,
+        "{date}"
+    );
     let started: u64 = value("Start_time_sec").parse().unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -53,16 +53,13 @@ pub async fn bind(spec: &AdminSpec, path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// A numeric gid, or a name looked up in /etc/group.
+/// A numeric gid, or a group name looked up through the system's name service (getgrnam:
+/// /etc/group, LDAP, SSSD — whatever nsswitch.conf says).
 fn resolve_group(group: &str) -> Option<u32> {
     if let Ok(gid) = group.parse() {
         return Some(gid);
     }
-    let groups = std::fs::read_to_string("/etc/group").ok()?;
-    groups.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == group).then(|| f.nth(1)?.parse().ok()).flatten()
-    })
+    uzers::get_group_by_name(group).map(|g| g.gid())
 }
 
 pub async fn serve(listener: UnixListener, veer: Veer) {

@@ -88,15 +88,10 @@ impl Peer {
     }
 }
 
-/// The login name of `uid` from /etc/passwd (no NSS: a name is a courtesy, the uid is the
-/// record).
+/// The login name of `uid`, through the system's name service (getpwuid: /etc/passwd,
+/// LDAP, SSSD). A name is a courtesy; the uid is the record.
 fn user_name(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
-    })
+    uzers::get_user_by_uid(uid).map(|u| u.name().to_string_lossy().into_owned())
 }
 
 impl From<Result<(), String>> for Answer {

@@ -147,8 +147,9 @@ pub async fn show_info(veer: &Veer) -> String {
     fields.iter().map(|(k, v)| format!("{k}: {v}\n")).collect()
 }
 
-/// When this version was released, as `show info` says it (HAProxy's `YYYY/MM/DD`).
-const RELEASE_DATE: &str = "2026/11/22";
+/// When this binary was built, as `show info` says it (HAProxy's `YYYY/MM/DD`; build.rs,
+/// `SOURCE_DATE_EPOCH` for a reproducible build).
+const RELEASE_DATE: &str = env!("VEER_BUILD_DATE");
 
 /// The HAProxy 2.0 static columns, in order.
 pub const STAT_COLUMNS: [&str; 88] = [
