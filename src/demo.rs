@@ -16,11 +16,55 @@ use tokio::net::TcpListener;
 
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
-/// The demo upstreams: name, colour (ANSI), address — matching config/demo.toml.
+/// The demo upstreams: name, colour (ANSI), and the address config/demo.toml names (the
+/// demo binds them on free ports and writes those into its copy).
 pub const UPSTREAMS: [(&str, &str, &str); 2] = [
     ("blue", "\x1b[34m", "127.0.0.1:9001"),
     ("green", "\x1b[32m", "127.0.0.1:9002"),
 ];
+
+/// Where the demo listens; `veer demo --help` shows the defaults.
+pub struct Options {
+    pub tls: bool,
+    /// The proxy's HTTP listener (config/demo.toml says 127.0.0.1:8080).
+    pub listen: SocketAddr,
+    /// The admin HTTP listener and status page (127.0.0.1:9901).
+    pub admin_http: SocketAddr,
+    /// The admin socket; the editable config is written next to it.
+    pub socket: PathBuf,
+    /// The https listener with `tls` (127.0.0.1:8443).
+    pub tls_listen: SocketAddr,
+}
+
+/// The default admin socket of the demo: `<temp dir>/veer-demo/admin.sock`.
+pub fn default_socket() -> PathBuf {
+    std::env::temp_dir().join("veer-demo").join("admin.sock")
+}
+
+/// config/demo.toml with the addresses and paths of `opts` and the upstreams.
+fn render(opts: &Options, upstreams: &[(&str, SocketAddr)]) -> Result<String, String> {
+    let mut config = DEMO_CONFIG.to_string();
+    let mut swap = |from: &str, to: String| {
+        if !config.contains(from) {
+            return Err(format!("config/demo.toml no longer says {from}"));
+        }
+        config = config.replace(from, &to);
+        Ok(())
+    };
+    swap(
+        "\"/tmp/veer-demo/admin.sock\"",
+        format!("{:?}", opts.socket.display().to_string()),
+    )?;
+    swap("\"127.0.0.1:9901\"", format!("\"{}\"", opts.admin_http))?;
+    swap("\"127.0.0.1:8080\"", format!("\"{}\"", opts.listen))?;
+    for ((_, _, configured), (_, actual)) in UPSTREAMS.iter().zip(upstreams) {
+        swap(&format!("\"{configured}\""), format!("\"{actual}\""))?;
+    }
+    if opts.tls {
+        config.push_str(&TLS_LISTENER.replace("127.0.0.1:8443", &opts.tls_listen.to_string()));
+    }
+    Ok(config)
+}
 
 /// Serves a tiny HTTP upstream that answers every request with `name` in `colour`.
 pub async fn upstream(listener: TcpListener, name: &'static str, colour: &'static str) {
@@ -47,11 +91,6 @@ pub async fn upstream(listener: TcpListener, name: &'static str, colour: &'stati
                 .await;
         });
     }
-}
-
-/// Where the editable copy of the demo config lives.
-pub fn config_path() -> PathBuf {
-    std::env::temp_dir().join("veer-demo").join("demo.toml")
 }
 
 /// The https listener `--tls` adds, serving the same routes.
@@ -81,22 +120,23 @@ fn make_certificate(dir: &std::path::Path) -> Result<(), String> {
 }
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(tls: bool) -> Result<(), String> {
-    for (name, colour, addr) in UPSTREAMS {
-        let addr: SocketAddr = addr.parse().map_err(|e| format!("{e}"))?;
-        let l = TcpListener::bind(addr)
+pub async fn run(opts: Options) -> Result<(), String> {
+    let tls = opts.tls;
+    // The upstreams take free ports: a busy 9001 does not stop the demo.
+    let mut upstreams = Vec::new();
+    for (name, colour, _) in UPSTREAMS {
+        let l = TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| format!("demo upstream {name} cannot bind {addr}: {e} (is another demo running?)"))?;
+            .map_err(|e| format!("demo upstream {name} cannot bind a port on 127.0.0.1: {e}"))?;
+        upstreams.push((name, l.local_addr().map_err(|e| e.to_string())?));
         tokio::spawn(upstream(l, name, colour));
     }
-    let path = config_path();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let mut config = DEMO_CONFIG.to_string();
+    let dir = opts.socket.parent().unwrap_or(std::path::Path::new(".")).to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("demo.toml");
+    let config = render(&opts, &upstreams)?;
     if tls {
-        make_certificate(path.parent().unwrap_or(std::path::Path::new(".")))?;
-        config.push_str(TLS_LISTENER);
+        make_certificate(&dir)?;
     }
     std::fs::write(&path, config).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     let veer = crate::runtime::Veer::start(&path).await.map_err(|e| e.to_string())?;
@@ -134,9 +174,10 @@ pub async fn run(tls: bool) -> Result<(), String> {
     if tls {
         println!(
             "\nhttps (TLS 1.3, HTTP/2 or HTTP/1.1 by ALPN) with a certificate made for localhost:\n\
-             \x20 curl -s --cacert {pem} https://localhost:8443/\n\
+             \x20 curl -s --cacert {pem} https://localhost:{port}/\n\
              \x20 cargo run --release -- ctl -s {sock} show ssl cert",
             pem = path.with_file_name("demo.pem").display(),
+            port = opts.tls_listen.port(),
             sock = socket.display(),
         );
     }

@@ -37,14 +37,27 @@ enum Command {
     },
     /// Start two demo upstreams (blue, green) and veer in front of them.
     Demo {
-        /// Also serve https on 127.0.0.1:8443 with a certificate made on the spot.
+        /// Also serve https (on --tls-listen) with a certificate made on the spot.
         #[arg(long)]
         tls: bool,
+        /// Where the proxy listens for HTTP.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The admin HTTP listener: the status page, /metrics, POST /command.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin_http: std::net::SocketAddr,
+        /// The admin socket; the demo's editable config is written next to it [default:
+        /// <temp dir>/veer-demo/admin.sock].
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Where https listens with --tls.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_listen: std::net::SocketAddr,
     },
     /// Send a command to a running veer's admin socket (interactive without a command).
     Ctl {
         /// The admin socket.
-        #[arg(short, long, env = "VEER_SOCKET", default_value = "/tmp/veer/admin.sock")]
+        #[arg(short, long, env = "VEER_SOCKET", default_value = "/run/veer/admin.sock")]
         socket: PathBuf,
         /// Use the HTTP admin listener at this address (ip:port) instead of the socket; sends
         /// what a state-changing command needs (X-Veer-Admin, the listener's Host).
@@ -151,11 +164,24 @@ fn main() -> ExitCode {
             veer::admin::ctl::rollout(&socket, &command)
         }
         Command::Ctl { socket, command, .. } => veer::admin::ctl::run(&socket, &command),
-        Command::Demo { tls } => {
+        Command::Demo {
+            tls,
+            listen,
+            admin_http,
+            socket,
+            tls_listen,
+        } => {
             init_logging();
+            let opts = veer::demo::Options {
+                tls,
+                listen,
+                admin_http,
+                socket: socket.unwrap_or_else(veer::demo::default_socket),
+                tls_listen,
+            };
             let result = build_runtime(None)
                 .map_err(|e| e.to_string())
-                .and_then(|rt| rt.block_on(veer::demo::run(tls)));
+                .and_then(|rt| rt.block_on(veer::demo::run(opts)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
