@@ -582,3 +582,48 @@ async fn passive_health_transitions_are_streamed() {
         (Some("health"), Some("b/dead"), Some("down"))
     );
 }
+
+/// `veer ctl` without a command, fed from a pipe: each line's commands answered in turn,
+/// the history written to $HOME/.veer_history, and the exit status the last command's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_ctl_answers_each_line_and_exits_with_the_last_commands_status() {
+    let a = start().await;
+    let home = tempfile::tempdir().unwrap();
+    let run = |input: &'static str| {
+        let (sock, home) = (a.sock.clone(), home.path().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_veer"))
+                .args(["ctl", "-s"])
+                .arg(&sock)
+                .env("HOME", &home)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let (code, out, err) = run("show backend\nset weight shop/nope 3\n").await.unwrap();
+    assert_eq!(code, Some(1), "the last command failed: {out}{err}");
+    assert!(out.contains("# name\nshop\n"), "{out}");
+    assert!(err.contains("No such server."), "{err}");
+    let (code, out, _) = run("set weight shop/nope 3; get weight shop/blue-1\nquit\nshow backend\n")
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "the last command held");
+    assert!(out.contains("1 (initial 1)"), "{out}");
+    assert!(!out.contains("# name"), "nothing after quit: {out}");
+    let history = std::fs::read_to_string(home.path().join(".veer_history")).unwrap_or_default();
+    assert!(
+        history.contains("show backend") && history.contains("get weight shop/blue-1"),
+        "{history}"
+    );
+}

@@ -1,6 +1,7 @@
 //! `veer ctl`: a client of the admin socket. With a command it sends the line (each
 //! `;`-separated command wrapped in `json`, so errors are known), prints the answers and exits
-//! non-zero on an error; without one it opens an interactive (`prompt`) session. With
+//! non-zero on an error; without one it opens an interactive session (line editing,
+//! history, the last command's status as the exit status). With
 //! `--http` it speaks to the HTTP admin listener instead, sending what that listener asks of
 //! a state-changing command (see [`super::http`]).
 
@@ -20,7 +21,7 @@ pub fn run(socket: &Path, command: &[String]) -> ExitCode {
         }
     };
     if command.is_empty() {
-        return interactive(stream);
+        return interactive(stream, socket);
     }
     let parts = split_commands(&command.join(" "));
     let line: Vec<String> = parts
@@ -69,33 +70,70 @@ pub fn run(socket: &Path, command: &[String]) -> ExitCode {
     }
 }
 
-fn interactive(mut stream: UnixStream) -> ExitCode {
-    if stream.write_all(b"prompt\n").is_err() {
-        return ExitCode::from(2);
-    }
-    let Ok(mut reader) = stream.try_clone() else {
-        return ExitCode::from(2);
+/// The interactive session: line editing and history (rustyline; `~/.veer_history`), each
+/// line's commands sent as `veer ctl <line>` would send them; `quit`, `exit` or Ctrl-D
+/// ends it. The exit status is the last command's: 0, or 1 when it failed (so a script
+/// piping commands in learns whether its last one held).
+fn interactive(stream: UnixStream, socket: &Path) -> ExitCode {
+    drop(stream);
+    let mut editor = match rustyline::DefaultEditor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("veer ctl: {e}");
+            return ExitCode::from(2);
+        }
     };
-    let printer = std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        let mut out = std::io::stdout();
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
+    let history = std::env::var_os("HOME").map(|h| Path::new(&h).join(".veer_history"));
+    if let Some(h) = &history {
+        let _ = editor.load_history(h);
+    }
+    let mut last_ok = true;
+    loop {
+        let line = match editor.readline("> ") {
+            Ok(line) => line,
+            // Ctrl-C drops the line being typed, as a shell does.
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(rustyline::error::ReadlineError::Eof) => break,
+            Err(e) => {
+                eprintln!("veer ctl: {e}");
+                last_ok = false;
                 break;
             }
-            let _ = out.write_all(&buf[..n]);
-            let _ = out.flush();
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
         }
-    });
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        if stream.write_all(format!("{line}\n").as_bytes()).is_err() {
+        if matches!(line, "quit" | "exit") {
             break;
         }
+        let _ = editor.add_history_entry(line);
+        for part in split_commands(line) {
+            last_ok = match call(socket, &part) {
+                Ok((true, text)) => {
+                    print!("{text}");
+                    true
+                }
+                Ok((false, text)) => {
+                    eprint!("{text}");
+                    false
+                }
+                Err(e) => {
+                    eprintln!("veer ctl: {e}");
+                    false
+                }
+            };
+        }
+        let _ = std::io::stdout().flush();
     }
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = printer.join();
-    ExitCode::SUCCESS
+    if let Some(h) = &history {
+        let _ = editor.save_history(h);
+    }
+    if last_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 /// `veer ctl --http ADDR [--token-file F] COMMAND`: one `POST /command`, answers printed as
