@@ -77,3 +77,28 @@ fn version_flag() {
         format!("veer {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn values_of_the_wrong_type_do_not_stop_the_check_and_read_plainly() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/invalid/type-errors.toml");
+    let (code, stderr) = check(&path);
+    assert_eq!(code, 64);
+    for (loc, message) in [
+        ("5:12", "unknown variant `htp`, expected `http` or `tcp`"),
+        ("7:13", "unknown backend \"nope\""),
+        ("11:11", "expected an integer, found the string \"two\""),
+        (
+            "12:19",
+            "expected a duration like \"2s\" or \"500ms\" (a string), found the number 5",
+        ),
+        ("13:58", "expected an integer, found the string \"x\""),
+        ("13:86", "expected a string, found the number 7"),
+    ] {
+        assert!(
+            stderr.contains(&format!("type-errors.toml:{loc}: {message}")),
+            "{loc} {message} missing in\n{stderr}"
+        );
+    }
+    // Nothing about the placeholders veer checked the rest with.
+    assert!(stderr.contains(": 6 error(s)"), "{stderr}");
+}

@@ -16,6 +16,8 @@ pub struct Diagnostic {
     pub line: usize,
     pub col: usize,
     pub message: String,
+    /// The byte range it points at in the source, when it points at one.
+    pub span: Option<Range<usize>>,
     /// The source line the error points at, and the caret range within it.
     snippet: Option<(String, Range<usize>)>,
 }
@@ -54,6 +56,7 @@ impl Diagnostic {
             line,
             col,
             message: message.into(),
+            span: Some(span),
             snippet: Some((text, caret_start..caret_start + caret_len)),
         }
     }
@@ -65,6 +68,7 @@ impl Diagnostic {
             line: 1,
             col: 1,
             message: message.into(),
+            span: None,
             snippet: None,
         }
     }

@@ -5,6 +5,7 @@
 pub mod diag;
 pub mod model;
 mod names;
+mod recover;
 pub use names::invalid_char;
 pub mod spec;
 pub mod tls;
@@ -24,21 +25,46 @@ pub fn load(path: &Path) -> Result<Spec, ConfigErrors> {
     parse(path, &source)
 }
 
-/// Parses and validates config text; `path` is only used to name the file in errors.
+/// Parses and validates config text; `path` is only used to name the file in errors. Every
+/// error is reported: values of the wrong type too, each in plain words (see `recover`).
 pub fn parse(path: &Path, source: &str) -> Result<Spec, ConfigErrors> {
-    let raw: model::RawConfig = toml::from_str(source).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        ConfigErrors(vec![Diagnostic::at(
-            path,
-            source,
-            span,
-            e.message().trim_end().to_string(),
-        )])
-    })?;
-    let mut spec = validate::validate(path, source, raw).map_err(|mut errors| {
-        errors.sort_by_key(|d| (d.line, d.col));
-        ConfigErrors(errors)
-    })?;
+    let mut copy = recover::Patched::new(source);
+    let mut errors = Vec::new();
+    let raw = loop {
+        match toml::from_str::<model::RawConfig>(&copy.text) {
+            Ok(raw) => break Some(raw),
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let key = recover::key_before(&copy.text, span.start);
+                let message = recover::plain(e.message(), key);
+                errors.push(Diagnostic::at(path, source, copy.original(span.clone()), message));
+                if !copy.patch(span, e.message()) {
+                    break None;
+                }
+            }
+        }
+    };
+    let checked = raw.map(|raw| validate::validate(path, &copy.text, raw));
+    let mut spec = match checked {
+        Some(Ok(spec)) if errors.is_empty() => spec,
+        Some(Ok(_)) | None => return Err(sorted(errors)),
+        Some(Err(found)) => {
+            // Validation saw the copy: its findings at a placeholder are not the file's.
+            for d in found {
+                let span = d.span.clone().unwrap_or(0..0);
+                let original = copy.original(span);
+                if !copy.at_patch(&original) {
+                    errors.push(Diagnostic::at(path, source, original, d.message));
+                }
+            }
+            return Err(sorted(errors));
+        }
+    };
     spec.hash = xxhash_rust::xxh3::xxh3_64(source.as_bytes());
     Ok(spec)
+}
+
+fn sorted(mut errors: Vec<Diagnostic>) -> ConfigErrors {
+    errors.sort_by_key(|d| (d.line, d.col));
+    ConfigErrors(errors)
 }
