@@ -40,6 +40,10 @@ pub struct Entry<'a> {
     /// The W3C trace id sent upstream.
     pub trace_id: &'a str,
     pub tls: Option<&'a TlsFacts>,
+    /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0`: what the client spoke.
+    pub protocol: &'a str,
+    pub referer: &'a str,
+    pub user_agent: &'a str,
 }
 
 impl AccessLog {
@@ -116,31 +120,61 @@ fn json(e: &Entry<'_>) -> String {
         "tls_cipher": e.tls.map(|t| t.cipher),
         "sni": e.tls.and_then(|t| t.sni.as_deref()),
         "alpn": e.tls.map(|t| t.alpn),
+        "protocol": e.protocol,
+        "referer": e.referer,
+        "user_agent": e.user_agent,
     })
     .to_string();
     line.push('\n');
     line
 }
 
-/// Apache combined, with veer's fields appended: `… "backend/group/server" <ms> <request id>`.
+/// Apache/NCSA combined, exactly (`%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"`),
+/// so GoAccess, awstats and every combined-log regex read it; veer's own fields are in the
+/// JSON format. Quotes and backslashes inside quoted fields are escaped as Apache does.
 fn combined(e: &Entry<'_>) -> String {
-    let time = humantime::format_rfc3339_seconds(e.time);
+    let quoted = |v: &str| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.replace('\\', "\\\\").replace('"', "\\\"")
+        }
+    };
+    let bytes = if e.bytes == 0 {
+        "-".to_string()
+    } else {
+        e.bytes.to_string()
+    };
     format!(
-        "{} - - [{time}] \"{} {} HTTP/1.1\" {} {} \"-\" \"-\" host={} route={} server={}/{}/{} ms={:.3} error={} id={} trace={}\n",
+        "{} - - [{}] \"{} {} {}\" {} {bytes} \"{}\" \"{}\"\n",
         e.client.ip(),
+        clf_time(e.time),
         e.method,
-        e.path,
+        quoted(e.path),
+        e.protocol,
         e.status,
-        e.bytes,
-        e.host,
-        e.route,
-        e.backend,
-        e.group,
-        e.server,
-        e.duration.as_secs_f64() * 1000.0,
-        e.veer_error.unwrap_or("-"),
-        e.request_id,
-        e.trace_id
+        quoted(e.referer),
+        quoted(e.user_agent),
+    )
+}
+
+/// Common Log Format time, in UTC: `22/Nov/2026:19:32:43 +0000`.
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // 2026-11-22T19:32:43Z
+    let iso = humantime::format_rfc3339_seconds(t).to_string();
+    let month = iso
+        .get(5..7)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+        .unwrap_or(&"Jan");
+    format!(
+        "{}/{month}/{}:{} +0000",
+        iso.get(8..10).unwrap_or("01"),
+        iso.get(..4).unwrap_or("1970"),
+        iso.get(11..19).unwrap_or("00:00:00")
     )
 }
 
@@ -171,6 +205,9 @@ pub struct LogHead {
     trace_id: String,
     listener: Arc<String>,
     tls: Option<Arc<TlsFacts>>,
+    protocol: &'static str,
+    referer: String,
+    user_agent: String,
 }
 
 /// Where a proxied request went, for its access-log line.
@@ -203,6 +240,14 @@ impl LogHead {
             trace_id: "-".to_string(),
             listener: listener.clone(),
             tls: None,
+            protocol: match req.version() {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_3 => "HTTP/3.0",
+                _ => "HTTP/1.1",
+            },
+            referer: text(req.headers().get(http::header::REFERER).map(|v| v.as_bytes())),
+            user_agent: text(req.headers().get(http::header::USER_AGENT).map(|v| v.as_bytes())),
         }
     }
 
@@ -227,7 +272,19 @@ impl LogHead {
             trace_id: "-".to_string(),
             listener: listener.clone(),
             tls: None,
+            protocol: "HTTP/1.1",
+            referer: String::new(),
+            user_agent: String::new(),
         }
+    }
+
+    /// What the HTTP/1 client said besides the request line: its version and the
+    /// `Referer` and `User-Agent` the combined format logs.
+    pub fn with_client(mut self, http10: bool, referer: Option<&[u8]>, user_agent: Option<&[u8]>) -> Self {
+        self.protocol = if http10 { "HTTP/1.0" } else { "HTTP/1.1" };
+        self.referer = text(referer);
+        self.user_agent = text(user_agent);
+        self
     }
 
     /// The trace id the request went upstream with.
@@ -272,8 +329,18 @@ impl LogHead {
             request_id: &self.request_id,
             trace_id: &self.trace_id,
             tls: self.tls.as_deref(),
+            protocol: self.protocol,
+            referer: &self.referer,
+            user_agent: &self.user_agent,
         });
     }
+}
+
+/// A header value for the log: lossy UTF-8, control characters replaced (a log line is
+/// one line whatever the client sends).
+fn text(v: Option<&[u8]>) -> String {
+    v.map(|v| String::from_utf8_lossy(v).replace(|c: char| c.is_control(), "?"))
+        .unwrap_or_default()
 }
 
 /// A proxied request's access-log line, completed when its response body ends.

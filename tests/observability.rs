@@ -448,3 +448,91 @@ fn dashboard_queries_are_valid_promql_over_exported_names() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The `combined` format is Apache/NCSA combined exactly: the combined-log regex GoAccess and
+/// awstats use reads every line (the client's protocol as spoken, CLF time, Referer and
+/// User-Agent with quotes escaped), and the JSON format carries the same facts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_combined_log_is_real_combined_and_json_has_the_same_facts() {
+    let s = FakeBackend::start("s1").await;
+    for format in ["combined", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let extra = format!("[access_log]\npath = \"{}\"\nformat = \"{format}\"", log.display());
+        let proxy = Proxy::start(&config(dir.path(), &[&s], &extra)).await;
+        let addr = proxy.addr("web").await;
+        let url = format!("http://{addr}");
+        let c = client();
+        get(
+            &c,
+            &format!("{url}/a?b=1"),
+            &[
+                ("referer", "https://shop.example/cart"),
+                ("user-agent", "curl/8.0 \"quoted\""),
+            ],
+        )
+        .await
+        .unwrap();
+        raw_exchange(addr, b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n").await;
+        let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<http_body_util::Full<bytes::Bytes>>();
+        get(&h2, &format!("{url}/two"), &[]).await.unwrap();
+        let mut lines = Vec::new();
+        for _ in 0..500 {
+            lines = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        if format == "json" {
+            let v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+            assert_eq!(v[0]["referer"], "https://shop.example/cart");
+            assert_eq!(v[0]["user_agent"], "curl/8.0 \"quoted\"");
+            let protocols: Vec<&str> = v.iter().map(|l| l["protocol"].as_str().unwrap()).collect();
+            assert_eq!(protocols, ["HTTP/1.1", "HTTP/1.0", "HTTP/2.0"]);
+            continue;
+        }
+        // GoAccess's and awstats' combined pattern, anchored at both ends.
+        let parsed = python_regex(
+            r#"^(\S+) (\S+) (\S+) \[(\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] "(\S+) (.*?) (HTTP/\d\.\d)" (\d{3}) (\d+|-) "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)"$"#,
+            &lines.join("\n"),
+        );
+        let rows = parsed.as_array().unwrap();
+        assert_eq!(rows.len(), 3, "every line matches: {lines:?} → {parsed}");
+        assert_eq!(rows[0][0], "127.0.0.1");
+        assert_eq!(
+            (&rows[0][4], &rows[0][5], &rows[0][6]),
+            (&"GET".into(), &"/a?b=1".into(), &"HTTP/1.1".into())
+        );
+        assert_eq!((&rows[0][7], &rows[0][8]), (&"200".into(), &"2".into()));
+        assert_eq!(rows[0][9], "https://shop.example/cart");
+        assert_eq!(rows[0][10], "curl/8.0 \\\"quoted\\\"");
+        assert_eq!(rows[1][6], "HTTP/1.0");
+        assert_eq!(
+            (&rows[2][6], &rows[2][9], &rows[2][10]),
+            (&"HTTP/2.0".into(), &"-".into(), &"-".into())
+        );
+    }
+}
+
+/// The groups of `pattern` for every line of `text` that matches it, by Python's `re`.
+fn python_regex(pattern: &str, text: &str) -> serde_json::Value {
+    use std::io::Write;
+    let script = "import json, re, sys\np = re.compile(sys.argv[1])\nprint(json.dumps([list(m.groups()) for m in (p.match(l) for l in sys.stdin.read().splitlines()) if m]))";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script, pattern])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is installed");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -182,7 +182,8 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
                 std::str::from_utf8(id).unwrap_or("-"),
             )
             .with_trace(&trace)
-            .with_tls(conn.tls.as_ref()),
+            .with_tls(conn.tls.as_ref())
+            .with_client(http10, field(headers, b"referer"), field(headers, b"user-agent")),
         )
     });
     if conn.opts.redirect_https {
