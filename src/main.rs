@@ -34,6 +34,14 @@ enum Command {
         /// The config file (TOML) to check.
         #[arg(short, long)]
         config: PathBuf,
+        /// Also show what reloading the file would change in the veer running behind
+        /// --socket: listeners, backends, groups, servers added, removed or changed (the
+        /// running overlay applied, as a reload applies it). Changes nothing.
+        #[arg(long)]
+        diff: bool,
+        /// With --diff: the running veer's admin socket.
+        #[arg(short, long, env = "VEER_SOCKET", default_value = "/run/veer/admin.sock")]
+        socket: PathBuf,
     },
     /// Start two demo upstreams (blue, green) and veer in front of them.
     Demo {
@@ -107,22 +115,33 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => match veer::config::load(&config) {
-            Ok(spec) => {
-                println!(
-                    "{}: ok ({} listeners, {} backends)",
-                    config.display(),
-                    spec.listeners.len(),
-                    spec.backends.len()
-                );
-                ExitCode::SUCCESS
+        Command::Check { config, diff, socket } => {
+            match veer::config::load(&config) {
+                Ok(spec) => {
+                    println!(
+                        "{}: ok ({} listeners, {} backends)",
+                        config.display(),
+                        spec.listeners.len(),
+                        spec.backends.len()
+                    );
+                    if !diff {
+                        return ExitCode::SUCCESS;
+                    }
+                    // The running veer reads the file itself: name it absolutely.
+                    let path = std::fs::canonicalize(&config).unwrap_or(config);
+                    if path.to_string_lossy().contains(|c: char| c.is_whitespace() || c == ';') {
+                        eprintln!("veer check --diff: the path must not contain spaces or ';' (admin commands are split on them)");
+                        return ExitCode::from(2);
+                    }
+                    veer::admin::ctl::run(&socket, &[format!("preview reload {}", path.display())])
+                }
+                Err(errors) => {
+                    eprintln!("{}", errors.render());
+                    eprintln!("\n{}: {} error(s)", config.display(), errors.0.len());
+                    ExitCode::from(EX_CONFIG)
+                }
             }
-            Err(errors) => {
-                eprintln!("{}", errors.render());
-                eprintln!("\n{}: {} error(s)", config.display(), errors.0.len());
-                ExitCode::from(EX_CONFIG)
-            }
-        },
+        }
         Command::Run { config, upgrade } => {
             init_logging();
             // The worker count comes from the config, so read it before the runtime exists.

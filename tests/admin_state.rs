@@ -364,3 +364,109 @@ async fn corrupt_state_file_stops_the_binary() {
     let state = d.state().display().to_string();
     assert!(stderr.contains(&state), "stderr does not name {state}:\n{stderr}");
 }
+
+/// `veer check --diff` (issue 25): what reloading a candidate file would change in the running
+/// veer — with the overlay applied as a reload applies it — and nothing changes meanwhile;
+/// `preview reload` itself answers only on the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_diff_previews_a_reload_against_the_running_veer() {
+    let (blue, green) = (FakeBackend::start("b1").await, FakeBackend::start("g1").await);
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("admin.sock");
+    let file = |blue_weight: u32, extra_server: bool, extra_listener: bool| {
+        format!(
+            r#"
+[admin]
+socket = "{sock}"
+http = "127.0.0.1:0"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+  [[listener.route]]
+  backend = "shop"
+{listener}
+[[backend]]
+name = "shop"
+groups = [
+  {{ name = "blue", weight = {blue_weight}, servers = [ {{ name = "b1", addr = "{b}" }} ] }},
+  {{ name = "green", weight = 0, servers = [ {{ name = "g1", addr = "{g}" }}{more} ] }},
+]
+"#,
+            sock = sock.display(),
+            b = blue.addr,
+            g = green.addr,
+            listener = if extra_listener {
+                "[[listener]]\nname = \"api\"\nbind = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nbackend = \"shop\"\n"
+            } else {
+                ""
+            },
+            more = if extra_server {
+                ", { name = \"g2\", addr = \"127.0.0.1:9\", weight = 3 }"
+            } else {
+                ""
+            },
+        )
+    };
+    let p = Proxy::start_in(dir, &file(100, false, false)).await;
+    assert_eq!(admin(&sock, "set weight shop/b1 7").await, "\n");
+    let generation = p.veer.snapshot().generation;
+    let candidate = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(candidate.path(), file(50, true, true)).unwrap();
+    let run = |args: Vec<std::ffi::OsString>| {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_veer"))
+                .args(args)
+                .output()
+                .unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+    };
+    let args = |path: &std::path::Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "check".into(),
+            "-c".into(),
+            path.into(),
+            "--diff".into(),
+            "-s".into(),
+            sock.clone().into(),
+        ]
+    };
+    let (code, out) = run(args(candidate.path())).await.unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    for line in [
+        "+ listener api 127.0.0.1:0 tcp",
+        "~ group shop/blue weight 100 -> 50",
+        "+ server shop/g2 127.0.0.1:9 weight 3",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} missing in\n{out}");
+    }
+    // The runtime weight of b1 wins over the file on reload: no change shown for it.
+    assert!(!out.contains("shop/b1"), "{out}");
+    // Nothing changed meanwhile.
+    assert_eq!(p.veer.snapshot().generation, generation);
+    // The running file itself: no changes.
+    let (code, out) = run(args(&p.path)).await.unwrap();
+    assert_eq!(code, Some(0));
+    assert!(out.contains("No changes: reloading"), "{out}");
+    // A file a reload would refuse: its errors, exit 64 before asking veer.
+    std::fs::write(candidate.path(), "[[listener]]\nname = 3\n").unwrap();
+    let (code, _) = run(args(candidate.path())).await.unwrap();
+    assert_eq!(code, Some(64));
+    // Over HTTP it is refused: it reads files of the caller's choosing.
+    let http = format!("http://{}/command", p.veer.admin_http_addr().unwrap());
+    let a = send(
+        &client(),
+        http::Request::post(http)
+            .header("x-veer-admin", "1")
+            .body(http_body_util::Full::new(bytes::Bytes::from("preview reload")))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&a.body),
+        "This command is only available on the admin socket.\n"
+    );
+}

@@ -21,7 +21,7 @@ use crate::config::{DnsName, Spec};
 /// How long one lookup may take before the last good answer stands.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Dns {
     /// Last good answer per name, sorted.
     answers: HashMap<String, Vec<IpAddr>>,

@@ -14,6 +14,7 @@ mod dns;
 pub mod events;
 mod notify;
 pub mod overlay;
+mod preview;
 pub mod rollout;
 pub mod rollout_state;
 mod stop;

@@ -48,6 +48,7 @@ show split <bk> [json]                   : a backend's groups and servers (veer)
 wait <delay> srv-drained <bk>/<srv>      : wait until a server has no active work; says Drained. (veer)
 wait <delay> group-drained <bk>/<group>  : wait until a group has no active work; says Drained. (veer)
 reload                                   : reload the config file (veer)
+preview reload [<file>]                  : what reloading the file (default: the running one) would change; socket only (veer)
 drain                                    : start draining the process: /ready fails, connections close (veer)
 undrain                                  : stop draining (not after SIGTERM): /ready passes again (veer)
 show config                              : running config hash, load time, last reload (veer)
@@ -76,6 +77,8 @@ fn mutates(words: &[&str]) -> bool {
             | ["add", ..]
             | ["del", ..]
             | ["reload"]
+            // Reads a file of the caller's choosing: privileged and audited like a change.
+            | ["preview", ..]
             | ["clear", ..]
             | ["rollout", ..]
             | ["rollback", ..]
@@ -212,6 +215,12 @@ async fn run(veer: &Veer, command: Command, peer: &Peer) -> Answer {
         }
         Undrain => match veer.undrain().await {
             Ok(_) => Answer::done(),
+            Err(e) => Answer::err(e),
+        },
+        // It reads any file veer can: only over the socket, whose permissions decide.
+        PreviewReload(_) if peer.via != "socket" => Answer::err("This command is only available on the admin socket."),
+        PreviewReload(file) => match veer.preview_reload(file.as_deref().map(std::path::Path::new)).await {
+            Ok(text) => Answer::ok(text),
             Err(e) => Answer::err(e),
         },
         Reload => match veer.reload().await {

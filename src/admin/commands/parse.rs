@@ -62,6 +62,8 @@ pub enum Command {
     Drain,
     Undrain,
     Reload,
+    /// `preview reload [<file>]`: what reloading the file would change.
+    PreviewReload(Option<String>),
     ClearOverlay(Option<String>),
     /// `rollout start <backend> to <group> [options]`.
     RolloutStart(Vec<String>),
@@ -157,6 +159,8 @@ pub fn parse(words: &[&str]) -> Command {
         ["drain"] => Drain,
         ["undrain"] => Undrain,
         ["reload"] => Reload,
+        ["preview", "reload"] => PreviewReload(None),
+        ["preview", "reload", file] => PreviewReload(Some(file.to_string())),
         ["clear", "overlay", rest @ ..] if rest.len() <= 1 => ClearOverlay(first(rest)),
         ["rollout", "start", rest @ ..] => RolloutStart(owned(rest)),
         ["rollout", action @ ("pause" | "resume" | "abort" | "promote"), b] => {
@@ -409,6 +413,11 @@ mod tests {
                 },
             ),
             ("reload", Reload),
+            ("preview reload", PreviewReload(None)),
+            (
+                "preview reload /etc/veer/next.toml",
+                PreviewReload(s("/etc/veer/next.toml")),
+            ),
             ("drain", Drain),
             ("undrain", Undrain),
             ("show config", ShowConfig),
