@@ -4,10 +4,12 @@
 //! fixed addresses (127.0.0.1:8080, 127.0.0.1:9901, /tmp/veer-demo/…) are swapped for the
 //! demo's own before it runs; nothing else in the text changes. The demo is stopped by PID.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
+
+use support::Demo;
 
 /// The blocks fenced as ```` ```sh runnable ````.
 fn runnable_blocks(readme: &str) -> Vec<String> {
@@ -50,54 +52,13 @@ fn the_readmes_runnable_blocks_run_against_the_demo() {
     let bin = dir.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_veer"), bin.join("veer")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_veer"))
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-http",
-            "127.0.0.1:0",
-            "--socket",
-        ])
-        .arg(&sock)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let _stop = Stop(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut admin, mut web) = (None, None);
-    while admin.is_none() || web.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the demo prints its addresses");
-        if let Some(url) = line.split("live): http://").nth(1) {
-            admin = Some(url.trim().trim_end_matches('/').to_string());
-        }
-        if let Some(rest) = line.trim().strip_prefix("for i in $(seq 10); do curl -s http://") {
-            web = rest.split('/').next().map(str::to_string);
-        }
-    }
-    let (admin, web) = (admin.unwrap(), web.unwrap());
+    let demo = Demo::start(&sock);
+    let (admin, web) = (&demo.admin, &demo.web);
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     for block in blocks {
         let script = block
-            .replace("127.0.0.1:8080", &web)
-            .replace("127.0.0.1:9901", &admin)
+            .replace("127.0.0.1:8080", web)
+            .replace("127.0.0.1:9901", admin)
             .replace("/tmp/veer-demo/admin.sock", &sock.display().to_string())
             .replace("/tmp/veer-demo/", &format!("{}/", dir.path().display()))
             .replace("cargo run --release --", "veer");

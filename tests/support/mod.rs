@@ -466,3 +466,67 @@ pub async fn reading_backend(name: &str) -> FakeBackend {
     })
     .await
 }
+
+/// A `veer demo` child on free ports with its admin socket (and editable config) at
+/// `socket`'s directory; stopped by PID when dropped.
+pub struct Demo {
+    child: std::process::Child,
+    /// `ip:port` of the proxy's HTTP listener, as the demo prints it.
+    pub web: String,
+    /// `ip:port` of the admin HTTP listener (the status page).
+    pub admin: String,
+}
+
+impl Demo {
+    pub fn start(socket: &std::path::Path) -> Demo {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_veer"))
+            .args([
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-http",
+                "127.0.0.1:0",
+                "--socket",
+            ])
+            .arg(socket)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut admin, mut web) = (None, None);
+        while admin.is_none() || web.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the demo prints its addresses");
+            if let Some(url) = line.split("live): http://").nth(1) {
+                admin = Some(url.trim().trim_end_matches('/').to_string());
+            }
+            if let Some(rest) = line.trim().strip_prefix("for i in $(seq 10); do curl -s http://") {
+                web = rest.split('/').next().map(str::to_string);
+            }
+        }
+        Demo {
+            child,
+            web: web.unwrap_or_default(),
+            admin: admin.unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
