@@ -271,3 +271,35 @@ async fn add_server_refuses_the_names_haproxy_refuses() {
         }
     }
 }
+
+/// The FRONTEND row counts what the listener answered: requests by class and in all.
+#[tokio::test]
+async fn show_stat_fills_the_frontend_request_columns() {
+    let backend = FakeBackend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("admin.sock");
+    let mut config = http_config(&[("a", backend.addr)], "");
+    config.insert_str(0, &format!("[admin]\nsocket = \"{}\"\n", sock.display()));
+    let p = Proxy::start_in(dir, &config).await;
+    let c = client();
+    let url = p.url("web").await;
+    for path in ["/", "/x", "/y"] {
+        get(&c, &format!("{url}{path}"), &[]).await.unwrap();
+    }
+    let csv = admin(&sock, "show stat").await;
+    let header: Vec<&str> = csv
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let col = |row: &str, name: &str| -> String {
+        let i = header.iter().position(|h| *h == name).unwrap();
+        row.split(',').nth(i).unwrap_or("").to_string()
+    };
+    let frontend = csv.lines().find(|l| l.starts_with("web,FRONTEND,")).unwrap();
+    assert_eq!(col(frontend, "req_tot"), "3", "{csv}");
+    assert_eq!(col(frontend, "hrsp_2xx"), "3", "{csv}");
+    assert_eq!(col(frontend, "hrsp_5xx"), "0", "{csv}");
+}

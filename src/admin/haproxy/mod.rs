@@ -439,6 +439,17 @@ pub async fn show_stat(veer: &Veer, filter: &StatFilter) -> Result<String, &'sta
             let (scur, stot) = stats.map_or((0, 0), |s| (s.active.load(Relaxed) as u64, s.total.load(Relaxed)));
             r.set("scur", scur).set("stot", stot).set("status", "OPEN");
             r.set("mode", if l.protocol == Protocol::Tcp { "tcp" } else { "http" });
+            // Every response the listener sent (veer's own errors included), by class.
+            // (`bin`/`bout` stay empty: veer counts body bytes, HAProxy headers too.)
+            if let Some(s) = stats {
+                if l.protocol != Protocol::Tcp {
+                    let responses: Vec<u64> = s.responses.iter().map(|c| c.load(Relaxed)).collect();
+                    for (name, v) in HRSP.iter().zip(&responses) {
+                        r.set(name, v);
+                    }
+                    r.set("req_tot", responses.iter().sum::<u64>());
+                }
+            }
             rows.push(Stat {
                 kind: 0,
                 iid,
