@@ -40,7 +40,7 @@ enum Command {
         #[arg(long)]
         diff: bool,
         /// With --diff: the running veer's admin socket.
-        #[arg(short, long, env = "VEER_SOCKET", default_value = "/run/veer/admin.sock")]
+        #[arg(short, long, env = "VEER_SOCKET", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
     /// Start two demo upstreams (blue, green) and veer in front of them.
@@ -65,7 +65,7 @@ enum Command {
     /// Send a command to a running veer's admin socket (interactive without a command).
     Ctl {
         /// The admin socket.
-        #[arg(short, long, env = "VEER_SOCKET", default_value = "/run/veer/admin.sock")]
+        #[arg(short, long, env = "VEER_SOCKET", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
         /// Use the HTTP admin listener at this address (ip:port) instead of the socket; sends
         /// what a state-changing command needs (X-Veer-Admin, the listener's Host).
@@ -93,6 +93,10 @@ enum Command {
 }
 
 const EX_CONFIG: u8 = 64;
+
+/// Where `veer ctl` and `veer check --diff` find the admin socket unless told (or
+/// `VEER_SOCKET`): the path the systemd unit, the container and the Kubernetes files use.
+const DEFAULT_SOCKET: &str = "/run/veer/admin.sock";
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -285,18 +285,7 @@ async fn access_log_writes_one_json_line_per_request() {
         .unwrap();
     assert_eq!(other.status, 200);
 
-    let mut lines = Vec::new();
-    for _ in 0..500 {
-        lines = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        if lines.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let lines = log_lines(&log, 3).await;
     assert_eq!(lines.len(), 3, "{lines:?}");
     let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     for field in [
@@ -478,18 +467,7 @@ async fn the_combined_log_is_real_combined_and_json_has_the_same_facts() {
             .http2_only(true)
             .build_http::<http_body_util::Full<bytes::Bytes>>();
         get(&h2, &format!("{url}/two"), &[]).await.unwrap();
-        let mut lines = Vec::new();
-        for _ in 0..500 {
-            lines = std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if lines.len() >= 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let lines = log_lines(&log, 3).await;
         assert_eq!(lines.len(), 3, "{lines:?}");
         if format == "json" {
             let v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -535,4 +513,22 @@ fn python_regex(pattern: &str, text: &str) -> serde_json::Value {
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The access log's lines once it has `n` (the writer thread is asynchronous), or what it
+/// has after 5 s.
+async fn log_lines(log: &std::path::Path, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for _ in 0..500 {
+        lines = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lines
 }

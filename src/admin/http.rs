@@ -314,12 +314,9 @@ async fn command(ctx: &Ctx, req: Request<Incoming>, peer: SocketAddr) -> Respons
         };
         text(status, body + "\n", "application/json")
     } else {
-        let body = answers.iter().map(|a| a.text.clone()).collect::<Vec<_>>().join("\n");
         // `show split … json` and the like say what they are.
-        let is_json = ok
-            && answers.len() == 1
-            && (body.starts_with('{') || body.starts_with('['))
-            && serde_json::from_str::<serde_json::Value>(&body).is_ok();
+        let is_json = matches!(answers.as_slice(), [one] if one.as_json().is_some());
+        let body = answers.iter().map(|a| a.text.clone()).collect::<Vec<_>>().join("\n");
         text(status, body, if is_json { "application/json" } else { PLAIN })
     }
 }

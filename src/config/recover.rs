@@ -83,11 +83,11 @@ impl Patched {
 /// A value of the type an "invalid type" / "invalid value" message asks for.
 fn placeholder(message: &str) -> Option<String> {
     let expected = message.split("expected ").nth(1)?.trim();
-    if let Some(variant) = expected.split('`').nth(1).filter(|_| expected.contains('`')) {
+    if let Some(variant) = expected.split('`').nth(1) {
         // `unknown variant `htp`, expected `http` or `tcp``: the first one offered.
         return Some(format!("{variant:?}"));
     }
-    let p = match integer_or(expected)? {
+    let p = match kind_of(expected)? {
         Kind::Integer => "0",
         Kind::Float => "0.0",
         Kind::String => "\"\"",
@@ -107,7 +107,8 @@ enum Kind {
     Table,
 }
 
-fn integer_or(expected: &str) -> Option<Kind> {
+/// The kind of value an "expected …" phrase names (`u32`, `a string`, `a sequence`, …).
+fn kind_of(expected: &str) -> Option<Kind> {
     let word = expected.split([' ', ',']).find(|w| !matches!(*w, "a" | "an"))?;
     Some(match word {
         "u8" | "u16" | "u32" | "u64" | "usize" | "i8" | "i16" | "i32" | "i64" | "isize" | "integer" => Kind::Integer,
@@ -144,7 +145,7 @@ pub fn plain(message: &str, key: Option<&str>) -> String {
         .iter()
         .any(|s| k.ends_with(s))
     });
-    let want = match integer_or(expected) {
+    let want = match kind_of(expected) {
         Some(Kind::String) if duration => "a duration like \"2s\" or \"500ms\" (a string)".to_string(),
         Some(Kind::Integer) => "an integer".to_string(),
         Some(Kind::Float) => "a number".to_string(),

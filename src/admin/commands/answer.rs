@@ -42,13 +42,17 @@ impl Answer {
         }
         // An answer that is JSON itself (`show split … json`) is embedded as JSON, not as
         // a string holding it.
-        let trimmed = self.text.trim();
-        if self.ok && (trimmed.starts_with('{') || trimmed.starts_with('[')) {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed) {
-                return json!({"ok": true, "output": v}).to_string();
-            }
+        match self.as_json() {
+            Some(v) => json!({"ok": true, "output": v}).to_string(),
+            None => json!({"ok": self.ok, "output": self.text}).to_string(),
         }
-        json!({"ok": self.ok, "output": self.text}).to_string()
+    }
+
+    /// The answer as JSON, when it is a successful one that is a JSON object or array.
+    pub fn as_json(&self) -> Option<serde_json::Value> {
+        let trimmed = self.text.trim();
+        let looks = trimmed.starts_with('{') || trimmed.starts_with('[');
+        (self.ok && looks).then(|| serde_json::from_str(trimmed).ok()).flatten()
     }
 }
 
