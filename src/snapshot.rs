@@ -140,6 +140,8 @@ pub struct Server {
     pub name: Arc<str>,
     /// `backend/server`, how every tool names it.
     pub id: Arc<str>,
+    /// HAProxy's numeric server id ([`ServerSpec::id`](crate::config::ServerSpec::id)).
+    pub sid: u32,
     pub group: Arc<str>,
     pub addr: SocketAddr,
     pub weight: u32,
@@ -330,6 +332,7 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
                         metrics,
                         name: s.name.as_str().into(),
                         id: id.into(),
+                        sid: s.id,
                         group: group.clone(),
                         addr: s.addr,
                         weight: s.weight,

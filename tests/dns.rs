@@ -20,6 +20,16 @@ async fn instances(proxy: &Proxy) -> Vec<(String, SocketAddr)> {
         .collect()
 }
 
+/// Instance names with their server ids (`sid`, `#<id>`).
+fn ids(proxy: &Proxy) -> Vec<(String, u32)> {
+    proxy
+        .veer
+        .snapshot()
+        .servers()
+        .map(|s| (s.name.to_string(), s.sid))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_name_with_two_addresses_is_two_servers_and_follows_its_answers() {
     // One port on two loopback addresses: the name's two answers.
@@ -53,6 +63,8 @@ servers = [ {{ name = "app", addr = "shop.test:{port}" }} ]
         instances(&proxy).await,
         [("app#1".to_string(), first), ("app#2".to_string(), second)]
     );
+    // Numbered after the backend's servers (the name itself is #1), by slot.
+    assert_eq!(ids(&proxy), [("app#1".to_string(), 2), ("app#2".to_string(), 3)]);
     let url = proxy.url("web").await;
     let c = client();
     let t = tally(&c, &url, 20).await;
@@ -85,6 +97,7 @@ servers = [ {{ name = "app", addr = "shop.test:{port}" }} ]
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(instances(&proxy).await, [("app#2".to_string(), second)]);
+    assert_eq!(ids(&proxy), [("app#2".to_string(), 3)], "the id stays with the address");
     let snap = proxy.veer.snapshot();
     let now = snap.servers().next().unwrap().state.clone();
     assert!(Arc::ptr_eq(&now, &kept), "the remaining address kept its state");

@@ -379,4 +379,7 @@ pub struct RawServer {
     pub state: Option<AdminState>,
     /// Most requests (HTTP) or connections (TCP) at once; beyond, the backend's queue.
     pub maxconn: Option<Spanned<i64>>,
+    /// HAProxy's `id`: the server's number in `show stat` and `#<id>`; default: the lowest
+    /// number not taken, in file order.
+    pub id: Option<Spanned<i64>>,
 }

@@ -415,10 +415,41 @@ pub struct MirrorSpec {
     pub max_body: u64,
 }
 
+/// How [`BackendSpec::number_servers`] picks an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbering {
+    /// The file's servers: the lowest free id from the server's position on.
+    FilePosition,
+    /// `add server`: the lowest free id.
+    LowestFree,
+}
+
 impl BackendSpec {
     /// Every server, group by group.
     pub fn servers(&self) -> impl Iterator<Item = &ServerSpec> {
         self.groups.iter().flat_map(|g| &g.servers)
+    }
+
+    /// Numbers the servers without an id (0) or with one an earlier server holds, in group
+    /// order, as HAProxy does: a server of the file takes the lowest free id from its
+    /// position on (server 3 of the file is `#3` unless that is taken), an added one the
+    /// lowest free id. Servers with their own id keep it, so deleting or adding a server
+    /// renumbers no other.
+    pub fn number_servers(&mut self, rule: Numbering) {
+        let mut used = std::collections::HashSet::new();
+        let servers = self.groups.iter_mut().flat_map(|g| &mut g.servers).enumerate();
+        let unnumbered: Vec<_> = servers.filter(|(_, s)| s.id == 0 || !used.insert(s.id)).collect();
+        let mut next = 1;
+        for (position, s) in unnumbered {
+            if rule == Numbering::FilePosition {
+                next = next.max(position as u32 + 1);
+            }
+            while used.contains(&next) {
+                next += 1;
+            }
+            s.id = next;
+            used.insert(next);
+        }
     }
 
     /// A backend with every tunable at its documented default and no groups.
@@ -467,6 +498,10 @@ pub struct GroupSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSpec {
     pub name: String,
+    /// HAProxy's server id (`sid` in `show stat`, `#<id>` in commands), unique in its
+    /// backend and kept when other servers are deleted or added; 0 until numbered
+    /// ([`number_servers`]).
+    pub id: u32,
     pub addr: SocketAddr,
     /// 0..=256; 0 takes no new traffic.
     pub weight: u32,

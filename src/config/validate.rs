@@ -501,8 +501,21 @@ fn route(
 fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
     let scope = format!(" in backend {:?}", b.name.get_ref());
     let mut server_names = HashMap::new();
+    let mut server_ids: HashMap<i64, Range<usize>> = HashMap::new();
     let mut server = |c: &mut Checker, s: &RawServer| {
         c.unique(&mut server_names, &s.name, "server", &scope);
+        let id = c.ranged(&s.id, "server id", 1..=i32::MAX as i64, 0);
+        if let (Some(at), true) = (&s.id, id != 0) {
+            if let Some(first) = server_ids.get(&id) {
+                let (line, col) = super::diag::line_col(c.source, first.start);
+                c.err(
+                    at.span(),
+                    format!("server id {id} is already used{scope} (first defined at {line}:{col})"),
+                );
+            } else {
+                server_ids.insert(id, at.span());
+            }
+        }
         let weight = c.ranged(&s.weight, "server weight", 0..=256, 1) as u32;
         let (addr, dns) = server_addr(c, &s.addr);
         if s.name.get_ref().contains('#') {
@@ -516,6 +529,7 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
         }
         ServerSpec {
             name: s.name.get_ref().clone(),
+            id: id as u32,
             addr,
             weight,
             initial_weight: weight,
@@ -697,7 +711,7 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
             timeout: c.duration(&q.timeout, "queue timeout", d.queue.timeout),
         }
     });
-    BackendSpec {
+    let mut spec = BackendSpec {
         health,
         outlier,
         slow_start: c.duration(&b.slow_start, "slow_start", d.slow_start),
@@ -726,7 +740,9 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
         sticky,
         override_,
         mirror,
-    }
+    };
+    spec.number_servers(Numbering::FilePosition);
+    spec
 }
 
 fn hash_key(c: &mut Checker, k: &Spanned<String>) -> Option<HashKey> {

@@ -77,6 +77,9 @@ impl Dns {
         let mut out = spec.clone();
         let mut live = HashMap::new();
         for b in &mut out.backends {
+            // Instances are numbered after the backend's other servers, by slot: an
+            // address that stays keeps its id.
+            let mut next_id = b.servers().map(|s| s.id).max().unwrap_or(0);
             for g in &mut b.groups {
                 let mut servers = Vec::with_capacity(g.servers.len());
                 for s in std::mem::take(&mut g.servers) {
@@ -93,9 +96,11 @@ impl Dns {
                     let slots = self.slots.remove(&id).unwrap_or_default();
                     let slots = assign(slots, &addrs);
                     for (i, addr) in slots.iter().enumerate() {
+                        next_id += 1;
                         if let Some(addr) = addr {
                             let mut instance = s.clone();
                             instance.name = format!("{}#{}", s.name, i + 1);
+                            instance.id = next_id;
                             instance.addr = *addr;
                             servers.push(instance);
                         }

@@ -109,6 +109,14 @@ pub struct AddedServer {
     pub group: String,
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Its server id, kept across reloads and restarts; 0 (older state files) = not yet
+    /// numbered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub id: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Splits `backend/server` at the first '/'.
@@ -166,6 +174,32 @@ impl Overlay {
         result
     }
 
+    /// Gives each added server an id: its own, unless it has none yet or a config server
+    /// now holds it (the file wins), then the lowest free one — remembered, so it names
+    /// the same server after every reload and restart.
+    fn number_added(&mut self, spec: &mut Spec) {
+        for b in &mut spec.backends {
+            let name = b.name.clone();
+            let key = |s: &ServerSpec| format!("{name}/{}", s.name);
+            let config_ids: std::collections::HashSet<u32> = b
+                .servers()
+                .filter(|s| !self.added.contains_key(&key(s)))
+                .map(|s| s.id)
+                .collect();
+            for s in b.groups.iter_mut().flat_map(|g| &mut g.servers) {
+                if config_ids.contains(&s.id) && self.added.contains_key(&key(s)) {
+                    s.id = 0;
+                }
+            }
+            b.number_servers(crate::config::Numbering::LowestFree);
+            for s in b.servers() {
+                if let Some(added) = self.added.get_mut(&key(s)) {
+                    added.id = s.id;
+                }
+            }
+        }
+    }
+
     pub fn server_mut(&mut self, id: &str) -> &mut ServerChange {
         self.servers.entry(id.to_string()).or_default()
     }
@@ -192,6 +226,7 @@ impl Overlay {
             };
             group.servers.push(ServerSpec {
                 name: s.to_string(),
+                id: added.id,
                 addr: added.addr,
                 weight: added.weight,
                 initial_weight: added.weight,
@@ -220,6 +255,7 @@ impl Overlay {
             }
             removed
         });
+        self.number_added(&mut spec);
 
         self.servers.retain(|id, change| {
             let server = split_id(id).and_then(|(b, s)| {

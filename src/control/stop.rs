@@ -16,6 +16,9 @@ impl Veer {
         self.shared.drain.load().cancel();
         self.shared.shutdown.cancel();
         self.control.lock().await.listeners.close_all().await;
+        // The admin listeners' copies kept for a hand-over: nothing is handed over now, and
+        // they would keep the admin socket answering connects after the stop.
+        self.admin_fds.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// The graceful stop (design §4): readiness fails at once and connections are told to

@@ -1,5 +1,5 @@
 //! Finding what a command names in the running spec or snapshot: backends by name or
-//! `#<iid>`, servers as `<backend>/<server>` (names or `#<id>`), with HAProxy's error
+//! `#<iid>`, servers as `<backend>/<server>` (names or `#<id>`, the stable server id), with HAProxy's error
 //! strings; and the one way a command edits a server's overlay entry.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -33,11 +33,7 @@ pub fn locate<'s>(spec: &'s Spec, arg: Option<&str>) -> Result<Located<'s>, &'st
     let backend = &spec.backends[backend_index(spec, b).ok_or("No such backend.")?];
     let mut servers = backend.servers();
     let server = match s.strip_prefix('#') {
-        Some(n) => n
-            .parse::<usize>()
-            .ok()
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|i| servers.nth(i)),
+        Some(n) => n.parse::<u32>().ok().and_then(|n| servers.find(|x| x.id == n)),
         None => servers.find(|x| x.name == s),
     }
     .ok_or("No such server.")?;

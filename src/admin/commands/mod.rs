@@ -39,7 +39,7 @@ set server <bk>/<srv> state|weight|addr|health|agent <value>... : change a serve
 enable|disable server <bk>/<srv>         : put a server in service / in maintenance
 enable|disable health|agent <bk>/<srv>   : toggle checks
 shutdown sessions server <bk>/<srv>      : close a server's connections now
-add server <bk>/<srv> <addr>:<port> [weight <w>] [group <g>] : add a server (starts in maintenance)
+add server <bk>/<srv> <addr>:<port> [weight <w>] [group <g>] [id <n>] : add a server (starts in maintenance)
 del server <bk>/<srv>                    : delete a server in maintenance without connections
 wait <delay> [srv-removable <bk>/<srv>]  : wait until a server can be deleted, or for <delay>
 set split <bk> <group>=<weight>...       : set group split weights atomically (veer)

@@ -196,10 +196,26 @@ pub async fn add_server(veer: &Veer, args: &[&str]) -> Answer {
                 .parse()
                 .map_err(|_| format!("Invalid address '{addr}': expected <ip>:<port>."))?;
             let (mut weight, mut group) = (1, backend.groups.first().map(|g| g.name.clone()));
+            let mut sid = 0;
             let mut kw = rest[1..].iter();
             while let Some(k) = kw.next() {
                 match (k.as_str(), kw.next()) {
                     ("weight", Some(w)) => weight = parse_weight(Some(w), 1)?,
+                    // HAProxy's words; it also says where the holder is defined, veer does not.
+                    ("id", Some(n)) => {
+                        sid = n
+                            .parse::<u32>()
+                            .ok()
+                            .filter(|n| *n > 0 && *n <= i32::MAX as u32)
+                            .ok_or("'id' : custom id has to be > 0.")?;
+                        if let Some(other) = backend.servers().find(|x| x.id == sid) {
+                            return Err(format!(
+                                "'id' : custom id {sid} already used ('server {}').",
+                                other.name
+                            ));
+                        }
+                    }
+                    ("id", None) => return Err("'id' : expects an integer argument.".into()),
                     ("group", Some(g)) => {
                         if !backend.groups.iter().any(|x| x.name == *g) {
                             return Err(format!("No such group '{g}' in backend '{}'.", backend.name));
@@ -220,7 +236,15 @@ pub async fn add_server(veer: &Veer, args: &[&str]) -> Answer {
                 change.addr = Some(addr);
             } else {
                 o.servers.remove(&id);
-                o.added.insert(id, AddedServer { group, addr, weight });
+                o.added.insert(
+                    id,
+                    AddedServer {
+                        group,
+                        addr,
+                        weight,
+                        id: sid,
+                    },
+                );
             }
             Ok(())
         })

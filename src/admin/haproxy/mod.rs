@@ -472,7 +472,7 @@ pub async fn show_stat(veer: &Veer, filter: &StatFilter) -> Result<String, &'sta
             .and_then(|bs| bs.health.as_ref());
         let (mut scur, mut stot, mut weight, mut act, mut up) = (0u64, 0u64, 0u64, 0u64, false);
         let mut hrsp = [0u64; 6];
-        for (si, s) in b.servers().enumerate() {
+        for s in b.servers() {
             let st = &s.state;
             let cur = (st.active_requests.load(Relaxed) + st.active_connections.load(Relaxed)) as u64;
             let total = st.total.load(Relaxed);
@@ -494,10 +494,10 @@ pub async fn show_stat(veer: &Veer, filter: &StatFilter) -> Result<String, &'sta
                 Only::Up => serving,
                 Only::NoMaint => s.admin != AdminState::Maint,
             };
-            if filter.types & 4 == 0 || filter.sid.is_some_and(|sid| sid != si + 1) || !shown {
+            if filter.types & 4 == 0 || filter.sid.is_some_and(|sid| sid != s.sid as usize) || !shown {
                 continue;
             }
-            let mut r = Row::new(&b.name, &s.name, 2, iid, si + 1);
+            let mut r = Row::new(&b.name, &s.name, 2, iid, s.sid as usize);
             r.set("scur", cur)
                 .set("stot", total)
                 .set("status", status)
@@ -539,7 +539,7 @@ pub async fn show_stat(veer: &Veer, filter: &StatFilter) -> Result<String, &'sta
             rows.push(Stat {
                 kind: 2,
                 iid,
-                sid: si + 1,
+                sid: s.sid as usize,
                 row: r,
             });
         }
@@ -700,7 +700,7 @@ pub fn show_servers_state(snap: &Snapshot, only: Option<&Backend>) -> String {
         if only.is_some_and(|o| !std::ptr::eq(o, &**b)) {
             continue;
         }
-        for (si, s) in b.servers().enumerate() {
+        for s in b.servers() {
             let op = if s.state.available(now) { 2 } else { 0 };
             let admin = match s.admin {
                 AdminState::Ready => 0,
@@ -713,7 +713,7 @@ pub fn show_servers_state(snap: &Snapshot, only: Option<&Backend>) -> String {
                 "{} {} {} {} {} {op} {admin} {} {} {since} 1 0 0 0 0 0 0 - {} - 0 0 - - 0",
                 snap.spec.listeners.len() + bi + 1,
                 b.name,
-                si + 1,
+                s.sid,
                 s.name,
                 s.addr.ip(),
                 s.weight,
