@@ -1,6 +1,7 @@
 //! The `/metrics` page: the recorder's histograms plus counters and gauges refreshed, at
 //! scrape time, from the same live atomics `show stat` reads (requests by class, active
-//! counts, failures), so both always agree. Telemetry over the model: reads a snapshot and
+//! counts, failures), so both always agree; series of servers, groups and backends the
+//! snapshot no longer has are left out. Telemetry over the model: reads a snapshot and
 //! its servers' state; knows nothing of the data path or the control plane.
 
 use std::collections::BTreeMap;
@@ -123,6 +124,15 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
             }
         }
     }
+    let live = Live {
+        servers: servers.keys().cloned().collect(),
+        groups: snap
+            .backends
+            .iter()
+            .flat_map(|b| b.groups.iter().map(|g| (b.name.to_string(), g.name.to_string())))
+            .collect(),
+        backends: snap.backends.iter().map(|b| b.name.to_string()).collect(),
+    };
     for ((b, g, s), agg) in servers {
         let labels = [("backend", b), ("group", g), ("server", s)];
         for (class, v) in crate::state::STATUS_CLASSES.iter().zip(agg.responses) {
@@ -234,9 +244,53 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
     metrics
         .counter(names::ACCESS_LOG_DROPPED, &[])
         .absolute(extra.access_log_dropped);
-    let mut out = metrics.render_recorded();
+    let mut out = live.only(&metrics.render_recorded());
     group_info(&mut out, snap);
     out
+}
+
+/// The backends, groups and server labels the snapshot has.
+struct Live {
+    servers: std::collections::HashSet<(String, String, String)>,
+    groups: std::collections::HashSet<(String, String)>,
+    backends: std::collections::HashSet<String>,
+}
+
+impl Live {
+    /// `rendered` without the series of servers, groups and backends no longer there: the
+    /// recorder keeps every series it was ever given (it has no removal), so a deleted
+    /// server's histograms and last counter values would otherwise stay on the page.
+    fn only(&self, rendered: &str) -> String {
+        let mut out = String::with_capacity(rendered.len());
+        for line in rendered.split_inclusive('\n') {
+            if self.keeps(line) {
+                out.push_str(line);
+            }
+        }
+        out
+    }
+
+    fn keeps(&self, line: &str) -> bool {
+        let Some(backend) = label(line, "backend") else {
+            return true;
+        };
+        let owned = |v: Option<&str>| v.map(str::to_string);
+        match (owned(label(line, "group")), owned(label(line, "server"))) {
+            (Some(g), Some(s)) => self.servers.contains(&(backend.to_string(), g, s)),
+            (Some(g), None) => self.groups.contains(&(backend.to_string(), g)),
+            (None, _) => self.backends.contains(backend),
+        }
+    }
+}
+
+/// The value of label `key` in a rendered sample line. Names of backends, groups and
+/// servers hold no quotes, and a quote inside another label's value is escaped (`\"`),
+/// so `{key="` or `,key="` starts this label and the next quote ends it.
+fn label<'l>(line: &'l str, key: &str) -> Option<&'l str> {
+    let value = [format!("{{{key}=\""), format!(",{key}=\"")]
+        .iter()
+        .find_map(|p| line.find(p.as_str()).map(|i| &line[i + p.len()..]))?;
+    Some(&value[..value.find('"')?])
 }
 
 /// `veer_group_info{backend,group,version,commit,build} 1` per group: written here, not

@@ -197,6 +197,42 @@ async fn per_server_series_fold_above_the_cardinality_limit() {
     );
 }
 
+/// A deleted server's series go: its histograms and its last counter values (the
+/// recorder would keep them forever); the others stay.
+#[tokio::test]
+async fn a_deleted_servers_series_leave_the_page() {
+    let (s1, s2) = (FakeBackend::start("s1").await, FakeBackend::start("s2").await);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Proxy::start(&config(dir.path(), &[&s1, &s2], "")).await;
+    let c = client();
+    let url = proxy.url("web").await;
+    for _ in 0..10 {
+        get(&c, &url, &[]).await.unwrap();
+    }
+    let series = |m: &str, server: &str| {
+        m.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&format!("server=\"{server}\"")))
+            .count()
+    };
+    let before = scrape(&proxy).await;
+    assert!(series(&before, "s2") > 20, "{before}");
+    assert!(before.contains("veer_request_duration_seconds_bucket{backend=\"obs\",group=\"default\",server=\"s2\""));
+    let sock = dir.path().join("admin.sock");
+    assert_eq!(
+        admin(&sock, "set server obs/s2 state maint; del server obs/s2").await,
+        "\nServer deleted.\n\n"
+    );
+    let after = scrape(&proxy).await;
+    assert_eq!(series(&after, "s2"), 0, "{after}");
+    assert_eq!(series(&after, "s1"), series(&before, "s1"), "{after}");
+    let s1_count = "veer_request_duration_seconds_count{backend=\"obs\",group=\"default\",server=\"s1\"}";
+    assert_eq!(value(&after, s1_count), Some(5.0), "{after}");
+    assert!(
+        after.contains("veer_listener_connections_total"),
+        "series without a server stay"
+    );
+}
+
 #[tokio::test]
 async fn promtool_accepts_the_exposition() {
     let promtool = std::env::var_os("PATH").and_then(|p| {
