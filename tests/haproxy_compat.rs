@@ -20,12 +20,19 @@ fn fixture(name: &str) -> String {
 /// The fixture's setup: frontend `web`, backend `app` with servers a (127.0.0.1:19001) and
 /// b (127.0.0.1:19002), nothing listening behind them.
 async fn veer_like_the_fixture() -> (Proxy, PathBuf) {
+    veer_like(r#"{ name = "a", addr = "127.0.0.1:19001" }, { name = "b", addr = "127.0.0.1:19002" }"#).await
+}
+
+/// A fixture's setup with backend `app`'s `servers` (TOML, inside the brackets), its admin
+/// socket and state file in the temp dir.
+async fn veer_like(servers: &str) -> (Proxy, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("admin.sock");
     let config = format!(
         r#"
 [admin]
 socket = "{}"
+state_file = "{}"
 
 [[listener]]
 name = "web"
@@ -36,9 +43,10 @@ protocol = "http"
 
 [[backend]]
 name = "app"
-servers = [ {{ name = "a", addr = "127.0.0.1:19001" }}, {{ name = "b", addr = "127.0.0.1:19002" }} ]
+servers = [ {servers} ]
 "#,
-        sock.display()
+        sock.display(),
+        dir.path().join("state.json").display()
     );
     (Proxy::start_in(dir, &config).await, sock)
 }
@@ -350,30 +358,12 @@ fn server_ids(state: &str) -> Vec<(u32, String)> {
 /// and they survive a reload and a restart (the overlay remembers added servers' ids).
 #[tokio::test]
 async fn server_ids_stay_with_their_servers_as_haproxys_do() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("admin.sock");
-    let config = format!(
-        r#"
-[admin]
-socket = "{}"
-state_file = "{}"
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:0"
-protocol = "http"
-  [[listener.route]]
-  backend = "app"
-
-[[backend]]
-name = "app"
-servers = [ {{ name = "a", addr = "127.0.0.1:19001" }}, {{ name = "b", addr = "127.0.0.1:19002", id = 5 }},
-            {{ name = "c", addr = "127.0.0.1:19003" }} ]
-"#,
-        sock.display(),
-        dir.path().join("state.json").display()
-    );
-    let p = Proxy::start_in(dir, &config).await;
+    let (p, sock) = veer_like(
+        r#"{ name = "a", addr = "127.0.0.1:19001" }, { name = "b", addr = "127.0.0.1:19002", id = 5 },
+            { name = "c", addr = "127.0.0.1:19003" }"#,
+    )
+    .await;
+    let config = std::fs::read_to_string(&p.path).unwrap();
     let h = Haproxy::start_with("haproxy-ids.cfg").await;
     let want_ids = server_ids(&fixture("servers_state_ids.txt"));
     assert_eq!(

@@ -505,7 +505,8 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
     let mut server = |c: &mut Checker, s: &RawServer| {
         c.unique(&mut server_names, &s.name, "server", &scope);
         let id = c.ranged(&s.id, "server id", 1..=i32::MAX as i64, 0);
-        if let (Some(at), true) = (&s.id, id != 0) {
+        // 0: no id, or one out of range (already reported).
+        if let Some(at) = s.id.as_ref().filter(|_| id != 0) {
             if let Some(first) = server_ids.get(&id) {
                 let (line, col) = super::diag::line_col(c.source, first.start);
                 c.err(

@@ -1,6 +1,6 @@
 //! Finding what a command names in the running spec or snapshot: backends by name or
-//! `#<iid>`, servers as `<backend>/<server>` (names or `#<id>`, the stable server id), with HAProxy's error
-//! strings; and the one way a command edits a server's overlay entry.
+//! `#<iid>`, servers as `<backend>/<server>` (names or `#<id>`, the stable server id), with
+//! HAProxy's error strings; and the one way a command edits a server's overlay entry.
 
 use std::sync::atomic::Ordering::Relaxed;
 
