@@ -85,7 +85,52 @@ pub enum ProxyError {
     BodyTooLarge,
 }
 
+/// How an exchange ended, as HAProxy's termination state says it (its log's `%ts`, the
+/// first two characters of `----`): who ended it — `-` nobody (it completed), `C` the
+/// client, `S` the server, `P` veer refused, `R` veer ran out of a resource, `K` an admin cut
+/// or the process's stop, `c`/`s` a client/server timeout — and in which phase: `R` the
+/// request, `Q` the queue, `C` connecting, `H` the response head, `D` the body, `-` done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Termination([u8; 2]);
+
+impl Termination {
+    pub const COMPLETE: Termination = Termination(*b"--");
+    /// The client went away while the response body was sent.
+    pub const CLIENT_ABORT: Termination = Termination(*b"CD");
+    /// The server broke off (or broke its framing) in the middle of the body.
+    pub const SERVER_ABORT: Termination = Termination(*b"SD");
+    /// The server sent nothing for `read_timeout` in the middle of the body.
+    pub const SERVER_TIMEOUT: Termination = Termination(*b"sD");
+    /// `shutdown sessions`, a drain deadline or the process's stop cut the body.
+    pub const KILLED: Termination = Termination(*b"KD");
+
+    /// The two characters.
+    pub fn as_str(&self) -> &str {
+        // Every value is made from ASCII here.
+        std::str::from_utf8(&self.0).unwrap_or("--")
+    }
+}
+
 impl ProxyError {
+    /// Where veer's own answer leaves the exchange, in HAProxy's terms: a refused request
+    /// is `PR`, no server or a failed connect `SC`, an invalid response `PH`, a server that
+    /// broke off before its head `SH`, a response timeout `sH`, a stalled upload `cD`, a
+    /// full queue `PQ` and a queue timeout `sQ`, no local resources `RC`.
+    pub fn termination(&self) -> Termination {
+        Termination(match self {
+            ProxyError::NoRoute | ProxyError::BadRequest(_) | ProxyError::HeadersTooLarge => *b"PR",
+            ProxyError::BodyTooLarge => *b"PD",
+            ProxyError::RequestTimeout => *b"cD",
+            ProxyError::NoServer | ProxyError::Connect(_) => *b"SC",
+            ProxyError::LocalResources(_) => *b"RC",
+            ProxyError::QueueFull => *b"PQ",
+            ProxyError::QueueTimeout => *b"sQ",
+            ProxyError::UpstreamProtocol(_) | ProxyError::UpstreamMalformed(_) | ProxyError::UnexpectedUpgrade => *b"PH",
+            ProxyError::UpstreamIo(_) => *b"SH",
+            ProxyError::Timeout => *b"sH",
+        })
+    }
+
     pub fn side(&self) -> Side {
         match self {
             ProxyError::NoRoute

@@ -291,9 +291,53 @@ impl Metrics {
     }
 }
 
+/// HAProxy's session rate: sessions started in the last whole second (`rate`), the most in
+/// any second (`rate_max`), and `now_ms()` of the second the last one started in
+/// (`lastsess`). Derived from a running total by [`Rate::tick`] once a second, off the data
+/// path.
+#[derive(Debug, Default)]
+pub struct Rate {
+    pub rate: std::sync::atomic::AtomicU64,
+    pub rate_max: std::sync::atomic::AtomicU64,
+    pub last: std::sync::atomic::AtomicU64,
+    /// The total the last tick saw, plus one (0: no tick yet).
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl Rate {
+    /// Called once a second with the running total of sessions.
+    pub fn tick(&self, total: u64, now_ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let seen = self.seen.swap(total + 1, Relaxed);
+        if seen == 0 {
+            // The first tick only learns where the count stands.
+            return;
+        }
+        let started = total.saturating_sub(seen - 1);
+        self.rate.store(started, Relaxed);
+        self.rate_max.fetch_max(started, Relaxed);
+        if started > 0 {
+            self.last.store(now_ms, Relaxed);
+        }
+    }
+
+    /// `rate`, `rate_max`, and seconds since the last session (`None`: none yet).
+    pub fn read(&self, now_ms: u64) -> (u64, u64, Option<u64>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last.load(Relaxed);
+        (
+            self.rate.load(Relaxed),
+            self.rate_max.load(Relaxed),
+            (last != 0).then(|| now_ms.saturating_sub(last) / 1000),
+        )
+    }
+}
+
 /// Per-listener counters, kept by the listener's accept loop (a rename keeps them).
 #[derive(Debug, Default)]
 pub struct ListenerStats {
+    /// Connections per second.
+    pub rate: Rate,
     pub active: std::sync::atomic::AtomicUsize,
     pub total: std::sync::atomic::AtomicU64,
     pub request_bytes: std::sync::atomic::AtomicU64,

@@ -261,6 +261,9 @@ pub struct UpstreamBody<B: Body = Incoming> {
     sessions: Arc<tokio_util::sync::CancellationToken>,
     /// Waits on `sessions`; created on the body's first wait, so quick responses never pay.
     cut: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+    /// Why the body stopped early, when it was this side's doing (a read timeout, a cut, a
+    /// broken server); dropped early otherwise, the client went away.
+    failed: Option<crate::error::Termination>,
 }
 
 /// What to record when a proxied response finishes.
@@ -269,15 +272,82 @@ pub struct RequestEnd {
     pub duration: ::metrics::Histogram,
     /// The access-log line to complete, when logging is on.
     pub log: Option<Box<crate::access_log::PendingLog>>,
+    /// The server whose `show stat` figures the request adds to.
+    pub server: Option<Arc<crate::state::ServerState>>,
+    /// Queue, connect and response-head times, for the server's averages.
+    pub timers: crate::access_log::Timers,
+    /// Bytes written to the server, and the response head's bytes read from it.
+    pub sent: u64,
+    pub head: u64,
+}
+
+/// Where a proxied request went, for its access-log line: names, times, and HAProxy's
+/// counts and persistence flags as the response starts.
+pub fn log_upstream(
+    backend: &crate::snapshot::Backend,
+    server: &crate::snapshot::Server,
+    route: Arc<str>,
+    (via, retries): (crate::balance::Via, usize),
+    timers: crate::access_log::Timers,
+) -> crate::access_log::Upstream {
+    use std::sync::atomic::Ordering::Relaxed;
+    let returning = via == crate::balance::Via::Sticky;
+    crate::access_log::Upstream {
+        route,
+        backend: backend.name.clone(),
+        group: server.group.clone(),
+        server: server.name.clone(),
+        timers,
+        // Less this request itself.
+        counts: crate::access_log::Counts {
+            backend: (backend.servers().map(|s| s.state.active_requests.load(Relaxed) as u64))
+                .sum::<u64>()
+                .saturating_sub(1),
+            server: (server.state.active_requests.load(Relaxed) as u64).saturating_sub(1),
+            retries: retries as u64,
+            backend_queue: backend.state.queue.len() as u64,
+            ..Default::default()
+        },
+        // HAProxy's `cookie … insert`: a returning client's valid cookie and nothing
+        // inserted (`VN`), or none and ours inserted (`NI`).
+        persist: match (backend.sticky.is_some(), returning) {
+            (false, _) => *b"--",
+            (true, true) => *b"VN",
+            (true, false) => [b'N', if server.set_cookie.is_some() { b'I' } else { b'N' }],
+        },
+    }
 }
 
 impl RequestEnd {
-    /// Records the finished request: its duration, and its access-log line.
-    pub fn record(&mut self, bytes: u64) {
+    /// What to record for a response from `server` to a request that started at `start`.
+    pub fn new(
+        start: std::time::Instant,
+        server: &crate::snapshot::Server,
+        timers: crate::access_log::Timers,
+        log: Option<Box<crate::access_log::PendingLog>>,
+    ) -> Self {
+        RequestEnd {
+            start,
+            duration: server.metrics.request.clone(),
+            log,
+            server: Some(server.state.clone()),
+            timers,
+            sent: 0,
+            head: 0,
+        }
+    }
+
+    /// Records the finished request, which ended as `ended` after `bytes` of its body: its
+    /// duration, the server's figures and its access-log line. Once; later calls do nothing.
+    pub fn record(&mut self, bytes: u64, ended: crate::error::Termination) {
+        let Some(server) = self.server.take() else { return };
         let elapsed = self.start.elapsed();
         self.duration.record(elapsed);
+        server
+            .stats
+            .finished(self.sent, self.head + bytes, &self.timers, elapsed);
         if let Some(log) = self.log.take() {
-            log.finish(bytes, elapsed);
+            log.finish(bytes, elapsed, ended);
         }
     }
 }
@@ -303,6 +373,7 @@ impl<B: Body> UpstreamBody<B> {
             sessions: active.state().sessions(),
             active,
             cut: None,
+            failed: None,
         }
     }
 }
@@ -351,6 +422,7 @@ where
                     .cut
                     .get_or_insert_with(|| Box::pin((*this.sessions).clone().cancelled_owned()));
                 if cut.as_mut().poll(cx).is_ready() {
+                    this.failed = Some(crate::error::Termination::KILLED);
                     return Poll::Ready(Some(Err(BodyError::Cut)));
                 }
                 if !this.read_timeout.is_zero() {
@@ -364,12 +436,17 @@ where
                             addr = %this.conn.as_ref().map_or_else(String::new, |(_, p)| p.addr().to_string()),
                             "response body stalled past read_timeout; cutting the client connection"
                         );
+                        this.failed = Some(crate::error::Termination::SERVER_TIMEOUT);
                         return Poll::Ready(Some(Err(BodyError::ReadTimeout)));
                     }
                 }
             }
         }
-        res.map(|f| f.map(|r| r.map_err(Into::into)))
+        let res = res.map(|f| f.map(|r| r.map_err(Into::into)));
+        if let Poll::Ready(Some(Err(_))) = &res {
+            this.failed = Some(crate::error::Termination::SERVER_ABORT);
+        }
+        res
     }
 
     fn is_end_stream(&self) -> bool {
@@ -383,7 +460,8 @@ where
 
 impl<B: Body> Drop for UpstreamBody<B> {
     fn drop(&mut self) {
-        if self.done || self.body.is_end_stream() {
+        let complete = self.done || self.body.is_end_stream();
+        if complete {
             if let Some((tx, pool)) = self.conn.take() {
                 pool.checkin(tx);
             }
@@ -392,6 +470,11 @@ impl<B: Body> Drop for UpstreamBody<B> {
             .state()
             .response_bytes
             .fetch_add(self.bytes, std::sync::atomic::Ordering::Relaxed);
-        self.end.record(self.bytes);
+        let ended = match self.failed {
+            _ if complete => crate::error::Termination::COMPLETE,
+            Some(why) => why,
+            None => crate::error::Termination::CLIENT_ABORT,
+        };
+        self.end.record(self.bytes, ended);
     }
 }

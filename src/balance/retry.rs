@@ -37,5 +37,7 @@ pub fn allow(b: &Backend, a: &Affinity, tried: &Tried, failed: &Arc<Server>) -> 
         }
     }
     b.state.retries.fetch_add(1, Relaxed);
+    // It goes to another server: HAProxy's `wredis` of the one that failed.
+    failed.state.stats.redispatches.fetch_add(1, Relaxed);
     true
 }

@@ -93,8 +93,12 @@ pub struct RawMetrics {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
-    /// "stdout" or a file path.
-    pub path: String,
+    /// "stdout" or a file path; stdout when neither it nor `syslog` is given.
+    pub path: Option<Spanned<String>>,
+    /// A syslog collector instead: "ip:port" (UDP) or a unix socket path ("/dev/log").
+    pub syslog: Option<Spanned<String>>,
+    /// The syslog facility: "local0" … "local7", "user", "daemon" (default "local0").
+    pub facility: Option<Spanned<String>>,
     pub format: Option<LogFormat>,
     /// Lines buffered before new ones are dropped (and counted).
     pub buffer: Option<Spanned<i64>>,
@@ -106,6 +110,8 @@ pub enum LogFormat {
     #[default]
     Json,
     Combined,
+    /// HAProxy's `httplog` line.
+    Haproxy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -154,10 +154,25 @@ pub const NOTIFY_EVENTS: [&str; 6] = ["split", "drain", "rollout", "reload", "he
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessLogSpec {
-    /// `None` = stdout.
-    pub path: Option<PathBuf>,
+    pub sink: LogSink,
     pub format: LogFormat,
     pub buffer: usize,
+}
+
+/// Where access-log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogSink {
+    Stdout,
+    /// Appended to.
+    File(PathBuf),
+    /// RFC 5424 datagrams; `facility` is the syslog facility's number (local0 = 16).
+    Syslog { target: SyslogTarget, facility: u8 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyslogTarget {
+    Udp(SocketAddr),
+    Unix(PathBuf),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -417,7 +417,7 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
         }
     };
     let access_log = raw.access_log.as_ref().map(|a| AccessLogSpec {
-        path: (a.path != "stdout").then(|| PathBuf::from(&a.path)),
+        sink: log_sink(&mut c, a),
         format: a.format.unwrap_or_default(),
         buffer: c.ranged(&a.buffer, "access_log buffer", 1..=1_000_000, 4096) as usize,
     });
@@ -1034,6 +1034,65 @@ fn percent(c: &mut Checker, v: &Spanned<String>, key: &str) -> Option<u32> {
         );
     }
     n
+}
+
+/// `[access_log]`'s sink: `syslog` (UDP `ip:port` or a unix socket path, with its
+/// `facility`), else `path` (a file, or "stdout", the default).
+fn log_sink(c: &mut Checker, a: &RawAccessLog) -> LogSink {
+    const FACILITIES: [(&str, u8); 10] = [
+        ("user", 1),
+        ("daemon", 3),
+        ("local0", 16),
+        ("local1", 17),
+        ("local2", 18),
+        ("local3", 19),
+        ("local4", 20),
+        ("local5", 21),
+        ("local6", 22),
+        ("local7", 23),
+    ];
+    let facility = match &a.facility {
+        None => 16,
+        Some(f) => match FACILITIES.iter().find(|(name, _)| *name == f.get_ref().as_str()) {
+            Some((_, n)) => *n,
+            None => {
+                c.err(
+                    f.span(),
+                    format!("invalid facility {:?}: write \"local0\" … \"local7\", \"user\" or \"daemon\"", f.get_ref()),
+                );
+                16
+            }
+        },
+    };
+    if let (Some(f), None) = (&a.facility, &a.syslog) {
+        c.err(f.span(), "`facility` is for a `syslog` sink: add `syslog = \"127.0.0.1:514\"` or remove it");
+    }
+    match (&a.syslog, &a.path) {
+        (Some(s), Some(_)) => {
+            c.err(s.span(), "`syslog` and `path` are two sinks: keep one");
+            LogSink::Stdout
+        }
+        (Some(s), None) => {
+            let v = s.get_ref();
+            let target = if v.starts_with('/') {
+                SyslogTarget::Unix(PathBuf::from(v))
+            } else {
+                match v.parse::<SocketAddr>() {
+                    Ok(addr) => SyslogTarget::Udp(addr),
+                    Err(_) => {
+                        c.err(
+                            s.span(),
+                            format!("invalid syslog target {v:?}: write ip:port for UDP (\"127.0.0.1:514\") or a unix socket path (\"/dev/log\")"),
+                        );
+                        return LogSink::Stdout;
+                    }
+                }
+            };
+            LogSink::Syslog { target, facility }
+        }
+        (None, Some(p)) if p.get_ref() != "stdout" => LogSink::File(PathBuf::from(p.get_ref())),
+        (None, _) => LogSink::Stdout,
+    }
 }
 
 fn retry_on(c: &mut Checker, items: &[Spanned<String>]) -> RetryOn {

@@ -391,8 +391,9 @@ impl Veer {
 
     /// Background chores until shutdown: publishes passive-health transitions (a server
     /// ejected after connect failures, or reachable again) on the event stream, closes
-    /// pooled upstream connections idle past `pool_idle_timeout`, and drains histogram
-    /// samples into their buckets.
+    /// pooled upstream connections idle past `pool_idle_timeout`, derives the session
+    /// rates `show stat` reports once a second, and drains histogram samples into their
+    /// buckets.
     async fn housekeeping(self) {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
         let mut up: std::collections::HashMap<Arc<str>, bool> = std::collections::HashMap::new();
@@ -409,6 +410,14 @@ impl Veer {
                 // A server starts out healthy: first seen ejected is a transition too.
                 if up.insert(s.id.clone(), reachable).unwrap_or(true) != reachable {
                     self.publish(events::health(&s.id, reachable));
+                }
+                if round % 4 == 0 {
+                    s.state.stats.rate.tick(s.state.total.load(Relaxed), now);
+                }
+            }
+            if round % 4 == 0 {
+                for (_, l) in self.listener_stats().await {
+                    l.rate.tick(l.total.load(Relaxed), now);
                 }
             }
             if round % 20 == 0 {

@@ -24,7 +24,7 @@ use super::body::{ClientBody, Upload};
 use super::h1::client::{self, RawBody, SendError};
 use super::shared::Shared;
 use super::{cookies, headers, mirror};
-use crate::access_log::{LogHead, PendingLog, TlsFacts, Upstream};
+use crate::access_log::{LogHead, PendingLog, Timers, TlsFacts};
 use crate::balance::{self, hash, Affinity, Via};
 use crate::clock::now_ms;
 use crate::config::HashKey;
@@ -198,7 +198,12 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
         Arc::new(
             LogHead::new(log, conn.peer, &conn.listener, &req, host, &request_id)
                 .with_trace(&trace)
-                .with_tls(conn.tls.as_ref()),
+                .with_tls(conn.tls.as_ref())
+                .with_arrival(
+                    Duration::ZERO,
+                    conn.shared.current_conns.load(Relaxed),
+                    conn.stats.active.load(Relaxed),
+                ),
         )
     });
     if conn.opts.redirect_https {
@@ -214,14 +219,7 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
             let resp = if grpc { synthetic_grpc(&e) } else { synthetic(&e) };
             if let Some(head) = head {
                 let bytes = resp.body().size_hint().exact().unwrap_or(0);
-                head.log(
-                    resp.status().as_u16(),
-                    bytes,
-                    start.elapsed(),
-                    None,
-                    Some(e.reason()),
-                    None,
-                );
+                head.refused(&e, (0, bytes), start.elapsed(), None);
             }
             resp
         }
@@ -244,7 +242,7 @@ fn redirect(conn: &Conn, req: &Request<Incoming>, head: Option<&LogHead>, start:
     let location = HeaderValue::from_str(&headers::https_location(&host, pq)).unwrap_or(HeaderValue::from_static("/"));
     conn.stats.responses[crate::state::status_class(308)].fetch_add(1, Relaxed);
     if let Some(head) = head {
-        head.log(308, 0, start.elapsed(), None, None, None);
+        head.answered(308, start.elapsed());
     }
     let mut resp = Response::new(ProxyBody::Synthetic(None));
     *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
@@ -389,6 +387,8 @@ async fn forward(
     let mut tried: Vec<Arc<Server>> = Vec::new();
     let mut last: Option<ProxyError> = None;
     loop {
+        // Only a backend with `maxconn` servers has a queue to time.
+        let queued_from = backend.limited.then(Instant::now);
         let (server, via, active) = match balance::queue::acquire(&backend, &affinity, &tried, Counter::Requests).await
         {
             Ok(t) => t,
@@ -396,6 +396,7 @@ async fn forward(
             Err(ProxyError::NoServer) => return Err(last.unwrap_or(ProxyError::NoServer)),
             Err(e) => return Err(e),
         };
+        let queued = queued_from.map_or(Duration::ZERO, |t| t.elapsed());
         // Another attempt with the kept head, if this one fails in a way `retry_on` names.
         let retry = |on: bool, tried: &[Arc<Server>]| {
             let head = resend.as_ref().filter(|_| on)?;
@@ -462,24 +463,21 @@ async fn forward(
                     server.metrics.connect.record(d);
                 }
                 server.state.mark_reachable();
+                let timers = Timers {
+                    request: Duration::ZERO,
+                    queue: Some(queued),
+                    connect: Some(connected.unwrap_or_default()),
+                    response: Some(upstream_duration),
+                };
                 let log = head.map(|head| {
                     Box::new(PendingLog {
                         head,
                         status: resp.status().as_u16(),
-                        upstream: Upstream {
-                            route,
-                            backend: backend.name.clone(),
-                            group: server.group.clone(),
-                            server: server.name.clone(),
-                            upstream_duration,
-                        },
+                        upstream: crate::upstream::log_upstream(&backend, &server, route, (via, tried.len()), timers),
+                        head_sent: 0,
                     })
                 });
-                let end = RequestEnd {
-                    start,
-                    duration: server.metrics.request.clone(),
-                    log,
-                };
+                let end = RequestEnd::new(start, &server, timers, log);
                 let mut resp = respond(resp, &server, &backend, active, end)?;
                 // A new (or re-picked) client learns its server; a returning one already knows.
                 if via != Via::Sticky {

@@ -118,6 +118,10 @@ async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: Ow
             start: std::time::Instant::now(),
             duration: ::metrics::Histogram::noop(),
             log: None,
+            server: None,
+            timers: Default::default(),
+            sent: 0,
+            head: 0,
         };
         let body = UpstreamBody::new(resp.into_body(), conn, active, end, backend.read_timeout);
         body.collect().await.ok()

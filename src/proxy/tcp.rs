@@ -103,6 +103,7 @@ pub async fn serve(
                 tokio::select! {
                     ended = splice(&mut client, &mut upstream, idle) => match ended {
                         Ended::Idle => tracing::debug!(%peer, server = %server.id, "tcp session idle; closed"),
+                        Ended::Done(up, down) => server.state.stats.add_bytes(up, down),
                         other => tracing::debug!(%peer, server = %server.id, ?other, "tcp session ended"),
                     },
                     _ = cut.cancelled() => tracing::info!(%peer, server = %server.id, "session cut by shutdown sessions"),

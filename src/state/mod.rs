@@ -14,6 +14,7 @@ pub mod budget;
 pub mod latency;
 pub mod pool;
 pub mod queue;
+pub mod stats;
 
 use pool::Pool;
 pub use pool::PoolKey;
@@ -60,6 +61,8 @@ pub struct ServerState {
     pub response_bytes: AtomicU64,
     /// Time to response headers, readable in-process (rollout steps judge their p99 on it).
     pub latency: latency::Latency,
+    /// Bytes, peaks, retries, rates and average times for `show stat`.
+    pub stats: stats::Stats,
     /// `now_ms()` of the last admin-state or health change.
     pub last_change: AtomicU64,
     /// The admin state the last snapshot gave this server (to notice changes).
@@ -357,9 +360,11 @@ impl ServerState {
             return Some(self.guard(counter));
         }
         let c = self.counter(counter);
-        c.fetch_update(Relaxed, Relaxed, |n| (n < maxconn as usize).then_some(n + 1))
+        let was = c
+            .fetch_update(Relaxed, Relaxed, |n| (n < maxconn as usize).then_some(n + 1))
             .ok()?;
         self.total.fetch_add(1, Relaxed);
+        self.stats.saw_active(was + 1);
         Some(ActiveGuard {
             state: self.clone(),
             counter,
@@ -392,7 +397,8 @@ impl ActiveGuard {
 
     fn new(state: Arc<ServerState>, counter: Counter) -> Self {
         state.total.fetch_add(1, Relaxed);
-        state.counter(counter).fetch_add(1, Relaxed);
+        let was = state.counter(counter).fetch_add(1, Relaxed);
+        state.stats.saw_active(was + 1);
         ActiveGuard {
             state,
             counter,

@@ -53,12 +53,17 @@ pub(super) enum Failure {
 }
 
 /// Records a finished response: the server's byte count, the request's duration and log.
-pub(super) fn finish(server: &crate::snapshot::Server, end: &mut crate::upstream::RequestEnd, bytes: u64) {
+pub(super) fn finish(
+    server: &crate::snapshot::Server,
+    end: &mut crate::upstream::RequestEnd,
+    bytes: u64,
+    ended: crate::error::Termination,
+) {
     server
         .state
         .response_bytes
         .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-    end.record(bytes);
+    end.record(bytes, ended);
 }
 
 /// Awaits `f` unless `deadline` passes or `stop` is cancelled first.

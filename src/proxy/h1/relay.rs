@@ -16,7 +16,7 @@ use super::conn::{finish, within, Conn, Failure, Next, BULK};
 use super::request::Request;
 use super::response::{parse_response, write_error, ClientView};
 use crate::balance::{self, Via};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Termination};
 use crate::proxy::buf::{self, Buf, Out};
 use crate::proxy::mirror;
 use crate::proxy::splice::{splice, Ended};
@@ -46,9 +46,14 @@ pub(super) async fn forward(
     // After a failed attempt: what the client gets if no other server can take the request.
     let mut last: Option<ProxyError> = None;
     loop {
+        // Only a backend with `maxconn` servers has a queue to time.
+        let queued_from = backend.limited.then(Instant::now);
         let (server, via, active) =
             match balance::queue::acquire(&backend, &req.affinity, &tried, Counter::Requests).await {
-                Ok(t) => t,
+                Ok(t) => {
+                    req.queued = queued_from.map_or(Duration::ZERO, |t| t.elapsed());
+                    t
+                }
                 Err(ProxyError::NoServer) => {
                     return answer(client, conn, &req, last.unwrap_or(ProxyError::NoServer), start).await
                 }
@@ -248,6 +253,8 @@ pub(super) async fn exchange_with(
     // The whole request is in `req.out` and small: another server may get it after a
     // gateway error or a broken connection (when `retry_on` says so).
     let resendable = req.idempotent && upload.done() && req.out.0.len() - head_len <= crate::config::RETRY_BODY_MAX;
+    // Bytes written to the server, for `show stat`'s `bin`.
+    let mut sent_up = 0u64;
     // The failure `e` of this attempt: another attempt elsewhere, if `on` (a `retry_on`
     // kind) and the retry rules allow it, else the answer.
     let retry = |req: &mut Request, on: bool, e: ProxyError| -> Failure {
@@ -275,6 +282,7 @@ pub(super) async fn exchange_with(
             }
             return Err(retry(req, backend.retry_on.reset, ProxyError::UpstreamIo(e)));
         }
+        sent_up += req.out.0.len() as u64;
         if !upload.done() || !fresh_retry(&up) {
             break;
         }
@@ -423,6 +431,7 @@ pub(super) async fn exchange_with(
                 if let Err(e) = sent {
                     return Err(Failure::Answer(ProxyError::UpstreamIo(e)));
                 }
+                sent_up += n as u64;
             }
         }
     };
@@ -434,7 +443,17 @@ pub(super) async fn exchange_with(
         }
     }
 
-    let mut end = req.response_started(conn, server, resp.status, sent_at.elapsed(), start);
+    let mut end = req.response_started(
+        conn,
+        server,
+        resp.status,
+        sent_at.elapsed(),
+        up.connected,
+        (via, tried.len()),
+        start,
+    );
+    end.sent = sent_up;
+    end.head = resp.head_len as u64;
 
     if resp.status == 101 {
         if !req.upgrade {
@@ -443,7 +462,7 @@ pub(super) async fn exchange_with(
         resp_buf.consume(resp.head_len);
         out.0.extend_from_slice(resp_buf.unread());
         resp_buf.release();
-        end.record(0);
+        end.record(0, Termination::COMPLETE);
         if client.send(&out.0).await.is_err() {
             return Err(Failure::Abort);
         }
@@ -472,16 +491,22 @@ pub(super) async fn exchange_with(
     resp_buf.consume(resp.head_len);
     let upstream_keeps = !resp.fields.close && !resp.http10 && upload_complete;
 
+    if let Some(log) = end.log.as_mut() {
+        log.head_sent = out.0.len() as u64;
+    }
     // The body: what came with the head goes in the same write.
     let mut body = BodyWalk::new(framing, decode);
     let mut bytes: u64 = 0;
     if !body.done {
-        let (n, sent) = body.take(resp_buf.unread(), &mut out.0).map_err(|_| Failure::Abort)?;
+        let Ok((n, sent)) = body.take(resp_buf.unread(), &mut out.0) else {
+            finish(server, &mut end, bytes, Termination::SERVER_ABORT);
+            return Err(Failure::Abort);
+        };
         bytes += sent;
         resp_buf.consume(n);
     }
     if client.send(&out.0).await.is_err() {
-        finish(server, &mut end, bytes);
+        finish(server, &mut end, bytes, Termination::CLIENT_ABORT);
         return Err(Failure::Abort);
     }
     let read_timeout = backend.read_timeout;
@@ -502,47 +527,53 @@ pub(super) async fn exchange_with(
             };
             let read = tokio::select! {
                 biased;
-                _ = stop.cancelled() => None,
-                _ = cut.cancelled() => None,
-                r = resp_buf.read_bulk(&mut up.stream, want) => Some(r),
+                _ = stop.cancelled() => Err(Termination::KILLED),
+                _ = cut.cancelled() => Err(Termination::KILLED),
+                r = resp_buf.read_bulk(&mut up.stream, want) => Ok(r),
                 _ = tokio::time::sleep_until(deadline) => {
                     server.state.read_timeouts.fetch_add(1, Relaxed);
                     crate::warn_limited!(crate::ratelimit::Kind::ReadTimeout, server = %server.id,
                         "response body stalled past read_timeout; cutting the client connection");
-                    None
+                    Err(Termination::SERVER_TIMEOUT)
                 }
             };
             match read {
-                Some(Ok(0)) if framing == Framing::Close => break,
-                Some(Ok(n)) if n > 0 => {}
-                _ => {
+                Ok(Ok(0)) if framing == Framing::Close => break,
+                Ok(Ok(n)) if n > 0 => {}
+                broken => {
                     // The server broke off, stalled or was cut: the client cannot get the
                     // rest, and must not take what it got for the whole.
-                    finish(server, &mut end, bytes);
+                    finish(server, &mut end, bytes, broken.err().unwrap_or(Termination::SERVER_ABORT));
                     return Err(Failure::Abort);
                 }
             }
         }
         // Relayed from the read buffer itself (decoded chunks for HTTP/1.0 go through `out`).
         let written = if decode {
-            let (n, sent) = body.take(resp_buf.unread(), &mut out.0).map_err(|_| Failure::Abort)?;
+            let Ok((n, sent)) = body.take(resp_buf.unread(), &mut out.0) else {
+                finish(server, &mut end, bytes, Termination::SERVER_ABORT);
+                return Err(Failure::Abort);
+            };
             bytes += sent;
             resp_buf.consume_keep(n);
             out.0.is_empty() || client.send(&out.0).await.is_ok()
         } else {
-            let (n, sent) = body.advance(resp_buf.unread()).map_err(|_| Failure::Abort)?;
+            let Ok((n, sent)) = body.advance(resp_buf.unread()) else {
+                finish(server, &mut end, bytes, Termination::SERVER_ABORT);
+                return Err(Failure::Abort);
+            };
             bytes += sent;
             let ok = client.send(&resp_buf.unread()[..n]).await.is_ok();
             resp_buf.consume_keep(n);
             ok
         };
         if !written {
-            finish(server, &mut end, bytes);
+            finish(server, &mut end, bytes, Termination::CLIENT_ABORT);
             return Err(Failure::Abort);
         }
     }
     drop(out);
-    finish(server, &mut end, bytes);
+    finish(server, &mut end, bytes, Termination::COMPLETE);
     drop(active);
     if upstream_keeps && framing != Framing::Close && resp_buf.is_empty() && backend.send_proxy.is_none() {
         server.pool.put_conn(up.stream);
@@ -558,6 +589,8 @@ async fn reopen(
     backend: &Backend,
     retry: &impl Fn(&mut Request, bool, ProxyError) -> Failure,
 ) -> Result<UpConn, Failure> {
+    // The same server again on a fresh connection: HAProxy's `wretr`.
+    server.state.stats.retries.fetch_add(1, Relaxed);
     reconnect(server, backend, None).await.map_err(|e| {
         crate::warn_limited!(crate::ratelimit::Kind::UpstreamConnect, server = %server.id, error = %e, "upstream connect failed; ejecting");
         balance::outlier::connect_failure(backend, server);

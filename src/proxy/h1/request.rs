@@ -37,45 +37,49 @@ pub(super) struct Request {
     /// The head to send upstream.
     pub(super) out: Out,
     pub(super) log: Option<Arc<LogHead>>,
+    /// How long the request waited in the backend's queue for its server.
+    pub(super) queued: std::time::Duration,
     /// A copy for the mirror group, with its slot.
     pub(super) mirror: Option<(http::Request<()>, tokio::sync::OwnedSemaphorePermit)>,
 }
 
 impl Request {
     /// A response head arrived from `server`: counts it (server, listener, upstream latency)
-    /// and returns what records the request when its body ends (duration, access log).
+    /// and returns what records the request when its body ends (duration, the server's
+    /// figures, access log). `connected`: the connect time of a new connection (`None`: a
+    /// kept-alive one); `retries`: servers tried before this one.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn response_started(
         &mut self,
         conn: &Conn,
         server: &crate::snapshot::Server,
         status: u16,
         upstream_duration: std::time::Duration,
+        connected: Option<std::time::Duration>,
+        (via, retries): (crate::balance::Via, usize),
         start: std::time::Instant,
     ) -> crate::upstream::RequestEnd {
-        use crate::access_log::{PendingLog, Upstream};
+        use crate::access_log::{PendingLog, Timers};
+        use std::sync::atomic::Ordering::Relaxed;
         server.answered(upstream_duration);
         server.state.count_response(status);
         crate::balance::outlier::response(&self.backend, server, status);
-        conn.open.listener.responses[crate::state::status_class(status)]
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        conn.open.listener.responses[crate::state::status_class(status)].fetch_add(1, Relaxed);
+        let timers = Timers {
+            request: std::time::Duration::ZERO,
+            queue: Some(self.queued),
+            connect: Some(connected.unwrap_or_default()),
+            response: Some(upstream_duration),
+        };
         let log = self.log.take().map(|head| {
             Box::new(PendingLog {
                 head,
                 status,
-                upstream: Upstream {
-                    route: self.route.clone(),
-                    backend: self.backend.name.clone(),
-                    group: server.group.clone(),
-                    server: server.name.clone(),
-                    upstream_duration,
-                },
+                upstream: crate::upstream::log_upstream(&self.backend, server, self.route.clone(), (via, retries), timers),
+                head_sent: 0,
             })
         });
-        crate::upstream::RequestEnd {
-            start,
-            duration: server.metrics.request.clone(),
-            log,
-        }
+        crate::upstream::RequestEnd::new(start, server, timers, log)
     }
 }
 
@@ -101,7 +105,8 @@ impl From<ProxyError> for Refusal {
 
 /// Parses, validates, routes and rewrites a request head. `Ok(None)`: the head is not
 /// complete yet.
-pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusal> {
+/// `began`: when the head's first bytes were read, if it took more than one read.
+pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>) -> Result<Option<Request>, Refusal> {
     let limits = conn.shared.head_limits;
     let mut slots = codec::slots();
     let mut parsed = httparse::Request::new(&mut []);
@@ -183,7 +188,12 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
             )
             .with_trace(&trace)
             .with_tls(conn.tls.as_ref())
-            .with_client(http10, field(headers, b"referer"), field(headers, b"user-agent")),
+            .with_client(http10, field(headers, b"referer"), field(headers, b"user-agent"))
+            .with_arrival(
+                began.map_or(std::time::Duration::ZERO, |t| t.elapsed()),
+                conn.shared.current_conns.load(std::sync::atomic::Ordering::Relaxed),
+                conn.open.listener.active.load(std::sync::atomic::Ordering::Relaxed),
+            ),
         )
     });
     if conn.opts.redirect_https {
@@ -265,6 +275,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn) -> Result<Option<Request>, Refusa
         affinity,
         out,
         log,
+        queued: std::time::Duration::ZERO,
         mirror,
     }))
 }

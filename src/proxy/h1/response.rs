@@ -38,7 +38,7 @@ async fn redirect(
     out.0
         .extend_from_slice(b"content-length: 0\r\nconnection: close\r\n\r\n");
     if let Some(log) = log {
-        log.log(308, 0, start.elapsed(), None, None, None);
+        log.answered(308, start.elapsed());
     }
     let _ = client.send(&out.0).await;
     Next::Close
@@ -60,14 +60,8 @@ pub(super) async fn write_error(
     let mut out = Out::new();
     e.write_response(&mut out.0, close);
     if let Some((log, route)) = log {
-        log.log(
-            e.status().as_u16(),
-            body_len(e),
-            start.elapsed(),
-            None,
-            Some(e.reason()),
-            route,
-        );
+        let body = body_len(e);
+        log.refused(e, (out.0.len() as u64 - body, body), start.elapsed(), route);
     }
     client.send(&out.0).await.is_ok()
 }

@@ -81,15 +81,18 @@ pub async fn http2(client: ClientIo, prefix: Vec<u8>, c: Conn) {
 
 /// One request/response exchange, from a head (complete or not) in `inbuf`.
 pub(super) async fn exchange(client: &mut ClientIo, inbuf: &mut Buf, conn: &Conn, deadline: Deadline) -> Next {
-    // Read until a complete head is there.
+    // Read until a complete head is there. A head that takes more than one read is timed
+    // from its first (HAProxy's `TR`); one read costs no clock reading.
     let start;
+    let mut began = None;
     let req = loop {
-        match prepare(inbuf.unread(), conn) {
+        match prepare(inbuf.unread(), conn, began) {
             Ok(Some(req)) => {
                 start = Instant::now();
                 break req;
             }
             Ok(None) => {
+                began.get_or_insert_with(Instant::now);
                 if inbuf.unread().len() >= conn.shared.head_limits.size {
                     return refuse(client, conn, ProxyError::HeadersTooLarge.into(), Instant::now()).await;
                 }

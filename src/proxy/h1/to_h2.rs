@@ -17,7 +17,7 @@ use super::codec::{self, put_field, put_u64, BodyWalk, Framing};
 use super::conn::{finish, within, Conn, Failure, Next};
 use super::request::{hop_by_hop, Request};
 use crate::balance::Via;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Termination};
 use crate::proxy::buf::{self, Buf, Out};
 use crate::snapshot::Server;
 use crate::stream::ClientIo;
@@ -162,7 +162,7 @@ pub(super) async fn exchange(
         server.state.mark_reachable();
     }
     let status = resp.status().as_u16();
-    let mut end = req.response_started(conn, server, status, sent_at.elapsed(), start);
+    let mut end = req.response_started(conn, server, status, sent_at.elapsed(), connected, (via, 0), start);
 
     // The client's head: length when known, else chunked (HTTP/1.0: until close).
     let (parts, mut body) = resp.into_parts();
@@ -215,8 +215,11 @@ pub(super) async fn exchange(
         out.0.extend_from_slice(b"connection: close\r\n");
     }
     out.0.extend_from_slice(b"\r\n");
+    if let Some(log) = end.log.as_mut() {
+        log.head_sent = out.0.len() as u64;
+    }
     if client.send(&out.0).await.is_err() {
-        finish(server, &mut end, 0);
+        finish(server, &mut end, 0, Termination::CLIENT_ABORT);
         return Err(Failure::Abort);
     }
 
@@ -227,19 +230,19 @@ pub(super) async fn exchange(
     };
     let bytes = match relayed {
         Ok(n) => n,
-        Err(n) => {
-            finish(server, &mut end, n);
+        Err((n, ended)) => {
+            finish(server, &mut end, n, ended);
             return Err(Failure::Abort);
         }
     };
-    finish(server, &mut end, bytes);
+    finish(server, &mut end, bytes, Termination::COMPLETE);
     drop(active);
     Ok(if close { Next::Close } else { Next::KeepAlive })
 }
 
 /// The response body to the client (chunked when `chunked`, HTTP/2 trailers as chunked
 /// trailers). `Ok`: body bytes sent; `Err`: the bytes sent before the body broke (the
-/// client connection is then cut: its response is incomplete).
+/// client connection is then cut: its response is incomplete), and how it broke.
 async fn relay_body(
     client: &mut ClientIo,
     conn: &Conn,
@@ -247,7 +250,7 @@ async fn relay_body(
     body: &mut hyper::body::Incoming,
     mut chunked: bool,
     read_timeout: Duration,
-) -> Result<u64, u64> {
+) -> Result<u64, (u64, Termination)> {
     let mut bytes = 0u64;
     let cut = server.state.sessions();
     let read_timeout = if read_timeout.is_zero() {
@@ -259,19 +262,21 @@ async fn relay_body(
     loop {
         let deadline = Deadline::now() + read_timeout;
         let frame = tokio::select! {
-            _ = cut.cancelled() => None,
+            _ = cut.cancelled() => Err(Termination::KILLED),
             f = within(deadline, &conn.shared.shutdown, body.frame()) => match f {
-                Some(f) => f,
+                Some(f) => Ok(f),
+                None if conn.shared.shutdown.is_cancelled() => Err(Termination::KILLED),
                 None => {
                     server.state.read_timeouts.fetch_add(1, Relaxed);
-                    None
+                    Err(Termination::SERVER_TIMEOUT)
                 }
             },
         };
         out.0.clear();
+        let frame = frame.map_err(|ended| (bytes, ended))?;
         match frame {
             None if body.is_end_stream() => break,
-            None | Some(Err(_)) => return Err(bytes),
+            None | Some(Err(_)) => return Err((bytes, Termination::SERVER_ABORT)),
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     bytes += data.len() as u64;
@@ -292,13 +297,13 @@ async fn relay_body(
                     chunked = false; // the last chunk is written
                 }
                 if !out.0.is_empty() && client.send(&out.0).await.is_err() {
-                    return Err(bytes);
+                    return Err((bytes, Termination::CLIENT_ABORT));
                 }
             }
         }
     }
     if chunked && client.send(b"0\r\n\r\n").await.is_err() {
-        return Err(bytes);
+        return Err((bytes, Termination::CLIENT_ABORT));
     }
     Ok(bytes)
 }
