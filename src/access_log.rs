@@ -514,7 +514,15 @@ impl LogHead {
 
     /// veer answered the request itself with an error: `(head, body)` bytes.
     pub fn refused(&self, e: &ProxyError, (head, body): (u64, u64), duration: Duration, route: Option<&str>) {
-        self.write(e.status().as_u16(), (head, body), duration, None, Some(e), route, Termination::COMPLETE);
+        self.write(
+            e.status().as_u16(),
+            (head, body),
+            duration,
+            None,
+            Some(e),
+            route,
+            Termination::COMPLETE,
+        );
     }
 
     /// veer answered the request itself, not with an error (a redirect).

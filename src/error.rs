@@ -125,7 +125,9 @@ impl ProxyError {
             ProxyError::LocalResources(_) => *b"RC",
             ProxyError::QueueFull => *b"PQ",
             ProxyError::QueueTimeout => *b"sQ",
-            ProxyError::UpstreamProtocol(_) | ProxyError::UpstreamMalformed(_) | ProxyError::UnexpectedUpgrade => *b"PH",
+            ProxyError::UpstreamProtocol(_) | ProxyError::UpstreamMalformed(_) | ProxyError::UnexpectedUpgrade => {
+                *b"PH"
+            }
             ProxyError::UpstreamIo(_) => *b"SH",
             ProxyError::Timeout => *b"sH",
         })

@@ -166,7 +166,10 @@ pub enum LogSink {
     /// Appended to.
     File(PathBuf),
     /// RFC 5424 datagrams; `facility` is the syslog facility's number (local0 = 16).
-    Syslog { target: SyslogTarget, facility: u8 },
+    Syslog {
+        target: SyslogTarget,
+        facility: u8,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1058,14 +1058,20 @@ fn log_sink(c: &mut Checker, a: &RawAccessLog) -> LogSink {
             None => {
                 c.err(
                     f.span(),
-                    format!("invalid facility {:?}: write \"local0\" … \"local7\", \"user\" or \"daemon\"", f.get_ref()),
+                    format!(
+                        "invalid facility {:?}: write \"local0\" … \"local7\", \"user\" or \"daemon\"",
+                        f.get_ref()
+                    ),
                 );
                 16
             }
         },
     };
     if let (Some(f), None) = (&a.facility, &a.syslog) {
-        c.err(f.span(), "`facility` is for a `syslog` sink: add `syslog = \"127.0.0.1:514\"` or remove it");
+        c.err(
+            f.span(),
+            "`facility` is for a `syslog` sink: add `syslog = \"127.0.0.1:514\"` or remove it",
+        );
     }
     match (&a.syslog, &a.path) {
         (Some(s), Some(_)) => {

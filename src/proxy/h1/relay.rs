@@ -543,7 +543,12 @@ pub(super) async fn exchange_with(
                 broken => {
                     // The server broke off, stalled or was cut: the client cannot get the
                     // rest, and must not take what it got for the whole.
-                    finish(server, &mut end, bytes, broken.err().unwrap_or(Termination::SERVER_ABORT));
+                    finish(
+                        server,
+                        &mut end,
+                        bytes,
+                        broken.err().unwrap_or(Termination::SERVER_ABORT),
+                    );
                     return Err(Failure::Abort);
                 }
             }

@@ -75,7 +75,13 @@ impl Request {
             Box::new(PendingLog {
                 head,
                 status,
-                upstream: crate::upstream::log_upstream(&self.backend, server, self.route.clone(), (via, retries), timers),
+                upstream: crate::upstream::log_upstream(
+                    &self.backend,
+                    server,
+                    self.route.clone(),
+                    (via, retries),
+                    timers,
+                ),
                 head_sent: 0,
             })
         });
