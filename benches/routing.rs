@@ -180,11 +180,38 @@ fn bench_sticky_and_hash(c: &mut Criterion) {
     g.finish();
 }
 
+/// The request Cookie scan alone: veer's byte scanner against the `cookie` crate's parser
+/// (`Cookie::split_parse`, which needs the header as UTF-8 first), on a typical header. The
+/// issue asked for the crate; this measures what it would cost on the hot path.
+fn bench_cookie_scan(c: &mut Criterion) {
+    let header = "_ga=GA1.2.1234567890.1234567890; theme=dark; VEER_SRV=00000000000000ff; lang=en-GB";
+    let mut g = c.benchmark_group("cookie_find");
+    g.bench_function("veer_byte_scan", |b| {
+        b.iter(|| {
+            veer::proxy::cookies::find_in(std::iter::once(black_box(header.as_bytes())), "VEER_SRV").map(|v| v.len())
+        })
+    });
+    g.bench_function("cookie_crate_split_parse", |b| {
+        b.iter(|| {
+            std::str::from_utf8(black_box(header.as_bytes()))
+                .ok()
+                .and_then(|h| {
+                    cookie::Cookie::split_parse(h)
+                        .filter_map(Result::ok)
+                        .find(|c| c.name() == "VEER_SRV")
+                })
+                .map(|c| c.value().len())
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_routing,
     bench_pick,
     bench_pick_health,
-    bench_sticky_and_hash
+    bench_sticky_and_hash,
+    bench_cookie_scan
 );
 criterion_main!(benches);

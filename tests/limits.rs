@@ -17,6 +17,18 @@ async fn request(s: &mut TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..n]).to_string())
 }
 
+/// The tests here run one at a time: the first measures the process's CPU while idle.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// CPU time this process used so far (user + system), in clock ticks (1/100 s).
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name (which is in parentheses): utime is 14th, stime 15th.
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 fn config(max_connections: usize, server: std::net::SocketAddr) -> String {
     http_config(&[("a", server)], "").replace(
         "protocol = \"http\"",
@@ -26,6 +38,7 @@ fn config(max_connections: usize, server: std::net::SocketAddr) -> String {
 
 #[tokio::test]
 async fn at_max_connections_new_clients_wait_until_one_closes() {
+    let _serial = SERIAL.lock().await;
     let web = FakeBackend::start("web").await;
     let proxy = Proxy::start(&config(3, web.addr)).await;
     let addr = proxy.addr("web").await;
@@ -39,8 +52,16 @@ async fn at_max_connections_new_clients_wait_until_one_closes() {
     let mut waiting = TcpStream::connect(addr).await.unwrap();
     waiting.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let early = tokio::time::timeout(Duration::from_millis(300), waiting.read(&mut buf)).await;
+    // At the limit the accept loop waits for a connection to close; it does not poll. A
+    // loop that polled would spend most of the wait on the CPU.
+    let before = cpu_ticks();
+    let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut buf)).await;
+    let spent = cpu_ticks() - before;
     assert!(early.is_err(), "answered beyond max_connections");
+    assert!(
+        spent <= 5,
+        "{spent} ticks of CPU in 500 ms at the limit: the accept loop is busy"
+    );
     let stats = proxy.veer.listener_stats().await;
     assert_eq!(stats[0].1.active.load(Relaxed), 3);
 
@@ -56,6 +77,7 @@ async fn at_max_connections_new_clients_wait_until_one_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_clients_against_a_limit_of_a_hundred() {
+    let _serial = SERIAL.lock().await;
     let web = FakeBackend::start("web").await;
     let proxy = Proxy::start(&config(100, web.addr)).await;
     let addr = proxy.addr("web").await;
