@@ -143,7 +143,7 @@ impl AccessLog {
         }))
     }
 
-    /// Lines dropped because the sink could not keep up.
+    /// Lines dropped: the sink could not keep up, or a syslog collector refused them.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Relaxed)
     }

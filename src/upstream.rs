@@ -272,8 +272,9 @@ pub struct RequestEnd {
     pub duration: ::metrics::Histogram,
     /// The access-log line to complete, when logging is on.
     pub log: Option<Box<crate::access_log::PendingLog>>,
-    /// The server whose `show stat` figures the request adds to.
-    pub server: Option<Arc<crate::state::ServerState>>,
+    /// Whether the request adds to its server's `show stat` figures (mirrored copies do
+    /// not); false too once recorded.
+    pub counted: bool,
     /// Queue, connect and response-head times, for the server's averages.
     pub timers: crate::access_log::Timers,
     /// Bytes written to the server, and the response head's bytes read from it.
@@ -330,17 +331,20 @@ impl RequestEnd {
             start,
             duration: server.metrics.request.clone(),
             log,
-            server: Some(server.state.clone()),
+            counted: true,
             timers,
             sent: 0,
             head: 0,
         }
     }
 
-    /// Records the finished request, which ended as `ended` after `bytes` of its body: its
-    /// duration, the server's figures and its access-log line. Once; later calls do nothing.
-    pub fn record(&mut self, bytes: u64, ended: crate::error::Termination) {
-        let Some(server) = self.server.take() else { return };
+    /// Records the finished request to `server`, which ended as `ended` after `bytes` of
+    /// its body: its duration, the server's figures and its access-log line. Once; later
+    /// calls do nothing.
+    pub fn record(&mut self, server: &crate::state::ServerState, bytes: u64, ended: crate::error::Termination) {
+        if !std::mem::take(&mut self.counted) {
+            return;
+        }
         let elapsed = self.start.elapsed();
         self.duration.record(elapsed);
         server
@@ -475,6 +479,6 @@ impl<B: Body> Drop for UpstreamBody<B> {
             Some(why) => why,
             None => crate::error::Termination::CLIENT_ABORT,
         };
-        self.end.record(self.bytes, ended);
+        self.end.record(self.active.state(), self.bytes, ended);
     }
 }

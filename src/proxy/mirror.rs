@@ -118,7 +118,7 @@ async fn send(backend: Arc<Backend>, copy: Request<()>, body: Bytes, _permit: Ow
             start: std::time::Instant::now(),
             duration: ::metrics::Histogram::noop(),
             log: None,
-            server: None,
+            counted: false,
             timers: Default::default(),
             sent: 0,
             head: 0,

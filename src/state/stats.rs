@@ -30,7 +30,8 @@ impl Average {
         // to one server at the same instant may lose one sample, which a moving average of
         // a thousand does not notice, and the data path keeps one plain write.
         let sum = self.0.load(Relaxed);
-        let ms = value.as_millis().min(u32::MAX as u128) as u64;
+        // Whole milliseconds without u128 arithmetic (Duration::as_millis), on the data path.
+        let ms = value.as_secs().min(u32::MAX as u64) * 1000 + value.subsec_millis() as u64;
         let kept = if n <= SAMPLES { sum } else { sum - sum.div_ceil(SAMPLES) };
         self.0.store(kept + ms, Relaxed);
     }

@@ -63,7 +63,19 @@ pub(super) fn finish(
         .state
         .response_bytes
         .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-    end.record(bytes, ended);
+    end.record(&server.state, bytes, ended);
+}
+
+/// A response that broke off after it started (`why` says how): records what was sent,
+/// and the client connection is dropped (it cannot take a partial answer for a whole).
+pub(super) fn cut_short(
+    server: &crate::snapshot::Server,
+    end: &mut crate::upstream::RequestEnd,
+    bytes: u64,
+    why: crate::error::Termination,
+) -> Result<Next, Failure> {
+    finish(server, end, bytes, why);
+    Err(Failure::Abort)
 }
 
 /// Awaits `f` unless `deadline` passes or `stop` is cancelled first.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::time::Instant as Deadline;
 
 use super::codec::{BodyWalk, Framing};
-use super::conn::{finish, within, Conn, Failure, Next, BULK};
+use super::conn::{cut_short, finish, within, Conn, Failure, Next, BULK};
 use super::request::Request;
 use super::response::{parse_response, write_error, ClientView};
 use crate::balance::{self, Via};
@@ -462,7 +462,7 @@ pub(super) async fn exchange_with(
         resp_buf.consume(resp.head_len);
         out.0.extend_from_slice(resp_buf.unread());
         resp_buf.release();
-        end.record(0, Termination::COMPLETE);
+        end.record(&server.state, 0, Termination::COMPLETE);
         if client.send(&out.0).await.is_err() {
             return Err(Failure::Abort);
         }
@@ -499,15 +499,13 @@ pub(super) async fn exchange_with(
     let mut bytes: u64 = 0;
     if !body.done {
         let Ok((n, sent)) = body.take(resp_buf.unread(), &mut out.0) else {
-            finish(server, &mut end, bytes, Termination::SERVER_ABORT);
-            return Err(Failure::Abort);
+            return cut_short(server, &mut end, bytes, Termination::SERVER_ABORT);
         };
         bytes += sent;
         resp_buf.consume(n);
     }
     if client.send(&out.0).await.is_err() {
-        finish(server, &mut end, bytes, Termination::CLIENT_ABORT);
-        return Err(Failure::Abort);
+        return cut_short(server, &mut end, bytes, Termination::CLIENT_ABORT);
     }
     let read_timeout = backend.read_timeout;
     let cut = server.state.sessions();
@@ -543,29 +541,26 @@ pub(super) async fn exchange_with(
                 broken => {
                     // The server broke off, stalled or was cut: the client cannot get the
                     // rest, and must not take what it got for the whole.
-                    finish(
+                    return cut_short(
                         server,
                         &mut end,
                         bytes,
                         broken.err().unwrap_or(Termination::SERVER_ABORT),
                     );
-                    return Err(Failure::Abort);
                 }
             }
         }
         // Relayed from the read buffer itself (decoded chunks for HTTP/1.0 go through `out`).
         let written = if decode {
             let Ok((n, sent)) = body.take(resp_buf.unread(), &mut out.0) else {
-                finish(server, &mut end, bytes, Termination::SERVER_ABORT);
-                return Err(Failure::Abort);
+                return cut_short(server, &mut end, bytes, Termination::SERVER_ABORT);
             };
             bytes += sent;
             resp_buf.consume_keep(n);
             out.0.is_empty() || client.send(&out.0).await.is_ok()
         } else {
             let Ok((n, sent)) = body.advance(resp_buf.unread()) else {
-                finish(server, &mut end, bytes, Termination::SERVER_ABORT);
-                return Err(Failure::Abort);
+                return cut_short(server, &mut end, bytes, Termination::SERVER_ABORT);
             };
             bytes += sent;
             let ok = client.send(&resp_buf.unread()[..n]).await.is_ok();
@@ -573,8 +568,7 @@ pub(super) async fn exchange_with(
             ok
         };
         if !written {
-            finish(server, &mut end, bytes, Termination::CLIENT_ABORT);
-            return Err(Failure::Abort);
+            return cut_short(server, &mut end, bytes, Termination::CLIENT_ABORT);
         }
     }
     drop(out);

@@ -14,7 +14,7 @@ use hyper::body::Body;
 use tokio::time::Instant as Deadline;
 
 use super::codec::{self, put_field, put_u64, BodyWalk, Framing};
-use super::conn::{finish, within, Conn, Failure, Next};
+use super::conn::{cut_short, finish, within, Conn, Failure, Next};
 use super::request::{hop_by_hop, Request};
 use crate::balance::Via;
 use crate::error::{ProxyError, Termination};
@@ -219,8 +219,7 @@ pub(super) async fn exchange(
         log.head_sent = out.0.len() as u64;
     }
     if client.send(&out.0).await.is_err() {
-        finish(server, &mut end, 0, Termination::CLIENT_ABORT);
-        return Err(Failure::Abort);
+        return cut_short(server, &mut end, 0, Termination::CLIENT_ABORT);
     }
 
     let relayed = if bodiless {
@@ -231,8 +230,7 @@ pub(super) async fn exchange(
     let bytes = match relayed {
         Ok(n) => n,
         Err((n, ended)) => {
-            finish(server, &mut end, n, ended);
-            return Err(Failure::Abort);
+            return cut_short(server, &mut end, n, ended);
         }
     };
     finish(server, &mut end, bytes, Termination::COMPLETE);
