@@ -1,6 +1,12 @@
 //! Request cookies on the hot path: find one by name and remove one, scanning the `Cookie`
 //! header bytes by hand (no allocation to find; one to rewrite). Values are never trusted:
 //! anything malformed simply does not match.
+//!
+//! Why not the `cookie` crate (which builds veer's `Set-Cookie`): measured side by side
+//! (`cargo bench --bench routing -- cookie_find`), its `Cookie::split_parse` takes ≈ 4.7×
+//! as long to find the sticky cookie in a typical header (≈ 219 ns against ≈ 47 ns), needs
+//! the whole header to be UTF-8 first (one stray byte elsewhere would lose the sticky
+//! cookie), and cannot remove a cookie while keeping every other byte as the client sent it.
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 
