@@ -31,6 +31,17 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// An HTTP listener's connections delay the ACK of a request until the response carries it,
+/// as HAProxy's do (`TCP_QUICKACK` off on its HTTP listeners; accepted connections inherit
+/// it): one packet less per request on both ends. Where veer then waits for more of a
+/// request (a head in pieces, a body), it turns quick ACKs back on for that connection
+/// ([`crate::proxy::h1`]), so a client holding its next bytes until they are acknowledged
+/// (Nagle) is not kept waiting. Other listeners acknowledge at once (the kernel's default).
+fn delay_acks(l: &TcpListener, http: bool) {
+    // Only a matter of packets: a kernel that refuses leaves the default.
+    let _ = socket2::SockRef::from(l).set_tcp_quickack(!http);
+}
+
 struct Running {
     /// The address as configured (port 0 stays 0), to recognise an unchanged listener.
     configured: SocketAddr,
@@ -129,6 +140,7 @@ impl ListenerSet {
                         }
                         _ => bind(spec.bind, backlog).map_err(err)?,
                     };
+                    delay_acks(&l, spec.protocol == crate::config::Protocol::Http);
                     plan.bind.push((spec.name.clone(), spec.bind, l));
                 }
             }

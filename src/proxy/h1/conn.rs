@@ -66,6 +66,13 @@ pub(super) fn finish(
     end.record(&server.state, bytes, ended);
 }
 
+/// veer waits for more of the client's request (the rest of a head, a body): its bytes are
+/// acknowledged at once again, so a client that holds them until its last ones are
+/// acknowledged (Nagle) is not delayed (see [`crate::listeners`]: HTTP listeners delay ACKs).
+pub(super) fn ack_quickly(client: &crate::stream::ClientIo) {
+    let _ = socket2::SockRef::from(client.tcp()).set_tcp_quickack(true);
+}
+
 /// A response that broke off after it started (`why` says how): records what was sent,
 /// and the client connection is dropped (it cannot take a partial answer for a whole).
 pub(super) fn cut_short(

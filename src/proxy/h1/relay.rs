@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::time::Instant as Deadline;
 
 use super::codec::{BodyWalk, Framing};
-use super::conn::{cut_short, finish, within, Conn, Failure, Next, BULK};
+use super::conn::{ack_quickly, cut_short, finish, within, Conn, Failure, Next, BULK};
 use super::request::Request;
 use super::response::{parse_response, write_error, ClientView};
 use crate::balance::{self, Via};
@@ -249,6 +249,9 @@ pub(super) async fn exchange_with(
         let n = upload.take(inbuf.unread()).map_err(Failure::Answer)?;
         req.out.0.extend_from_slice(&inbuf.unread()[..n]);
         inbuf.consume(n);
+        if !upload.done() {
+            ack_quickly(client);
+        }
     }
     // The whole request is in `req.out` and small: another server may get it after a
     // gateway error or a broken connection (when `retry_on` says so).
@@ -473,6 +476,8 @@ pub(super) async fn exchange_with(
             }
             inbuf.release();
         }
+        // A tunnel's bytes are acknowledged as they come (HTTP listeners delay ACKs).
+        ack_quickly(client);
         let _tunnel = server.state.connection_guard();
         let _active = active;
         let cut = server.state.sessions();

@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant as Deadline;
 
 pub use super::conn::Conn;
-use super::conn::{within, Next};
+use super::conn::{ack_quickly, within, Next};
 use super::relay::forward;
 use super::request::prepare;
 use super::response::refuse;
@@ -92,7 +92,10 @@ pub(super) async fn exchange(client: &mut ClientIo, inbuf: &mut Buf, conn: &Conn
                 break req;
             }
             Ok(None) => {
-                began.get_or_insert_with(Instant::now);
+                if began.is_none() {
+                    began = Some(Instant::now());
+                    ack_quickly(client);
+                }
                 if inbuf.unread().len() >= conn.shared.head_limits.size {
                     return refuse(client, conn, ProxyError::HeadersTooLarge.into(), Instant::now()).await;
                 }

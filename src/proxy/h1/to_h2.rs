@@ -14,7 +14,7 @@ use hyper::body::Body;
 use tokio::time::Instant as Deadline;
 
 use super::codec::{self, put_field, put_u64, BodyWalk, Framing};
-use super::conn::{cut_short, finish, within, Conn, Failure, Next};
+use super::conn::{ack_quickly, cut_short, finish, within, Conn, Failure, Next};
 use super::request::{hop_by_hop, Request};
 use crate::balance::Via;
 use crate::error::{ProxyError, Termination};
@@ -66,6 +66,7 @@ async fn pump(
     mut tx: http_body_util::channel::Sender<Bytes, BoxError>,
 ) -> Result<(), ProxyError> {
     let mut walk = BodyWalk::new(framing, true);
+    let mut waited = false;
     loop {
         if !inbuf.is_empty() {
             let mut pieces: Vec<Bytes> = Vec::new();
@@ -84,6 +85,9 @@ async fn pump(
         }
         if walk.done {
             return Ok(());
+        }
+        if !std::mem::replace(&mut waited, true) {
+            ack_quickly(client);
         }
         let timeout = conn.shared.body_timeout;
         let deadline = Deadline::now()
