@@ -13,7 +13,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const REQUEST: &[u8] = b"GET /api/orders?page=2 HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
+const REQUEST: &[u8] =
+    b"GET /api/orders?page=2 HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n";
 
 /// A backend that answers every request on every connection with [`RESPONSE`].
@@ -58,7 +59,10 @@ async fn exchange(s: &mut TcpStream, buf: &mut [u8]) {
 }
 
 fn bench_exchange(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (direct, through, _veer) = rt.block_on(async {
         let backend = backend().await;

@@ -13,6 +13,19 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// Reads from `s` until a whole request head is there; false at EOF or an error.
+async fn read_head(s: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 /// A raw backend: for each connection, reads one request head and writes `answer`, then
 /// (when `hold`) keeps the connection open without another byte.
 async fn raw_backend(answer: &'static [u8], hold: bool) -> SocketAddr {
@@ -21,13 +34,8 @@ async fn raw_backend(answer: &'static [u8], hold: bool) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut s).await {
+                    return;
                 }
                 let _ = s.write_all(answer).await;
                 if hold {
@@ -47,17 +55,12 @@ async fn closing_backend() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut s).await {
+                    return;
                 }
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
                 // The next request: read it and close without a word.
-                let _ = s.read(&mut buf).await;
+                read_head(&mut s).await;
             });
         }
     });
@@ -103,23 +106,6 @@ fn log_config(dir: &std::path::Path, sink: &str, format: &str, backends: &[(&str
         );
     }
     out
-}
-
-/// Lines of `log` once it has at least `n` (bounded wait).
-async fn lines(log: &std::path::Path, n: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    for _ in 0..500 {
-        lines = std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        if lines.len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    lines
 }
 
 /// The line whose request is `request` (e.g. `GET /ok`).
@@ -255,7 +241,7 @@ async fn haproxy_lines_parse_as_haproxys_and_say_how_each_exchange_ended() {
     assert!(head[..n].starts_with(b"HTTP/1.1 200"));
     drop(s);
 
-    let lines = lines(&log, 8).await;
+    let lines = log_lines(&log, 8).await;
     assert_eq!(lines.len(), 8, "{lines:#?}");
     let pid = std::process::id();
     for l in &lines {
@@ -337,7 +323,7 @@ async fn json_lines_carry_the_timers_and_the_termination_state() {
     let c = client();
     get(&c, &format!("{url}/ok"), &[]).await.unwrap();
     assert!(get(&c, &format!("{url}/broken"), &[]).await.is_err());
-    let lines = lines(&log, 2).await;
+    let lines = log_lines(&log, 2).await;
     let v: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     let ok = v.iter().find(|l| l["path"] == "/ok").unwrap();
     let broken = v.iter().find(|l| l["path"] == "/broken").unwrap();

@@ -553,21 +553,3 @@ fn python_regex(pattern: &str, text: &str) -> serde_json::Value {
     let out = child.wait_with_output().unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
 }
-
-/// The access log's lines once it has `n` (the writer thread is asynchronous), or what it
-/// has after 5 s.
-async fn log_lines(log: &std::path::Path, n: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    for _ in 0..500 {
-        lines = std::fs::read_to_string(log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        if lines.len() >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    lines
-}

@@ -530,3 +530,21 @@ impl Drop for Demo {
         let _ = self.child.wait();
     }
 }
+
+/// The lines of the log file `log` once it has at least `n` (waits a bounded while: lines
+/// are written off the data path).
+pub async fn log_lines(log: &std::path::Path, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for _ in 0..500 {
+        lines = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lines
+}

@@ -322,14 +322,17 @@ pub fn health_status(
     }
 }
 
-/// A server's `show stat` figures beyond counts (see [`crate::state::stats`]).
+/// A server's (or a backend's) `show stat` figures beyond counts (see
+/// [`crate::state::stats`]).
+#[derive(Default)]
 struct Figures {
     bin: u64,
     bout: u64,
     wretr: u64,
     wredis: u64,
     rate: u64,
-    rate_max: u64,
+    /// `None` for a backend: its peak is not the sum of its servers' peaks.
+    rate_max: Option<u64>,
     /// Seconds since the last session; `None`: none yet (HAProxy's `-1`).
     lastsess: Option<u64>,
     /// qtime, ctime, rtime, ttime in ms, and over how many requests (at most 1,024).
@@ -346,69 +349,49 @@ impl Figures {
             wretr: st.retries.load(Relaxed),
             wredis: st.redispatches.load(Relaxed),
             rate,
-            rate_max,
+            rate_max: Some(rate_max),
             lastsess,
             times: st.averages(),
             samples: st.timed.load(Relaxed).min(crate::state::stats::SAMPLES),
         }
     }
 
+    /// A backend's figures from its servers': bytes, retries, redispatches and the rate add
+    /// up; the last session is the latest of any; the times are the servers' averages
+    /// weighted by how many requests each holds.
+    fn sum(servers: &[Figures]) -> Figures {
+        let mut all = Figures::default();
+        for f in servers {
+            all.bin += f.bin;
+            all.bout += f.bout;
+            all.wretr += f.wretr;
+            all.wredis += f.wredis;
+            all.rate += f.rate;
+            all.lastsess = match (all.lastsess, f.lastsess) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            for (t, v) in all.times.iter_mut().zip(f.times) {
+                *t += v * f.samples;
+            }
+            all.samples += f.samples;
+        }
+        all.times = all.times.map(|t| t.checked_div(all.samples).unwrap_or(0));
+        all
+    }
+
     fn write(&self, r: &mut Row) {
         r.set("bin", self.bin)
             .set("bout", self.bout)
             .set("wretr", self.wretr)
             .set("wredis", self.wredis)
             .set("rate", self.rate)
-            .set("rate_max", self.rate_max)
             .set("lastsess", self.lastsess.map_or(-1, |s| s as i64));
+        if let Some(max) = self.rate_max {
+            r.set("rate_max", max);
+        }
         for (name, v) in ["qtime", "ctime", "rtime", "ttime"].iter().zip(self.times) {
             r.set(name, v);
-        }
-    }
-}
-
-/// A backend's figures from its servers': bytes, retries and the session rate add up; the
-/// last session is the latest of any; the times are the servers' averages weighted by how
-/// many requests each holds (`rate_max` and `smax` stay empty: a backend's peak is not the
-/// sum of its servers' peaks, and veer keeps no backend-wide peak).
-#[derive(Default)]
-struct Sums {
-    bin: u64,
-    bout: u64,
-    wretr: u64,
-    wredis: u64,
-    rate: u64,
-    lastsess: Option<u64>,
-    weighted: [u64; 4],
-    samples: u64,
-}
-
-impl Sums {
-    fn add(&mut self, f: &Figures) {
-        self.bin += f.bin;
-        self.bout += f.bout;
-        self.wretr += f.wretr;
-        self.wredis += f.wredis;
-        self.rate += f.rate;
-        self.lastsess = match (self.lastsess, f.lastsess) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        for (w, t) in self.weighted.iter_mut().zip(f.times) {
-            *w += t * f.samples;
-        }
-        self.samples += f.samples;
-    }
-
-    fn write(&self, r: &mut Row) {
-        r.set("bin", self.bin)
-            .set("bout", self.bout)
-            .set("wretr", self.wretr)
-            .set("wredis", self.wredis)
-            .set("rate", self.rate)
-            .set("lastsess", self.lastsess.map_or(-1, |s| s as i64));
-        for (name, w) in ["qtime", "ctime", "rtime", "ttime"].iter().zip(self.weighted) {
-            r.set(name, w.checked_div(self.samples).unwrap_or(0));
         }
     }
 }
@@ -567,7 +550,7 @@ pub async fn show_stat(veer: &Veer, filter: &StatFilter) -> Result<String, &'sta
             .and_then(|bs| bs.health.as_ref());
         let (mut scur, mut stot, mut weight, mut act, mut up) = (0u64, 0u64, 0u64, 0u64, false);
         let mut hrsp = [0u64; 6];
-        let mut sums = Sums::default();
+        let mut figures_all: Vec<Figures> = Vec::new();
         for s in b.servers() {
             let st = &s.state;
             let cur = (st.active_requests.load(Relaxed) + st.active_connections.load(Relaxed)) as u64;
@@ -579,8 +562,7 @@ pub async fn show_stat(veer: &Veer, filter: &StatFilter) -> Result<String, &'sta
             for (h, r) in hrsp.iter_mut().zip(&responses) {
                 *h += r;
             }
-            let figures = Figures::of(&st.stats, now);
-            sums.add(&figures);
+            figures_all.push(Figures::of(&st.stats, now));
             let serving = status.starts_with("UP") || status == "no check";
             if serving && s.weight > 0 {
                 weight += s.weight as u64;
@@ -626,7 +608,9 @@ pub async fn show_stat(veer: &Veer, filter: &StatFilter) -> Result<String, &'sta
             r.set("lastchg", now.saturating_sub(st.last_change.load(Relaxed)) / 1000)
                 .set("downtime", 0);
             r.set("lbtot", total).set("econ", st.connect_failures.load(Relaxed));
-            figures.write(&mut r);
+            if let Some(figures) = figures_all.last() {
+                figures.write(&mut r);
+            }
             r.set("smax", st.stats.max_active.load(Relaxed));
             for (name, v) in HRSP.iter().zip(&responses) {
                 r.set(name, v);
@@ -655,7 +639,7 @@ pub async fn show_stat(veer: &Veer, filter: &StatFilter) -> Result<String, &'sta
                 r.set("qlimit", b.queue.max);
             }
             r.set("weight", weight).set("act", act).set("bck", 0).set("lbtot", stot);
-            sums.write(&mut r);
+            Figures::sum(&figures_all).write(&mut r);
             for (name, v) in HRSP.iter().zip(&hrsp) {
                 r.set(name, v);
             }
