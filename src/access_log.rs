@@ -512,15 +512,16 @@ impl LogHead {
         self
     }
 
-    /// veer answered the request itself with an error: `(head, body)` bytes.
-    pub fn refused(&self, e: &ProxyError, (head, body): (u64, u64), duration: Duration, route: Option<&str>) {
+    /// veer answered the request itself with an error: `(head, body)` bytes; `routed`: the
+    /// route and backend it had chosen, if any.
+    pub fn refused(&self, e: &ProxyError, (head, body): (u64, u64), duration: Duration, routed: Option<(&str, &str)>) {
         self.write(
             e.status().as_u16(),
             (head, body),
             duration,
             None,
             Some(e),
-            route,
+            routed,
             Termination::COMPLETE,
         );
     }
@@ -538,7 +539,7 @@ impl LogHead {
         duration: Duration,
         to: Option<&Upstream>,
         error: Option<&ProxyError>,
-        route: Option<&str>,
+        routed: Option<(&str, &str)>,
         ended: Termination,
     ) {
         let (process, listener) = self.conns;
@@ -559,8 +560,8 @@ impl LogHead {
             duration,
             upstream_duration: timers.response,
             listener: &self.listener,
-            route: to.map(|u| &*u.route).or(route).unwrap_or("-"),
-            backend: to.map_or("-", |u| &u.backend),
+            route: to.map(|u| &*u.route).or(routed.map(|r| r.0)).unwrap_or("-"),
+            backend: to.map(|u| &*u.backend).or(routed.map(|r| r.1)).unwrap_or("-"),
             group: to.map_or("-", |u| &u.group),
             server: to.map_or("-", |u| &u.server),
             veer_error: error.map(|e| e.reason()),

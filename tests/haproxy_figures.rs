@@ -261,6 +261,8 @@ async fn haproxy_lines_parse_as_haproxys_and_say_how_each_exchange_ended() {
     let ok_line = fields(line_of(&lines, "GET /ok/a?b=1"));
     assert_eq!(&ok_line[2..4], ["web", "ok/ok1"]);
     let dead_line = fields(line_of(&lines, "GET /dead"));
+    // veer's own answer names the backend the route chose, and no server (as HAProxy's).
+    assert_eq!(dead_line[3], "dead/<NOSRV>");
     assert!(
         dead_line[4].ends_with("/-1/-1/-1") || dead_line[4].contains("/-1/-1/"),
         "{dead_line:?}"

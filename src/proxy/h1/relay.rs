@@ -162,7 +162,7 @@ pub(super) async fn answer(client: &mut ClientIo, conn: &Conn, req: &Request, e:
         || req.body != Framing::None
         || conn.drain.is_cancelled()
         || matches!(e, ProxyError::BadRequest(_) | ProxyError::RequestTimeout);
-    let log = req.log.as_deref().map(|l| (l, Some(&*req.route)));
+    let log = req.log.as_deref().map(|l| (l, Some((&*req.route, &*req.backend.name))));
     if !write_error(client, conn, &e, close, log, start).await {
         return Next::Abort;
     }

@@ -94,6 +94,8 @@ pub(super) struct Refusal {
     pub(super) error: ProxyError,
     pub(super) log: Option<Arc<LogHead>>,
     pub(super) route: Option<Arc<str>>,
+    /// The backend the route chose, when it got that far.
+    pub(super) backend: Option<Arc<str>>,
     /// Not an error: `redirect_https` sends the client here (308).
     pub(super) redirect: Option<String>,
 }
@@ -104,6 +106,7 @@ impl From<ProxyError> for Refusal {
             error,
             log: None,
             route: None,
+            backend: None,
             redirect: None,
         }
     }
@@ -252,6 +255,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
             return Err(Refusal {
                 log,
                 route: Some(route),
+                backend: Some(backend.name.clone()),
                 ..ProxyError::BodyTooLarge.into()
             });
         }

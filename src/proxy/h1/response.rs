@@ -17,7 +17,10 @@ pub(super) async fn refuse(client: &mut ClientIo, conn: &Conn, r: Refusal, start
     if let Some(location) = &r.redirect {
         return redirect(client, conn, location, r.log.as_deref(), start).await;
     }
-    let log = r.log.as_deref().map(|l| (l, r.route.as_deref()));
+    let log = r
+        .log
+        .as_deref()
+        .map(|l| (l, r.route.as_deref().zip(r.backend.as_deref())));
     let _ = write_error(client, conn, &r.error, true, log, start).await;
     Next::Close
 }
@@ -51,7 +54,7 @@ pub(super) async fn write_error(
     conn: &Conn,
     e: &ProxyError,
     close: bool,
-    log: Option<(&crate::access_log::LogHead, Option<&str>)>,
+    log: Option<(&crate::access_log::LogHead, Option<(&str, &str)>)>,
     start: Instant,
 ) -> bool {
     tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
@@ -59,9 +62,9 @@ pub(super) async fn write_error(
     conn.open.listener.responses[crate::state::status_class(e.status().as_u16())].fetch_add(1, Relaxed);
     let mut out = Out::new();
     e.write_response(&mut out.0, close);
-    if let Some((log, route)) = log {
+    if let Some((log, routed)) = log {
         let body = body_len(e);
-        log.refused(e, (out.0.len() as u64 - body, body), start.elapsed(), route);
+        log.refused(e, (out.0.len() as u64 - body, body), start.elapsed(), routed);
     }
     client.send(&out.0).await.is_ok()
 }
