@@ -263,9 +263,11 @@ async fn haproxy_lines_parse_as_haproxys_and_say_how_each_exchange_ended() {
     let dead_line = fields(line_of(&lines, "GET /dead"));
     // veer's own answer names the backend the route chose, and no server (as HAProxy's).
     assert_eq!(dead_line[3], "dead/<NOSRV>");
-    assert!(
-        dead_line[4].ends_with("/-1/-1/-1") || dead_line[4].contains("/-1/-1/"),
-        "{dead_line:?}"
+    let timers: Vec<&str> = dead_line[4].split('/').collect();
+    assert_eq!(
+        &timers[1..4],
+        ["-1", "-1", "-1"],
+        "no queue, connect or response: {dead_line:?}"
     );
     let nowhere = fields(line_of(&lines, "GET /nowhere"));
     assert_eq!(nowhere[3], "web/<NOSRV>");
@@ -455,7 +457,7 @@ protocol = "http"
 [[backend]]
 name = "app"
 retries = 1
-servers = [ {{ name = "s1", addr = "{}" }}, {{ name = "dead", addr = "{dead}" }} ]
+servers = [ {{ name = "s1", addr = "{}" }}, {{ name = "dead", addr = "{dead}" }}, {{ name = "idle", addr = "{dead}", weight = 0 }} ]
 [[backend]]
 name = "closer"
 servers = [ {{ name = "c1", addr = "{closer}" }} ]
@@ -514,6 +516,10 @@ servers = [ {{ name = "c1", addr = "{closer}" }} ]
     assert!(num(&s1, "lastsess") >= 0, "{s1:?}");
     let fe = stat_row(&sock, "web", "FRONTEND").await;
     assert!(num(&fe, "rate_max") >= 1, "{fe:?}");
-    let never = stat_row(&sock, "closer", "BACKEND").await;
-    assert!(num(&never, "lastsess") >= -1);
+    // A server that never had a session: no last session (`-1`), no rate.
+    let idle = stat_row(&sock, "app", "idle").await;
+    assert_eq!(
+        (num(&idle, "lastsess"), num(&idle, "rate_max"), num(&idle, "smax")),
+        (-1, 0, 0)
+    );
 }
