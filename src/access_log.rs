@@ -40,6 +40,19 @@ pub struct Timers {
     pub response: Option<Duration>,
 }
 
+impl Timers {
+    /// A proxied request's: its queue wait, its connect time (`None`: a kept-alive
+    /// connection, 0), and the wait for the response head. `request` is the head's own.
+    pub fn proxied(queued: Duration, connected: Option<Duration>, response: Duration) -> Timers {
+        Timers {
+            request: Duration::ZERO,
+            queue: Some(queued),
+            connect: Some(connected.unwrap_or_default()),
+            response: Some(response),
+        }
+    }
+}
+
 /// Concurrent connections and requests as HAProxy logs them (`%ac/%fc/%bc/%sc/%rc
 /// %sq/%bq`): the connections include the request's own; the backend's and server's
 /// requests are the others still active (HAProxy counts them when it logs, after the

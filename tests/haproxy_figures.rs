@@ -26,20 +26,22 @@ async fn read_head(s: &mut tokio::net::TcpStream) -> bool {
     true
 }
 
-/// A raw backend: for each connection, reads one request head and writes `answer`, then
-/// (when `hold`) keeps the connection open without another byte.
-async fn raw_backend(answer: &'static [u8], hold: bool) -> SocketAddr {
+/// A raw backend on a free port: `serve` runs on each connection it accepts, after the
+/// first request head has arrived.
+async fn raw_backend<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let serve = std::sync::Arc::new(serve);
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
+            let serve = serve.clone();
             tokio::spawn(async move {
-                if !read_head(&mut s).await {
-                    return;
-                }
-                let _ = s.write_all(answer).await;
-                if hold {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                if read_head(&mut s).await {
+                    serve(s).await;
                 }
             });
         }
@@ -47,48 +49,43 @@ async fn raw_backend(answer: &'static [u8], hold: bool) -> SocketAddr {
     addr
 }
 
-/// A backend that answers the first request of each connection and closes the connection
-/// when the second arrives, without answering it.
+/// Answers each connection's first request with `answer`, then (when `hold`) keeps the
+/// connection open without another byte.
+async fn answering_backend(answer: &'static [u8], hold: bool) -> SocketAddr {
+    raw_backend(move |mut s| async move {
+        let _ = s.write_all(answer).await;
+        if hold {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    })
+    .await
+}
+
+/// Answers the first request of each connection and closes the connection when the second
+/// arrives, without answering it.
 async fn closing_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                if !read_head(&mut s).await {
-                    return;
-                }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-                // The next request: read it and close without a word.
-                read_head(&mut s).await;
-            });
-        }
-    });
-    addr
+    raw_backend(|mut s| async move {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        // The next request: read it and close without a word.
+        read_head(&mut s).await;
+    })
+    .await
 }
 
-/// A backend that answers 200 with a 64 MiB body, written for as long as veer takes it.
+/// Answers 200 with a 64 MiB body, written for as long as veer takes it.
 async fn endless_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 67108864\r\n\r\n")
-                    .await;
-                let chunk = vec![b'x'; 65536];
-                for _ in 0..1024 {
-                    if s.write_all(&chunk).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    raw_backend(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 67108864\r\n\r\n")
+            .await;
+        let chunk = vec![b'x'; 65536];
+        for _ in 0..1024 {
+            if s.write_all(&chunk).await.is_err() {
+                return;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 fn log_config(dir: &std::path::Path, sink: &str, format: &str, backends: &[(&str, SocketAddr, &str)]) -> String {
@@ -192,8 +189,8 @@ fn haproxy_line() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn haproxy_lines_parse_as_haproxys_and_say_how_each_exchange_ended() {
     let ok = FakeBackend::start("ok1").await;
-    let broken = raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten.", false).await;
-    let stall = raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart", true).await;
+    let broken = answering_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten.", false).await;
+    let stall = answering_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart", true).await;
     let big = endless_backend().await;
     let dead = dead_addr().await;
     let dir = tempfile::tempdir().unwrap();
@@ -313,7 +310,7 @@ async fn haproxy_lines_parse_as_haproxys_and_say_how_each_exchange_ended() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_lines_carry_the_timers_and_the_termination_state() {
     let ok = FakeBackend::start("ok1").await;
-    let broken = raw_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten.", false).await;
+    let broken = answering_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten.", false).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let cfg = log_config(

@@ -463,12 +463,7 @@ async fn forward(
                     server.metrics.connect.record(d);
                 }
                 server.state.mark_reachable();
-                let timers = Timers {
-                    request: Duration::ZERO,
-                    queue: Some(queued),
-                    connect: Some(connected.unwrap_or_default()),
-                    response: Some(upstream_duration),
-                };
+                let timers = Timers::proxied(queued, connected, upstream_duration);
                 let log = head.map(|head| {
                     Box::new(PendingLog {
                         head,

@@ -65,12 +65,7 @@ impl Request {
         server.state.count_response(status);
         crate::balance::outlier::response(&self.backend, server, status);
         conn.open.listener.responses[crate::state::status_class(status)].fetch_add(1, Relaxed);
-        let timers = Timers {
-            request: std::time::Duration::ZERO,
-            queue: Some(self.queued),
-            connect: Some(connected.unwrap_or_default()),
-            response: Some(upstream_duration),
-        };
+        let timers = Timers::proxied(self.queued, connected, upstream_duration);
         let log = self.log.take().map(|head| {
             Box::new(PendingLog {
                 head,
