@@ -12,8 +12,10 @@ use crate::access_log::TlsFacts;
 use crate::proxy::shared::{OpenConn, Shared};
 use crate::snapshot::ListenerOpts;
 
-/// Read size for large bodies.
-pub(super) const BULK: usize = 64 * 1024;
+/// Read size for large bodies. Measured (1 MiB responses, 4 interleaved rounds, proxy CPU
+/// per request): 32 KiB used ~0.7x the CPU of 64 KiB and less than 16 or 128 KiB; the
+/// copy in and out of the kernel stays in cache.
+pub(super) const BULK: usize = 32 * 1024;
 
 /// What every exchange on one client connection shares.
 pub struct Conn {
