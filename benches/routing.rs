@@ -9,7 +9,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::HeaderMap;
 use veer::balance::Affinity;
-use veer::config::RouteSpec;
+use veer::config::{PathMatch, RouteSpec};
 use veer::routing::RouteTable;
 use veer::snapshot::Snapshot;
 use veer::state::Registry;
@@ -22,28 +22,23 @@ fn ten_thousand_routes() -> Vec<RouteSpec> {
             routes.push(RouteSpec {
                 name: format!("r{h}-{p}"),
                 host: Some(format!("svc{h}.example.com")),
-                path_prefix: Some(format!("/api/v{p}/")),
-                header: None,
-                sni: None,
+                path: Some(PathMatch::Prefix(format!("/api/v{p}/"))),
                 backend: "b".into(),
+                ..RouteSpec::default()
             });
         }
     }
     routes.push(RouteSpec {
         name: "wild".into(),
         host: Some("*.example.org".into()),
-        path_prefix: None,
-        header: None,
-        sni: None,
         backend: "b".into(),
+        ..RouteSpec::default()
     });
     routes.push(RouteSpec {
         name: "fallback".into(),
         host: None,
-        path_prefix: None,
-        header: None,
-        sni: None,
         backend: "b".into(),
+        ..RouteSpec::default()
     });
     routes
 }
@@ -53,13 +48,20 @@ fn bench_routing(c: &mut Criterion) {
     let headers = HeaderMap::new();
     let mut g = c.benchmark_group("route_10k");
     g.bench_function("exact_host_last_path", |b| {
-        b.iter(|| table.find(black_box("svc777.example.com"), black_box("/api/v9/users/1"), &headers))
+        b.iter(|| {
+            table.find(
+                black_box("svc777.example.com"),
+                "GET",
+                black_box("/api/v9/users/1"),
+                &headers,
+            )
+        })
     });
     g.bench_function("wildcard_host", |b| {
-        b.iter(|| table.find(black_box("a.b.example.org"), black_box("/x"), &headers))
+        b.iter(|| table.find(black_box("a.b.example.org"), "GET", black_box("/x"), &headers))
     });
     g.bench_function("no_host_match_fallback", |b| {
-        b.iter(|| table.find(black_box("unknown.example.net"), black_box("/x"), &headers))
+        b.iter(|| table.find(black_box("unknown.example.net"), "GET", black_box("/x"), &headers))
     });
     g.finish();
 }

@@ -16,12 +16,13 @@
 //!                      health      active checks: one loop per checked server, results into its atomics
 //!                      scrape      the /metrics page, read from the recorder and the live atomics
 //! 3 model              snapshot    the immutable routing state: listeners' route tables, backends, groups, servers
-//!                      routing     host / path-prefix / header matching, first match wins
+//!                      routing     host / path / method / header / query matching, first match wins
 //!                      balance/    group split, then round robin / least request / random inside the group
 //!                      state/      per-server atomics and keep-alive pools, carried across snapshots
 //! 2 telemetry handles  metrics     Prometheus names, the recorder, the handles snapshots carry
 //!                      access_log  one line per request, written off the data path, dropped (and counted) when stalled
 //! 1 base               config/     TOML → validated Spec (file:line:col errors), TLS files and rustls configs, file watch
+//!                      gateway/    Gateway API objects (a --gateway-dir of manifests) → listeners and backends of a Spec
 //!                      error       the one error type of a proxied exchange, its status and reason
 //!                      clock       the millisecond clock the atomics use
 //!                      lifecycle   binary upgrade: listening sockets handed to a new process (SCM_RIGHTS)
@@ -42,6 +43,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod error;
+pub mod gateway;
 pub mod health;
 pub mod lifecycle;
 pub mod listeners;
@@ -57,5 +59,5 @@ pub mod state;
 pub mod stream;
 pub mod upstream;
 
-pub use control::{ReloadError, ReloadOutcome, Veer};
+pub use control::{ReloadError, ReloadOutcome, Source, Veer};
 pub use runtime::{run, wait_for_stop_signal};

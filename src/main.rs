@@ -17,13 +17,47 @@ struct Cli {
     command: Command,
 }
 
+/// The Gateway API source (Envoy Gateway's standalone mode: manifests from a directory).
+#[derive(clap::Args)]
+struct GatewayArgs {
+    /// A directory of Kubernetes manifests (Gateway, HTTPRoute, ReferenceGrant, Service,
+    /// EndpointSlice; multi-document YAML, as `kubectl apply -f DIR` reads them), watched
+    /// and translated into listeners and backends beside the config file's.
+    #[arg(long, value_name = "DIR")]
+    gateway_dir: Option<PathBuf>,
+    /// The address every Gateway listener port binds on.
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0", requires = "gateway_dir")]
+    gateway_address: std::net::IpAddr,
+    /// Gateways of this GatewayClass are veer's.
+    #[arg(long, value_name = "NAME", default_value = veer::gateway::DEFAULT_CLASS)]
+    gateway_class: String,
+    /// The controllerName a GatewayClass names veer by.
+    #[arg(long, value_name = "NAME", default_value = veer::gateway::DEFAULT_CONTROLLER)]
+    controller_name: String,
+}
+
+impl GatewayArgs {
+    fn options(&self) -> Option<veer::gateway::Options> {
+        let dir = self.gateway_dir.clone()?;
+        Some(veer::gateway::Options {
+            address: self.gateway_address,
+            class: self.gateway_class.clone(),
+            controller: self.controller_name.clone(),
+            ..veer::gateway::Options::new(dir)
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy with a config file; reloads it on change and on SIGHUP.
+    /// Run the proxy with a config file and/or a directory of Gateway API manifests;
+    /// reloads on change and on SIGHUP.
     Run {
         /// The config file (TOML); its directory is watched for changes.
-        #[arg(short, long)]
-        config: PathBuf,
+        #[arg(short, long, required_unless_present = "gateway_dir")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         /// Take the listening sockets over from the veer running with this config (found
         /// through its admin socket), which then drains and exits: a hot binary upgrade.
         #[arg(long)]
@@ -32,8 +66,12 @@ enum Command {
     /// Validate a config file: prints every error as file:line:col and exits 64, or exits 0.
     Check {
         /// The config file (TOML) to check.
-        #[arg(short, long)]
-        config: PathBuf,
+        #[arg(short, long, required_unless_present = "gateway_dir")]
+        config: Option<PathBuf>,
+        /// With --gateway-dir: every object veer cannot use is an error (file:line, kind
+        /// namespace/name), exit 64.
+        #[command(flatten)]
+        gateway: GatewayArgs,
         /// Also show what reloading the file would change in the veer running behind
         /// --socket: listeners, backends, groups, servers added, removed or changed (the
         /// running overlay applied, as a reload applies it). Changes nothing.
@@ -119,7 +157,31 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config, diff, socket } => {
+        Command::Check {
+            config,
+            gateway,
+            diff,
+            socket,
+        } => {
+            let Some(config) = config else {
+                return check_gateway(gateway.options());
+            };
+            if let Some(opts) = gateway.options() {
+                if check_gateway(Some(opts.clone())) != ExitCode::SUCCESS {
+                    return ExitCode::from(EX_CONFIG);
+                }
+                let source = veer::Source {
+                    file: Some(config.clone()),
+                    gateway: Some(opts),
+                };
+                return match source.load() {
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(errors) => {
+                        eprintln!("{}", errors.render());
+                        ExitCode::from(EX_CONFIG)
+                    }
+                };
+            }
             match veer::config::load(&config) {
                 Ok(spec) => {
                     println!(
@@ -146,10 +208,18 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config, upgrade } => {
+        Command::Run {
+            config,
+            gateway,
+            upgrade,
+        } => {
             init_logging();
+            let source = veer::Source {
+                file: config,
+                gateway: gateway.options(),
+            };
             // The worker count comes from the config, so read it before the runtime exists.
-            let spec = match veer::config::load(&config) {
+            let spec = match source.load() {
                 Ok(s) => s,
                 Err(errors) => {
                     eprintln!("{}", errors.render());
@@ -163,7 +233,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(veer::run(config, upgrade)) {
+            match runtime.block_on(veer::run(source, upgrade)) {
                 Ok(true) => ExitCode::SUCCESS,
                 // Work was cut by the shutdown timeout or a second signal.
                 Ok(false) => ExitCode::from(1),
@@ -212,6 +282,46 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `veer check --gateway-dir`: every object veer cannot use, as `file:line: Kind
+/// namespace/name: why`; exit 64 when there is one, or when nothing yields a listener.
+fn check_gateway(opts: Option<veer::gateway::Options>) -> ExitCode {
+    let Some(opts) = opts else {
+        eprintln!("veer check: --config or --gateway-dir is required");
+        return ExitCode::from(2);
+    };
+    match veer::gateway::load(&opts) {
+        Err(e) => {
+            eprintln!("veer check: {e}");
+            ExitCode::from(EX_CONFIG)
+        }
+        Ok(t) if !t.problems.is_empty() => {
+            for p in &t.problems {
+                eprintln!("error: {p} [{}]", p.reason);
+            }
+            eprintln!("\n{}: {} error(s)", opts.dir.display(), t.problems.len());
+            ExitCode::from(EX_CONFIG)
+        }
+        Ok(t) if t.listeners.is_empty() => {
+            eprintln!(
+                "error: {}: no Gateway of class {:?} with a usable listener",
+                opts.dir.display(),
+                opts.class
+            );
+            ExitCode::from(EX_CONFIG)
+        }
+        Ok(t) => {
+            println!(
+                "{}: ok ({} listeners, {} backends, {} routes)",
+                opts.dir.display(),
+                t.listeners.len(),
+                t.backends.len(),
+                t.listeners.iter().map(|l| l.routes.len()).sum::<usize>()
+            );
+            ExitCode::SUCCESS
         }
     }
 }

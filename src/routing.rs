@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use http::HeaderMap;
 
-use crate::config::RouteSpec;
+use crate::config::{PathMatch, RouteSpec};
 
 /// One compiled route: its match conditions and the index of its backend in the snapshot.
 #[derive(Debug)]
@@ -18,15 +18,45 @@ pub struct Route {
     pub name: std::sync::Arc<str>,
     pub backend: usize,
     index: usize,
-    path_prefix: Option<String>,
-    header: Option<(http::HeaderName, http::HeaderValue)>,
+    path: Option<PathMatch>,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    query: Vec<(String, String)>,
+    method: Option<http::Method>,
 }
 
 impl Route {
-    fn matches(&self, path: &str, headers: &impl Headers) -> bool {
-        self.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
-            && self.header.as_ref().is_none_or(|(n, v)| headers.has(n, v.as_bytes()))
+    fn matches(&self, method: &str, path: &str, query: &str, headers: &impl Headers) -> bool {
+        self.method.as_ref().is_none_or(|m| m.as_str() == method)
+            && self.path.as_ref().is_none_or(|p| path_matches(p, path))
+            && self.headers.iter().all(|(n, v)| headers.has(n, v.as_bytes()))
+            && self
+                .query
+                .iter()
+                .all(|(n, v)| query_value(query, n) == Some(v.as_str()))
     }
+}
+
+fn path_matches(m: &PathMatch, path: &str) -> bool {
+    match m {
+        PathMatch::Prefix(p) => path.starts_with(p.as_str()),
+        PathMatch::Exact(p) => path == p,
+        // Element by element: `/abc` (or `/abc/`) matches `/abc`, `/abc/` and `/abc/def`,
+        // never `/abcd` (built without the trailing slash, see `RouteTable::build`).
+        PathMatch::Segments(p) => path
+            .strip_prefix(p.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || p.ends_with('/')),
+    }
+}
+
+/// The value of the first `name` parameter of a query string (compared as sent: Gateway
+/// API leaves decoding to the implementation, and a byte match cannot be fooled by a
+/// second, differently encoded copy).
+fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
 }
 
 /// What a route's header condition reads: the request's header fields, however they are
@@ -61,8 +91,15 @@ impl RouteTable {
                 name: r.name.as_str().into(),
                 backend: backend_index(&r.backend),
                 index,
-                path_prefix: r.path_prefix.clone().filter(|p| p != "/"),
-                header: r.header.clone(),
+                path: r.path.clone().and_then(|p| match p {
+                    // Every path starts with "/": no condition at all.
+                    PathMatch::Prefix(p) | PathMatch::Segments(p) if p == "/" => None,
+                    PathMatch::Segments(p) => Some(PathMatch::Segments(p.trim_end_matches('/').to_string())),
+                    other => Some(other),
+                }),
+                headers: r.headers.clone(),
+                query: r.query.clone(),
+                method: r.method.clone(),
             };
             match r.host.as_deref() {
                 None => t.any_host.push(route),
@@ -79,9 +116,11 @@ impl RouteTable {
     }
 
     /// The first route (in file order) matching the request. `host` must be lowercase
-    /// and without port (see [`normalize_host`]).
-    pub fn find<'a>(&'a self, host: &str, path: &str, headers: &impl Headers) -> Option<&'a Route> {
-        let first = |bucket: &'a [Route]| bucket.iter().find(|r| r.matches(path, headers));
+    /// and without port (see [`normalize_host`]); `target` is the origin-form path with
+    /// its query.
+    pub fn find<'a>(&'a self, host: &str, method: &str, target: &str, headers: &impl Headers) -> Option<&'a Route> {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let first = |bucket: &'a [Route]| bucket.iter().find(|r| r.matches(method, path, query, headers));
         let earlier = |a: Option<&'a Route>, b: Option<&'a Route>| match (a, b) {
             (Some(x), Some(y)) => Some(if x.index <= y.index { x } else { y }),
             (x, y) => x.or(y),
@@ -123,10 +162,9 @@ mod tests {
         RouteSpec {
             name: backend.into(),
             host: host.map(Into::into),
-            path_prefix: path.map(Into::into),
-            header: None,
-            sni: None,
+            path: path.map(|p| PathMatch::Prefix(p.into())),
             backend: backend.into(),
+            ..RouteSpec::default()
         }
     }
 
@@ -140,10 +178,53 @@ mod tests {
         ];
         let t = RouteTable::build(&routes, |b| b.parse().unwrap());
         let h = HeaderMap::new();
-        assert_eq!(t.find("a.example.com", "/admin/x", &h).unwrap().backend, 0);
-        assert_eq!(t.find("a.example.com", "/", &h).unwrap().backend, 1);
-        assert_eq!(t.find("x.y.example.com", "/", &h).unwrap().backend, 1);
-        assert_eq!(t.find("example.com", "/", &h).unwrap().backend, 3);
+        assert_eq!(t.find("a.example.com", "GET", "/admin/x", &h).unwrap().backend, 0);
+        assert_eq!(t.find("a.example.com", "GET", "/", &h).unwrap().backend, 1);
+        assert_eq!(t.find("x.y.example.com", "GET", "/", &h).unwrap().backend, 1);
+        assert_eq!(t.find("example.com", "GET", "/", &h).unwrap().backend, 3);
+    }
+
+    #[test]
+    fn exact_segment_method_header_and_query_matches() {
+        let mut exact = spec(None, None, "0");
+        exact.path = Some(PathMatch::Exact("/v1".into()));
+        let mut segments = spec(None, None, "1");
+        segments.path = Some(PathMatch::Segments("/abc/".into()));
+        let mut method = spec(None, None, "2");
+        method.method = Some(http::Method::POST);
+        let mut both = spec(None, None, "3");
+        both.headers = vec![
+            (
+                http::HeaderName::from_static("x-a"),
+                http::HeaderValue::from_static("1"),
+            ),
+            (
+                http::HeaderName::from_static("x-b"),
+                http::HeaderValue::from_static("2"),
+            ),
+        ];
+        let mut query = spec(None, None, "4");
+        query.query = vec![("v".into(), "2".into())];
+        let t = RouteTable::build(&[exact, segments, method, both, query], |b| b.parse().unwrap());
+        let none = HeaderMap::new();
+        let find = |m, target, h: &HeaderMap| t.find("h", m, target, h).map(|r| r.backend);
+        assert_eq!(find("GET", "/v1", &none), Some(0));
+        assert_eq!(find("GET", "/v1?x=1", &none), Some(0));
+        assert_eq!(find("GET", "/v1/", &none), None);
+        assert_eq!(find("GET", "/abc", &none), Some(1));
+        assert_eq!(find("GET", "/abc/", &none), Some(1));
+        assert_eq!(find("GET", "/abc/def", &none), Some(1));
+        assert_eq!(find("GET", "/abcd", &none), None);
+        assert_eq!(find("POST", "/x", &none), Some(2));
+        let mut one = HeaderMap::new();
+        one.insert("x-a", http::HeaderValue::from_static("1"));
+        assert_eq!(find("GET", "/x", &one), None, "every header must match");
+        one.insert("x-b", http::HeaderValue::from_static("2"));
+        assert_eq!(find("GET", "/x", &one), Some(3));
+        assert_eq!(find("GET", "/x?a=1&v=2", &none), Some(4));
+        assert_eq!(find("GET", "/x?v=2&v=3", &none), Some(4));
+        assert_eq!(find("GET", "/x?v=3&v=2", &none), None, "the first value counts");
+        assert_eq!(find("GET", "/x?vv=2", &none), None);
     }
 
     #[test]

@@ -3,24 +3,22 @@
 //! systemd notifications, the binary upgrade's hand-over). Only `main`, `demo` and tests
 //! stand above it; nothing below knows it.
 
-use std::path::PathBuf;
-
-pub use crate::control::{ReloadError, ReloadOutcome, Veer};
+use crate::admin;
+pub use crate::control::{ReloadError, ReloadOutcome, Source, Veer};
 use crate::lifecycle::{self, Inherited};
 pub use crate::proxy::Shared;
-use crate::{admin, config};
 
 impl Veer {
     /// Loads `path` and the state file it names, binds the listeners and the admin
     /// endpoints, and starts serving.
-    pub async fn start(path: impl Into<PathBuf>) -> Result<Veer, ReloadError> {
-        Self::start_with(path, Inherited::default()).await
+    pub async fn start(source: impl Into<Source>) -> Result<Veer, ReloadError> {
+        Self::start_with(source, Inherited::default()).await
     }
 
     /// Like [`Veer::start`], serving on sockets handed over by the previous process where
     /// they match the config (see [`crate::lifecycle`]).
-    pub async fn start_with(path: impl Into<PathBuf>, inherited: Inherited) -> Result<Veer, ReloadError> {
-        let veer = Veer::open(path, inherited).await?;
+    pub async fn start_with(source: impl Into<Source>, inherited: Inherited) -> Result<Veer, ReloadError> {
+        let veer = Veer::open(source, inherited).await?;
         if let Err(e) = admin::start(&veer).await {
             // Nothing half-started is left behind: close the listeners just bound.
             veer.shutdown().await;
@@ -30,15 +28,15 @@ impl Veer {
     }
 }
 
-/// Runs veer with `path`: serves, watches the file, reloads on change and on SIGHUP, and on
+/// Runs veer with `source`: serves, watches it, reloads on change and on SIGHUP, and on
 /// SIGTERM or SIGINT drains gracefully (a second signal stops at once). Returns `true` when
 /// the drain finished without cutting any work.
 ///
 /// With `upgrade`, the sockets are first taken over from the veer already running with the
 /// same config (see [`lifecycle`]), which then drains and exits.
-pub async fn run(path: std::path::PathBuf, upgrade: bool) -> Result<bool, ReloadError> {
+pub async fn run(source: Source, upgrade: bool) -> Result<bool, ReloadError> {
     let veer = if upgrade {
-        let spec = config::load(&path)?;
+        let spec = source.load()?;
         let socket = spec
             .admin
             .socket
@@ -47,12 +45,12 @@ pub async fn run(path: std::path::PathBuf, upgrade: bool) -> Result<bool, Reload
             .await
             .map_err(|e| ReloadError::Admin(e.to_string()))?
             .map_err(|e| ReloadError::Admin(format!("upgrade: {e}")))?;
-        let veer = Veer::start_with(path, inherited).await?;
+        let veer = Veer::start_with(source, inherited).await?;
         lifecycle::confirm(old).map_err(|e| ReloadError::Admin(format!("upgrade: {e}")))?;
         tracing::info!("took over the listening sockets; the previous process drains");
         veer
     } else {
-        Veer::start(path).await?
+        Veer::start(source).await?
     };
     if let Err(e) = veer.spawn_watcher() {
         tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
@@ -82,8 +80,29 @@ pub async fn run(path: std::path::PathBuf, upgrade: bool) -> Result<bool, Reload
     Ok(clean)
 }
 
+/// The `veer run` arguments naming `source`.
+fn source_args(source: &Source) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    if let Some(file) = &source.file {
+        args.extend(["-c".into(), file.into()]);
+    }
+    if let Some(g) = &source.gateway {
+        args.extend([
+            "--gateway-dir".into(),
+            g.dir.clone().into(),
+            "--gateway-address".into(),
+            g.address.to_string().into(),
+            "--gateway-class".into(),
+            g.class.clone().into(),
+            "--controller-name".into(),
+            g.controller.clone().into(),
+        ]);
+    }
+    args
+}
+
 /// SIGUSR2 starts a hot binary upgrade, as nginx's does: the binary now installed at this
-/// process's path runs `run -c <config> --upgrade` as a child, so under systemd it is in the
+/// process's path runs `run <the same source> --upgrade` as a child, so under systemd it is in the
 /// service's cgroup and may become its main process (`systemctl kill -s USR2 veer`). The
 /// child takes the sockets over; this process then drains and exits. If the child fails,
 /// this one keeps serving and logs why.
@@ -92,7 +111,7 @@ fn spawn_upgrade_on_usr2(veer: &Veer) {
     let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
         return;
     };
-    let config = veer.config_path().to_path_buf();
+    let args = source_args(veer.source());
     tokio::spawn(async move {
         while usr2.recv().await.is_some() {
             // /proc/self/exe names the file this process was started from even after it was
@@ -108,8 +127,8 @@ fn spawn_upgrade_on_usr2(veer: &Veer) {
             };
             tracing::info!(binary = %exe.display(), "SIGUSR2: starting the upgrade");
             let child = tokio::process::Command::new(&exe)
-                .args(["run", "-c"])
-                .arg(&config)
+                .arg("run")
+                .args(&args)
                 .arg("--upgrade")
                 .spawn();
             match child {

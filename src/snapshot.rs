@@ -199,16 +199,7 @@ impl Snapshot {
     pub fn empty() -> Self {
         Snapshot {
             generation: 0,
-            spec: Arc::new(Spec {
-                notify: Vec::new(),
-                admin: Default::default(),
-                runtime: Default::default(),
-                metrics: Default::default(),
-                access_log: None,
-                listeners: Vec::new(),
-                backends: Vec::new(),
-                hash: 0,
-            }),
+            spec: Arc::new(Spec::default()),
             listeners: HashMap::new(),
             backends: Vec::new(),
             backend_index: HashMap::new(),

@@ -13,6 +13,7 @@ const LAYERS: &[(u8, &str, &[&str])] = &[
         "base",
         &[
             "config",
+            "gateway",
             "error",
             "clock",
             "lifecycle",

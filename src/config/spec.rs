@@ -13,7 +13,7 @@ pub const DEFAULT_GROUP: &str = "default";
 pub const DEFAULT_GROUP_WEIGHT: u32 = 100;
 pub const DEFAULT_BACKLOG: u32 = 1024;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Spec {
     pub admin: AdminSpec,
     pub runtime: RuntimeSpec,
@@ -209,17 +209,33 @@ pub struct ListenerSpec {
     pub bind_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RouteSpec {
     /// `name` from the file, or `<listener>#<index>`.
     pub name: String,
     /// Lowercase; either exact or `*.suffix`.
     pub host: Option<String>,
-    pub path_prefix: Option<String>,
-    pub header: Option<(http::HeaderName, http::HeaderValue)>,
+    pub path: Option<PathMatch>,
+    /// Every one present with exactly this value.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Query parameters whose first occurrence has exactly this value (Gateway API).
+    pub query: Vec<(String, String)>,
+    pub method: Option<http::Method>,
     /// tcp listeners: lowercase, exact or `*.suffix`; `None` also matches non-TLS clients.
     pub sni: Option<String>,
     pub backend: String,
+}
+
+/// How a route matches the request's path (without its query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// Starts with these bytes (the file's `path_prefix`, HAProxy's `path_beg`).
+    Prefix(String),
+    /// Starts with these path elements (Gateway API `PathPrefix`: `/a` matches `/a/b`,
+    /// not `/ab`).
+    Segments(String),
+    /// Exactly this path.
+    Exact(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -491,10 +491,11 @@ fn route(
     RouteSpec {
         name: r.name.clone().unwrap_or_else(|| format!("{listener}#{index}")),
         host,
-        path_prefix,
-        header,
+        path: path_prefix.map(PathMatch::Prefix),
+        headers: header.into_iter().collect(),
         sni,
         backend: known_backend(c, &r.backend),
+        ..RouteSpec::default()
     }
 }
 

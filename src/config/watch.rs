@@ -72,6 +72,23 @@ impl Changes {
             .map(|f| (f.clone(), std::fs::canonicalize(f).ok()))
             .collect();
     }
+
+    /// Also reloads on any change in `dir` (a directory of manifests: a file added,
+    /// edited, removed or swapped in). Watched as the config's directory is.
+    pub fn follow_dir(&mut self, dir: &Path) -> std::io::Result<()> {
+        let dir = dir.to_path_buf();
+        if !self.dirs.contains(&dir) {
+            self.watcher
+                .watch(&dir, RecursiveMode::NonRecursive)
+                .map_err(std::io::Error::other)?;
+            self.dirs.push(dir.clone());
+        }
+        let mut dirs = self.relevance.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+        Ok(())
+    }
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -95,21 +112,25 @@ async fn debounce(rx: &mut mpsc::Receiver<()>) -> bool {
     }
 }
 
-/// Whether an event can have changed what `config` (or a followed file) reads.
+/// Whether an event can have changed what `config` (or a followed file or directory) reads.
 struct Relevance {
-    config: PathBuf,
+    /// `None`: only followed files and directories count.
+    config: Option<PathBuf>,
     /// What the path resolved to when last looked at.
     resolved: Mutex<Option<PathBuf>>,
     /// Followed files, with what each resolved to.
     files: Mutex<Vec<(PathBuf, Option<PathBuf>)>>,
+    /// Followed directories: any event inside one counts.
+    dirs: Mutex<Vec<PathBuf>>,
 }
 
 impl Relevance {
-    fn new(config: &Path) -> Self {
+    fn new(config: Option<&Path>) -> Self {
         Relevance {
-            config: config.to_path_buf(),
-            resolved: Mutex::new(std::fs::canonicalize(config).ok()),
+            config: config.map(Path::to_path_buf),
+            resolved: Mutex::new(config.and_then(|c| std::fs::canonicalize(c).ok())),
             files: Mutex::new(Vec::new()),
+            dirs: Mutex::new(Vec::new()),
         }
     }
 
@@ -117,10 +138,19 @@ impl Relevance {
         if matches!(event.kind, EventKind::Access(_)) {
             return false;
         }
-        let name = self.config.file_name();
-        let names_config = event.paths.iter().any(|p| p.file_name() == name);
+        let name = self.config.as_deref().and_then(Path::file_name);
+        let names_config = name.is_some() && event.paths.iter().any(|p| p.file_name() == name);
+        let dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if event
+            .paths
+            .iter()
+            .any(|p| dirs.iter().any(|d| p.parent() == Some(d.as_path())))
+        {
+            return true;
+        }
+        drop(dirs);
         // A symlink swap (Kubernetes `..data`) changes the file behind the path.
-        let now = std::fs::canonicalize(&self.config).ok();
+        let now = self.config.as_deref().and_then(|c| std::fs::canonicalize(c).ok());
         let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
         let mut retargeted = *resolved != now;
         *resolved = now;
@@ -137,9 +167,9 @@ impl Relevance {
     }
 }
 
-/// Starts watching `config`'s directory, and SIGHUP.
-pub fn watch(config: &Path) -> std::io::Result<Changes> {
-    let dir = parent(config);
+/// Starts watching `config`'s directory (with no file: only SIGHUP, until something is
+/// followed), and SIGHUP.
+pub fn watch(config: Option<&Path>) -> std::io::Result<Changes> {
     let (tx, rx) = mpsc::channel(1);
     let relevance = std::sync::Arc::new(Relevance::new(config));
     let judge = relevance.clone();
@@ -152,16 +182,23 @@ pub fn watch(config: &Path) -> std::io::Result<Changes> {
         }
     })
     .map_err(std::io::Error::other)?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .map_err(std::io::Error::other)?;
+    let dirs = match config {
+        Some(config) => {
+            let dir = parent(config);
+            watcher
+                .watch(&dir, RecursiveMode::NonRecursive)
+                .map_err(std::io::Error::other)?;
+            vec![dir]
+        }
+        None => Vec::new(),
+    };
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     Ok(Changes {
         watcher,
         rx,
         hangup,
         relevance,
-        dirs: vec![dir],
+        dirs,
     })
 }
 
@@ -201,7 +238,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("veer.toml");
         std::fs::write(&config, "x").unwrap();
-        let r = Relevance::new(&config);
+        let r = Relevance::new(Some(&config));
         let event = |path: &Path| notify::Event::new(EventKind::Any).add_path(path.to_path_buf());
         assert!(!r.matters(&event(&dir.path().join("app.log"))));
         assert!(r.matters(&event(&config)));

@@ -17,6 +17,8 @@ pub mod overlay;
 mod preview;
 pub mod rollout;
 pub mod rollout_state;
+pub mod source;
+pub use source::Source;
 mod stop;
 
 use std::net::SocketAddr;
@@ -90,7 +92,7 @@ pub struct ReloadStats {
 /// A running veer. Cheap to clone.
 #[derive(Clone)]
 pub struct Veer {
-    path: Arc<PathBuf>,
+    source: Arc<Source>,
     pub(crate) shared: Arc<Shared>,
     control: Arc<Mutex<Control>>,
     pub stats: Arc<ReloadStats>,
@@ -123,9 +125,9 @@ impl Veer {
     /// Loads `path` and the state file it names, binds the listeners (on sockets handed
     /// over by the previous process where they match, see [`crate::lifecycle`]) and starts
     /// serving. The admin endpoints are the runtime's to start ([`Veer::start`]).
-    pub async fn open(path: impl Into<PathBuf>, inherited: Inherited) -> Result<Veer, ReloadError> {
-        let path = path.into();
-        let config = config::load(&path)?;
+    pub async fn open(source: impl Into<Source>, inherited: Inherited) -> Result<Veer, ReloadError> {
+        let source = source.into();
+        let config = source.load()?;
         let state_file = config.admin.state_file.clone().map(Arc::new);
         // Buckets and the cardinality limit are read at start, like [admin].
         let metrics = crate::metrics::Metrics::new(&config.metrics);
@@ -140,7 +142,7 @@ impl Veer {
             None => Overlay::default(),
         };
         let veer = Veer {
-            path: Arc::new(path),
+            source: Arc::new(source),
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
                 http: crate::proxy::http::builder(config.runtime.max_header_size),
@@ -187,8 +189,13 @@ impl Veer {
         Ok(veer)
     }
 
+    /// What a reload reads: the config file, else the Gateway manifests' directory.
     pub fn config_path(&self) -> &Path {
-        &self.path
+        self.source.path()
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 
     /// When this process started.
@@ -251,7 +258,7 @@ impl Veer {
     /// the running snapshot keeps serving; the error is logged, counted and returned.
     pub async fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
         crate::lifecycle::reloading();
-        let result = match config::load(&self.path) {
+        let result = match self.source.load() {
             Ok(spec) => self.apply_config(spec, false).await,
             Err(e) => Err(e.into()),
         };
@@ -263,16 +270,16 @@ impl Veer {
                 match self.overlay().await.summary() {
                     Some(overlay) => tracing::info!(
                         generation,
-                        path = %self.path.display(),
+                        path = %self.config_path().display(),
                         overlay = %overlay,
                         "config reloaded; runtime changes still win over the file (`clear overlay` hands them back)"
                     ),
-                    None => tracing::info!(generation, path = %self.path.display(), "config reloaded"),
+                    None => tracing::info!(generation, path = %self.config_path().display(), "config reloaded"),
                 }
                 crate::lifecycle::reloaded(&format!("config generation {generation}"));
             }
             Ok(ReloadOutcome::Unchanged) => {
-                tracing::info!(path = %self.path.display(), "config reload: contents unchanged, nothing to do");
+                tracing::info!(path = %self.config_path().display(), "config reload: contents unchanged, nothing to do");
                 crate::lifecycle::reloaded("config unchanged");
             }
             Err(e) => {
@@ -495,7 +502,10 @@ impl Veer {
 
     /// Reloads whenever the config file changes (see [`config::watch`]) until shutdown.
     pub fn spawn_watcher(&self) -> std::io::Result<()> {
-        let mut changes = config::watch::watch(&self.path)?;
+        let mut changes = config::watch::watch(self.source.file.as_deref())?;
+        if let Some(dir) = self.source.gateway_dir() {
+            changes.follow_dir(dir)?;
+        }
         changes.follow(&self.snapshot().spec.tls_files());
         let veer = self.clone();
         tokio::spawn(async move {

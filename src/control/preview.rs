@@ -6,15 +6,24 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::Veer;
-use crate::config::{self, Spec};
+use super::{Source, Veer};
+use crate::config::Spec;
 
 impl Veer {
     /// The differences a reload of `file` (default: the running config file) would make,
     /// or the errors that would make it refuse the file.
     pub async fn preview_reload(&self, file: Option<&Path>) -> Result<String, String> {
-        let path = file.unwrap_or(&self.path);
-        let config = config::load(path).map_err(|e| format!("A reload would refuse {}:\n{e}", path.display()))?;
+        let path = file.unwrap_or(self.config_path());
+        // Another file stands in for the running one; the Gateway objects stay.
+        let source = match file {
+            Some(file) => Source {
+                file: Some(file.to_path_buf()),
+                ..(*self.source).clone()
+            },
+            None => (*self.source).clone(),
+        };
+        let loaded = source.load();
+        let config = loaded.map_err(|e| format!("A reload would refuse {}:\n{e}", path.display()))?;
         let next = {
             let control = self.control.lock().await;
             // On copies: DNS instance numbers and the overlay stay as they are.

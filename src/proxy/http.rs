@@ -323,7 +323,12 @@ async fn forward(
             return Err(ProxyError::NoRoute);
         };
         let route = table
-            .find(&host, req.uri().path(), req.headers())
+            .find(
+                &host,
+                req.method().as_str(),
+                req.uri().path_and_query().map_or("/", |p| p.as_str()),
+                req.headers(),
+            )
             .ok_or(ProxyError::NoRoute)?;
         (snap.backends[route.backend].clone(), route.name.clone())
     };

@@ -61,7 +61,7 @@ pub async fn serve(
         let index = match snap.listeners.get(listener).map(|l| &l.routes) {
             Some(ListenerRoutes::Tcp { backend }) => Some(*backend),
             Some(ListenerRoutes::Sni(table)) => table
-                .find(name.as_deref().unwrap_or(""), "/", &http::HeaderMap::new())
+                .find(name.as_deref().unwrap_or(""), "", "/", &http::HeaderMap::new())
                 .map(|r| r.backend),
             _ => None,
         };

@@ -167,7 +167,6 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
     let host_raw: &[u8] = authority.map(str::as_bytes).or(host_field).unwrap_or(b"");
     let host_str = std::str::from_utf8(host_raw).unwrap_or("");
     let host = crate::routing::normalize_host(host_str);
-    let path = path_and_query.split('?').next().unwrap_or("/");
 
     let request_id = field(headers, b"x-request-id");
     let mut generated_id = [0u8; 32];
@@ -217,7 +216,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
                 ..ProxyError::NoRoute.into()
             });
         };
-        match table.find(&host, path, &RawHeaders(headers)) {
+        match table.find(&host, method, path_and_query, &RawHeaders(headers)) {
             Some(route) => (snap.backends[route.backend].clone(), route.name.clone()),
             None => {
                 return Err(Refusal {

@@ -1,0 +1,72 @@
+//! Where the running config comes from: the TOML file, a directory of Gateway API
+//! manifests (`--gateway-dir`), or both — the file's `[admin]`, `[runtime]`, listeners and
+//! backends plus the Gateways'. Read into one [`Spec`], so start and reload are the same
+//! procedure (config ⊕ overlay → snapshot → swap) whatever the source.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{self, ConfigErrors, Diagnostic, Spec};
+use crate::gateway;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// The TOML file; without one, every setting is its default.
+    pub file: Option<PathBuf>,
+    pub gateway: Option<gateway::Options>,
+}
+
+impl<P: Into<PathBuf>> From<P> for Source {
+    fn from(file: P) -> Self {
+        Source {
+            file: Some(file.into()),
+            gateway: None,
+        }
+    }
+}
+
+impl Source {
+    /// Reads and validates everything the source names. Gateway objects veer cannot use
+    /// are logged and left out (the rest applies); a source that yields no listener at all
+    /// is refused, as an empty file is.
+    pub fn load(&self) -> Result<Spec, ConfigErrors> {
+        let mut spec = match &self.file {
+            Some(file) => config::load(file)?,
+            None => Spec::default(),
+        };
+        let Some(opts) = &self.gateway else {
+            return Ok(spec);
+        };
+        let opts = gateway::Options {
+            idle_timeout: spec.runtime.idle_timeout,
+            ..opts.clone()
+        };
+        let whole = |message: String| Diagnostic::whole_file(&opts.dir, message);
+        let t = gateway::load(&opts).map_err(|e| ConfigErrors(vec![whole(e)]))?;
+        for p in &t.problems {
+            tracing::warn!(reason = p.reason, "Gateway API, left out: {p}");
+        }
+        gateway::merge(&mut spec, t).map_err(|clashes| ConfigErrors(clashes.into_iter().map(whole).collect()))?;
+        if spec.listeners.is_empty() {
+            return Err(ConfigErrors(vec![whole(format!(
+                "no listener: no Gateway of class {:?} with a usable listener in {} (an empty source is refused)",
+                opts.class,
+                opts.dir.display()
+            ))]));
+        }
+        Ok(spec)
+    }
+
+    /// What a reload reads, for logs and `show info`: the file, else the directory.
+    pub fn path(&self) -> &Path {
+        match (&self.file, &self.gateway) {
+            (Some(f), _) => f,
+            (None, Some(g)) => &g.dir,
+            (None, None) => Path::new(""),
+        }
+    }
+
+    /// The files and directories whose changes reload.
+    pub fn gateway_dir(&self) -> Option<&Path> {
+        self.gateway.as_ref().map(|g| g.dir.as_path())
+    }
+}

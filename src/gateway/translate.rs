@@ -1,0 +1,713 @@
+//! Gateway API objects → veer's config model: each Gateway port a listener, each HTTPRoute
+//! rule a backend whose groups are its `backendRefs` (so `weight` is the group split and a
+//! weight change keeps every server's state), each match a route, ordered by the spec's
+//! precedence; Service + EndpointSlice endpoints the servers.
+//!
+//! Pure: objects in, listeners + backends + problems out. An object that cannot be used is
+//! a [`Problem`] (with the condition reason the status writer will set) and is left out;
+//! it never takes the rest down.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use gateway_api::gateways::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From};
+use gateway_api::httproutes::{
+    HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
+    HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
+};
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::objects::{Located, Objects, Origin, Problem, GATEWAY_GROUP};
+use super::options::Options;
+use crate::config::{
+    AdminState, BackendSpec, GroupSpec, ListenerSpec, Numbering, PathMatch, Protocol, RouteSpec, ServerSpec,
+};
+
+/// The label an EndpointSlice names its Service by.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// veer's group weights run 0..=1000; Gateway API's 0..=1,000,000 are scaled into them.
+const MAX_GROUP_WEIGHT: u64 = 1000;
+
+/// What the directory (or cluster) translates into.
+#[derive(Debug, Default)]
+pub struct Translation {
+    pub listeners: Vec<ListenerSpec>,
+    pub backends: Vec<BackendSpec>,
+    pub problems: Vec<Problem>,
+    /// Identifies the objects translated ([`super::objects::Objects::digest`]).
+    pub digest: u64,
+}
+
+/// One Gateway listener routes may attach to.
+struct Attach<'a> {
+    gateway: &'a Located<Gateway>,
+    listener: &'a GatewayListeners,
+    /// Index into `Translation::listeners` of the veer listener serving its port.
+    veer: usize,
+}
+
+/// A route before ordering: its place in the spec's precedence and what it becomes.
+struct Ranked {
+    key: Precedence,
+    spec: RouteSpec,
+}
+
+/// The HTTPRoute precedence, compared field by field (smaller first): the most specific
+/// hostname, then the match itself ([`MatchRank`]), then the oldest route, then by
+/// `namespace/name`, then rule and match order.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Precedence {
+    /// Exact host 0, wildcard 1 (longer first), none 2.
+    host: (u8, Reverse<usize>),
+    rank: MatchRank,
+    created: Option<k8s_openapi::jiff::Timestamp>,
+    name: String,
+    rule: usize,
+    matched: usize,
+}
+
+/// Within a hostname: an exact path before a prefix, a longer prefix first, then a method
+/// match, then more header matches, then more query matches.
+#[derive(PartialEq, Eq, PartialOrd, Ord, Clone)]
+struct MatchRank {
+    path: (u8, Reverse<usize>),
+    no_method: bool,
+    headers: Reverse<usize>,
+    query: Reverse<usize>,
+}
+
+pub fn translate(objects: &Objects, opts: &Options) -> Translation {
+    let mut t = Translation::default();
+    let attach = listeners(objects, opts, &mut t);
+    let mut ranked: Vec<Vec<Ranked>> = t.listeners.iter().map(|_| Vec::new()).collect();
+    for route in &objects.routes {
+        http_route(objects, route, &attach, &mut ranked, &mut t);
+    }
+    for (listener, mut routes) in t.listeners.iter_mut().zip(ranked) {
+        routes.sort_by(|a, b| a.key.cmp(&b.key));
+        listener.routes = routes.into_iter().map(|r| r.spec).collect();
+    }
+    t
+}
+
+// === Gateways → listeners ===
+
+fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> Vec<Attach<'a>> {
+    let ours = |class: &str| {
+        class == opts.class
+            && objects
+                .classes
+                .iter()
+                .filter(|c| c.at.name == class)
+                .all(|c| c.obj.spec.controller_name == opts.controller)
+    };
+    for class in objects.classes.iter().filter(|c| c.at.name == opts.class) {
+        if class.obj.spec.controller_name != opts.controller {
+            t.problems.push(Problem {
+                at: class.at.clone(),
+                reason: "InvalidParameters",
+                message: format!(
+                    "names controller {:?}, not veer's {:?}: its Gateways are left alone",
+                    class.obj.spec.controller_name, opts.controller
+                ),
+            });
+        }
+    }
+    let mut attach = Vec::new();
+    // Port → (veer listener index, the Gateway holding it).
+    let mut ports: HashMap<u16, (usize, &Origin)> = HashMap::new();
+    for gw in objects.gateways.iter().filter(|g| ours(&g.obj.spec.gateway_class_name)) {
+        for l in &gw.obj.spec.listeners {
+            let problem = |reason, message: String| Problem {
+                at: gw.at.clone(),
+                reason,
+                message: format!("listener {:?}: {message}", l.name),
+            };
+            if l.protocol != "HTTP" {
+                t.problems.push(problem(
+                    "UnsupportedProtocol",
+                    format!(
+                        "protocol {} is not supported by veer's Gateway API translation yet (HTTP is)",
+                        l.protocol
+                    ),
+                ));
+                continue;
+            }
+            let Ok(port) = u16::try_from(l.port) else {
+                t.problems
+                    .push(problem("Invalid", format!("port {} is out of range", l.port)));
+                continue;
+            };
+            let veer = match ports.get(&port) {
+                Some(&(i, holder)) if holder == &gw.at => i,
+                Some((_, holder)) => {
+                    t.problems.push(problem(
+                        "PortUnavailable",
+                        format!(
+                            "port {port} is served by {} {}/{} already",
+                            holder.kind, holder.namespace, holder.name
+                        ),
+                    ));
+                    continue;
+                }
+                None => {
+                    t.listeners.push(ListenerSpec {
+                        name: format!("{}:{}:{port}", gw.at.namespace, gw.at.name),
+                        bind: SocketAddr::new(opts.address, port),
+                        protocol: Protocol::Http,
+                        routes: Vec::new(),
+                        backend: None,
+                        tls: None,
+                        redirect_https: false,
+                        hsts: None,
+                        accept_proxy: false,
+                        max_connections: 0,
+                        max_body: 0,
+                        idle_timeout: opts.idle_timeout,
+                        bind_at: format!("{}:{}", gw.at.file.display(), gw.at.line),
+                    });
+                    ports.insert(port, (t.listeners.len() - 1, &gw.at));
+                    t.listeners.len() - 1
+                }
+            };
+            attach.push(Attach {
+                gateway: gw,
+                listener: l,
+                veer,
+            });
+        }
+    }
+    attach
+}
+
+// === HTTPRoutes → routes and backends ===
+
+fn http_route(
+    objects: &Objects,
+    route: &Located<HttpRoute>,
+    attach: &[Attach<'_>],
+    ranked: &mut [Vec<Ranked>],
+    t: &mut Translation,
+) {
+    let at = &route.at;
+    let spec = &route.obj.spec;
+    let problem = |reason, message: String| Problem {
+        at: at.clone(),
+        reason,
+        message,
+    };
+    let hostnames: Vec<String> = spec
+        .hostnames
+        .iter()
+        .flatten()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    // (veer listener, the hosts this route answers there).
+    let mut targets: Vec<(usize, Vec<Option<String>>)> = Vec::new();
+    for parent in spec.parent_refs.iter().flatten() {
+        if parent.group.as_deref().unwrap_or(GATEWAY_GROUP) != GATEWAY_GROUP
+            || parent.kind.as_deref().unwrap_or("Gateway") != "Gateway"
+        {
+            continue;
+        }
+        let ns = parent.namespace.as_deref().unwrap_or(&at.namespace);
+        let candidates: Vec<&Attach<'_>> = attach
+            .iter()
+            .filter(|a| a.gateway.at.namespace == ns && a.gateway.at.name == parent.name)
+            .filter(|a| parent.section_name.as_ref().is_none_or(|s| *s == a.listener.name))
+            .filter(|a| parent.port.is_none_or(|p| p == a.listener.port))
+            .collect();
+        if candidates.is_empty() {
+            t.problems.push(problem(
+                "NoMatchingParent",
+                format!("parentRef {ns}/{} matches no listener of a veer Gateway", parent.name),
+            ));
+            continue;
+        }
+        let mut accepted = false;
+        let mut refusal = None;
+        for a in candidates {
+            if let Err(why) = allowed(a, &at.namespace) {
+                refusal = Some(("NotAllowedByListeners", why));
+                continue;
+            }
+            match intersect(a.listener.hostname.as_deref(), &hostnames) {
+                Some(hosts) => {
+                    accepted = true;
+                    match targets.iter_mut().find(|(v, _)| *v == a.veer) {
+                        Some((_, known)) => {
+                            for h in hosts {
+                                if !known.contains(&h) {
+                                    known.push(h);
+                                }
+                            }
+                        }
+                        None => targets.push((a.veer, hosts)),
+                    }
+                }
+                None => {
+                    refusal = Some((
+                        "NoMatchingListenerHostname",
+                        format!(
+                            "no hostname of the route matches listener {:?} ({})",
+                            a.listener.name,
+                            a.listener.hostname.as_deref().unwrap_or("*")
+                        ),
+                    ))
+                }
+            }
+        }
+        if let (false, Some((reason, why))) = (accepted, refusal) {
+            t.problems.push(problem(reason, why));
+        }
+    }
+    if targets.is_empty() {
+        return;
+    }
+    for (r, rule) in spec.rules.iter().flatten().enumerate() {
+        if let Some(f) = rule.filters.as_ref().filter(|f| !f.is_empty()) {
+            t.problems.push(problem(
+                "UnsupportedValue",
+                format!(
+                    "rule {r}: filters ({:?}) are not supported by veer's Gateway API translation yet; the rule is left out",
+                    f.iter().map(|f| format!("{:?}", f.r#type)).collect::<Vec<_>>()
+                ),
+            ));
+            continue;
+        }
+        let rule_name = rule.name.clone().unwrap_or_else(|| r.to_string());
+        let backend_name = format!("{}:{}:{rule_name}", at.namespace, at.name);
+        let backend = rule_backend(objects, route, (r, rule), &backend_name, &mut t.problems);
+        let default_match = [HttpRouteRulesMatches::default()];
+        let matches = rule
+            .matches
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .unwrap_or(&default_match);
+        for (m, matched) in matches.iter().enumerate() {
+            let (spec, rank) = match route_match(matched, &backend_name) {
+                Ok(found) => found,
+                Err(why) => {
+                    t.problems.push(problem(
+                        "UnsupportedValue",
+                        format!("rule {r} match {m}: {why}; the match is left out"),
+                    ));
+                    continue;
+                }
+            };
+            for (veer, hosts) in &targets {
+                for host in hosts {
+                    let host_rank = match host.as_deref() {
+                        Some(h) if h.starts_with('*') => (1, Reverse(h.len())),
+                        Some(_) => (0, Reverse(0)),
+                        None => (2, Reverse(0)),
+                    };
+                    let created = route.obj.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                    ranked[*veer].push(Ranked {
+                        key: Precedence {
+                            host: host_rank,
+                            rank: rank.clone(),
+                            created,
+                            name: format!("{}/{}", at.namespace, at.name),
+                            rule: r,
+                            matched: m,
+                        },
+                        spec: RouteSpec {
+                            name: format!("{backend_name}:{m}"),
+                            host: host.clone(),
+                            ..spec.clone()
+                        },
+                    });
+                }
+            }
+        }
+        t.backends.push(backend);
+    }
+}
+
+/// Whether the listener lets a route of `namespace` attach (`allowedRoutes`).
+fn allowed(a: &Attach<'_>, namespace: &str) -> Result<(), String> {
+    let rules = a.listener.allowed_routes.as_ref();
+    if let Some(kinds) = rules.and_then(|r| r.kinds.as_ref()).filter(|k| !k.is_empty()) {
+        if !kinds
+            .iter()
+            .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP)
+        {
+            return Err(format!("listener {:?} does not allow HTTPRoutes", a.listener.name));
+        }
+    }
+    let from = rules
+        .and_then(|r| r.namespaces.as_ref())
+        .and_then(|n| n.from.clone())
+        .unwrap_or(From::Same);
+    match from {
+        From::All => Ok(()),
+        From::Same if namespace == a.gateway.at.namespace => Ok(()),
+        From::Same => Err(format!(
+            "listener {:?} allows routes from namespace {} only",
+            a.listener.name, a.gateway.at.namespace
+        )),
+        From::Selector => Err(format!(
+            "listener {:?} selects namespaces by label, which veer cannot read from a directory",
+            a.listener.name
+        )),
+    }
+}
+
+/// The hosts a route answers on a listener (Gateway API hostname intersection): `None`
+/// when they share none; `[None]` when neither restricts.
+fn intersect(listener: Option<&str>, route: &[String]) -> Option<Vec<Option<String>>> {
+    let listener = listener.map(str::to_ascii_lowercase);
+    let Some(l) = listener else {
+        return Some(if route.is_empty() {
+            vec![None]
+        } else {
+            route.iter().cloned().map(Some).collect()
+        });
+    };
+    if route.is_empty() {
+        return Some(vec![Some(l)]);
+    }
+    let covers = |wild: &str, host: &str| {
+        // `*.example.com` covers `a.example.com` and `*.a.example.com`, not `example.com`.
+        wild.strip_prefix('*')
+            .is_some_and(|suffix| host.len() > suffix.len() && host.ends_with(suffix))
+    };
+    let hosts: Vec<Option<String>> = route
+        .iter()
+        .filter_map(|r| {
+            if *r == l || covers(&l, r) {
+                Some(r.clone())
+            } else if covers(r, &l) {
+                Some(l.clone())
+            } else {
+                None
+            }
+        })
+        .map(Some)
+        .collect();
+    (!hosts.is_empty()).then_some(hosts)
+}
+
+/// One match → a route (without host) and its rank within a host. `Err` says what veer
+/// cannot match (regular expressions, a header name or value HTTP cannot carry).
+fn route_match(m: &HttpRouteRulesMatches, backend: &str) -> Result<(RouteSpec, MatchRank), String> {
+    let regex = |what: &str| Err(format!("{what} RegularExpression matches are not supported"));
+    let (path, path_rank) = match &m.path {
+        None => (None, (1, Reverse(1))),
+        Some(p) => {
+            let value = p.value.clone().unwrap_or_else(|| "/".into());
+            match p.r#type.clone().unwrap_or(HttpRouteRulesMatchesPathType::PathPrefix) {
+                HttpRouteRulesMatchesPathType::Exact => {
+                    let len = value.len();
+                    (Some(PathMatch::Exact(value)), (0, Reverse(len)))
+                }
+                HttpRouteRulesMatchesPathType::PathPrefix => {
+                    let len = value.trim_end_matches('/').len().max(1);
+                    (Some(PathMatch::Segments(value)), (1, Reverse(len)))
+                }
+                HttpRouteRulesMatchesPathType::RegularExpression => return regex("path"),
+            }
+        }
+    };
+    let mut headers = Vec::new();
+    for h in m.headers.iter().flatten() {
+        if matches!(h.r#type, Some(HttpRouteRulesMatchesHeadersType::RegularExpression)) {
+            return regex("header");
+        }
+        let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_str(&h.value),
+        ) else {
+            return Err(format!(
+                "header match {:?}: {:?} is not a valid header field",
+                h.name, h.value
+            ));
+        };
+        // "Only the first entry with an equivalent name MUST be considered".
+        if !headers.iter().any(|(x, _)| *x == n) {
+            headers.push((n, v));
+        }
+    }
+    let mut query: Vec<(String, String)> = Vec::new();
+    for q in m.query_params.iter().flatten() {
+        if matches!(q.r#type, Some(HttpRouteRulesMatchesQueryParamsType::RegularExpression)) {
+            return regex("query parameter");
+        }
+        if !query.iter().any(|(n, _)| *n == q.name) {
+            query.push((q.name.clone(), q.value.clone()));
+        }
+    }
+    let method = m
+        .method
+        .as_ref()
+        .and_then(|m| serde_json::to_value(m).ok())
+        .and_then(|v| v.as_str().and_then(|s| http::Method::from_bytes(s.as_bytes()).ok()));
+    let rank = MatchRank {
+        path: path_rank,
+        no_method: method.is_none(),
+        headers: Reverse(headers.len()),
+        query: Reverse(query.len()),
+    };
+    Ok((
+        RouteSpec {
+            path,
+            headers,
+            query,
+            method,
+            backend: backend.to_string(),
+            ..RouteSpec::default()
+        },
+        rank,
+    ))
+}
+
+// === backendRefs → groups and servers ===
+
+fn rule_backend(
+    objects: &Objects,
+    route: &Located<HttpRoute>,
+    (index, rule): (usize, &HttpRouteRules),
+    name: &str,
+    problems: &mut Vec<Problem>,
+) -> BackendSpec {
+    let mut backend = BackendSpec::defaults();
+    backend.name = name.to_string();
+    if let Some(t) = &rule.timeouts {
+        let parse = |v: &Option<String>| {
+            v.as_deref()
+                .and_then(|s| s.parse::<gateway_api::Duration>().ok())
+                .map(|d| Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX)))
+                .filter(|d| !d.is_zero())
+        };
+        // The wait for the response head: the backend's own bound, or the whole request's.
+        if let Some(d) = parse(&t.backend_request).or_else(|| parse(&t.request)) {
+            backend.timeout = d;
+        }
+    }
+    let refs = rule.backend_refs.as_deref().unwrap_or(&[]);
+    let max = refs
+        .iter()
+        .map(|r| r.weight.unwrap_or(1).max(0) as u64)
+        .max()
+        .unwrap_or(0);
+    for r in refs {
+        let weight = r.weight.unwrap_or(1).max(0) as u64;
+        let weight = if max <= MAX_GROUP_WEIGHT {
+            weight
+        } else {
+            // Scaled, but a non-zero weight never rounds to nothing.
+            (weight * MAX_GROUP_WEIGHT / max).max(u64::from(weight > 0))
+        };
+        let (group, servers) = match backend_ref(objects, route, r) {
+            Ok(found) => found,
+            Err((reason, message)) => {
+                problems.push(Problem {
+                    at: route.at.clone(),
+                    reason,
+                    message: format!("rule {index}: {message}"),
+                });
+                // The ref keeps its share of requests, answered with an error (the spec:
+                // an invalid ref's traffic fails, the others' is unaffected).
+                (ref_group_name(route, r), Vec::new())
+            }
+        };
+        match backend.groups.iter_mut().find(|g| g.name == group) {
+            Some(g) => g.weight = (u64::from(g.weight) + weight).min(MAX_GROUP_WEIGHT) as u32,
+            None => backend.groups.push(GroupSpec {
+                name: group,
+                weight: weight as u32,
+                meta: BTreeMap::new(),
+                servers,
+            }),
+        }
+    }
+    backend.number_servers(Numbering::FilePosition);
+    backend
+}
+
+fn ref_group_name(route: &Located<HttpRoute>, r: &HttpRouteRulesBackendRefs) -> String {
+    let ns = r.namespace.as_deref().unwrap_or(&route.at.namespace);
+    let port = r.port.map(|p| p.to_string()).unwrap_or_default();
+    if ns == route.at.namespace {
+        format!("{}:{port}", r.name)
+    } else {
+        format!("{ns}:{}:{port}", r.name)
+    }
+}
+
+type RefError = (&'static str, String);
+
+fn backend_ref(
+    objects: &Objects,
+    route: &Located<HttpRoute>,
+    r: &HttpRouteRulesBackendRefs,
+) -> Result<(String, Vec<ServerSpec>), RefError> {
+    let group = r.group.as_deref().unwrap_or("");
+    let kind = r.kind.as_deref().unwrap_or("Service");
+    if !group.is_empty() || kind != "Service" {
+        return Err((
+            "InvalidKind",
+            format!("backendRef {group}/{kind} {}: only Services are supported", r.name),
+        ));
+    }
+    let ns = r.namespace.as_deref().unwrap_or(&route.at.namespace);
+    if ns != route.at.namespace && !granted(objects, &route.at.namespace, ns, &r.name) {
+        return Err((
+            "RefNotPermitted",
+            format!(
+                "backendRef to Service {ns}/{} needs a ReferenceGrant in {ns} from HTTPRoutes of {}",
+                r.name, route.at.namespace
+            ),
+        ));
+    }
+    let Some(port) = r.port else {
+        return Err((
+            "UnsupportedValue",
+            format!("backendRef to Service {ns}/{} names no port", r.name),
+        ));
+    };
+    let Some(svc) = objects
+        .services
+        .iter()
+        .find(|s| s.at.namespace == ns && s.at.name == r.name)
+    else {
+        return Err(("BackendNotFound", format!("Service {ns}/{} not found", r.name)));
+    };
+    let Some(sp) = svc
+        .obj
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ports| ports.iter().find(|p| p.port == port))
+    else {
+        return Err(("BackendNotFound", format!("Service {ns}/{} has no port {port}", r.name)));
+    };
+    Ok((ref_group_name(route, r), servers(objects, &svc.obj, ns, sp)))
+}
+
+/// Whether a ReferenceGrant in `to_ns` lets HTTPRoutes of `from_ns` name Service `name`.
+fn granted(objects: &Objects, from_ns: &str, to_ns: &str, name: &str) -> bool {
+    objects.grants.iter().filter(|g| g.at.namespace == to_ns).any(|g| {
+        g.obj
+            .spec
+            .from
+            .iter()
+            .any(|f| f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns)
+            && g.obj
+                .spec
+                .to
+                .iter()
+                .any(|t| t.group.is_empty() && t.kind == "Service" && t.name.as_deref().is_none_or(|n| n == name))
+    })
+}
+
+/// The Service port's endpoints, from its EndpointSlices: ready ones serve, terminating
+/// ones that still serve drain (their in-flight and sticky clients finish), the rest are
+/// in maintenance. Without any EndpointSlice, a Service with a cluster IP is one server.
+fn servers(objects: &Objects, svc: &Service, ns: &str, sp: &ServicePort) -> Vec<ServerSpec> {
+    let name = svc.metadata.name.as_deref().unwrap_or("");
+    let slices: Vec<&EndpointSlice> = objects
+        .slices
+        .iter()
+        .filter(|s| s.at.namespace == ns)
+        .filter(|s| {
+            s.obj
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .is_some_and(|n| n == name)
+        })
+        .map(|s| &s.obj)
+        .collect();
+    let mut out: Vec<ServerSpec> = Vec::new();
+    let mut add = |ip: IpAddr, port: u16, state: AdminState| {
+        let addr = SocketAddr::new(ip, port);
+        if out.iter().any(|s| s.addr == addr) {
+            return;
+        }
+        out.push(ServerSpec {
+            name: format!("{ip}:{port}"),
+            id: 0,
+            addr,
+            weight: 1,
+            initial_weight: 1,
+            state,
+            checks_disabled: false,
+            maxconn: 0,
+            dns: None,
+        });
+    };
+    if slices.is_empty() {
+        let ip = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ip.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        if let (Some(ip), Ok(port)) = (ip, u16::try_from(sp.port)) {
+            add(ip, port, AdminState::Ready);
+        }
+        return out;
+    }
+    let port_name = sp.name.as_deref().unwrap_or("");
+    for slice in slices {
+        let Some(port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for e in &slice.endpoints {
+            let c = e.conditions.clone().unwrap_or_default();
+            // Absent conditions mean ready (and serving), as kube-proxy reads them.
+            let ready = c.ready.unwrap_or(true);
+            let state = if ready {
+                AdminState::Ready
+            } else if c.terminating.unwrap_or(false) && c.serving.unwrap_or(false) {
+                AdminState::Drain
+            } else {
+                AdminState::Maint
+            };
+            for ip in e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                add(ip, port, state);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn hostname_intersection_follows_the_spec() {
+        let some = |v: &[&str]| Some(v.iter().map(|s| Some(s.to_string())).collect::<Vec<_>>());
+        assert_eq!(intersect(None, &[]), Some(vec![None]));
+        assert_eq!(intersect(None, &hosts(&["a.com"])), some(&["a.com"]));
+        assert_eq!(intersect(Some("a.com"), &[]), some(&["a.com"]));
+        assert_eq!(
+            intersect(Some("*.ex.com"), &hosts(&["a.ex.com", "b.org"])),
+            some(&["a.ex.com"])
+        );
+        assert_eq!(intersect(Some("a.ex.com"), &hosts(&["*.ex.com"])), some(&["a.ex.com"]));
+        assert_eq!(
+            intersect(Some("*.ex.com"), &hosts(&["*.a.ex.com"])),
+            some(&["*.a.ex.com"])
+        );
+        assert_eq!(intersect(Some("*.ex.com"), &hosts(&["ex.com"])), None);
+        assert_eq!(intersect(Some("a.com"), &hosts(&["b.com"])), None);
+    }
+}

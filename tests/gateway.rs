@@ -1,0 +1,486 @@
+//! The Gateway API source in standalone mode (`--gateway-dir`): manifests in a directory,
+//! translated into listeners and backends, and real requests through veer to real
+//! backends. Each test writes its own manifests; ports are ephemeral (a Gateway listener on
+//! port 0, which the spec's CRD would refuse and veer takes as "any free port").
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use support::{client, FakeBackend};
+use veer::config::AdminState;
+use veer::gateway::Options;
+use veer::{Source, Veer};
+
+const CLASS_AND_GATEWAY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: veer
+spec:
+  controllerName: veer.dev/gateway-controller
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: web
+  namespace: default
+spec:
+  gatewayClassName: veer
+  listeners:
+  - name: http
+    protocol: HTTP
+    port: 0
+    hostname: "*.example.com"
+    allowedRoutes:
+      namespaces:
+        from: All
+"#;
+
+/// A Service `name` in `ns` on port 80 (named `http`) and its EndpointSlice pointing at
+/// `backends` (each `(address, ready, serving, terminating)`).
+fn service(ns: &str, name: &str, backends: &[(SocketAddr, bool, bool, bool)]) -> String {
+    let mut endpoints = String::new();
+    for (addr, ready, serving, terminating) in backends {
+        endpoints += &format!(
+            "- addresses: [\"{}\"]\n  conditions: {{ready: {ready}, serving: {serving}, terminating: {terminating}}}\n",
+            addr.ip()
+        );
+    }
+    // One slice per port number: the fake backends listen on different ports.
+    let mut slices = String::new();
+    for (i, (addr, ..)) in backends.iter().enumerate() {
+        let one: Vec<&str> = endpoints.lines().skip(i * 2).take(2).collect();
+        slices += &format!(
+            r#"---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-{i}
+  namespace: {ns}
+  labels:
+    kubernetes.io/service-name: {name}
+addressType: IPv4
+ports:
+- name: http
+  port: {port}
+endpoints:
+{endpoints}
+"#,
+            port = addr.port(),
+            endpoints = one.join("\n")
+        );
+    }
+    format!(
+        r#"---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+{slices}"#
+    )
+}
+
+fn ready(b: &FakeBackend) -> (SocketAddr, bool, bool, bool) {
+    (b.addr, true, true, false)
+}
+
+fn options(dir: &Path) -> Options {
+    Options {
+        address: "127.0.0.1".parse().unwrap(),
+        ..Options::new(dir)
+    }
+}
+
+async fn start(dir: &Path) -> Veer {
+    Veer::start(Source {
+        file: None,
+        gateway: Some(options(dir)),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("veer failed to start: {e}"))
+}
+
+/// The one listener the Gateway `web` makes.
+async fn url(veer: &Veer) -> String {
+    format!(
+        "http://{}",
+        veer.listener_addr("default:web:0").await.expect("listener bound")
+    )
+}
+
+/// GET `path` with `Host: host`: the `x-server` answering, or the status when not 200.
+async fn who(
+    c: &support::HttpClient,
+    base: &str,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let a = support::send(c, b.body(http_body_util::Full::new(bytes::Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    if a.status == 200 {
+        a.server().to_string()
+    } else {
+        a.status.to_string()
+    }
+}
+
+#[tokio::test]
+async fn routes_by_hostname_path_method_header_and_query_in_the_specs_precedence() {
+    let names = ["exact", "prefix", "post", "canary", "query", "rest", "wild"];
+    let mut backends = Vec::new();
+    for n in names {
+        backends.push(FakeBackend::start(n).await);
+    }
+    let mut yaml = CLASS_AND_GATEWAY.to_string();
+    for b in &backends {
+        yaml += &service("default", &b.name, &[ready(b)]);
+    }
+    // Written in an order the precedence must undo: the catch-all first.
+    yaml += r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: shop
+  namespace: default
+spec:
+  parentRefs:
+  - name: web
+  hostnames: ["shop.example.com"]
+  rules:
+  - backendRefs: [{name: rest, port: 80}]
+  - matches:
+    - path: {type: PathPrefix, value: /v1}
+    backendRefs: [{name: prefix, port: 80}]
+  - matches:
+    - path: {type: Exact, value: /v1}
+    backendRefs: [{name: exact, port: 80}]
+  - matches:
+    - method: POST
+    backendRefs: [{name: post, port: 80}]
+  - matches:
+    - headers: [{name: x-env, value: canary}]
+    backendRefs: [{name: canary, port: 80}]
+  - matches:
+    - queryParams: [{name: v, value: "2"}]
+    backendRefs: [{name: query, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: everything-else
+  namespace: default
+spec:
+  parentRefs:
+  - name: web
+  rules:
+  - backendRefs: [{name: wild, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: elsewhere
+  namespace: default
+spec:
+  parentRefs:
+  - name: web
+  hostnames: ["shop.example.org"]
+  rules:
+  - backendRefs: [{name: rest, port: 80}]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("all.yaml"), &yaml).unwrap();
+
+    let t = veer::gateway::load(&options(dir.path())).unwrap();
+    let reasons: Vec<(&str, &str)> = t.problems.iter().map(|p| (p.at.name.as_str(), p.reason)).collect();
+    assert_eq!(
+        reasons,
+        [("elsewhere", "NoMatchingListenerHostname")],
+        "{:?}",
+        t.problems
+    );
+
+    let veer = start(dir.path()).await;
+    let base = url(&veer).await;
+    let c = client();
+    let shop = "shop.example.com";
+    assert_eq!(who(&c, &base, "GET", shop, "/v1", &[]).await, "exact");
+    assert_eq!(who(&c, &base, "GET", shop, "/v1/items", &[]).await, "prefix");
+    assert_eq!(
+        who(&c, &base, "GET", shop, "/v1x", &[]).await,
+        "rest",
+        "PathPrefix matches whole elements"
+    );
+    assert_eq!(who(&c, &base, "POST", shop, "/cart", &[]).await, "post");
+    assert_eq!(
+        who(&c, &base, "GET", shop, "/cart", &[("x-env", "canary")]).await,
+        "canary"
+    );
+    assert_eq!(who(&c, &base, "GET", shop, "/cart?v=2", &[]).await, "query");
+    assert_eq!(who(&c, &base, "GET", shop, "/cart?v=3", &[]).await, "rest");
+    // Any other host of the listener's wildcard falls to the host-less route.
+    assert_eq!(who(&c, &base, "GET", "api.example.com", "/v1", &[]).await, "wild");
+    // A host outside the listener's hostname matches nothing: veer's no-route answer.
+    assert_eq!(who(&c, &base, "GET", "shop.example.org", "/", &[]).await, "404");
+    veer.shutdown().await;
+}
+
+#[tokio::test]
+async fn backend_ref_weights_split_requests_and_zero_gets_none() {
+    let (a, b, z) = (
+        FakeBackend::start("a").await,
+        FakeBackend::start("b").await,
+        FakeBackend::start("z").await,
+    );
+    let mut yaml = CLASS_AND_GATEWAY.to_string();
+    for s in [&a, &b, &z] {
+        yaml += &service("default", &s.name, &[ready(s)]);
+    }
+    yaml += r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: app
+spec:
+  parentRefs: [{name: web}]
+  rules:
+  - backendRefs:
+    - {name: a, port: 80, weight: 70}
+    - {name: b, port: 80, weight: 30}
+    - {name: z, port: 80, weight: 0}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), &yaml).unwrap();
+    let veer = start(dir.path()).await;
+    let base = url(&veer).await;
+    let c = client();
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..2000 {
+        *counts
+            .entry(who(&c, &base, "GET", "app.example.com", "/", &[]).await)
+            .or_insert(0) += 1;
+    }
+    let share = |n: &str| counts.get(n).copied().unwrap_or(0) as f64 / 2000.0;
+    assert!((share("a") - 0.70).abs() <= 0.05, "{counts:?}");
+    assert!((share("b") - 0.30).abs() <= 0.05, "{counts:?}");
+    assert_eq!(share("z"), 0.0, "{counts:?}");
+    // The groups are the refs, named by Service and port: `set split` and metrics see them.
+    let snap = veer.snapshot();
+    let backend = snap.spec.backends.iter().find(|x| x.name == "default:app:0").unwrap();
+    let groups: Vec<(&str, u32)> = backend.groups.iter().map(|g| (g.name.as_str(), g.weight)).collect();
+    assert_eq!(groups, [("a:80", 70), ("b:80", 30), ("z:80", 0)]);
+    veer.shutdown().await;
+}
+
+#[tokio::test]
+async fn cross_namespace_backend_ref_needs_a_reference_grant() {
+    let other = FakeBackend::start("other").await;
+    let mut yaml = CLASS_AND_GATEWAY.to_string();
+    yaml += &service("backends", "other", &[ready(&other)]);
+    yaml += r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: app
+  namespace: apps
+spec:
+  parentRefs: [{name: web, namespace: default}]
+  rules:
+  - backendRefs: [{name: other, namespace: backends, port: 80}]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), &yaml).unwrap();
+    let t = veer::gateway::load(&options(dir.path())).unwrap();
+    assert_eq!(t.problems.len(), 1, "{:?}", t.problems);
+    assert_eq!(t.problems[0].reason, "RefNotPermitted");
+    assert_eq!(
+        (t.problems[0].at.kind.as_str(), t.problems[0].at.namespace.as_str()),
+        ("HTTPRoute", "apps")
+    );
+
+    let veer = start(dir.path()).await;
+    let base = url(&veer).await;
+    let c = client();
+    // The refused ref keeps its share and has no server: the request fails, nothing leaks.
+    assert_eq!(who(&c, &base, "GET", "x.example.com", "/", &[]).await, "503");
+    assert_eq!(other.hits(), 0);
+
+    std::fs::write(
+        dir.path().join("grant.yaml"),
+        r#"apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata:
+  name: apps-may-use-services
+  namespace: backends
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: apps}]
+  to: [{group: "", kind: Service}]
+"#,
+    )
+    .unwrap();
+    veer.reload().await.unwrap();
+    assert_eq!(who(&c, &base, "GET", "x.example.com", "/", &[]).await, "other");
+    veer.shutdown().await;
+}
+
+#[tokio::test]
+async fn endpoint_conditions_become_server_states() {
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut yaml = CLASS_AND_GATEWAY.to_string();
+    yaml += &service(
+        "default",
+        "app",
+        &[
+            (addr(7001), true, true, false),
+            (addr(7002), false, true, true),
+            (addr(7003), false, false, true),
+            (addr(7004), false, false, false),
+        ],
+    );
+    yaml += "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: app}\nspec:\n  parentRefs: [{name: web}]\n  rules:\n  - backendRefs: [{name: app, port: 80}]\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), &yaml).unwrap();
+    let t = veer::gateway::load(&options(dir.path())).unwrap();
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let states: Vec<(String, AdminState)> = t.backends[0].servers().map(|s| (s.name.clone(), s.state)).collect();
+    assert_eq!(
+        states,
+        [
+            ("127.0.0.1:7001".to_string(), AdminState::Ready),
+            ("127.0.0.1:7002".to_string(), AdminState::Drain),
+            ("127.0.0.1:7003".to_string(), AdminState::Maint),
+            ("127.0.0.1:7004".to_string(), AdminState::Maint),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_edited_route_applies_without_a_failed_request() {
+    let (blue, green) = (FakeBackend::start("blue").await, FakeBackend::start("green").await);
+    let mut base_yaml = CLASS_AND_GATEWAY.to_string();
+    base_yaml += &service("default", "blue", &[ready(&blue)]);
+    base_yaml += &service("default", "green", &[ready(&green)]);
+    let route = |blue: u32, green: u32| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: app}}\nspec:\n  parentRefs: [{{name: web}}]\n  rules:\n  - backendRefs:\n    - {{name: blue, port: 80, weight: {blue}}}\n    - {{name: green, port: 80, weight: {green}}}\n"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("base.yaml"), &base_yaml).unwrap();
+    std::fs::write(dir.path().join("route.yaml"), route(100, 0)).unwrap();
+    let veer = start(dir.path()).await;
+    veer.spawn_watcher().unwrap();
+    let base = url(&veer).await;
+
+    let load = {
+        let base = base.clone();
+        tokio::spawn(async move {
+            let c = client();
+            let (mut ok, mut failed, mut green_seen) = (0, Vec::new(), 0);
+            while green_seen < 200 {
+                match who(&c, &base, "GET", "app.example.com", "/", &[]).await.as_str() {
+                    "blue" => ok += 1,
+                    "green" => {
+                        ok += 1;
+                        green_seen += 1
+                    }
+                    other => failed.push(other.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // As an editor or `kubectl`-like tool writes: a new file renamed over the old one.
+    let tmp = dir.path().join(".route.yaml.tmp");
+    std::fs::write(&tmp, route(0, 100)).unwrap();
+    std::fs::rename(&tmp, dir.path().join("route.yaml")).unwrap();
+    let (ok, failed) = tokio::time::timeout(Duration::from_secs(20), load)
+        .await
+        .expect("the edit was applied")
+        .unwrap();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(ok >= 200);
+    assert!(blue.hits() > 0 && green.hits() >= 200);
+    veer.shutdown().await;
+}
+
+#[test]
+fn check_names_file_line_kind_and_name_of_a_broken_object_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = format!(
+        "{CLASS_AND_GATEWAY}{}---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: app}}\nspec:\n  parentRefs: [{{name: web}}]\n  rules:\n  - backendRefs: [{{name: app, port: 80}}]\n",
+        service("default", "app", &[("127.0.0.1:7001".parse().unwrap(), true, true, false)])
+    );
+    std::fs::write(dir.path().join("a.yaml"), &good).unwrap();
+    let check = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_veer"))
+            .args(["check", "--gateway-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 listeners, 1 backends, 1 routes)"));
+
+    // Line 7 of b.yaml: `rules` is not a list.
+    let broken = "# a route with a typo\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: broken\nspec:\n  rules: oops\n";
+    std::fs::write(dir.path().join("b.yaml"), broken).unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    let expected = format!("{}:7: HTTPRoute default/broken:", dir.path().join("b.yaml").display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("1 error(s)"), "{stderr}");
+}
+
+#[test]
+fn equal_matches_go_to_the_oldest_route_then_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let route = |name: &str, created: &str| {
+        format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, creationTimestamp: \"{created}\"}}\nspec:\n  parentRefs: [{{name: web}}]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: /api}}}}]\n"
+        )
+    };
+    let yaml = format!(
+        "{CLASS_AND_GATEWAY}{}{}{}",
+        route("a-newer", "2026-01-01T00:00:00Z"),
+        route("b-older", "2020-01-01T00:00:00Z"),
+        route("c-older", "2020-01-01T00:00:00Z")
+    );
+    std::fs::write(dir.path().join("routes.yaml"), yaml).unwrap();
+    let t = veer::gateway::load(&options(dir.path())).unwrap();
+    let order: Vec<&str> = t.listeners[0].routes.iter().map(|r| r.backend.as_str()).collect();
+    assert_eq!(order, ["default:b-older:0", "default:c-older:0", "default:a-newer:0"]);
+}
+
+/// The example shipped in config/ stays valid.
+#[test]
+fn the_standalone_example_checks_clean() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kubernetes/gateway/standalone");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_veer"))
+        .args(["check", "--gateway-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 listeners, 1 backends, 2 routes)"));
+}
