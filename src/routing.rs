@@ -10,13 +10,15 @@ use std::collections::HashMap;
 
 use http::HeaderMap;
 
-use crate::config::{PathMatch, RouteSpec};
+use crate::config::{PathMatch, RouteFilters, RouteSpec};
 
 /// One compiled route: its match conditions and the index of its backend in the snapshot.
 #[derive(Debug)]
 pub struct Route {
     pub name: std::sync::Arc<str>,
     pub backend: usize,
+    /// Gateway API filters: header edits, redirect, rewrite (none for the file's routes).
+    pub filters: Option<std::sync::Arc<RouteFilters>>,
     index: usize,
     path: Option<PathMatch>,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
@@ -25,6 +27,11 @@ pub struct Route {
 }
 
 impl Route {
+    /// The route's path condition (what a prefix rewrite replaces).
+    pub fn path_match(&self) -> Option<&PathMatch> {
+        self.path.as_ref()
+    }
+
     fn matches(&self, method: &str, path: &str, query: &str, headers: &impl Headers) -> bool {
         self.method.as_ref().is_none_or(|m| m.as_str() == method)
             && self.path.as_ref().is_none_or(|p| path_matches(p, path))
@@ -90,6 +97,7 @@ impl RouteTable {
             let route = Route {
                 name: r.name.as_str().into(),
                 backend: backend_index(&r.backend),
+                filters: r.filters.clone(),
                 index,
                 path: r.path.clone().and_then(|p| match p {
                     // Every path starts with "/": no condition at all.

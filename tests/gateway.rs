@@ -484,3 +484,134 @@ fn the_standalone_example_checks_clean() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 listeners, 1 backends, 2 routes)"));
 }
+
+/// A backend answering with what it received: `x-seen-path`, `x-seen-host` and each
+/// request header as `x-seen-<name>`; it also sends `x-drop: 1` for the response filter.
+async fn echo(name: &str) -> FakeBackend {
+    let n = name.to_string();
+    FakeBackend::with_handler(name, move |req| {
+        let n = n.clone();
+        Box::pin(async move {
+            let mut resp = http::Response::builder()
+                .header("x-server", n.as_str())
+                .header("x-seen-path", req.uri().to_string())
+                .header("x-drop", "1");
+            for (k, v) in req.headers() {
+                resp = resp.header(format!("x-seen-{k}"), v.clone());
+            }
+            resp.body(http_body_util::Full::new(bytes::Bytes::from(n))).unwrap()
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn filters_edit_headers_redirect_rewrite_and_mirror_over_http1_and_h2c() {
+    let (app, shadow) = (echo("app").await, FakeBackend::start("shadow").await);
+    // A listener for any host: the h2c client sends the address as its authority.
+    let mut yaml = CLASS_AND_GATEWAY.replace("    hostname: \"*.example.com\"\n", "");
+    yaml += &service("default", "app", &[ready(&app)]);
+    yaml += &service("default", "shadow", &[ready(&shadow)]);
+    yaml += r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: f}
+spec:
+  parentRefs: [{name: web}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /hdr}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: x-a, value: "1"}]
+        add: [{name: x-b, value: "2"}]
+        remove: [x-c]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: x-resp, value: "yes"}]
+        remove: [x-drop]
+    backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        scheme: https
+        hostname: new.example.com
+        statusCode: 301
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        hostname: internal.example.com
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}
+    backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {type: Exact, value: /shadowed}}]
+    filters:
+    - type: RequestMirror
+      requestMirror:
+        backendRef: {name: shadow, port: 80}
+    backendRefs: [{name: app, port: 80}]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.yaml"), &yaml).unwrap();
+    let t = veer::gateway::load(&options(dir.path())).unwrap();
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let veer = start(dir.path()).await;
+    let base = url(&veer).await;
+    let h1 = client();
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    for (proto, c) in [("http/1.1", &h1), ("h2c", &h2)] {
+        let req = |path: &str, headers: &[(&str, &str)]| {
+            let mut b = http::Request::get(format!("{base}{path}"));
+            if proto == "http/1.1" {
+                b = b.header("host", "shop.example.com:8080");
+            }
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(http_body_util::Full::new(bytes::Bytes::new())).unwrap()
+        };
+        let a = support::send(c, req("/hdr", &[("x-a", "0"), ("x-c", "gone"), ("x-b", "1")]))
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200, "{proto}: {a:?}");
+        assert_eq!(a.header("x-seen-x-a"), Some("1"), "{proto}: set replaces");
+        let bs: Vec<&str> = a
+            .headers
+            .get_all("x-seen-x-b")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(bs, ["1", "2"], "{proto}: add appends");
+        assert_eq!(a.header("x-seen-x-c"), None, "{proto}: remove");
+        assert_eq!(a.header("x-resp"), Some("yes"), "{proto}");
+        assert_eq!(a.header("x-drop"), None, "{proto}");
+
+        let a = support::send(c, req("/old/thing?q=1", &[])).await.unwrap();
+        assert_eq!(a.status, 301, "{proto}: {a:?}");
+        assert_eq!(
+            a.header("location"),
+            Some("https://new.example.com/new/thing?q=1"),
+            "{proto}"
+        );
+
+        let a = support::send(c, req("/api/items?x=1", &[])).await.unwrap();
+        assert_eq!(a.status, 200, "{proto}: {a:?}");
+        assert_eq!(a.header("x-seen-path"), Some("/v2/items?x=1"), "{proto}");
+        assert_eq!(a.header("x-seen-host"), Some("internal.example.com"), "{proto}");
+
+        let before = shadow.hits();
+        let a = support::send(c, req("/shadowed", &[])).await.unwrap();
+        assert_eq!(a.server(), "app", "{proto}: the client gets the primary's answer");
+        let mut waited = 0;
+        while shadow.hits() == before && waited < 100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += 1;
+        }
+        assert_eq!(shadow.hits(), before + 1, "{proto}: one mirrored copy");
+    }
+    veer.shutdown().await;
+}

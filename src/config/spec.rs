@@ -221,9 +221,127 @@ pub struct RouteSpec {
     /// Query parameters whose first occurrence has exactly this value (Gateway API).
     pub query: Vec<(String, String)>,
     pub method: Option<http::Method>,
+    /// What the route does besides choosing a backend (Gateway API filters).
+    pub filters: Option<std::sync::Arc<RouteFilters>>,
     /// tcp listeners: lowercase, exact or `*.suffix`; `None` also matches non-TLS clients.
     pub sni: Option<String>,
     pub backend: String,
+}
+
+/// What a matched route does to the exchange (HTTPRoute `filters`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RouteFilters {
+    /// Applied to the head sent upstream.
+    pub request_headers: HeaderEdits,
+    /// Applied to the response head sent to the client.
+    pub response_headers: HeaderEdits,
+    /// veer answers with a redirect; nothing goes upstream.
+    pub redirect: Option<Redirect>,
+    /// What goes upstream instead of the client's host and path.
+    pub rewrite: Option<Rewrite>,
+}
+
+/// Header fields set (replacing any of that name), added, and removed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeaderEdits {
+    pub set: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub add: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub remove: Vec<http::HeaderName>,
+}
+
+impl HeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Whether a field of this name is dropped from what arrived (set replaces it).
+    pub fn drops(&self, name: &[u8]) -> bool {
+        let is = |n: &http::HeaderName| n.as_str().as_bytes().eq_ignore_ascii_case(name);
+        self.set.iter().any(|(n, _)| is(n)) || self.remove.iter().any(is)
+    }
+
+    /// The fields to write after the kept ones: every `set`, then every `add`.
+    pub fn written(&self) -> impl Iterator<Item = &(http::HeaderName, http::HeaderValue)> {
+        self.set.iter().chain(&self.add)
+    }
+
+    /// Applies the edits to a header map (the HTTP/2 path).
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for n in &self.remove {
+            headers.remove(n);
+        }
+        for (n, v) in &self.set {
+            headers.insert(n, v.clone());
+        }
+        for (n, v) in &self.add {
+            headers.append(n, v.clone());
+        }
+    }
+}
+
+/// HTTPRoute `RequestRedirect`: each part not given is the request's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<PathRewrite>,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+}
+
+/// HTTPRoute `URLRewrite`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub hostname: Option<String>,
+    pub path: Option<PathRewrite>,
+}
+
+/// A new path for a redirect or rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathRewrite {
+    /// The whole path (the query is kept).
+    Full(String),
+    /// The part the route's path prefix matched is replaced.
+    Prefix(String),
+}
+
+impl PathRewrite {
+    /// The new origin-form target for `path_and_query`, which `matched` (the route's path
+    /// match, if any) matched.
+    pub fn apply(&self, matched: Option<&PathMatch>, path_and_query: &str) -> String {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        let mut out = match self {
+            PathRewrite::Full(p) => p.clone(),
+            PathRewrite::Prefix(new) => {
+                let old = match matched {
+                    Some(PathMatch::Prefix(p) | PathMatch::Segments(p) | PathMatch::Exact(p)) => p.as_str(),
+                    None => "/",
+                };
+                let old = if old == "/" { "" } else { old.trim_end_matches('/') };
+                let rest = path.strip_prefix(old).unwrap_or(path);
+                let new = new.trim_end_matches('/');
+                let mut s = String::with_capacity(new.len() + rest.len() + 1);
+                s.push_str(new);
+                if !rest.is_empty() && !rest.starts_with('/') {
+                    s.push('/');
+                }
+                s.push_str(rest);
+                s
+            }
+        };
+        if out.is_empty() {
+            out.push('/');
+        }
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
 }
 
 /// How a route matches the request's path (without its query).
@@ -556,4 +674,28 @@ pub struct ServerSpec {
 pub struct DnsName {
     pub host: String,
     pub port: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Gateway API's ReplacePrefixMatch and ReplaceFullPath examples.
+    #[test]
+    fn path_rewrites_follow_the_gateway_api_examples() {
+        let prefix = |matched: &str, new: &str, path: &str| {
+            PathRewrite::Prefix(new.into()).apply(Some(&PathMatch::Segments(matched.into())), path)
+        };
+        assert_eq!(prefix("/foo", "/xyz", "/foo"), "/xyz");
+        assert_eq!(prefix("/foo", "/xyz", "/foo/bar"), "/xyz/bar");
+        assert_eq!(prefix("/foo", "/xyz", "/foo/"), "/xyz/");
+        assert_eq!(prefix("/foo/", "/xyz", "/foo/bar"), "/xyz/bar");
+        assert_eq!(prefix("/foo", "/xyz/", "/foo/bar"), "/xyz/bar");
+        assert_eq!(prefix("/foo", "/", "/foo"), "/");
+        assert_eq!(prefix("/foo", "/", "/foo/bar"), "/bar");
+        assert_eq!(prefix("/", "/xyz", "/bar"), "/xyz/bar");
+        assert_eq!(prefix("/foo", "/xyz", "/foo/bar?q=1&r=2"), "/xyz/bar?q=1&r=2");
+        let full = PathRewrite::Full("/other".into());
+        assert_eq!(full.apply(None, "/any/thing?q=1"), "/other?q=1");
+    }
 }

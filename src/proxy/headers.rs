@@ -102,6 +102,29 @@ pub fn https_location(host: &str, path_and_query: &str) -> String {
     s
 }
 
+/// Where a route's `RequestRedirect` sends the client: each part the filter leaves out is
+/// the request's own (`host` as the client sent it, with its port). The port is the
+/// filter's, else the new scheme's well-known one, else the one the client used; it is
+/// left out of the URL when it is the scheme's default.
+pub fn redirect_location(r: &crate::config::Redirect, https: bool, host: &str, target: &str) -> String {
+    let scheme = r.scheme.as_deref().unwrap_or(if https { "https" } else { "http" });
+    let (name, sent_port) = match host.rsplit_once(':') {
+        // `[::1]:8080` has its port after the bracket; `[::1]` none.
+        Some((h, p)) if !p.contains(']') => (h, p.parse::<u16>().ok()),
+        _ => (host, None),
+    };
+    let name = r.hostname.as_deref().unwrap_or(name);
+    let port = r.port.or(if r.scheme.is_some() { None } else { sent_port });
+    let default = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    let mut s = format!("{scheme}://{name}");
+    if let Some(p) = port.filter(|p| *p != default) {
+        s.push(':');
+        s.push_str(&p.to_string());
+    }
+    s.push_str(if target.starts_with('/') { target } else { "/" });
+    s
+}
+
 /// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto and -Host.
 pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
     let ip = client.to_string();
@@ -121,6 +144,40 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Redirect;
+
+    #[test]
+    fn redirect_locations_keep_what_the_filter_leaves_out() {
+        let r = |scheme: Option<&str>, hostname: Option<&str>, port: Option<u16>| Redirect {
+            scheme: scheme.map(Into::into),
+            hostname: hostname.map(Into::into),
+            port,
+            path: None,
+            status: 302,
+        };
+        // Nothing given: the same URL (the port the client used kept).
+        assert_eq!(
+            redirect_location(&r(None, None, None), false, "a.com:8080", "/x?q"),
+            "http://a.com:8080/x?q"
+        );
+        // A new scheme: its well-known port, left out of the URL.
+        assert_eq!(
+            redirect_location(&r(Some("https"), None, None), false, "a.com:8080", "/x"),
+            "https://a.com/x"
+        );
+        assert_eq!(
+            redirect_location(&r(None, Some("b.org"), Some(8443)), true, "a.com", "/"),
+            "https://b.org:8443/"
+        );
+        assert_eq!(
+            redirect_location(&r(Some("http"), None, Some(80)), true, "[::1]:9000", "/"),
+            "http://[::1]/"
+        );
+        assert_eq!(
+            redirect_location(&r(None, None, None), true, "[::1]", "/"),
+            "https://[::1]/"
+        );
+    }
 
     #[test]
     fn strips_listed_and_fixed_headers() {

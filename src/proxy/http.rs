@@ -316,22 +316,48 @@ async fn forward(
         .map(crate::routing::normalize_host)
         .unwrap_or_default();
 
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
     // Route with exactly one snapshot; keep only the backend for the rest of the exchange.
-    let (backend, route): (Arc<Backend>, Arc<str>) = {
+    let (backend, route, filters, target) = {
         let snap = conn.shared.snapshot.load();
         let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()).map(|l| &l.routes) else {
             return Err(ProxyError::NoRoute);
         };
         let route = table
-            .find(
-                &host,
-                req.method().as_str(),
-                req.uri().path_and_query().map_or("/", |p| p.as_str()),
-                req.headers(),
-            )
+            .find(&host, req.method().as_str(), path_and_query, req.headers())
             .ok_or(ProxyError::NoRoute)?;
-        (snap.backends[route.backend].clone(), route.name.clone())
+        // A redirect's or rewrite's new path replaces what this route matched.
+        let target = route.filters.as_deref().and_then(|f| {
+            let redirect = f.redirect.as_ref().and_then(|r| r.path.as_ref());
+            let path = redirect.or(f.rewrite.as_ref().and_then(|w| w.path.as_ref()))?;
+            Some(path.apply(route.path_match(), path_and_query))
+        });
+        (
+            snap.backends[route.backend].clone(),
+            route.name.clone(),
+            route.filters.clone(),
+            target,
+        )
     };
+    if let Some(r) = filters.as_deref().and_then(|f| f.redirect.as_ref()) {
+        let sent_host = authority.as_ref().and_then(|a| a.to_str().ok()).unwrap_or("");
+        let location = headers::redirect_location(
+            r,
+            conn.tls.is_some(),
+            sent_host,
+            target.as_deref().unwrap_or(path_and_query),
+        );
+        if let Some(head) = head {
+            head.answered(r.status, start.elapsed());
+        }
+        let mut resp = Response::new(ProxyBody::Synthetic(None));
+        *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
+        resp.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/")),
+        );
+        return Ok(resp);
+    }
 
     let (mut parts, body) = req.into_parts();
     // gRPC needs `te: trailers` end to end; it is hop-by-hop, so it is sent again (to an
@@ -362,6 +388,17 @@ async fn forward(
             .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     }
     parts.version = Version::HTTP_11;
+    if let Some(f) = filters.as_deref() {
+        if let Some(t) = target.as_deref().and_then(|t| t.parse::<Uri>().ok()) {
+            parts.uri = t;
+        }
+        if let Some(h) = f.rewrite.as_ref().and_then(|w| w.hostname.as_deref()) {
+            if let Ok(v) = HeaderValue::from_str(h) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        f.request_headers.apply(&mut parts.headers);
+    }
     let affinity = affinity(&backend, &mut parts.headers, conn.peer.ip());
     let max_body = conn.opts.max_body;
     if max_body > 0 && body.size_hint().lower() > max_body {
@@ -479,6 +516,9 @@ async fn forward(
                 });
                 let end = RequestEnd::new(start, &server, timers, log);
                 let mut resp = respond(resp, &server, &backend, active, end)?;
+                if let Some(f) = filters.as_deref() {
+                    f.response_headers.apply(resp.headers_mut());
+                }
                 // A new (or re-picked) client learns its server; a returning one already knows.
                 if via != Via::Sticky {
                     if let Some(cookie) = &server.set_cookie {

@@ -335,6 +335,7 @@ pub(super) async fn exchange_with(
                 draining: conn.drain.is_cancelled(),
                 set_cookie,
                 hsts: conn.opts.hsts.as_ref(),
+                edits: req.filters.as_deref().map(|f| &f.response_headers),
             };
             match parse_response(resp_buf.unread(), &view, &mut out.0) {
                 Err(e) => return Err(Failure::Answer(e)),

@@ -8,7 +8,7 @@ use super::codec::{self, put_field, put_ip, Fields, Framing, HeadError};
 use super::conn::Conn;
 use crate::access_log::LogHead;
 use crate::balance::{hash, Affinity};
-use crate::config::HashKey;
+use crate::config::{HashKey, HeaderEdits, RouteFilters};
 use crate::error::ProxyError;
 use crate::proxy::buf::Out;
 use crate::proxy::cookies;
@@ -33,6 +33,8 @@ pub(super) struct Request {
     pub(super) upgrade: bool,
     pub(super) backend: Arc<Backend>,
     pub(super) route: Arc<str>,
+    /// The route's Gateway API filters (response header edits apply on the way back).
+    pub(super) filters: Option<Arc<RouteFilters>>,
     pub(super) affinity: Affinity,
     /// The head to send upstream.
     pub(super) out: Out,
@@ -91,8 +93,8 @@ pub(super) struct Refusal {
     pub(super) route: Option<Arc<str>>,
     /// The backend the route chose, when it got that far.
     pub(super) backend: Option<Arc<str>>,
-    /// Not an error: `redirect_https` sends the client here (308).
-    pub(super) redirect: Option<String>,
+    /// Not an error: `redirect_https` (308) or a route's redirect sends the client here.
+    pub(super) redirect: Option<(u16, String)>,
 }
 
 impl From<ProxyError> for Refusal {
@@ -201,14 +203,14 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
     });
     if conn.opts.redirect_https {
         return Err(Refusal {
-            redirect: Some(headers::https_location(&host, path_and_query)),
+            redirect: Some((308, headers::https_location(&host, path_and_query))),
             log,
             ..ProxyError::NoRoute.into()
         });
     }
 
     // Route with exactly one snapshot; keep only the backend for the rest of the exchange.
-    let (backend, route) = {
+    let (backend, route, filters, target) = {
         let snap = conn.shared.snapshot.load();
         let Some(ListenerRoutes::Http(table)) = snap.listeners.get(conn.listener.as_str()).map(|l| &l.routes) else {
             return Err(Refusal {
@@ -217,7 +219,20 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
             });
         };
         match table.find(&host, method, path_and_query, &RawHeaders(headers)) {
-            Some(route) => (snap.backends[route.backend].clone(), route.name.clone()),
+            Some(route) => {
+                // A redirect's or rewrite's new path replaces what this route matched.
+                let target = route.filters.as_deref().and_then(|f| {
+                    let redirect = f.redirect.as_ref().and_then(|r| r.path.as_ref());
+                    let path = redirect.or(f.rewrite.as_ref().and_then(|w| w.path.as_ref()))?;
+                    Some(path.apply(route.path_match(), path_and_query))
+                });
+                (
+                    snap.backends[route.backend].clone(),
+                    route.name.clone(),
+                    route.filters.clone(),
+                    target,
+                )
+            }
             None => {
                 return Err(Refusal {
                     log,
@@ -226,14 +241,28 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
             }
         }
     };
+    if let Some(r) = filters.as_deref().and_then(|f| f.redirect.as_ref()) {
+        let target = target.as_deref().unwrap_or(path_and_query);
+        return Err(Refusal {
+            redirect: Some((
+                r.status,
+                headers::redirect_location(r, conn.tls.is_some(), host_str, target),
+            )),
+            log,
+            route: Some(route),
+            backend: Some(backend.name.clone()),
+            ..ProxyError::NoRoute.into()
+        });
+    }
+    let rewrite = filters.as_deref().and_then(|f| f.rewrite.as_ref());
     let affinity = affinity(&backend, headers, conn.peer.ip());
     let upgrade = fields.upgrade;
     let mut out = Out::new();
     write_upstream_head(
         &mut out.0,
         method,
-        path_and_query,
-        authority,
+        target.as_deref().unwrap_or(path_and_query),
+        rewrite.and_then(|w| w.hostname.as_deref()).or(authority),
         headers,
         &fields,
         &backend,
@@ -241,6 +270,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
         conn.tls.is_some(),
         request_id.is_none().then_some(id),
         &trace,
+        filters.as_deref().map(|f| &f.request_headers),
     );
     let body = codec::request_framing(&fields);
     if let (Framing::Length(n), max) = (body, conn.opts.max_body) {
@@ -276,6 +306,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
         upgrade,
         backend,
         route,
+        filters,
         affinity,
         out,
         log,
@@ -398,6 +429,7 @@ pub(super) fn write_upstream_head(
     https: bool,
     new_request_id: Option<&[u8]>,
     traceparent: &headers::TraceParent,
+    edits: Option<&HeaderEdits>,
 ) {
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
@@ -414,6 +446,9 @@ pub(super) fn write_upstream_head(
         let name = h.name.as_bytes();
         if is(name, b"upgrade") && fields.upgrade {
             put_field(out, name, h.value);
+            continue;
+        }
+        if edits.is_some_and(|e| e.drops(name)) {
             continue;
         }
         if hop_by_hop(name, named)
@@ -488,6 +523,9 @@ pub(super) fn write_upstream_head(
         put_field(out, b"x-request-id", id);
     }
     put_field(out, b"traceparent", traceparent);
+    for (n, v) in edits.into_iter().flat_map(HeaderEdits::written) {
+        put_field(out, n.as_str().as_bytes(), v.as_bytes());
+    }
     if fields.upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
     }

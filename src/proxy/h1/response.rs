@@ -14,8 +14,8 @@ use crate::stream::ClientIo;
 /// Writes veer's own answer and closes (after a refused request the connection's state is
 /// unknown: a smuggling attempt, a CONNECT client already tunnelling).
 pub(super) async fn refuse(client: &mut ClientIo, conn: &Conn, r: Refusal, start: Instant) -> Next {
-    if let Some(location) = &r.redirect {
-        return redirect(client, conn, location, r.log.as_deref(), start).await;
+    if let Some((status, location)) = &r.redirect {
+        return redirect(client, conn, *status, location, r.log.as_deref(), start).await;
     }
     let log = r
         .log
@@ -25,23 +25,32 @@ pub(super) async fn refuse(client: &mut ClientIo, conn: &Conn, r: Refusal, start
     Next::Close
 }
 
-/// `redirect_https`: 308 to the same URL on https, then close (the client moves to the TLS
-/// listener; a body it may be sending is not read).
+/// `redirect_https` (308 to the same URL on https) or a route's redirect, then close (the
+/// client moves elsewhere; a body it may be sending is not read).
 async fn redirect(
     client: &mut ClientIo,
     conn: &Conn,
+    status: u16,
     location: &str,
     log: Option<&crate::access_log::LogHead>,
     start: Instant,
 ) -> Next {
-    conn.open.listener.responses[crate::state::status_class(308)].fetch_add(1, Relaxed);
+    conn.open.listener.responses[crate::state::status_class(status)].fetch_add(1, Relaxed);
     let mut out = Out::new();
-    out.0.extend_from_slice(b"HTTP/1.1 308 Permanent Redirect\r\n");
+    out.0.extend_from_slice(b"HTTP/1.1 ");
+    put_u64(&mut out.0, u64::from(status));
+    out.0.push(b' ');
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Redirect");
+    out.0.extend_from_slice(reason.as_bytes());
+    out.0.extend_from_slice(b"\r\n");
     put_field(&mut out.0, b"location", location.as_bytes());
     out.0
         .extend_from_slice(b"content-length: 0\r\nconnection: close\r\n\r\n");
     if let Some(log) = log {
-        log.answered(308, start.elapsed());
+        log.answered(status, start.elapsed());
     }
     let _ = client.send(&out.0).await;
     Next::Close
@@ -99,6 +108,8 @@ pub(super) struct ClientView<'a> {
     pub(super) set_cookie: Option<&'a http::HeaderValue>,
     /// `hsts` of a TLS listener: added unless the server sent its own.
     pub(super) hsts: Option<&'a http::HeaderValue>,
+    /// The route's response header edits.
+    pub(super) edits: Option<&'a crate::config::HeaderEdits>,
 }
 
 /// Parses a response head from `buf`. For a final (or 101) response it also writes the
@@ -154,7 +165,9 @@ pub(super) fn write_client_head(
     for h in headers {
         let name = h.name.as_bytes();
         let keep = (upgrade && name.eq_ignore_ascii_case(b"upgrade"))
-            || !(hop_by_hop(name, &named[..n]) || (resp.decode && name.eq_ignore_ascii_case(b"transfer-encoding")));
+            || !(hop_by_hop(name, &named[..n])
+                || (resp.decode && name.eq_ignore_ascii_case(b"transfer-encoding"))
+                || view.edits.is_some_and(|e| e.drops(name)));
         if keep {
             put_field(out, name, h.value);
         }
@@ -167,6 +180,9 @@ pub(super) fn write_client_head(
     }
     if let Some(c) = view.set_cookie {
         put_field(out, b"set-cookie", c.as_bytes());
+    }
+    for (n, v) in view.edits.into_iter().flat_map(crate::config::HeaderEdits::written) {
+        put_field(out, n.as_str().as_bytes(), v.as_bytes());
     }
     if upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
