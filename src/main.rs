@@ -23,10 +23,20 @@ struct GatewayArgs {
     /// A directory of Kubernetes manifests (Gateway, HTTPRoute, ReferenceGrant, Service,
     /// EndpointSlice; multi-document YAML, as `kubectl apply -f DIR` reads them), watched
     /// and translated into listeners and backends beside the config file's.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "gateway")]
     gateway_dir: Option<PathBuf>,
+    /// Watch the same kinds on the Kubernetes API server (in-cluster service account, or
+    /// --kubeconfig / $KUBECONFIG).
+    #[arg(long)]
+    gateway: bool,
+    /// With --gateway: the kubeconfig file to use.
+    #[arg(long, value_name = "PATH", requires = "gateway")]
+    kubeconfig: Option<PathBuf>,
+    /// With --gateway: only objects of these namespaces (comma-separated); default all.
+    #[arg(long, value_name = "NS,...", value_delimiter = ',', requires = "gateway")]
+    namespaces: Vec<String>,
     /// The address every Gateway listener port binds on.
-    #[arg(long, value_name = "IP", default_value = "0.0.0.0", requires = "gateway_dir")]
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
     gateway_address: std::net::IpAddr,
     /// Gateways of this GatewayClass are veer's.
     #[arg(long, value_name = "NAME", default_value = veer::gateway::DEFAULT_CLASS)]
@@ -37,8 +47,23 @@ struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    /// `--gateway`: how to reach the API server.
+    fn cluster(&self) -> Option<veer::gateway::cluster::ClusterOptions> {
+        self.gateway.then(|| veer::gateway::cluster::ClusterOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            server: None,
+            namespaces: self.namespaces.clone(),
+        })
+    }
+
+    /// The Gateway source's options; with `--gateway` the cluster is connected later (it
+    /// needs the runtime), and `dir` only names the source in messages.
     fn options(&self) -> Option<veer::gateway::Options> {
-        let dir = self.gateway_dir.clone()?;
+        let dir = match (&self.gateway_dir, self.gateway) {
+            (Some(dir), _) => dir.clone(),
+            (None, true) => PathBuf::from("kubernetes"),
+            (None, false) => return None,
+        };
         Some(veer::gateway::Options {
             address: self.gateway_address,
             class: self.gateway_class.clone(),
@@ -54,7 +79,7 @@ enum Command {
     /// reloads on change and on SIGHUP.
     Run {
         /// The config file (TOML); its directory is watched for changes.
-        #[arg(short, long, required_unless_present = "gateway_dir")]
+        #[arg(short, long, required_unless_present_any = ["gateway_dir", "gateway"])]
         config: Option<PathBuf>,
         #[command(flatten)]
         gateway: GatewayArgs,
@@ -163,6 +188,10 @@ fn main() -> ExitCode {
             diff,
             socket,
         } => {
+            if gateway.gateway {
+                eprintln!("veer check: --gateway-dir checks manifests; a cluster's objects are checked by the running veer (their status conditions)");
+                return ExitCode::from(2);
+            }
             let Some(config) = config else {
                 return check_gateway(gateway.options());
             };
@@ -214,12 +243,22 @@ fn main() -> ExitCode {
             upgrade,
         } => {
             init_logging();
-            let source = veer::Source {
+            let cluster = gateway.cluster();
+            let mut source = veer::Source {
                 file: config,
                 gateway: gateway.options(),
             };
-            // The worker count comes from the config, so read it before the runtime exists.
-            let spec = match source.load() {
+            // The worker count comes from the config, so read it before the runtime exists
+            // (the cluster's objects can only be read once it does).
+            let first = match cluster {
+                Some(_) => veer::Source {
+                    file: source.file.clone(),
+                    gateway: None,
+                }
+                .load(),
+                None => source.load(),
+            };
+            let spec = match first {
                 Ok(s) => s,
                 Err(errors) => {
                     eprintln!("{}", errors.render());
@@ -233,7 +272,14 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(veer::run(source, upgrade)) {
+            let served = runtime.block_on(async move {
+                if let (Some(c), Some(g)) = (cluster, source.gateway.as_mut()) {
+                    let connected = veer::gateway::cluster::Cluster::connect(&c).await;
+                    g.cluster = Some(connected.map_err(veer::ReloadError::Admin)?);
+                }
+                veer::run(source, upgrade).await
+            });
+            match served {
                 Ok(true) => ExitCode::SUCCESS,
                 // Work was cut by the shutdown timeout or a second signal.
                 Ok(false) => ExitCode::from(1),

@@ -87,9 +87,19 @@ fn source_args(source: &Source) -> Vec<std::ffi::OsString> {
         args.extend(["-c".into(), file.into()]);
     }
     if let Some(g) = &source.gateway {
+        match &g.cluster {
+            Some(c) => {
+                args.push("--gateway".into());
+                if let Some(k) = &c.options().kubeconfig {
+                    args.extend(["--kubeconfig".into(), k.into()]);
+                }
+                if !c.options().namespaces.is_empty() {
+                    args.extend(["--namespaces".into(), c.options().namespaces.join(",").into()]);
+                }
+            }
+            None => args.extend(["--gateway-dir".into(), g.dir.clone().into()]),
+        }
         args.extend([
-            "--gateway-dir".into(),
-            g.dir.clone().into(),
             "--gateway-address".into(),
             g.address.to_string().into(),
             "--gateway-class".into(),

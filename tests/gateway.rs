@@ -7,6 +7,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use support::{client, FakeBackend};
@@ -613,5 +614,154 @@ spec:
         }
         assert_eq!(shadow.hits(), before + 1, "{proto}: one mirrored copy");
     }
+    veer.shutdown().await;
+}
+
+// === --gateway: the same objects from an API server (a fake one on loopback) ===
+
+/// veer on the fake API server's objects, following their changes.
+async fn start_on_cluster(fake: &support::fake_kube::FakeKube) -> Veer {
+    let cluster = veer::gateway::cluster::Cluster::connect(&veer::gateway::cluster::ClusterOptions {
+        server: Some(fake.url()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let veer = Veer::start(Source {
+        file: None,
+        gateway: Some(Options {
+            cluster: Some(cluster),
+            ..options(Path::new("kubernetes"))
+        }),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("veer failed to start: {e}"));
+    veer.spawn_watcher().unwrap();
+    veer
+}
+
+fn blue_green_route(blue: u32, green: u32) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: app, namespace: default}}\nspec:\n  parentRefs: [{{name: web}}]\n  rules:\n  - backendRefs:\n    - {{name: blue, port: 80, weight: {blue}}}\n    - {{name: green, port: 80, weight: {green}}}\n"
+    )
+}
+
+/// Requests until `until` answers came from `server`: (answers per server, failures).
+async fn load_until(
+    base: String,
+    server: &'static str,
+    until: usize,
+) -> (std::collections::BTreeMap<String, usize>, Vec<String>) {
+    let c = client();
+    let (mut seen, mut failed) = (std::collections::BTreeMap::new(), Vec::new());
+    while seen.get(server).copied().unwrap_or(0) < until {
+        let who = who(&c, &base, "GET", "app.example.com", "/", &[]).await;
+        if who == "blue" || who == "green" {
+            *seen.entry(who).or_insert(0) += 1;
+        } else {
+            failed.push(who);
+        }
+    }
+    (seen, failed)
+}
+
+#[tokio::test]
+async fn cluster_objects_are_served_and_a_weight_patch_applies_without_a_failed_request() {
+    let (blue, green) = (FakeBackend::start("blue").await, FakeBackend::start("green").await);
+    let fake = support::fake_kube::FakeKube::start().await;
+    fake.apply_yaml(CLASS_AND_GATEWAY);
+    fake.apply_yaml(&service("default", "blue", &[ready(&blue)]));
+    fake.apply_yaml(&service("default", "green", &[ready(&green)]));
+    fake.apply_yaml(&blue_green_route(100, 0));
+    let veer = start_on_cluster(&fake).await;
+    let base = url(&veer).await;
+    let (seen, failed) = load_until(base.clone(), "blue", 50).await;
+    assert!(failed.is_empty() && !seen.contains_key("green"), "{seen:?} {failed:?}");
+
+    // What Argo Rollouts does: patch the weights; every request still succeeds.
+    let load = tokio::spawn(load_until(base, "green", 200));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fake.apply_yaml(&blue_green_route(0, 100));
+    let (seen, failed) = tokio::time::timeout(Duration::from_secs(20), load)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(seen["green"] >= 200);
+    // The watch was used, not a poll: the kinds were listed once and then watched.
+    let requests = fake.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r == "/apis/gateway.networking.k8s.io/v1/httproutes?watch"),
+        "{requests:?}"
+    );
+    veer.shutdown().await;
+}
+
+/// Everything this test binary logs (installed once; tests run in one process).
+fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("veer=info")
+            .with_writer(move || Sink(sink.clone()))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_api_server_outage_keeps_the_last_state_serving_and_veer_catches_up_after() {
+    let logs = captured_logs();
+    let (blue, green) = (FakeBackend::start("blue").await, FakeBackend::start("green").await);
+    let fake = support::fake_kube::FakeKube::start().await;
+    fake.apply_yaml(CLASS_AND_GATEWAY);
+    fake.apply_yaml(&service("default", "blue", &[ready(&blue)]));
+    fake.apply_yaml(&service("default", "green", &[ready(&green)]));
+    fake.apply_yaml(&blue_green_route(100, 0));
+    let veer = start_on_cluster(&fake).await;
+    let base = url(&veer).await;
+
+    fake.stop();
+    // Down: the last state keeps serving.
+    let (seen, failed) = load_until(base.clone(), "blue", 300).await;
+    assert!(failed.is_empty() && !seen.contains_key("green"), "{seen:?} {failed:?}");
+    // Changed while veer could not see it; back with its history compacted (410 Gone for
+    // veer's last version: it must list again).
+    fake.apply_yaml(&blue_green_route(0, 100));
+    let load = tokio::spawn(load_until(base, "green", 100));
+    fake.restart().await;
+    let (seen, failed) = tokio::time::timeout(Duration::from_secs(30), load)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(seen["green"] >= 100, "{seen:?}");
+    let lists = fake
+        .requests()
+        .iter()
+        .filter(|r| *r == "/apis/gateway.networking.k8s.io/v1/httproutes")
+        .count();
+    assert!(lists >= 2, "listed again after the restart: {:?}", fake.requests());
+    // Six watchers retried many times: one line when it went, one when it came back.
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert_eq!(text.matches("API server unreachable").count(), 1, "{text}");
+    assert_eq!(text.matches("API server reachable again").count(), 1, "{text}");
     veer.shutdown().await;
 }

@@ -27,6 +27,8 @@ pub const CEILING: Duration = Duration::from_secs(1);
 pub struct Changes {
     watcher: RecommendedWatcher,
     rx: mpsc::Receiver<()>,
+    /// For change sources other than files (an API server's watch): debounced the same way.
+    tx: mpsc::Sender<()>,
     hangup: Option<tokio::signal::unix::Signal>,
     relevance: std::sync::Arc<Relevance>,
     /// Directories watched (the config's, and each TLS file's).
@@ -71,6 +73,11 @@ impl Changes {
             .iter()
             .map(|f| (f.clone(), std::fs::canonicalize(f).ok()))
             .collect();
+    }
+
+    /// A handle that triggers a (debounced) reload, for changes seen elsewhere.
+    pub fn trigger(&self) -> mpsc::Sender<()> {
+        self.tx.clone()
     }
 
     /// Also reloads on any change in `dir` (a directory of manifests: a file added,
@@ -173,6 +180,7 @@ pub fn watch(config: Option<&Path>) -> std::io::Result<Changes> {
     let (tx, rx) = mpsc::channel(1);
     let relevance = std::sync::Arc::new(Relevance::new(config));
     let judge = relevance.clone();
+    let trigger = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(ev) = event {
             if judge.matters(&ev) {
@@ -199,6 +207,7 @@ pub fn watch(config: Option<&Path>) -> std::io::Result<Changes> {
         hangup,
         relevance,
         dirs,
+        tx: trigger,
     })
 }
 

@@ -503,8 +503,26 @@ impl Veer {
     /// Reloads whenever the config file changes (see [`config::watch`]) until shutdown.
     pub fn spawn_watcher(&self) -> std::io::Result<()> {
         let mut changes = config::watch::watch(self.source.file.as_deref())?;
-        if let Some(dir) = self.source.gateway_dir() {
-            changes.follow_dir(dir)?;
+        match self.source.gateway.as_ref().map(|g| (g, g.cluster.clone())) {
+            Some((_, Some(cluster))) => {
+                // The API server's changes go through the same debounce as a file's.
+                let trigger = changes.trigger();
+                let stop = self.shared.shutdown.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = cluster.changed() => {}
+                        }
+                        // Full: a tick is pending already, which is enough.
+                        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) = trigger.try_send(()) {
+                            return;
+                        }
+                    }
+                });
+            }
+            Some((g, None)) => changes.follow_dir(&g.dir)?,
+            None => {}
         }
         changes.follow(&self.snapshot().spec.tls_files());
         let veer = self.clone();

@@ -64,9 +64,4 @@ impl Source {
             (None, None) => Path::new(""),
         }
     }
-
-    /// The files and directories whose changes reload.
-    pub fn gateway_dir(&self) -> Option<&Path> {
-        self.gateway.as_ref().map(|g| g.dir.as_path())
-    }
 }

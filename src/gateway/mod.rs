@@ -4,9 +4,11 @@
 //! metrics, admin) is one code path.
 //!
 //! Owns reading manifests ([`objects`]) and translating them ([`translate`]). Knows the
-//! config model only: nothing of snapshots, the data plane or the control plane. Today the
-//! objects come from a directory (`--gateway-dir`, Envoy Gateway's standalone mode).
+//! config model only: nothing of snapshots, the data plane or the control plane. The
+//! objects come from a directory (`--gateway-dir`, Envoy Gateway's standalone mode) or from
+//! the API server ([`cluster`], `--gateway`).
 
+pub mod cluster;
 pub mod objects;
 mod options;
 pub mod translate;
@@ -20,7 +22,10 @@ use crate::config::Spec;
 /// Reads and translates the directory. `Err` when it cannot be read at all; objects that
 /// cannot be used are the translation's `problems`.
 pub fn load(opts: &Options) -> Result<Translation, String> {
-    let (objects, mut problems) = objects::read_dir(&opts.dir)?;
+    let (objects, mut problems) = match &opts.cluster {
+        Some(cluster) => (cluster.objects(), Vec::new()),
+        None => objects::read_dir(&opts.dir)?,
+    };
     let mut t = translate::translate(&objects, opts);
     problems.append(&mut t.problems);
     problems.sort_by(|a, b| (&a.at.file, a.at.line).cmp(&(&b.at.file, b.at.line)));

@@ -33,7 +33,10 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        // Objects read from the API server have no file (line 0).
+        if self.line > 0 {
+            write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        }
         match (self.kind.is_empty(), self.name.is_empty()) {
             (true, _) => write!(f, "document"),
             (false, true) => write!(f, "{}", self.kind),

@@ -2,7 +2,10 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::cluster::Cluster;
 
 /// The GatewayClass name veer serves by default.
 pub const DEFAULT_CLASS: &str = "veer";
@@ -21,6 +24,8 @@ pub struct Options {
     pub controller: String,
     /// Listeners' idle timeout (the base config's `[runtime] idle_timeout`).
     pub idle_timeout: Duration,
+    /// `--gateway`: the objects come from this API server connection, not from `dir`.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Options {
@@ -31,6 +36,7 @@ impl Options {
             class: DEFAULT_CLASS.into(),
             controller: DEFAULT_CONTROLLER.into(),
             idle_timeout: crate::config::RuntimeSpec::default().idle_timeout,
+            cluster: None,
         }
     }
 }

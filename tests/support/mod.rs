@@ -2,6 +2,7 @@
 //! a keep-alive HTTP client.
 #![allow(dead_code)]
 
+pub mod fake_kube;
 pub mod pki;
 
 use std::convert::Infallible;
