@@ -250,13 +250,10 @@ fn main() -> ExitCode {
             };
             // The worker count comes from the config, so read it before the runtime exists
             // (the cluster's objects can only be read once it does).
-            let first = match cluster {
-                Some(_) => veer::Source {
-                    file: source.file.clone(),
-                    gateway: None,
-                }
-                .load(),
-                None => source.load(),
+            let first = match (&cluster, &source.file) {
+                (Some(_), Some(file)) => veer::config::load_base(file),
+                (Some(_), None) => Ok(veer::config::Spec::default()),
+                (None, _) => source.load(),
             };
             let spec = match first {
                 Ok(s) => s,

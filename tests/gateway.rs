@@ -765,3 +765,180 @@ async fn an_api_server_outage_keeps_the_last_state_serving_and_veer_catches_up_a
     assert_eq!(text.matches("API server reachable again").count(), 1, "{text}");
     veer.shutdown().await;
 }
+
+/// Three `veer run --gateway` processes on one fake API server, under constant load
+/// through all three (keep-alive and a new connection per request), while the test does
+/// what Argo Rollouts does: weights 100/0 → 90/10 → 50/50 → 0/100, a step every 2 s, then
+/// the stable endpoints go terminating and disappear. Zero failed requests; each
+/// instance's split follows each step; the time from each patch to the last instance
+/// applying it is printed (the figure, not an assertion: wall-clock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_three_follows_a_canary_rollout_without_a_failed_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+    let (blue, green) = (FakeBackend::start("blue").await, FakeBackend::start("green").await);
+    let fake = support::fake_kube::FakeKube::start().await;
+    fake.apply_yaml(CLASS_AND_GATEWAY);
+    fake.apply_yaml(&service("default", "blue", &[ready(&blue)]));
+    fake.apply_yaml(&service("default", "green", &[ready(&green)]));
+    fake.apply_yaml(&blue_green_route(100, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    let mut fleet = Vec::new();
+    for i in 0..3 {
+        let config = dir.path().join(format!("veer{i}.toml"));
+        let sock = dir.path().join(format!("veer{i}.sock"));
+        std::fs::write(&config, format!("[admin]\nsocket = \"{}\"\n", sock.display())).unwrap();
+        let kc = kubeconfig.clone();
+        let p = tokio::task::spawn_blocking(move || {
+            let args = [
+                "--gateway",
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "--gateway-address",
+                "127.0.0.1",
+            ];
+            support::VeerProcess::start(&config, &args, &["default:web:0"])
+        })
+        .await
+        .unwrap();
+        fleet.push((p.listeners["default:web:0"], sock, p));
+    }
+
+    // The load: per instance one keep-alive client and one new connection per request;
+    // every answer recorded as (instance, when, who).
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicUsize::new(0));
+    let answers = Arc::new(std::sync::Mutex::new(Vec::<(usize, std::time::Instant, String)>::new()));
+    let mut load = Vec::new();
+    for (i, (addr, ..)) in fleet.iter().enumerate() {
+        for keep_alive in [true, false] {
+            let (stop, total, answers, addr) = (stop.clone(), total.clone(), answers.clone(), *addr);
+            load.push(tokio::spawn(async move {
+                let c = client();
+                let base = format!("http://{addr}");
+                let mut failed = Vec::new();
+                while !stop.load(Relaxed) {
+                    let who = if keep_alive {
+                        who(&c, &base, "GET", "app.example.com", "/", &[]).await
+                    } else {
+                        let r = support::raw_exchange(
+                            addr,
+                            b"GET / HTTP/1.1\r\nHost: app.example.com\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                        match (
+                            support::raw_status(&r),
+                            r.lines().find_map(|l| l.strip_prefix("x-server: ")),
+                        ) {
+                            (200, Some(s)) => s.trim().to_string(),
+                            (status, _) => status.to_string(),
+                        }
+                    };
+                    total.fetch_add(1, Relaxed);
+                    if who == "blue" || who == "green" {
+                        answers.lock().unwrap().push((i, std::time::Instant::now(), who));
+                    } else {
+                        failed.push(who);
+                    }
+                }
+                failed
+            }));
+        }
+    }
+
+    // The rollout: each step patched, then every instance polled until it shows it.
+    let weights = |sock: &Path| {
+        let sock = sock.to_path_buf();
+        async move {
+            let out = support::admin(&sock, "show split default:app:0 json").await;
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+            let w = |g: &str| {
+                v["groups"]
+                    .as_array()
+                    .and_then(|gs| gs.iter().find(|x| x["name"] == g))
+                    .map(|x| x["weight"].as_u64().unwrap_or(0))
+            };
+            (w("blue:80"), w("green:80"))
+        }
+    };
+    let mut steps = Vec::new();
+    for (b, g) in [(100u32, 0u32), (90, 10), (50, 50), (0, 100)] {
+        let patched = std::time::Instant::now();
+        fake.apply_yaml(&blue_green_route(b, g));
+        let mut applied = Vec::new();
+        for (_, sock, _) in &fleet {
+            while weights(sock).await != (Some(u64::from(b)), Some(u64::from(g))) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                assert!(
+                    patched.elapsed() < Duration::from_secs(30),
+                    "step {b}/{g} never applied"
+                );
+            }
+            applied.push(patched.elapsed());
+        }
+        let last = applied.iter().max().copied().unwrap();
+        steps.push((b, g, patched + last, last));
+        tokio::time::sleep(Duration::from_secs(2).saturating_sub(last)).await;
+    }
+    // The stable ReplicaSet goes away: its endpoint terminating (still serving), then gone.
+    fake.apply_yaml(&service("default", "blue", &[(blue.addr, false, true, true)]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    fake.delete("EndpointSlice", "default", "blue-0");
+    while total.load(Relaxed) < 50_000 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Relaxed);
+    let mut failed = Vec::new();
+    for l in load {
+        failed.extend(l.await.unwrap());
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed requests: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(20)]
+    );
+
+    // Each instance's observed split in each step's window (from the last instance's
+    // apply to the next patch) follows the step.
+    let answers = answers.lock().unwrap();
+    for (n, (b, g, from, _)) in steps.iter().enumerate() {
+        let until = steps.get(n + 1).map(|s| s.2 - s.3);
+        for i in 0..3 {
+            let window: Vec<&String> = answers
+                .iter()
+                .filter(|(x, at, _)| *x == i && at > from && until.is_none_or(|u| *at < u))
+                .map(|(_, _, who)| who)
+                .collect();
+            let green_share = window.iter().filter(|w| **w == "green").count() as f64 / window.len().max(1) as f64;
+            let expected = f64::from(*g) / f64::from(b + g);
+            assert!(
+                window.len() >= 50,
+                "instance {i} step {b}/{g}: only {} answers",
+                window.len()
+            );
+            assert!(
+                (green_share - expected).abs() <= 0.08,
+                "instance {i} step {b}/{g}: green {green_share:.3} of {}",
+                window.len()
+            );
+        }
+    }
+    println!(
+        "fleet: {} requests, 0 failed; patch → last of 3 instances applied: {}",
+        total.load(Relaxed),
+        steps
+            .iter()
+            .map(|(b, g, _, d)| format!("{b}/{g} {} ms", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}

@@ -25,9 +25,36 @@ pub fn load(path: &Path) -> Result<Spec, ConfigErrors> {
     parse(path, &source)
 }
 
+/// [`load`] for a file another source adds listeners to (the Gateway API's): it may have
+/// none of its own.
+pub fn load_base(path: &Path) -> Result<Spec, ConfigErrors> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![Diagnostic::whole_file(path, format!("cannot read config: {e}"))]))?;
+    parse_base(path, &source)
+}
+
 /// Parses and validates config text; `path` is only used to name the file in errors. Every
 /// error is reported: values of the wrong type too, each in plain words (see `recover`).
 pub fn parse(path: &Path, source: &str) -> Result<Spec, ConfigErrors> {
+    let spec = parse_base(path, source);
+    // An empty or truncated file (a config tool that truncates before it writes) must not
+    // take every listener down; HAProxy refuses to start without one too.
+    let empty = Diagnostic::whole_file(
+        path,
+        "no [[listener]]: a config needs at least one listener (an empty or truncated file is refused)",
+    );
+    match spec {
+        Ok(s) if s.listeners.is_empty() => Err(ConfigErrors(vec![empty])),
+        Err(mut e) if source.trim().is_empty() || !source.contains("[[listener]]") => {
+            e.0.push(empty);
+            Err(sorted(e.0))
+        }
+        other => other,
+    }
+}
+
+/// [`parse`] without the rule that a config has a listener.
+pub fn parse_base(path: &Path, source: &str) -> Result<Spec, ConfigErrors> {
     let mut copy = recover::Patched::new(source);
     let mut errors = Vec::new();
     let raw = loop {

@@ -374,14 +374,6 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
             bind_at: format!("{}:{}:{}", at.file, at.line, at.col),
         });
     }
-    if raw.listeners.is_empty() {
-        // An empty or truncated file (a config tool that truncates before it writes) must
-        // not take every listener down; HAProxy refuses to start without one too.
-        c.errors.push(Diagnostic::whole_file(
-            file,
-            "no [[listener]]: a config needs at least one listener (an empty or truncated file is refused)",
-        ));
-    }
 
     let metrics = match &raw.metrics {
         None => MetricsSpec::default(),

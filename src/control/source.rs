@@ -29,12 +29,15 @@ impl Source {
     /// are logged and left out (the rest applies); a source that yields no listener at all
     /// is refused, as an empty file is.
     pub fn load(&self) -> Result<Spec, ConfigErrors> {
-        let mut spec = match &self.file {
-            Some(file) => config::load(file)?,
-            None => Spec::default(),
-        };
         let Some(opts) = &self.gateway else {
-            return Ok(spec);
+            return match &self.file {
+                Some(file) => config::load(file),
+                None => Ok(Spec::default()),
+            };
+        };
+        let mut spec = match &self.file {
+            Some(file) => config::load_base(file)?,
+            None => Spec::default(),
         };
         let opts = gateway::Options {
             idle_timeout: spec.runtime.idle_timeout,
