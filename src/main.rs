@@ -51,8 +51,8 @@ impl GatewayArgs {
     fn cluster(&self) -> Option<veer::gateway::cluster::ClusterOptions> {
         self.gateway.then(|| veer::gateway::cluster::ClusterOptions {
             kubeconfig: self.kubeconfig.clone(),
-            server: None,
             namespaces: self.namespaces.clone(),
+            ..Default::default()
         })
     }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use support::{client, FakeBackend};
 use veer::config::AdminState;
+use veer::gateway::cluster::ClusterOptions;
 use veer::gateway::Options;
 use veer::{Source, Veer};
 
@@ -621,23 +622,31 @@ spec:
 
 /// veer on the fake API server's objects, following their changes.
 async fn start_on_cluster(fake: &support::fake_kube::FakeKube) -> Veer {
-    let cluster = veer::gateway::cluster::Cluster::connect(&veer::gateway::cluster::ClusterOptions {
+    start_on_cluster_as(fake, ClusterOptions::default()).await.0
+}
+
+/// [`start_on_cluster`] with these options (an identity, a Lease length).
+async fn start_on_cluster_as(
+    fake: &support::fake_kube::FakeKube,
+    opts: ClusterOptions,
+) -> (Veer, Arc<veer::gateway::cluster::Cluster>) {
+    let cluster = veer::gateway::cluster::Cluster::connect(&ClusterOptions {
         server: Some(fake.url()),
-        ..Default::default()
+        ..opts
     })
     .await
     .unwrap();
     let veer = Veer::start(Source {
         file: None,
         gateway: Some(Options {
-            cluster: Some(cluster),
+            cluster: Some(cluster.clone()),
             ..options(Path::new("kubernetes"))
         }),
     })
     .await
     .unwrap_or_else(|e| panic!("veer failed to start: {e}"));
     veer.spawn_watcher().unwrap();
-    veer
+    (veer, cluster)
 }
 
 fn blue_green_route(blue: u32, green: u32) -> String {
@@ -941,4 +950,118 @@ async fn a_fleet_of_three_follows_a_canary_rollout_without_a_failed_request() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+}
+
+/// The condition `kind` of a status `conditions` list: (status, reason).
+fn condition(conditions: &serde_json::Value, kind: &str) -> Option<(String, String)> {
+    conditions.as_array()?.iter().find(|c| c["type"] == kind).map(|c| {
+        (
+            c["status"].as_str().unwrap_or("").to_string(),
+            c["reason"].as_str().unwrap_or("").to_string(),
+        )
+    })
+}
+
+/// Polls (bounded) until `check` holds for the object's status.
+async fn wait_status(
+    fake: &support::fake_kube::FakeKube,
+    kind: &str,
+    name: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let ns = if kind == "GatewayClass" { "" } else { "default" };
+    for _ in 0..600 {
+        if let Some(o) = fake.object(kind, ns, name) {
+            if check(&o["status"]) {
+                return o["status"].clone();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{kind} {name}: status never matched; last: {:?}",
+        fake.object(kind, ns, name).map(|o| o["status"].clone())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_lease_holder_writes_status_and_another_takes_over_when_it_dies() {
+    let app = FakeBackend::start("app").await;
+    let fake = support::fake_kube::FakeKube::start().await;
+    fake.apply_yaml(CLASS_AND_GATEWAY);
+    fake.apply_yaml(&service("default", "app", &[ready(&app)]));
+    fake.apply_yaml("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: app, namespace: default}\nspec:\n  parentRefs: [{name: web}]\n  hostnames: [app.example.com]\n  rules:\n  - backendRefs: [{name: app, port: 80}]\n");
+    fake.apply_yaml("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: late, namespace: default}\nspec:\n  parentRefs: [{name: web}]\n  hostnames: [late.example.com]\n  rules:\n  - backendRefs: [{name: late, port: 80}]\n");
+    let mut fleet = Vec::new();
+    for i in 0..3 {
+        let opts = ClusterOptions {
+            identity: Some(format!("veer-{i}")),
+            lease_duration: Duration::from_secs(2),
+            ..Default::default()
+        };
+        fleet.push(start_on_cluster_as(&fake, opts).await);
+    }
+
+    let parent = |s: &serde_json::Value, kind: &str| condition(&s["parents"][0]["conditions"], kind);
+    let app_status = wait_status(&fake, "HTTPRoute", "app", |s| parent(s, "Accepted").is_some()).await;
+    assert_eq!(
+        parent(&app_status, "Accepted"),
+        Some(("True".into(), "Accepted".into()))
+    );
+    assert_eq!(
+        parent(&app_status, "ResolvedRefs"),
+        Some(("True".into(), "ResolvedRefs".into()))
+    );
+    assert_eq!(
+        app_status["parents"][0]["controllerName"],
+        "veer.dev/gateway-controller"
+    );
+    let late = wait_status(&fake, "HTTPRoute", "late", |s| parent(s, "ResolvedRefs").is_some()).await;
+    assert_eq!(
+        parent(&late, "ResolvedRefs"),
+        Some(("False".into(), "BackendNotFound".into()))
+    );
+    let gw = wait_status(&fake, "Gateway", "web", |s| s["listeners"][0]["attachedRoutes"] == 2).await;
+    assert_eq!(
+        condition(&gw["conditions"], "Programmed"),
+        Some(("True".into(), "Programmed".into()))
+    );
+    let class = wait_status(&fake, "GatewayClass", "veer", |s| !s.is_null()).await;
+    assert_eq!(
+        condition(&class["conditions"], "Accepted"),
+        Some(("True".into(), "Accepted".into()))
+    );
+
+    // Three instances serve; one wrote.
+    let writers: std::collections::BTreeSet<String> = fake.status_writes().into_iter().map(|(_, who)| who).collect();
+    assert_eq!(writers.len(), 1, "{:?}", fake.status_writes());
+    let leader = writers.into_iter().next().unwrap();
+
+    // The writer dies (its Lease is left to expire); a change that needs new status is
+    // written by another instance.
+    let (veer, cluster) = fleet.remove(leader.trim_start_matches("veer-").parse::<usize>().unwrap());
+    cluster.close();
+    veer.shutdown().await;
+    let died = std::time::Instant::now();
+    let late_backend = FakeBackend::start("late").await;
+    fake.apply_yaml(&service("default", "late", &[ready(&late_backend)]));
+    wait_status(&fake, "HTTPRoute", "late", |s| {
+        parent(s, "ResolvedRefs") == Some(("True".into(), "ResolvedRefs".into()))
+    })
+    .await;
+    let after: Vec<(String, String)> = fake
+        .status_writes()
+        .into_iter()
+        .filter(|(o, _)| o == "HTTPRoute/default/late")
+        .collect();
+    let (_, new_writer) = after.last().unwrap();
+    assert_ne!(*new_writer, leader);
+    println!(
+        "status writer {leader} died; {new_writer} wrote within {:?} (Lease 2 s)",
+        died.elapsed()
+    );
+    for (veer, cluster) in fleet {
+        cluster.close();
+        veer.shutdown().await;
+    }
 }

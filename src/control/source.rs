@@ -48,6 +48,7 @@ impl Source {
         for p in &t.problems {
             tracing::warn!(reason = p.reason, "Gateway API, left out: {p}");
         }
+        let status = t.status.clone();
         gateway::merge(&mut spec, t).map_err(|clashes| ConfigErrors(clashes.into_iter().map(whole).collect()))?;
         if spec.listeners.is_empty() {
             return Err(ConfigErrors(vec![whole(format!(
@@ -55,6 +56,10 @@ impl Source {
                 opts.class,
                 opts.dir.display()
             ))]));
+        }
+        // What the objects' status will say (written by the Lease holder of a fleet).
+        if let Some(cluster) = &opts.cluster {
+            cluster.publish(status, &opts.controller);
         }
         Ok(spec)
     }

@@ -19,6 +19,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
@@ -27,6 +28,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 
 use super::objects::{Located, Objects, Origin, DEFAULT_NAMESPACE};
+use super::status::Status;
 
 /// How to reach the API server.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -38,7 +40,19 @@ pub struct ClusterOptions {
     /// Only objects of these namespaces count (cluster-scoped GatewayClasses always do);
     /// empty = all.
     pub namespaces: Vec<String>,
+    /// Who this instance is in the status-writer Lease; default `$POD_NAME` (else the
+    /// host name) and the process id.
+    pub identity: Option<String>,
+    /// The Lease's namespace; default `$POD_NAMESPACE`, else `default`.
+    pub lease_namespace: Option<String>,
+    /// How long a writer's Lease lasts unrenewed; zero = [`LEASE_DURATION`].
+    pub lease_duration: Duration,
 }
+
+/// The Lease naming the one instance that writes status.
+pub const LEASE_NAME: &str = "veer-gateway-status";
+/// Client-go's default: a dead writer is replaced within this long.
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 /// The watched objects and the change signal.
 pub struct Cluster {
@@ -52,6 +66,10 @@ pub struct Cluster {
     changed: Arc<Notify>,
     /// As connected with (a binary upgrade connects the same way).
     options: ClusterOptions,
+    /// The latest translation's conditions, for the status writer.
+    status: tokio::sync::watch::Sender<Option<(Status, String)>>,
+    /// Ends the watchers, the Lease and the writer.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl fmt::Debug for Cluster {
@@ -88,16 +106,26 @@ impl Cluster {
         let client = Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))?;
         let changed = Arc::new(Notify::new());
         let outage = Arc::new(Outage::default());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let status = tokio::sync::watch::Sender::new(None);
+        tokio::spawn(write_status(
+            client.clone(),
+            opts.clone(),
+            status.subscribe(),
+            stop.clone(),
+        ));
         let cluster = Cluster {
-            classes: watch(Api::all(client.clone()), &changed, &outage),
-            gateways: watch(Api::all(client.clone()), &changed, &outage),
-            routes: watch(Api::all(client.clone()), &changed, &outage),
-            grants: watch(Api::all(client.clone()), &changed, &outage),
-            services: watch(Api::all(client.clone()), &changed, &outage),
-            slices: watch(Api::all(client), &changed, &outage),
+            classes: watch(Api::all(client.clone()), &changed, &outage, &stop),
+            gateways: watch(Api::all(client.clone()), &changed, &outage, &stop),
+            routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
+            grants: watch(Api::all(client.clone()), &changed, &outage, &stop),
+            services: watch(Api::all(client.clone()), &changed, &outage, &stop),
+            slices: watch(Api::all(client), &changed, &outage, &stop),
             namespaces: opts.namespaces.clone(),
             changed,
             options: opts.clone(),
+            status,
+            stop,
         };
         let ready = async {
             let _ = cluster.classes.wait_until_ready().await;
@@ -115,6 +143,17 @@ impl Cluster {
 
     pub fn options(&self) -> &ClusterOptions {
         &self.options
+    }
+
+    /// Hands the latest translation's conditions to the status writer (which writes what
+    /// changed, while this instance holds the Lease). `controller`: veer's controllerName.
+    pub fn publish(&self, status: Status, controller: &str) {
+        self.status.send_replace(Some((status, controller.to_string())));
+    }
+
+    /// Stops watching and writing (the Lease is left to expire, as a crashed writer's).
+    pub fn close(&self) {
+        self.stop.cancel();
     }
 
     /// Resolves at the next change of any watched object.
@@ -193,7 +232,12 @@ impl Outage {
 }
 
 /// A reflector store for `K`, fed by a watcher task that lives as long as the process.
-fn watch<K>(api: Api<K>, changed: &Arc<Notify>, outage: &Arc<Outage>) -> Store<K>
+fn watch<K>(
+    api: Api<K>,
+    changed: &Arc<Notify>,
+    outage: &Arc<Outage>,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
@@ -201,11 +245,14 @@ where
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer);
-    let (changed, outage) = (changed.clone(), outage.clone());
+    let (changed, outage, stop) = (changed.clone(), outage.clone(), stop.clone());
     let kind = K::kind(&()).into_owned();
     tokio::spawn(async move {
         futures_util::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
+        while let Some(event) = tokio::select! {
+            e = stream.next() => e,
+            _ = stop.cancelled() => None,
+        } {
             match event {
                 // A (re)list in progress: the store swaps at InitDone.
                 Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => outage.recovered(),
@@ -218,4 +265,184 @@ where
         }
     });
     store
+}
+
+// === the status writer ===
+
+/// While this instance holds the Lease, writes each object's status when it differs from
+/// what this instance last wrote (a new holder writes everything once).
+async fn write_status(
+    client: Client,
+    opts: ClusterOptions,
+    mut status: tokio::sync::watch::Receiver<Option<(Status, String)>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let identity = opts.identity.clone().unwrap_or_else(default_identity);
+    let namespace = opts
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    let duration = if opts.lease_duration.is_zero() {
+        LEASE_DURATION
+    } else {
+        opts.lease_duration
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
+    let mut written: std::collections::HashMap<(&'static str, String, String), serde_json::Value> = Default::default();
+    let mut leader = false;
+    loop {
+        let now_leader = acquire(&leases, &identity, duration).await;
+        if now_leader != leader {
+            tracing::info!(
+                identity,
+                leader = now_leader,
+                "Gateway status writer Lease {}",
+                if now_leader { "acquired" } else { "lost" }
+            );
+            written.clear();
+            leader = now_leader;
+        }
+        if leader {
+            let current = status.borrow_and_update().clone();
+            if let Some((s, controller)) = current {
+                let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                for (kind, ns, name, body) in s.documents(&controller, &now) {
+                    let key = (kind, ns.clone(), name.clone());
+                    let same = without_times(&body);
+                    if written.get(&key) == Some(&same) {
+                        continue;
+                    }
+                    match patch_status(&client, kind, &ns, &name, body, &identity, &controller).await {
+                        Ok(()) => {
+                            written.insert(key, same);
+                        }
+                        Err(e) => tracing::debug!(kind, ns, name, error = %e, "status not written; retried"),
+                    }
+                }
+            }
+        }
+        // Renew at a third of the Lease, sooner when there is something new to write.
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(duration / 3) => {}
+            _ = status.changed(), if leader => {}
+        }
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .unwrap_or_else(|| "veer".into());
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+/// Takes or renews the Lease (optimistic concurrency: a replace with the version read; a
+/// competing writer's makes it fail). `true` while this identity holds it.
+async fn acquire(leases: &Api<Lease>, me: &str, duration: Duration) -> bool {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let secs = i32::try_from(duration.as_secs()).unwrap_or(i32::MAX).max(1);
+    let fresh = |lease: &mut Lease| {
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(me) {
+            spec.holder_identity = Some(me.into());
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.renew_time = Some(MicroTime(now));
+        spec.lease_duration_seconds = Some(secs);
+    };
+    match leases.get_opt(LEASE_NAME).await {
+        Err(_) => false,
+        Ok(None) => {
+            let mut lease = Lease::default();
+            lease.metadata.name = Some(LEASE_NAME.into());
+            fresh(&mut lease);
+            leases.create(&Default::default(), &lease).await.is_ok()
+        }
+        Ok(Some(mut lease)) => {
+            let spec = lease.spec.clone().unwrap_or_default();
+            let held_by_other = spec.holder_identity.as_deref().is_some_and(|h| h != me);
+            let expires = spec.renew_time.map(|t| {
+                t.0.checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
+                    spec.lease_duration_seconds.unwrap_or(secs),
+                )))
+                .unwrap_or(t.0)
+            });
+            if held_by_other && expires.is_some_and(|e| e > now) {
+                return false;
+            }
+            fresh(&mut lease);
+            leases.replace(LEASE_NAME, &Default::default(), &lease).await.is_ok()
+        }
+    }
+}
+
+/// The status with its timestamps blanked: what decides whether it changed.
+fn without_times(v: &serde_json::Value) -> serde_json::Value {
+    let mut v = v.clone();
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("lastTransitionTime");
+                m.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
+}
+
+/// Writes one object's status subresource. A route's `parents` entries of other
+/// controllers are kept.
+async fn patch_status(
+    client: &Client,
+    kind: &str,
+    ns: &str,
+    name: &str,
+    mut body: serde_json::Value,
+    identity: &str,
+    controller: &str,
+) -> Result<(), kube::Error> {
+    use kube::api::{Patch, PatchParams};
+    let params = PatchParams {
+        field_manager: Some(identity.into()),
+        ..Default::default()
+    };
+    match kind {
+        "GatewayClass" => {
+            let api: Api<GatewayClass> = Api::all(client.clone());
+            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
+                .await
+                .map(drop)
+        }
+        "Gateway" => {
+            let api: Api<Gateway> = Api::namespaced(client.clone(), ns);
+            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
+                .await
+                .map(drop)
+        }
+        _ => {
+            let api: Api<HttpRoute> = Api::namespaced(client.clone(), ns);
+            let current = api.get_status(name).await?;
+            let others = current
+                .status
+                .map(|s| s.parents)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| p.controller_name != controller)
+                .filter_map(|p| serde_json::to_value(p).ok());
+            if let Some(ours) = body["parents"].as_array_mut() {
+                ours.extend(others);
+            }
+            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
+                .await
+                .map(drop)
+        }
+    }
 }

@@ -11,6 +11,7 @@
 pub mod cluster;
 pub mod objects;
 mod options;
+pub mod status;
 pub mod translate;
 
 pub use objects::{Origin, Problem};

@@ -25,6 +25,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::objects::{Located, Objects, Origin, Problem, GATEWAY_GROUP};
 use super::options::Options;
+use super::status::{self, ListenerStatus, ParentStatus, RouteStatus, Status, Verdict};
 use crate::config::{
     AdminState, BackendSpec, GroupSpec, HeaderEdits, ListenerSpec, MirrorSpec, Numbering, PathMatch, PathRewrite,
     Protocol, Redirect, Rewrite, RouteFilters, RouteSpec, ServerSpec,
@@ -41,6 +42,8 @@ pub struct Translation {
     pub listeners: Vec<ListenerSpec>,
     pub backends: Vec<BackendSpec>,
     pub problems: Vec<Problem>,
+    /// The conditions to report on each object veer serves.
+    pub status: Status,
     /// Identifies the objects translated ([`super::objects::Objects::digest`]).
     pub digest: u64,
 }
@@ -51,6 +54,8 @@ struct Attach<'a> {
     listener: &'a GatewayListeners,
     /// Index into `Translation::listeners` of the veer listener serving its port.
     veer: usize,
+    /// (gateway, listener) in `Translation::status.gateways`: routes attached are counted.
+    status: (usize, usize),
 }
 
 /// A route before ordering: its place in the spec's precedence and what it becomes.
@@ -109,7 +114,9 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
                 .all(|c| c.obj.spec.controller_name == opts.controller)
     };
     for class in objects.classes.iter().filter(|c| c.at.name == opts.class) {
-        if class.obj.spec.controller_name != opts.controller {
+        if class.obj.spec.controller_name == opts.controller {
+            t.status.classes.push(status_object(class));
+        } else {
             t.problems.push(Problem {
                 at: class.at.clone(),
                 reason: "InvalidParameters",
@@ -124,39 +131,51 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
     // Port → (veer listener index, the Gateway holding it).
     let mut ports: HashMap<u16, (usize, &Origin)> = HashMap::new();
     for gw in objects.gateways.iter().filter(|g| ours(&g.obj.spec.gateway_class_name)) {
+        let gi = t.status.gateways.len();
+        t.status.gateways.push(status::GatewayStatus {
+            object: status_object(gw),
+            listeners: Vec::new(),
+        });
         for l in &gw.obj.spec.listeners {
-            let problem = |reason, message: String| Problem {
-                at: gw.at.clone(),
-                reason,
-                message: format!("listener {:?}: {message}", l.name),
-            };
-            if l.protocol != "HTTP" {
-                t.problems.push(problem(
+            let li = t.status.gateways[gi].listeners.len();
+            let port = u16::try_from(l.port).ok();
+            let holder = port.and_then(|p| ports.get(&p)).filter(|(_, holder)| *holder != &gw.at);
+            let refused: Option<(&'static str, String)> = if l.protocol != "HTTP" {
+                Some((
                     "UnsupportedProtocol",
                     format!(
                         "protocol {} is not supported by veer's Gateway API translation yet (HTTP is)",
                         l.protocol
                     ),
-                ));
-                continue;
-            }
-            let Ok(port) = u16::try_from(l.port) else {
-                t.problems
-                    .push(problem("Invalid", format!("port {} is out of range", l.port)));
+                ))
+            } else if port.is_none() {
+                Some(("Invalid", format!("port {} is out of range", l.port)))
+            } else {
+                holder.map(|(_, h)| {
+                    let message = format!(
+                        "port {} is served by {} {}/{} already",
+                        l.port, h.kind, h.namespace, h.name
+                    );
+                    ("PortUnavailable", message)
+                })
+            };
+            t.status.gateways[gi].listeners.push(ListenerStatus {
+                name: l.name.clone(),
+                attached: 0,
+                verdict: refused.clone().map_or(Ok(()), Err),
+            });
+            let (Some(port), None) = (port, refused) else {
+                if let Some((reason, message)) = t.status.gateways[gi].listeners[li].verdict.clone().err() {
+                    t.problems.push(Problem {
+                        at: gw.at.clone(),
+                        reason,
+                        message: format!("listener {:?}: {message}", l.name),
+                    });
+                }
                 continue;
             };
             let veer = match ports.get(&port) {
-                Some(&(i, holder)) if holder == &gw.at => i,
-                Some((_, holder)) => {
-                    t.problems.push(problem(
-                        "PortUnavailable",
-                        format!(
-                            "port {port} is served by {} {}/{} already",
-                            holder.kind, holder.namespace, holder.name
-                        ),
-                    ));
-                    continue;
-                }
+                Some(&(i, _)) => i,
                 None => {
                     t.listeners.push(ListenerSpec {
                         name: format!("{}:{}:{port}", gw.at.namespace, gw.at.name),
@@ -181,10 +200,19 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
                 gateway: gw,
                 listener: l,
                 veer,
+                status: (gi, li),
             });
         }
     }
     attach
+}
+
+fn status_object<K: kube::Resource>(o: &Located<K>) -> status::Object {
+    status::Object {
+        namespace: o.at.namespace.clone(),
+        name: o.at.name.clone(),
+        generation: o.obj.meta().generation,
+    }
 }
 
 // === HTTPRoutes → routes and backends ===
@@ -211,6 +239,8 @@ fn http_route(
         .collect();
     // (veer listener, the hosts this route answers there).
     let mut targets: Vec<(usize, Vec<Option<String>>)> = Vec::new();
+    // One per parentRef naming a Gateway of veer's: what its status will say.
+    let mut parents: Vec<ParentStatus> = Vec::new();
     for parent in spec.parent_refs.iter().flatten() {
         if parent.group.as_deref().unwrap_or(GATEWAY_GROUP) != GATEWAY_GROUP
             || parent.kind.as_deref().unwrap_or("Gateway") != "Gateway"
@@ -218,21 +248,24 @@ fn http_route(
             continue;
         }
         let ns = parent.namespace.as_deref().unwrap_or(&at.namespace);
+        let ours = attach
+            .iter()
+            .any(|a| a.gateway.at.namespace == ns && a.gateway.at.name == parent.name);
         let candidates: Vec<&Attach<'_>> = attach
             .iter()
             .filter(|a| a.gateway.at.namespace == ns && a.gateway.at.name == parent.name)
             .filter(|a| parent.section_name.as_ref().is_none_or(|s| *s == a.listener.name))
             .filter(|a| parent.port.is_none_or(|p| p == a.listener.port))
             .collect();
+        let mut verdict: Verdict = Ok(());
+        let mut accepted = false;
+        let mut refusal = None;
         if candidates.is_empty() {
-            t.problems.push(problem(
+            refusal = Some((
                 "NoMatchingParent",
                 format!("parentRef {ns}/{} matches no listener of a veer Gateway", parent.name),
             ));
-            continue;
         }
-        let mut accepted = false;
-        let mut refusal = None;
         for a in candidates {
             if let Err(why) = allowed(a, &at.namespace) {
                 refusal = Some(("NotAllowedByListeners", why));
@@ -241,6 +274,7 @@ fn http_route(
             match intersect(a.listener.hostname.as_deref(), &hostnames) {
                 Some(hosts) => {
                     accepted = true;
+                    t.status.gateways[a.status.0].listeners[a.status.1].attached += 1;
                     match targets.iter_mut().find(|(v, _)| *v == a.veer) {
                         Some((_, known)) => {
                             for h in hosts {
@@ -265,12 +299,33 @@ fn http_route(
             }
         }
         if let (false, Some((reason, why))) = (accepted, refusal) {
+            verdict = Err((reason, why.clone()));
             t.problems.push(problem(reason, why));
         }
+        // Only a Gateway of veer's gets veer's word on the route.
+        if ours {
+            parents.push(ParentStatus {
+                parent: serde_json::to_value(parent).unwrap_or_default(),
+                accepted: verdict,
+                resolved: Ok(()),
+            });
+        }
     }
+    let record = |t: &mut Translation, parents: Vec<ParentStatus>| {
+        if !parents.is_empty() {
+            t.status.routes.push(RouteStatus {
+                object: status_object(route),
+                parents,
+            });
+        }
+    };
     if targets.is_empty() {
+        record(t, parents);
         return;
     }
+    // Problems with the rules: the first unusable rule makes the route not (fully)
+    // accepted; the first unresolved reference makes ResolvedRefs false.
+    let before = t.problems.len();
     for (r, rule) in spec.rules.iter().flatten().enumerate() {
         if rule
             .backend_refs
@@ -346,6 +401,20 @@ fn http_route(
         }
         t.backends.push(backend);
     }
+    let found = &t.problems[before..];
+    let unresolved = ["BackendNotFound", "RefNotPermitted", "InvalidKind"];
+    let resolved: Verdict = match found.iter().find(|p| unresolved.contains(&p.reason)) {
+        Some(p) => Err((p.reason, p.message.clone())),
+        None => Ok(()),
+    };
+    let unusable = found.iter().find(|p| !unresolved.contains(&p.reason));
+    for p in &mut parents {
+        p.resolved = resolved.clone();
+        if let (Ok(()), Some(u)) = (&p.accepted, unusable) {
+            p.accepted = Err((u.reason, u.message.clone()));
+        }
+    }
+    record(t, parents);
 }
 
 /// Whether the listener lets a route of `namespace` attach (`allowedRoutes`).

@@ -57,7 +57,9 @@ struct Inner {
     /// The accept loop and every connection: aborted by `stop`.
     tasks: Mutex<Vec<AbortHandle>>,
     /// Requests served, per path (without the query).
-    pub requests: Mutex<Vec<String>>,
+    requests: Mutex<Vec<String>>,
+    /// Status writes: (kind/namespace/name, fieldManager).
+    status_writes: Mutex<Vec<(String, String)>>,
 }
 
 #[derive(Clone)]
@@ -77,6 +79,7 @@ impl FakeKube {
                 events: broadcast::channel(4096).0,
                 tasks: Mutex::new(Vec::new()),
                 requests: Mutex::new(Vec::new()),
+                status_writes: Mutex::new(Vec::new()),
             }),
         };
         fake.serve(listener);
@@ -113,6 +116,22 @@ impl FakeKube {
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         obj["metadata"]["uid"] = json!(format!("uid-{kind}-{ns}-{name}"));
         let key = (collection.to_string(), ns, name);
+        // A spec change: the generation moves (status writes keep it).
+        let generation = s
+            .objects
+            .get(&key)
+            .and_then(|o| o["metadata"]["generation"].as_i64())
+            .unwrap_or(0)
+            + 1;
+        obj["metadata"]["generation"] = json!(generation);
+        if let Some(status) = s
+            .objects
+            .get(&key)
+            .map(|o| o["status"].clone())
+            .filter(|v| !v.is_null())
+        {
+            obj["status"] = status;
+        }
         let kind = if s.objects.insert(key, obj.clone()).is_some() {
             "MODIFIED"
         } else {
@@ -165,6 +184,20 @@ impl FakeKube {
         self.serve(listener);
     }
 
+    /// Status subresource writes so far: (`Kind/namespace/name`, the writer's fieldManager).
+    pub fn status_writes(&self) -> Vec<(String, String)> {
+        self.inner.status_writes.lock().unwrap().clone()
+    }
+
+    /// An object as stored now (with the status written to it).
+    pub fn object(&self, kind: &str, ns: &str, name: &str) -> Option<Value> {
+        let (_, collection, _) = KINDS.iter().find(|(k, ..)| *k == kind).copied().unwrap();
+        let s = self.inner.state.lock().unwrap();
+        s.objects
+            .get(&(collection.to_string(), ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
     /// Paths of the requests served so far (`?watch` ones marked).
     pub fn requests(&self) -> Vec<String> {
         self.inner.requests.lock().unwrap().clone()
@@ -181,7 +214,7 @@ impl FakeKube {
                 let conn = tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let inner = inner2.clone();
-                        async move { Ok::<_, Infallible>(handle(&inner, req)) }
+                        async move { Ok::<_, Infallible>(handle(&inner, req).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
@@ -202,8 +235,136 @@ fn full(status: u16, v: Value) -> Response<Body> {
         .unwrap()
 }
 
-fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/";
+
+/// Status subresources (GET, PATCH) and Leases (GET, POST, PUT): the writes veer makes.
+async fn write_api(inner: &Arc<Inner>, req: Request<Incoming>, path: &str) -> Option<Response<Body>> {
+    let method = req.method().clone();
+    let manager = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("fieldManager="))
+        .unwrap_or("")
+        .to_string();
+    let status = |code: u16, reason: &str| {
+        full(
+            code,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason}),
+        )
+    };
+    if let Some(rest) = path.strip_prefix(LEASES) {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let body: Value =
+            serde_json::from_slice(&req.into_body().collect().await.ok()?.to_bytes()).unwrap_or(Value::Null);
+        let mut s = inner.state.lock().unwrap();
+        let key = |name: &str| ("leases".to_string(), parts[0].to_string(), name.to_string());
+        return Some(match (method.as_str(), parts.as_slice()) {
+            ("GET", [_, "leases", name]) => match s.objects.get(&key(name)) {
+                Some(l) => full(200, l.clone()),
+                None => status(404, "NotFound"),
+            },
+            ("POST", [_, "leases"]) => {
+                let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+                if s.objects.contains_key(&key(&name)) {
+                    status(409, "AlreadyExists")
+                } else {
+                    s.rv += 1;
+                    let mut l = body;
+                    l["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+                    l["metadata"]["namespace"] = json!(parts[0]);
+                    s.objects.insert(key(&name), l.clone());
+                    full(201, l)
+                }
+            }
+            ("PUT", [_, "leases", name]) => {
+                let current = s
+                    .objects
+                    .get(&key(name))
+                    .map(|l| l["metadata"]["resourceVersion"].clone());
+                if current != Some(body["metadata"]["resourceVersion"].clone()) {
+                    status(409, "Conflict")
+                } else {
+                    s.rv += 1;
+                    let mut l = body;
+                    l["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+                    s.objects.insert(key(name), l.clone());
+                    full(200, l)
+                }
+            }
+            _ => status(405, "MethodNotAllowed"),
+        });
+    }
+    // …/namespaces/{ns}/{plural}/{name}/status, or …/gatewayclasses/{name}/status.
+    let rest = path.strip_suffix("/status")?;
+    let (collection, ns, name) = match rest.split_once("/namespaces/") {
+        Some((prefix, tail)) => {
+            let mut t = tail.splitn(3, '/');
+            let (ns, plural, name) = (t.next()?, t.next()?, t.next()?);
+            (format!("{prefix}/{plural}"), ns.to_string(), name.to_string())
+        }
+        None => {
+            let (prefix, name) = rest.rsplit_once('/')?;
+            (prefix.to_string(), String::new(), name.to_string())
+        }
+    };
+    let (kind, ..) = KINDS.iter().find(|(_, c, _)| *c == collection).copied()?;
+    let patch: Option<Value> = match method.as_str() {
+        "PATCH" => Some(serde_json::from_slice(&req.into_body().collect().await.ok()?.to_bytes()).ok()?),
+        _ => None,
+    };
+    let mut s = inner.state.lock().unwrap();
+    let key = (collection.clone(), ns.clone(), name.clone());
+    let Some(mut obj) = s.objects.get(&key).cloned() else {
+        return Some(status(404, "NotFound"));
+    };
+    if let Some(patch) = patch {
+        merge(&mut obj, &patch);
+        s.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+        s.objects.insert(key, obj.clone());
+        let event = json!({"type": "MODIFIED", "object": obj});
+        let rv = s.rv;
+        s.history.push((rv, collection.clone(), event.clone()));
+        let _ = inner.events.send((collection, event));
+        inner
+            .status_writes
+            .lock()
+            .unwrap()
+            .push((format!("{kind}/{ns}/{name}"), manager));
+    }
+    Some(full(200, obj))
+}
+
+async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if path.ends_with("/status") || path.starts_with(LEASES) {
+        inner.requests.lock().unwrap().push(format!("{} {path}", req.method()));
+        return match write_api(inner, req, &path).await {
+            Some(r) => r,
+            None => full(
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404, "reason": "NotFound"}),
+            ),
+        };
+    }
     let query: BTreeMap<String, String> = req
         .uri()
         .query()
