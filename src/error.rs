@@ -16,7 +16,7 @@ pub enum Side {
 }
 
 /// Every `veer-error` value.
-pub const REASONS: [&str; 13] = [
+pub const REASONS: [&str; 14] = [
     "no-route",
     "bad-request",
     "no-server",
@@ -30,6 +30,7 @@ pub const REASONS: [&str; 13] = [
     "queue-full",
     "queue-timeout",
     "body-too-large",
+    "invalid-backend",
 ];
 
 /// A TLS handshake with a server failed (its certificate did not verify, say): carried
@@ -83,6 +84,10 @@ pub enum ProxyError {
     /// The request body is larger than the listener's `max_body`.
     #[error("request body larger than max_body")]
     BodyTooLarge,
+    /// The route's share that names a backend that could not be resolved (a Gateway API
+    /// backendRef to a missing Service, say): 500, as the spec asks.
+    #[error("the route's backend reference could not be resolved")]
+    InvalidBackend,
 }
 
 /// How an exchange ended, as HAProxy's termination state says it (its log's `%ts`, the
@@ -122,6 +127,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => *b"PD",
             ProxyError::RequestTimeout => *b"cD",
             ProxyError::NoServer | ProxyError::Connect(_) => *b"SC",
+            ProxyError::InvalidBackend => *b"PR",
             ProxyError::LocalResources(_) => *b"RC",
             ProxyError::QueueFull => *b"PQ",
             ProxyError::QueueTimeout => *b"sQ",
@@ -140,9 +146,11 @@ impl ProxyError {
             | ProxyError::RequestTimeout
             | ProxyError::HeadersTooLarge
             | ProxyError::BodyTooLarge => Side::Downstream,
-            ProxyError::NoServer | ProxyError::LocalResources(_) | ProxyError::QueueFull | ProxyError::QueueTimeout => {
-                Side::Internal
-            }
+            ProxyError::NoServer
+            | ProxyError::LocalResources(_)
+            | ProxyError::QueueFull
+            | ProxyError::QueueTimeout
+            | ProxyError::InvalidBackend => Side::Internal,
             ProxyError::Connect(_)
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::UpstreamIo(_)
@@ -168,6 +176,7 @@ impl ProxyError {
             | ProxyError::UnexpectedUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::InvalidBackend => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -192,6 +201,7 @@ impl ProxyError {
             ProxyError::QueueFull => 10,
             ProxyError::QueueTimeout => 11,
             ProxyError::BodyTooLarge => 12,
+            ProxyError::InvalidBackend => 13,
         }
     }
 

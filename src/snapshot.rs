@@ -92,6 +92,8 @@ pub struct Backend {
     pub queue: crate::config::QueueSpec,
     /// Some server has a `maxconn`: requests take slots and may queue.
     pub limited: bool,
+    /// Indices of groups whose share is answered 500 (unresolved references).
+    pub refused: Vec<usize>,
     /// How long requests waited in the queue.
     pub queue_wait: ::metrics::Histogram,
     /// Counters that outlive snapshots (mirroring).
@@ -369,6 +371,10 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
     Backend {
         state: backend_state,
         limited: b.servers().any(|s| s.maxconn > 0),
+        refused: (b.groups.iter().enumerate())
+            .filter(|(_, g)| b.refused_groups.contains(&g.name))
+            .map(|(i, _)| i)
+            .collect(),
         queue_wait: reg.queue_wait(&b.name),
         outlier: b.outlier.clone(),
         slow_start_ms,

@@ -320,8 +320,8 @@ spec:
     let veer = start(dir.path()).await;
     let base = url(&veer).await;
     let c = client();
-    // The refused ref keeps its share and has no server: the request fails, nothing leaks.
-    assert_eq!(who(&c, &base, "GET", "x.example.com", "/", &[]).await, "503");
+    // The refused ref keeps its share, answered 500 as the spec says: nothing leaks.
+    assert_eq!(who(&c, &base, "GET", "x.example.com", "/", &[]).await, "500");
     assert_eq!(other.hits(), 0);
 
     std::fs::write(
@@ -1064,4 +1064,57 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over_when_it_dies
         cluster.close();
         veer.shutdown().await;
     }
+}
+
+#[tokio::test]
+async fn a_missing_service_fails_its_share_with_500_and_leaves_other_rules_alone() {
+    let ok = FakeBackend::start("ok").await;
+    let mut yaml = CLASS_AND_GATEWAY.to_string();
+    yaml += &service("default", "ok", &[ready(&ok)]);
+    yaml += r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app}
+spec:
+  parentRefs: [{name: web}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /gone}}]
+    backendRefs: [{name: missing, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /half}}]
+    backendRefs: [{name: ok, port: 80, weight: 50}, {name: missing, port: 80, weight: 50}]
+  - backendRefs: [{name: ok, port: 80}]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("app.yaml"), &yaml).unwrap();
+    let t = veer::gateway::load(&options(dir.path())).unwrap();
+    assert!(
+        t.problems.iter().all(|p| p.reason == "BackendNotFound"),
+        "{:?}",
+        t.problems
+    );
+    let route = &t.status.routes[0].parents[0];
+    assert_eq!(route.accepted, Ok(()));
+    assert_eq!(route.resolved.as_ref().map_err(|e| e.0), Err("BackendNotFound"));
+
+    let veer = start(dir.path()).await;
+    let base = url(&veer).await;
+    let c = client();
+    let a = support::get(&c, &format!("{base}/gone"), &[("host", "a.example.com")])
+        .await
+        .unwrap();
+    assert_eq!((a.status, a.header("veer-error")), (500, Some("invalid-backend")));
+    assert_eq!(who(&c, &base, "GET", "a.example.com", "/other", &[]).await, "ok");
+    let mut failed = 0;
+    for _ in 0..1000 {
+        match who(&c, &base, "GET", "a.example.com", "/half", &[]).await.as_str() {
+            "ok" => {}
+            "500" => failed += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        (400..=600).contains(&failed),
+        "{failed} of 1000 failed; the missing ref's share is 50 %"
+    );
+    veer.shutdown().await;
 }

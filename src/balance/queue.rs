@@ -24,11 +24,27 @@ pub type Taken = (Arc<Server>, Via, ActiveGuard);
 /// Takes a server: at once, or after waiting in the queue for a slot. The wait is boxed: the
 /// overload path's state stays out of every caller's future.
 pub async fn acquire(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter) -> Result<Taken, ProxyError> {
+    if !b.refused.is_empty() && refused_turn(b) {
+        return Err(ProxyError::InvalidBackend);
+    }
     match take(b, a, tried, counter) {
         Now::Taken(t) => Ok(t),
         Now::NoServer => Err(ProxyError::NoServer),
         Now::Queue => Box::pin(wait(b, a, tried, counter)).await,
     }
+}
+
+/// Whether this request falls in the share of the backend's refused groups (by the
+/// groups' weights, as the split would have sent it there).
+fn refused_turn(b: &Backend) -> bool {
+    let total: u64 = b.groups.iter().map(|g| u64::from(g.weight)).sum();
+    let refused: u64 = b
+        .refused
+        .iter()
+        .filter_map(|&i| b.groups.get(i))
+        .map(|g| u64::from(g.weight))
+        .sum();
+    refused > 0 && fastrand::u64(0..total) < refused
 }
 
 /// What a pick without waiting found.

@@ -405,6 +405,9 @@ pub struct BackendSpec {
     pub queue: QueueSpec,
     /// How often DNS-named servers are looked up again.
     pub resolve_interval: Duration,
+    /// Groups standing for references that could not be resolved (a Gateway API
+    /// backendRef to a missing Service): their share of requests is answered 500.
+    pub refused_groups: Vec<String>,
 }
 
 /// Retries per second a retry budget always allows (linkerd's and Finagle's floor).
@@ -633,6 +636,7 @@ impl BackendSpec {
             retry_budget: None,
             queue: QueueSpec::default(),
             resolve_interval: Duration::from_secs(10),
+            refused_groups: Vec::new(),
         }
     }
 }

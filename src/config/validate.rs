@@ -716,6 +716,7 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
             .duration(&b.resolve_interval, "resolve_interval", d.resolve_interval)
             .max(Duration::from_millis(100)),
         fail_open: b.fail_open.unwrap_or(true),
+        refused_groups: Vec::new(),
         send_proxy,
         tls,
         protocol,

@@ -766,8 +766,9 @@ fn rule_backend(
                     reason,
                     message: format!("rule {index}: {message}"),
                 });
-                // The ref keeps its share of requests, answered with an error (the spec:
-                // an invalid ref's traffic fails, the others' is unaffected).
+                // The ref keeps its share of requests, answered 500 (the spec: an invalid
+                // ref's traffic fails, the others' is unaffected).
+                backend.refused_groups.push(ref_group_name(route, r));
                 (ref_group_name(route, r), Vec::new())
             }
         };
