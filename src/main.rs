@@ -83,6 +83,10 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         gateway: GatewayArgs,
+        /// Prefer servers of veer's own zone (`[runtime] zone`, or $VEER_ZONE) inside each
+        /// group, as `[runtime] zone_aware = true` does.
+        #[arg(long)]
+        zone_aware: bool,
         /// Take the listening sockets over from the veer running with this config (found
         /// through its admin socket), which then drains and exits: a hot binary upgrade.
         #[arg(long)]
@@ -202,6 +206,7 @@ fn main() -> ExitCode {
                 let source = veer::Source {
                     file: Some(config.clone()),
                     gateway: Some(opts),
+                    ..Default::default()
                 };
                 return match source.load() {
                     Ok(_) => ExitCode::SUCCESS,
@@ -240,6 +245,7 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             gateway,
+            zone_aware,
             upgrade,
         } => {
             init_logging();
@@ -247,6 +253,7 @@ fn main() -> ExitCode {
             let mut source = veer::Source {
                 file: config,
                 gateway: gateway.options(),
+                zone_aware,
             };
             // The worker count comes from the config, so read it before the runtime exists
             // (the cluster's objects can only be read once it does).

@@ -40,6 +40,7 @@ pub mod names {
     pub const PROXY_ERRORS: &str = "veer_proxy_errors_total";
     pub const BACKEND_RETRIES: &str = "veer_backend_retries_total";
     pub const BACKEND_TIMEOUTS: &str = "veer_backend_timeouts_total";
+    pub const BACKEND_ZONE_PICKS: &str = "veer_backend_zone_picks_total";
     pub const MIRROR_REQUESTS: &str = "veer_mirror_requests_total";
     pub const RELOADS: &str = "veer_config_reloads_total";
     pub const CONFIG_INFO: &str = "veer_config_info";
@@ -171,6 +172,10 @@ impl Metrics {
             (
                 names::BACKEND_TIMEOUTS,
                 "Requests answered 504 because the upstream did not answer in time.",
+            ),
+            (
+                names::BACKEND_ZONE_PICKS,
+                "Zone-aware routing: servers picked in veer's zone (local) and in another (cross_zone).",
             ),
             (names::MIRROR_REQUESTS, "Mirrored copies by result."),
             (names::RELOADS, "Config reloads by result."),

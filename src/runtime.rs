@@ -86,6 +86,9 @@ fn source_args(source: &Source) -> Vec<std::ffi::OsString> {
     if let Some(file) = &source.file {
         args.extend(["-c".into(), file.into()]);
     }
+    if source.zone_aware {
+        args.push("--zone-aware".into());
+    }
     if let Some(g) = &source.gateway {
         match &g.cluster {
             Some(c) => {

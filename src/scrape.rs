@@ -92,6 +92,17 @@ pub fn render(metrics: &Metrics, snap: &Snapshot, extra: &ScrapeInputs) -> Strin
         metrics
             .counter(names::BACKEND_TIMEOUTS, &backend)
             .absolute(b.state.timeouts.load(Relaxed));
+        if b.zone_aware {
+            for (locality, c) in [
+                ("local", &b.state.local_picks),
+                ("cross_zone", &b.state.cross_zone_picks),
+            ] {
+                let labels = [("backend", b.name.to_string()), ("locality", locality.to_string())];
+                metrics
+                    .counter(names::BACKEND_ZONE_PICKS, &labels)
+                    .absolute(c.load(Relaxed));
+            }
+        }
         if b.limited {
             let q = &b.state.queue;
             metrics.gauge(names::QUEUE_CURRENT, &backend).set(q.len() as f64);

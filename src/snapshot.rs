@@ -94,6 +94,8 @@ pub struct Backend {
     pub limited: bool,
     /// Indices of groups whose share is answered 500 (unresolved references).
     pub refused: Vec<usize>,
+    /// Some group routes zone-aware (its picks are counted local or cross-zone).
+    pub zone_aware: bool,
     /// How long requests waited in the queue.
     pub queue_wait: ::metrics::Histogram,
     /// Counters that outlive snapshots (mirroring).
@@ -136,6 +138,8 @@ pub struct Group {
     pub servers: Vec<Arc<Server>>,
     /// Smooth cycle over server indices by server weight.
     pub rr: Schedule,
+    /// Zone-aware routing on and the servers in more than one zone: how many zones.
+    pub zones: Option<u64>,
 }
 
 pub struct Server {
@@ -163,6 +167,8 @@ pub struct Server {
     pub pool_transport: u64,
     /// Most requests (HTTP) or connections (TCP) at once; 0 = no limit.
     pub maxconn: u32,
+    /// Zone-aware routing: the server runs in veer's zone.
+    pub local: bool,
 }
 
 impl Server {
@@ -215,7 +221,10 @@ impl Snapshot {
         let backends: Vec<Arc<Backend>> = spec
             .backends
             .iter()
-            .map(|b| Arc::new(build_backend(b, &mut reg, generation)))
+            .map(|b| {
+                let zone = spec.runtime.zone.as_deref().filter(|_| spec.runtime.zone_aware);
+                Arc::new(build_backend(b, &mut reg, generation, zone))
+            })
             .collect();
         let dropped = reg.finish();
         let backend_index: HashMap<String, usize> = backends
@@ -277,7 +286,13 @@ impl Snapshot {
     }
 }
 
-fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, generation: u64) -> Backend {
+/// `zone`: veer's own, when zone-aware routing is on.
+fn build_backend(
+    b: &BackendSpec,
+    reg: &mut crate::state::RegistryBuild<'_>,
+    generation: u64,
+    zone: Option<&str>,
+) -> Backend {
     let name: Arc<str> = b.name.as_str().into();
     let backend_state = reg.backend(&b.name);
     let slow_start_ms = b.slow_start.as_millis() as u64;
@@ -338,16 +353,25 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
                         checks_disabled: s.checks_disabled,
                         pool_transport: key.transport,
                         maxconn: s.maxconn,
+                        local: zone.is_some() && s.zone.as_deref() == zone,
                     })
                 })
                 .collect();
             let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+            // Zone-aware: the zones the group's servers run in (no zone counts as one).
+            let zones = zone.map(|_| {
+                let mut seen: Vec<Option<&str>> = g.servers.iter().map(|s| s.zone.as_deref()).collect();
+                seen.sort();
+                seen.dedup();
+                seen.len() as u64
+            });
             Group {
                 hash_id: hash::node_id(&format!("{}\0group\0{}", b.name, g.name)),
                 name: group,
                 weight: g.weight,
                 rr: Schedule::smooth(&weights),
                 servers,
+                zones: zones.filter(|&n| n > 1),
             }
         })
         .collect();
@@ -371,6 +395,7 @@ fn build_backend(b: &BackendSpec, reg: &mut crate::state::RegistryBuild<'_>, gen
     Backend {
         state: backend_state,
         limited: b.servers().any(|s| s.maxconn > 0),
+        zone_aware: groups.iter().any(|g| g.zones.is_some()),
         refused: (b.groups.iter().enumerate())
             .filter(|(_, g)| b.refused_groups.contains(&g.name))
             .map(|(i, _)| i)

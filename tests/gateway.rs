@@ -103,8 +103,8 @@ fn options(dir: &Path) -> Options {
 
 async fn start(dir: &Path) -> Veer {
     Veer::start(Source {
-        file: None,
         gateway: Some(options(dir)),
+        ..Source::default()
     })
     .await
     .unwrap_or_else(|e| panic!("veer failed to start: {e}"))
@@ -637,11 +637,11 @@ async fn start_on_cluster_as(
     .await
     .unwrap();
     let veer = Veer::start(Source {
-        file: None,
         gateway: Some(Options {
             cluster: Some(cluster.clone()),
             ..options(Path::new("kubernetes"))
         }),
+        ..Source::default()
     })
     .await
     .unwrap_or_else(|e| panic!("veer failed to start: {e}"));

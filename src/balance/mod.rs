@@ -283,6 +283,33 @@ pub fn pick_in_group<'g>(
     key: Option<u64>,
     ok: &impl Fn(&Arc<Server>) -> bool,
 ) -> Option<&'g Arc<Server>> {
+    let Some(zones) = g.zones else {
+        return pick_among(ctx, g, key, ok);
+    };
+    // Zone-aware (Envoy's rule, with veer's fleet taken as spread evenly over the zones the
+    // servers are in): the local zone's fair share is 1/zones of the healthy capacity. While
+    // it holds at least that, every request stays local; below it, the local zone takes
+    // what it can (its capacity × zones of the requests) and the rest spills to the other
+    // zones in proportion to their capacity; with no local capacity, all spill.
+    let (mut local, mut all) = (0u64, 0u64);
+    for s in g.servers.iter().filter(|s| ok(s)) {
+        let w = ctx.weight(s);
+        all += w;
+        if s.local {
+            local += w;
+        }
+    }
+    let stay = local > 0 && (local * zones >= all || fastrand::u64(0..all) < local * zones);
+    let in_zone = |s: &Arc<Server>| ok(s) && s.local == stay;
+    pick_among(ctx, g, key, &in_zone).or_else(|| pick_among(ctx, g, key, ok))
+}
+
+fn pick_among<'g>(
+    ctx: &Ctx,
+    g: &'g Group,
+    key: Option<u64>,
+    ok: &impl Fn(&Arc<Server>) -> bool,
+) -> Option<&'g Arc<Server>> {
     match (ctx.balance, key) {
         (Balance::Hash, Some(k)) => hash::choose(
             k,

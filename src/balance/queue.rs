@@ -27,11 +27,20 @@ pub async fn acquire(b: &Backend, a: &Affinity, tried: &Tried, counter: Counter)
     if !b.refused.is_empty() && refused_turn(b) {
         return Err(ProxyError::InvalidBackend);
     }
-    match take(b, a, tried, counter) {
+    let taken = match take(b, a, tried, counter) {
         Now::Taken(t) => Ok(t),
         Now::NoServer => Err(ProxyError::NoServer),
         Now::Queue => Box::pin(wait(b, a, tried, counter)).await,
+    };
+    if let (true, Ok((s, ..))) = (b.zone_aware, &taken) {
+        let picks = if s.local {
+            &b.state.local_picks
+        } else {
+            &b.state.cross_zone_picks
+        };
+        picks.fetch_add(1, Relaxed);
     }
+    taken
 }
 
 /// Whether this request falls in the share of the backend's refused groups (by the

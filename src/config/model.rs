@@ -80,6 +80,11 @@ pub struct RawRuntime {
     pub max_headers: Option<Spanned<i64>>,
     /// A hosts(5)-format file DNS-named servers are looked up in before the system resolver.
     pub hosts_file: Option<Spanned<String>>,
+    /// The zone veer runs in (default `$VEER_ZONE`, e.g. the node's
+    /// `topology.kubernetes.io/zone` given by the downward API).
+    pub zone: Option<Spanned<String>>,
+    /// Prefer servers of veer's zone inside each group.
+    pub zone_aware: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,4 +393,6 @@ pub struct RawServer {
     /// HAProxy's `id`: the server's number in `show stat` and `#<id>`; default: the lowest
     /// number not taken, in file order.
     pub id: Option<Spanned<i64>>,
+    /// The zone the server runs in (zone-aware routing).
+    pub zone: Option<Spanned<String>>,
 }

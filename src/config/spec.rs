@@ -89,6 +89,11 @@ pub struct RuntimeSpec {
     pub max_headers: usize,
     /// A hosts(5)-format file read (again at every lookup) before the system resolver.
     pub hosts_file: Option<PathBuf>,
+    /// The zone veer runs in.
+    pub zone: Option<String>,
+    /// Inside each group, prefer servers of `zone` while it holds its share of the group's
+    /// healthy capacity (Envoy's zone-aware routing); off by default.
+    pub zone_aware: bool,
 }
 
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 64 * 1024;
@@ -111,6 +116,8 @@ impl Default for RuntimeSpec {
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
             max_headers: DEFAULT_MAX_HEADERS,
             hosts_file: None,
+            zone: None,
+            zone_aware: false,
         }
     }
 }
@@ -671,6 +678,8 @@ pub struct ServerSpec {
     /// Set on a DNS-named server before lookup: the name its instances (`name#1..n`) are
     /// resolved from; instances carry the name they came from and their looked-up `addr`.
     pub dns: Option<DnsName>,
+    /// The zone the server runs in (zone-aware routing).
+    pub zone: Option<String>,
 }
 
 /// A server's `addr` given as `host:port`.

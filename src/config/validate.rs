@@ -220,8 +220,12 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
             state_file: a.state_file.map(PathBuf::from),
         }
     });
+    let env_zone = || std::env::var("VEER_ZONE").ok().filter(|z| !z.is_empty());
     let runtime = match &raw.runtime {
-        None => RuntimeSpec::default(),
+        None => RuntimeSpec {
+            zone: env_zone(),
+            ..RuntimeSpec::default()
+        },
         Some(r) => RuntimeSpec {
             workers: r
                 .workers
@@ -254,6 +258,8 @@ pub fn validate(file: &Path, source: &str, raw: RawConfig) -> Result<Spec, Vec<D
                 DEFAULT_MAX_HEADERS as i64,
             ) as usize,
             hosts_file: r.hosts_file.as_ref().map(|f| c.path(f)),
+            zone: r.zone.as_ref().map(|z| z.get_ref().clone()).or_else(env_zone),
+            zone_aware: r.zone_aware.unwrap_or(false),
         },
     };
 
@@ -531,6 +537,7 @@ fn backend(c: &mut Checker, b: &RawBackend) -> BackendSpec {
             checks_disabled: false,
             maxconn: c.ranged(&s.maxconn, "maxconn", 1..=1_000_000, 0) as u32,
             dns,
+            zone: s.zone.as_ref().map(|z| z.get_ref().clone()),
         }
     };
     let groups = match (&b.groups, &b.servers) {

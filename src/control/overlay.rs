@@ -234,6 +234,7 @@ impl Overlay {
                 checks_disabled: false,
                 maxconn: 0,
                 dns: None,
+                zone: None,
             });
             true
         });

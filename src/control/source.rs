@@ -8,18 +8,20 @@ use std::path::{Path, PathBuf};
 use crate::config::{self, ConfigErrors, Diagnostic, Spec};
 use crate::gateway;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Source {
     /// The TOML file; without one, every setting is its default.
     pub file: Option<PathBuf>,
     pub gateway: Option<gateway::Options>,
+    /// `--zone-aware`: on whatever the file says.
+    pub zone_aware: bool,
 }
 
 impl<P: Into<PathBuf>> From<P> for Source {
     fn from(file: P) -> Self {
         Source {
             file: Some(file.into()),
-            gateway: None,
+            ..Source::default()
         }
     }
 }
@@ -29,6 +31,12 @@ impl Source {
     /// are logged and left out (the rest applies); a source that yields no listener at all
     /// is refused, as an empty file is.
     pub fn load(&self) -> Result<Spec, ConfigErrors> {
+        let mut spec = self.load_sources()?;
+        spec.runtime.zone_aware |= self.zone_aware;
+        Ok(spec)
+    }
+
+    fn load_sources(&self) -> Result<Spec, ConfigErrors> {
         let Some(opts) = &self.gateway else {
             return match &self.file {
                 Some(file) => config::load(file),

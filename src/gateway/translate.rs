@@ -882,7 +882,7 @@ fn servers(objects: &Objects, svc: &Service, ns: &str, sp: &ServicePort) -> Vec<
         .map(|s| &s.obj)
         .collect();
     let mut out: Vec<ServerSpec> = Vec::new();
-    let mut add = |ip: IpAddr, port: u16, state: AdminState| {
+    let mut add = |ip: IpAddr, port: u16, state: AdminState, zone: &Option<String>| {
         let addr = SocketAddr::new(ip, port);
         if out.iter().any(|s| s.addr == addr) {
             return;
@@ -897,6 +897,7 @@ fn servers(objects: &Objects, svc: &Service, ns: &str, sp: &ServicePort) -> Vec<
             checks_disabled: false,
             maxconn: 0,
             dns: None,
+            zone: zone.clone(),
         });
     };
     if slices.is_empty() {
@@ -906,7 +907,7 @@ fn servers(objects: &Objects, svc: &Service, ns: &str, sp: &ServicePort) -> Vec<
             .and_then(|s| s.cluster_ip.as_deref())
             .and_then(|ip| ip.parse::<IpAddr>().ok());
         if let (Some(ip), Ok(port)) = (ip, u16::try_from(sp.port)) {
-            add(ip, port, AdminState::Ready);
+            add(ip, port, AdminState::Ready, &None);
         }
         return out;
     }
@@ -933,8 +934,15 @@ fn servers(objects: &Objects, svc: &Service, ns: &str, sp: &ServicePort) -> Vec<
             } else {
                 AdminState::Maint
             };
+            // Topology hints say which zone should consume the endpoint; else its own zone.
+            let hinted = e
+                .hints
+                .as_ref()
+                .and_then(|h| h.for_zones.as_ref())
+                .and_then(|z| z.first());
+            let zone = hinted.map(|z| z.name.clone()).or_else(|| e.zone.clone());
             for ip in e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
-                add(ip, port, state);
+                add(ip, port, state, &zone);
             }
         }
     }

@@ -448,6 +448,9 @@ pub struct BackendState {
     pub retries: AtomicU64,
     /// Requests answered 504.
     pub timeouts: AtomicU64,
+    /// Zone-aware routing: picks of a server in veer's zone, and of one in another zone.
+    pub local_picks: AtomicU64,
+    pub cross_zone_picks: AtomicU64,
     pub mirror_slots: Arc<tokio::sync::Semaphore>,
     /// Requests waiting for a server under its `maxconn`.
     pub queue: queue::Queue,
@@ -465,6 +468,8 @@ impl Default for BackendState {
             mirror_skipped: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            local_picks: AtomicU64::new(0),
+            cross_zone_picks: AtomicU64::new(0),
             mirror_slots: Arc::new(tokio::sync::Semaphore::new(MIRROR_MAX_IN_FLIGHT)),
             queue: queue::Queue::default(),
             budget: budget::RetryBudget::default(),

@@ -45,10 +45,12 @@ pub fn show_split(snap: &Snapshot, b: &str, rest: &[&str]) -> Answer {
                            "meta": meta, "servers": servers})
                 })
                 .collect();
-            Answer::ok(format!(
-                "{}\n",
-                json!({"backend": &*backend.name, "balance": spec.balance.as_str(), "groups": groups})
-            ))
+            let mut out = json!({"backend": &*backend.name, "balance": spec.balance.as_str(), "groups": groups});
+            if backend.zone_aware {
+                out["zone_picks"] = json!({"zone": snap.spec.runtime.zone, "local": backend.state.local_picks.load(Relaxed),
+                                           "cross_zone": backend.state.cross_zone_picks.load(Relaxed)});
+            }
+            Answer::ok(format!("{out}\n"))
         }
         [] => {
             let mut out = format!(
@@ -80,6 +82,14 @@ pub fn show_split(snap: &Snapshot, b: &str, rest: &[&str]) -> Answer {
                         format!("{:.1}%", share(g))
                     ));
                 }
+            }
+            if backend.zone_aware {
+                out.push_str(&format!(
+                    "zone {}: {} local picks, {} cross-zone\n",
+                    snap.spec.runtime.zone.as_deref().unwrap_or(""),
+                    backend.state.local_picks.load(Relaxed),
+                    backend.state.cross_zone_picks.load(Relaxed)
+                ));
             }
             // Deployment metadata under the table, one line per group that has some.
             for g in spec.groups.iter().filter(|g| !g.meta.is_empty()) {
