@@ -1118,3 +1118,30 @@ spec:
     );
     veer.shutdown().await;
 }
+
+/// The rollout recipes in config/kubernetes/gateway/ are what veer reads: each with the
+/// GatewayClass, checked by veer's own translator (the Argo Rollouts and Flagger kinds are
+/// not veer's and are skipped).
+#[test]
+fn the_rollout_recipes_check_clean() {
+    let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kubernetes/gateway");
+    for (recipe, routes) in [("argo-rollouts.yaml", "1 routes"), ("flagger.yaml", "0 routes")] {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["veer.yaml", recipe] {
+            std::fs::copy(recipes.join(f), dir.path().join(f)).unwrap();
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_veer"))
+            .args(["check", "--gateway-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{recipe}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(routes), "{recipe}: {stdout}");
+    }
+}
