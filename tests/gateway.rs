@@ -1145,3 +1145,68 @@ fn the_rollout_recipes_check_clean() {
         assert!(stdout.contains(routes), "{recipe}: {stdout}");
     }
 }
+
+/// A TLS Secret as a manifest writes it (`stringData`).
+fn tls_secret(name: &str, leaf: &support::pki::Leaf) -> String {
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&leaf.cert_pem),
+        indent(&leaf.key_pem)
+    )
+}
+
+#[tokio::test]
+async fn an_https_listener_terminates_tls_with_the_secret_it_names() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = FakeBackend::start("app").await;
+    let ca = support::pki::Ca::new("gateway test CA");
+    let leaf = ca.leaf(&["shop.example.com"], 7);
+    let mut yaml = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: veer}
+spec: {controllerName: veer.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: default}
+spec:
+  gatewayClassName: veer
+  listeners:
+  - name: https
+    protocol: HTTPS
+    port: 0
+    hostname: shop.example.com
+    tls:
+      certificateRefs: [{name: shop-tls}]
+  - name: broken
+    protocol: HTTPS
+    port: 0
+    hostname: other.example.com
+    tls:
+      certificateRefs: [{name: missing-tls}]
+"#
+    .to_string();
+    yaml += &tls_secret("shop-tls", &leaf);
+    yaml += &service("default", "app", &[ready(&app)]);
+    yaml += "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: shop}\nspec:\n  parentRefs: [{name: web}]\n  rules:\n  - backendRefs: [{name: app, port: 80}]\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.yaml"), &yaml).unwrap();
+    let t = veer::gateway::load(&options(dir.path())).unwrap();
+    let reasons: Vec<&str> = t.problems.iter().map(|p| p.reason).collect();
+    assert_eq!(reasons, ["InvalidCertificateRef"], "{:?}", t.problems);
+    assert!(t.listeners[0].tls.is_some());
+
+    let veer = start(dir.path()).await;
+    let addr = veer.listener_addr("default:web:0").await.unwrap();
+    let config = support::pki::client_config(ca.roots(), &[b"http/1.1"], None);
+    let mut tls = support::pki::connect(addr, "shop.example.com", config).await.unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: shop.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("x-server: app"), "{answer}");
+    veer.shutdown().await;
+}

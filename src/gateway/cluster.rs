@@ -20,7 +20,7 @@ use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -62,6 +62,7 @@ pub struct Cluster {
     grants: Store<ReferenceGrant>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
+    secrets: Store<Secret>,
     namespaces: Vec<String>,
     changed: Arc<Notify>,
     /// As connected with (a binary upgrade connects the same way).
@@ -120,7 +121,8 @@ impl Cluster {
             routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
             grants: watch(Api::all(client.clone()), &changed, &outage, &stop),
             services: watch(Api::all(client.clone()), &changed, &outage, &stop),
-            slices: watch(Api::all(client), &changed, &outage, &stop),
+            slices: watch(Api::all(client.clone()), &changed, &outage, &stop),
+            secrets: watch(Api::all(client), &changed, &outage, &stop),
             namespaces: opts.namespaces.clone(),
             changed,
             options: opts.clone(),
@@ -134,6 +136,7 @@ impl Cluster {
             let _ = cluster.grants.wait_until_ready().await;
             let _ = cluster.services.wait_until_ready().await;
             let _ = cluster.slices.wait_until_ready().await;
+            let _ = cluster.secrets.wait_until_ready().await;
         };
         tokio::time::timeout(FIRST_SYNC, ready)
             .await
@@ -171,6 +174,7 @@ impl Cluster {
             grants: self.located(&self.grants, &mut digest),
             services: self.located(&self.services, &mut digest),
             slices: self.located(&self.slices, &mut digest),
+            secrets: self.located(&self.secrets, &mut digest),
             digest: 0,
         };
         o.digest = digest;
@@ -242,9 +246,12 @@ where
     K: Resource<DynamicType = ()> + Clone + fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer);
+    // Secrets: only TLS ones, the kind a Gateway's certificateRefs name.
+    let config = match K::kind(&()).as_ref() {
+        "Secret" => watcher::Config::default().fields("type=kubernetes.io/tls"),
+        _ => watcher::Config::default(),
+    };
+    let stream = watcher(api, config.any_semantic()).default_backoff().reflect(writer);
     let (changed, outage, stop) = (changed.clone(), outage.clone(), stop.clone());
     let kind = K::kind(&()).into_owned();
     tokio::spawn(async move {

@@ -11,7 +11,7 @@ use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 
@@ -61,6 +61,8 @@ pub struct Objects {
     pub grants: Vec<Located<ReferenceGrant>>,
     pub services: Vec<Located<Service>>,
     pub slices: Vec<Located<EndpointSlice>>,
+    /// TLS Secrets (`kubernetes.io/tls`) HTTPS listeners name.
+    pub secrets: Vec<Located<Secret>>,
     /// XXH3 over every file's name and bytes: identifies what was read.
     pub digest: u64,
 }
@@ -202,6 +204,7 @@ fn parse(file: &Path, line: usize, doc: &str, objects: &mut Objects, problems: &
         (GATEWAY_GROUP, "HTTPRoute") => typed(doc, at, problems, &mut objects.routes),
         (GATEWAY_GROUP, "ReferenceGrant") => typed(doc, at, problems, &mut objects.grants),
         ("", "Service") => typed(doc, at, problems, &mut objects.services),
+        ("", "Secret") => typed(doc, at, problems, &mut objects.secrets),
         ("discovery.k8s.io", "EndpointSlice") => typed(doc, at, problems, &mut objects.slices),
         (GATEWAY_GROUP, kind) => problems.push(Problem {
             reason: "UnsupportedValue",

@@ -13,7 +13,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_api::gateways::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From};
+use gateway_api::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From, GatewayListenersTlsMode,
+};
 use gateway_api::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
     HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
@@ -26,6 +28,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use super::objects::{Located, Objects, Origin, Problem, GATEWAY_GROUP};
 use super::options::Options;
 use super::status::{self, ListenerStatus, ParentStatus, RouteStatus, Status, Verdict};
+use crate::config::tls::PemPair;
 use crate::config::{
     AdminState, BackendSpec, GroupSpec, HeaderEdits, ListenerSpec, MirrorSpec, Numbering, PathMatch, PathRewrite,
     Protocol, Redirect, Rewrite, RouteFilters, RouteSpec, ServerSpec,
@@ -46,6 +49,8 @@ pub struct Translation {
     pub status: Status,
     /// Identifies the objects translated ([`super::objects::Objects::digest`]).
     pub digest: u64,
+    /// Listeners whose TLS could not be built: left out once routes are placed.
+    broken: Vec<String>,
 }
 
 /// One Gateway listener routes may attach to.
@@ -99,6 +104,8 @@ pub fn translate(objects: &Objects, opts: &Options) -> Translation {
         routes.sort_by(|a, b| a.key.cmp(&b.key));
         listener.routes = routes.into_iter().map(|r| r.spec).collect();
     }
+    let broken = std::mem::take(&mut t.broken);
+    t.listeners.retain(|l| !broken.contains(&l.name));
     t
 }
 
@@ -128,8 +135,10 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
         }
     }
     let mut attach = Vec::new();
-    // Port → (veer listener index, the Gateway holding it).
-    let mut ports: HashMap<u16, (usize, &Origin)> = HashMap::new();
+    // Port → (veer listener index, the Gateway holding it, its protocol).
+    let mut ports: HashMap<u16, (usize, &Origin, &str)> = HashMap::new();
+    // Per veer listener: the certificates its HTTPS Gateway listeners name.
+    let mut certs: HashMap<usize, Vec<PemPair>> = HashMap::new();
     for gw in objects.gateways.iter().filter(|g| ours(&g.obj.spec.gateway_class_name)) {
         let gi = t.status.gateways.len();
         t.status.gateways.push(status::GatewayStatus {
@@ -139,32 +148,43 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
         for l in &gw.obj.spec.listeners {
             let li = t.status.gateways[gi].listeners.len();
             let port = u16::try_from(l.port).ok();
-            let holder = port.and_then(|p| ports.get(&p)).filter(|(_, holder)| *holder != &gw.at);
-            let refused: Option<(&'static str, String)> = if l.protocol != "HTTP" {
+            let taken = port.and_then(|p| ports.get(&p));
+            let https = l.protocol == "HTTPS";
+            let tls = if https {
+                listener_certs(objects, gw, l)
+            } else {
+                Ok(Vec::new())
+            };
+            let refused: Option<(&'static str, String)> = if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
                 Some((
                     "UnsupportedProtocol",
                     format!(
-                        "protocol {} is not supported by veer's Gateway API translation yet (HTTP is)",
+                        "protocol {} is not supported by veer's Gateway API translation yet (HTTP and HTTPS are)",
                         l.protocol
                     ),
                 ))
             } else if port.is_none() {
                 Some(("Invalid", format!("port {} is out of range", l.port)))
+            } else if let Some((_, holder, _)) = taken.filter(|(_, holder, _)| *holder != &gw.at) {
+                let message = format!(
+                    "port {} is served by {} {}/{} already",
+                    l.port, holder.kind, holder.namespace, holder.name
+                );
+                Some(("PortUnavailable", message))
+            } else if let Some((_, _, proto)) = taken.filter(|(_, _, proto)| *proto != l.protocol) {
+                Some((
+                    "ProtocolConflict",
+                    format!("port {} is an {proto} listener of this Gateway", l.port),
+                ))
             } else {
-                holder.map(|(_, h)| {
-                    let message = format!(
-                        "port {} is served by {} {}/{} already",
-                        l.port, h.kind, h.namespace, h.name
-                    );
-                    ("PortUnavailable", message)
-                })
+                tls.as_ref().err().cloned()
             };
             t.status.gateways[gi].listeners.push(ListenerStatus {
                 name: l.name.clone(),
                 attached: 0,
                 verdict: refused.clone().map_or(Ok(()), Err),
             });
-            let (Some(port), None) = (port, refused) else {
+            let (Some(port), None, Ok(tls)) = (port, refused, tls) else {
                 if let Some((reason, message)) = t.status.gateways[gi].listeners[li].verdict.clone().err() {
                     t.problems.push(Problem {
                         at: gw.at.clone(),
@@ -175,7 +195,7 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
                 continue;
             };
             let veer = match ports.get(&port) {
-                Some(&(i, _)) => i,
+                Some(&(i, ..)) => i,
                 None => {
                     t.listeners.push(ListenerSpec {
                         name: format!("{}:{}:{port}", gw.at.namespace, gw.at.name),
@@ -192,10 +212,13 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
                         idle_timeout: opts.idle_timeout,
                         bind_at: format!("{}:{}", gw.at.file.display(), gw.at.line),
                     });
-                    ports.insert(port, (t.listeners.len() - 1, &gw.at));
+                    ports.insert(port, (t.listeners.len() - 1, &gw.at, l.protocol.as_str()));
                     t.listeners.len() - 1
                 }
             };
+            if https {
+                certs.entry(veer).or_default().extend(tls);
+            }
             attach.push(Attach {
                 gateway: gw,
                 listener: l,
@@ -204,7 +227,92 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
             });
         }
     }
+    // Several HTTPS listeners on one port (one per hostname, say): one TLS setting holding
+    // every certificate, chosen by SNI.
+    for (veer, pairs) in certs {
+        match crate::config::tls::server_tls_from_pem(&pairs) {
+            Ok(tls) => t.listeners[veer].tls = Some(tls),
+            // Each pair loaded on its own already (`listener_certs`); refused anyway, the
+            // port must not serve HTTPS in the clear.
+            Err(e) => {
+                tracing::warn!(listener = %t.listeners[veer].name, error = %e, "TLS listener left out");
+                t.broken.push(t.listeners[veer].name.clone());
+            }
+        }
+    }
     attach
+}
+
+/// An HTTPS listener's certificates from the Secrets its `certificateRefs` name (a
+/// cross-namespace one needs a ReferenceGrant from Gateways). Each is loaded on its own,
+/// so a bad one is named.
+fn listener_certs(
+    objects: &Objects,
+    gw: &Located<Gateway>,
+    l: &GatewayListeners,
+) -> Result<Vec<PemPair>, (&'static str, String)> {
+    let tls = l.tls.as_ref();
+    if matches!(
+        tls.and_then(|t| t.mode.as_ref()),
+        Some(GatewayListenersTlsMode::Passthrough)
+    ) {
+        return Err(("UnsupportedValue", "TLS Passthrough is not supported yet".into()));
+    }
+    let refs = tls.and_then(|t| t.certificate_refs.as_deref()).unwrap_or(&[]);
+    if refs.is_empty() {
+        return Err((
+            "InvalidCertificateRef",
+            "an HTTPS listener needs a certificateRef".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    for r in refs {
+        if !r.group.as_deref().unwrap_or("").is_empty() || r.kind.as_deref().unwrap_or("Secret") != "Secret" {
+            return Err((
+                "InvalidCertificateRef",
+                format!("certificateRef {}: only Secrets are supported", r.name),
+            ));
+        }
+        let ns = r.namespace.as_deref().unwrap_or(&gw.at.namespace);
+        if ns != gw.at.namespace && !granted(objects, ("Gateway", &gw.at.namespace), (ns, "Secret", &r.name)) {
+            return Err((
+                "RefNotPermitted",
+                format!(
+                    "certificateRef to Secret {ns}/{} needs a ReferenceGrant in {ns}",
+                    r.name
+                ),
+            ));
+        }
+        let Some(secret) = objects
+            .secrets
+            .iter()
+            .find(|s| s.at.namespace == ns && s.at.name == r.name)
+        else {
+            return Err(("InvalidCertificateRef", format!("Secret {ns}/{} not found", r.name)));
+        };
+        // `data` as the API server keeps it; `stringData` as a manifest may write it.
+        let o = &secret.obj;
+        let field = |k: &str| {
+            let data = o.data.as_ref().and_then(|d| d.get(k)).map(|b| b.0.clone());
+            data.or_else(|| {
+                o.string_data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .map(|v| v.clone().into_bytes())
+            })
+        };
+        let (Some(crt), Some(key)) = (field("tls.crt"), field("tls.key")) else {
+            return Err((
+                "InvalidCertificateRef",
+                format!("Secret {ns}/{} has no tls.crt and tls.key", r.name),
+            ));
+        };
+        let pair = (format!("secret {ns}/{}", r.name), crt, key);
+        crate::config::tls::server_tls_from_pem(std::slice::from_ref(&pair))
+            .map_err(|e| ("InvalidCertificateRef", e))?;
+        out.push(pair);
+    }
+    Ok(out)
 }
 
 fn status_object<K: kube::Resource>(o: &Located<K>) -> status::Object {
@@ -812,7 +920,7 @@ fn backend_ref(
         ));
     }
     let ns = r.namespace.as_deref().unwrap_or(&route.at.namespace);
-    if ns != route.at.namespace && !granted(objects, &route.at.namespace, ns, &r.name) {
+    if ns != route.at.namespace && !granted(objects, ("HTTPRoute", &route.at.namespace), (ns, "Service", &r.name)) {
         return Err((
             "RefNotPermitted",
             format!(
@@ -846,19 +954,21 @@ fn backend_ref(
     Ok((ref_group_name(route, r), servers(objects, &svc.obj, ns, sp)))
 }
 
-/// Whether a ReferenceGrant in `to_ns` lets HTTPRoutes of `from_ns` name Service `name`.
-fn granted(objects: &Objects, from_ns: &str, to_ns: &str, name: &str) -> bool {
+/// Whether a ReferenceGrant in the target's namespace lets objects of kind `from.0` in
+/// namespace `from.1` name the core object `to` = (namespace, kind, name).
+fn granted(objects: &Objects, from: (&str, &str), to: (&str, &str, &str)) -> bool {
+    let ((from_kind, from_ns), (to_ns, to_kind, name)) = (from, to);
     objects.grants.iter().filter(|g| g.at.namespace == to_ns).any(|g| {
         g.obj
             .spec
             .from
             .iter()
-            .any(|f| f.group == GATEWAY_GROUP && f.kind == "HTTPRoute" && f.namespace == from_ns)
+            .any(|f| f.group == GATEWAY_GROUP && f.kind == from_kind && f.namespace == from_ns)
             && g.obj
                 .spec
                 .to
                 .iter()
-                .any(|t| t.group.is_empty() && t.kind == "Service" && t.name.as_deref().is_none_or(|n| n == name))
+                .any(|t| t.group.is_empty() && t.kind == to_kind && t.name.as_deref().is_none_or(|n| n == name))
     })
 }
 

@@ -23,7 +23,7 @@ use tokio::task::AbortHandle;
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// (kind, API path prefix of its collection, namespaced).
-const KINDS: [(&str, &str, bool); 6] = [
+const KINDS: [(&str, &str, bool); 7] = [
     (
         "GatewayClass",
         "/apis/gateway.networking.k8s.io/v1/gatewayclasses",
@@ -38,6 +38,7 @@ const KINDS: [(&str, &str, bool); 6] = [
     ),
     ("Service", "/api/v1/services", true),
     ("EndpointSlice", "/apis/discovery.k8s.io/v1/endpointslices", true),
+    ("Secret", "/api/v1/secrets", true),
 ];
 
 #[derive(Default)]
