@@ -1208,5 +1208,17 @@ spec:
     tls.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("x-server: app"), "{answer}");
+
+    // A renewed Secret: the next handshake presents the new certificate.
+    let renewed = ca.leaf(&["shop.example.com"], 8);
+    std::fs::write(
+        dir.path().join("tls.yaml"),
+        yaml.replace(&tls_secret("shop-tls", &leaf), &tls_secret("shop-tls", &renewed)),
+    )
+    .unwrap();
+    veer.reload().await.unwrap();
+    let config = support::pki::client_config(ca.roots(), &[b"http/1.1"], None);
+    let tls = support::pki::connect(addr, "shop.example.com", config).await.unwrap();
+    assert_eq!(support::pki::peer_cert(&tls), renewed.der);
     veer.shutdown().await;
 }
