@@ -497,6 +497,7 @@ async fn echo(name: &str) -> FakeBackend {
             let mut resp = http::Response::builder()
                 .header("x-server", n.as_str())
                 .header("x-seen-path", req.uri().to_string())
+                .header("x-seen-version", format!("{:?}", req.version()))
                 .header("x-drop", "1");
             for (k, v) in req.headers() {
                 resp = resp.header(format!("x-seen-{k}"), v.clone());
@@ -1220,5 +1221,67 @@ spec:
     let config = support::pki::client_config(ca.roots(), &[b"http/1.1"], None);
     let tls = support::pki::connect(addr, "shop.example.com", config).await.unwrap();
     assert_eq!(support::pki::peer_cert(&tls), renewed.der);
+    veer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_grpc_route_matches_service_and_method_and_speaks_h2c_upstream() {
+    let (cart, catalog, rest) = (
+        echo("cart-add").await,
+        FakeBackend::start("catalog").await,
+        FakeBackend::start("rest").await,
+    );
+    let mut yaml = CLASS_AND_GATEWAY.replace("    hostname: \"*.example.com\"\n", "");
+    for b in [&cart, &catalog, &rest] {
+        yaml += &service("default", &b.name, &[ready(b)]);
+    }
+    yaml += r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: shop}
+spec:
+  parentRefs: [{name: web}]
+  rules:
+  - matches: [{method: {service: shop.Cart, method: Add}}]
+    backendRefs: [{name: cart-add, port: 80}]
+  - matches: [{method: {service: shop.Catalog}}]
+    backendRefs: [{name: catalog, port: 80}]
+  - backendRefs: [{name: rest, port: 80}]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("grpc.yaml"), &yaml).unwrap();
+    let t = veer::gateway::load(&options(dir.path())).unwrap();
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    assert_eq!(t.status.routes[0].kind, "GRPCRoute");
+    assert!(t
+        .backends
+        .iter()
+        .all(|b| b.protocol == veer::config::UpstreamProtocol::H2c && b.name.starts_with("grpc:")));
+
+    let veer = start(dir.path()).await;
+    let base = url(&veer).await;
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let call = |path: &str| {
+        http::Request::post(format!("{base}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap()
+    };
+    let a = support::send(&h2, call("/shop.Cart/Add")).await.unwrap();
+    assert_eq!(a.server(), "cart-add", "{a:?}");
+    // The server was spoken to in HTTP/2 (h2c), `te: trailers` passed on.
+    assert_eq!(a.header("x-seen-version"), Some("HTTP/2.0"), "{a:?}");
+    assert_eq!(a.header("x-seen-te"), Some("trailers"), "{a:?}");
+    assert_eq!(
+        support::send(&h2, call("/shop.Cart/Remove")).await.unwrap().server(),
+        "rest"
+    );
+    assert_eq!(
+        support::send(&h2, call("/shop.Catalog/List")).await.unwrap().server(),
+        "catalog"
+    );
     veer.shutdown().await;
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
+use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -59,6 +60,7 @@ pub struct Cluster {
     classes: Store<GatewayClass>,
     gateways: Store<Gateway>,
     routes: Store<HttpRoute>,
+    grpc_routes: Store<GrpcRoute>,
     grants: Store<ReferenceGrant>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
@@ -119,6 +121,7 @@ impl Cluster {
             classes: watch(Api::all(client.clone()), &changed, &outage, &stop),
             gateways: watch(Api::all(client.clone()), &changed, &outage, &stop),
             routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
+            grpc_routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
             grants: watch(Api::all(client.clone()), &changed, &outage, &stop),
             services: watch(Api::all(client.clone()), &changed, &outage, &stop),
             slices: watch(Api::all(client.clone()), &changed, &outage, &stop),
@@ -133,6 +136,7 @@ impl Cluster {
             let _ = cluster.classes.wait_until_ready().await;
             let _ = cluster.gateways.wait_until_ready().await;
             let _ = cluster.routes.wait_until_ready().await;
+            let _ = cluster.grpc_routes.wait_until_ready().await;
             let _ = cluster.grants.wait_until_ready().await;
             let _ = cluster.services.wait_until_ready().await;
             let _ = cluster.slices.wait_until_ready().await;
@@ -171,6 +175,7 @@ impl Cluster {
             classes: self.located(&self.classes, &mut digest),
             gateways: self.located(&self.gateways, &mut digest),
             routes: self.located(&self.routes, &mut digest),
+            grpc_routes: self.located(&self.grpc_routes, &mut digest),
             grants: self.located(&self.grants, &mut digest),
             services: self.located(&self.services, &mut digest),
             slices: self.located(&self.slices, &mut digest),
@@ -434,18 +439,25 @@ async fn patch_status(
                 .await
                 .map(drop)
         }
+        "GRPCRoute" => {
+            let api: Api<GrpcRoute> = Api::namespaced(client.clone(), ns);
+            let current = api.get_status(name).await?;
+            let others = current.status.map(|s| s.parents).unwrap_or_default();
+            let others = others.into_iter().filter(|p| p.controller_name != controller);
+            if let Some(ours) = body["parents"].as_array_mut() {
+                ours.extend(others.filter_map(|p| serde_json::to_value(p).ok()));
+            }
+            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
+                .await
+                .map(drop)
+        }
         _ => {
             let api: Api<HttpRoute> = Api::namespaced(client.clone(), ns);
             let current = api.get_status(name).await?;
-            let others = current
-                .status
-                .map(|s| s.parents)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|p| p.controller_name != controller)
-                .filter_map(|p| serde_json::to_value(p).ok());
+            let others = current.status.map(|s| s.parents).unwrap_or_default();
+            let others = others.into_iter().filter(|p| p.controller_name != controller);
             if let Some(ours) = body["parents"].as_array_mut() {
-                ours.extend(others);
+                ours.extend(others.filter_map(|p| serde_json::to_value(p).ok()));
             }
             api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
                 .await

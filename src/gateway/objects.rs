@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
+use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -58,6 +59,7 @@ pub struct Objects {
     pub classes: Vec<Located<GatewayClass>>,
     pub gateways: Vec<Located<Gateway>>,
     pub routes: Vec<Located<HttpRoute>>,
+    pub grpc_routes: Vec<Located<GrpcRoute>>,
     pub grants: Vec<Located<ReferenceGrant>>,
     pub services: Vec<Located<Service>>,
     pub slices: Vec<Located<EndpointSlice>>,
@@ -202,6 +204,7 @@ fn parse(file: &Path, line: usize, doc: &str, objects: &mut Objects, problems: &
         (GATEWAY_GROUP, "GatewayClass") => typed(doc, at, problems, &mut objects.classes),
         (GATEWAY_GROUP, "Gateway") => typed(doc, at, problems, &mut objects.gateways),
         (GATEWAY_GROUP, "HTTPRoute") => typed(doc, at, problems, &mut objects.routes),
+        (GATEWAY_GROUP, "GRPCRoute") => typed(doc, at, problems, &mut objects.grpc_routes),
         (GATEWAY_GROUP, "ReferenceGrant") => typed(doc, at, problems, &mut objects.grants),
         ("", "Service") => typed(doc, at, problems, &mut objects.services),
         ("", "Secret") => typed(doc, at, problems, &mut objects.secrets),

@@ -39,6 +39,8 @@ pub struct ListenerStatus {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteStatus {
+    /// `HTTPRoute` or `GRPCRoute`.
+    pub kind: &'static str,
     pub object: Object,
     pub parents: Vec<ParentStatus>,
 }
@@ -80,7 +82,10 @@ impl Status {
                     json!({
                         "name": l.name,
                         "attachedRoutes": l.attached,
-                        "supportedKinds": [{"group": super::objects::GATEWAY_GROUP, "kind": "HTTPRoute"}],
+                        "supportedKinds": [
+                            {"group": super::objects::GATEWAY_GROUP, "kind": "HTTPRoute"},
+                            {"group": super::objects::GATEWAY_GROUP, "kind": "GRPCRoute"},
+                        ],
                         "conditions": [
                             condition("Accepted", &l.verdict, "Accepted", g.object.generation, now),
                             condition("Programmed", &l.verdict, "Programmed", g.object.generation, now),
@@ -127,7 +132,7 @@ impl Status {
                 })
                 .collect();
             out.push((
-                "HTTPRoute",
+                r.kind,
                 r.object.namespace.clone(),
                 r.object.name.clone(),
                 json!({"parents": parents}),

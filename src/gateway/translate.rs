@@ -16,6 +16,7 @@ use std::time::Duration;
 use gateway_api::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From, GatewayListenersTlsMode,
 };
+use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
     HttpRouteRulesFiltersRequestRedirectPathType, HttpRouteRulesFiltersRequestRedirectScheme,
@@ -97,7 +98,22 @@ pub fn translate(objects: &Objects, opts: &Options) -> Translation {
     let mut t = Translation::default();
     let attach = listeners(objects, opts, &mut t);
     let mut ranked: Vec<Vec<Ranked>> = t.listeners.iter().map(|_| Vec::new()).collect();
-    for route in &objects.routes {
+    let grpc: Vec<Located<HttpRoute>> = objects
+        .grpc_routes
+        .iter()
+        .filter_map(|g| match as_http_route(g) {
+            Ok(route) => Some(route),
+            Err(why) => {
+                t.problems.push(Problem {
+                    at: g.at.clone(),
+                    reason: "UnsupportedValue",
+                    message: why,
+                });
+                None
+            }
+        })
+        .collect();
+    for route in objects.routes.iter().chain(&grpc) {
         http_route(objects, route, &attach, &mut ranked, &mut t);
     }
     for (listener, mut routes) in t.listeners.iter_mut().zip(ranked) {
@@ -375,7 +391,7 @@ fn http_route(
             ));
         }
         for a in candidates {
-            if let Err(why) = allowed(a, &at.namespace) {
+            if let Err(why) = allowed(a, &at.kind, &at.namespace) {
                 refusal = Some(("NotAllowedByListeners", why));
                 continue;
             }
@@ -422,6 +438,11 @@ fn http_route(
     let record = |t: &mut Translation, parents: Vec<ParentStatus>| {
         if !parents.is_empty() {
             t.status.routes.push(RouteStatus {
+                kind: if route.at.kind == "GRPCRoute" {
+                    "GRPCRoute"
+                } else {
+                    "HTTPRoute"
+                },
                 object: status_object(route),
                 parents,
             });
@@ -458,7 +479,9 @@ fn http_route(
             }
         };
         let rule_name = rule.name.clone().unwrap_or_else(|| r.to_string());
-        let backend_name = format!("{}:{}:{rule_name}", at.namespace, at.name);
+        // A GRPCRoute may share its name with an HTTPRoute: its backends are told apart.
+        let kind = if at.kind == "GRPCRoute" { "grpc:" } else { "" };
+        let backend_name = format!("{kind}{}:{}:{rule_name}", at.namespace, at.name);
         let mut backend = rule_backend(objects, route, (r, rule), &backend_name, &mut t.problems);
         if let Some((mirror_ref, percent)) = mirror {
             mirror_group(objects, route, (r, &mirror_ref, percent), &mut backend, &mut t.problems);
@@ -526,14 +549,14 @@ fn http_route(
 }
 
 /// Whether the listener lets a route of `namespace` attach (`allowedRoutes`).
-fn allowed(a: &Attach<'_>, namespace: &str) -> Result<(), String> {
+fn allowed(a: &Attach<'_>, kind: &str, namespace: &str) -> Result<(), String> {
     let rules = a.listener.allowed_routes.as_ref();
     if let Some(kinds) = rules.and_then(|r| r.kinds.as_ref()).filter(|k| !k.is_empty()) {
         if !kinds
             .iter()
-            .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP)
+            .any(|k| k.kind == kind && k.group.as_deref().unwrap_or(GATEWAY_GROUP) == GATEWAY_GROUP)
         {
-            return Err(format!("listener {:?} does not allow HTTPRoutes", a.listener.name));
+            return Err(format!("listener {:?} does not allow {kind}s", a.listener.name));
         }
     }
     let from = rules
@@ -660,6 +683,47 @@ fn route_match(m: &HttpRouteRulesMatches, backend: &str) -> Result<(RouteSpec, M
         },
         rank,
     ))
+}
+
+// === GRPCRoute ===
+
+/// A GRPCRoute as the HTTPRoute it means: a method match is a path (`/service/method`
+/// exactly, or every method of `/service/`), header matches, backendRefs and the filters
+/// both kinds share carry over unchanged (same fields), and the result is translated by
+/// the same code — its backends speak HTTP/2 (h2c).
+fn as_http_route(g: &Located<GrpcRoute>) -> Result<Located<HttpRoute>, String> {
+    use serde_json::{json, Value};
+    let mut spec = serde_json::to_value(&g.obj.spec).map_err(|e| e.to_string())?;
+    for rule in spec["rules"].as_array_mut().into_iter().flatten() {
+        for m in rule["matches"].as_array_mut().into_iter().flatten() {
+            let method = m
+                .as_object_mut()
+                .and_then(|o| o.remove("method"))
+                .unwrap_or(Value::Null);
+            if method.is_null() {
+                continue;
+            }
+            if method["type"].as_str().is_some_and(|t| t != "Exact") {
+                return Err("GRPCRoute RegularExpression method matches are not supported".into());
+            }
+            let path = match (method["service"].as_str(), method["method"].as_str()) {
+                (Some(s), Some(m)) => json!({"type": "Exact", "value": format!("/{s}/{m}")}),
+                (Some(s), None) => json!({"type": "PathPrefix", "value": format!("/{s}/")}),
+                (None, Some(_)) => return Err("a GRPCRoute method match without a service is not supported".into()),
+                (None, None) => continue,
+            };
+            m["path"] = path;
+        }
+    }
+    let spec = serde_json::from_value(spec).map_err(|e| format!("GRPCRoute as HTTPRoute: {e}"))?;
+    Ok(Located {
+        at: g.at.clone(),
+        obj: HttpRoute {
+            metadata: g.obj.metadata.clone(),
+            spec,
+            status: None,
+        },
+    })
 }
 
 // === filters ===
@@ -840,6 +904,10 @@ fn rule_backend(
 ) -> BackendSpec {
     let mut backend = BackendSpec::defaults();
     backend.name = name.to_string();
+    // gRPC is HTTP/2 end to end: a GRPCRoute's Services speak it in the clear.
+    if route.at.kind == "GRPCRoute" {
+        backend.protocol = crate::config::UpstreamProtocol::H2c;
+    }
     if let Some(t) = &rule.timeouts {
         let parse = |v: &Option<String>| {
             v.as_deref()
@@ -920,7 +988,7 @@ fn backend_ref(
         ));
     }
     let ns = r.namespace.as_deref().unwrap_or(&route.at.namespace);
-    if ns != route.at.namespace && !granted(objects, ("HTTPRoute", &route.at.namespace), (ns, "Service", &r.name)) {
+    if ns != route.at.namespace && !granted(objects, (&route.at.kind, &route.at.namespace), (ns, "Service", &r.name)) {
         return Err((
             "RefNotPermitted",
             format!(
