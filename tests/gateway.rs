@@ -1285,3 +1285,60 @@ spec:
     );
     veer.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_tls_passthrough_listener_relays_by_server_name_with_tls_routes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = support::pki::Ca::new("passthrough CA");
+    let (leaf_a, leaf_b) = (ca.leaf(&["a.example.com"], 1), ca.leaf(&["b.example.com"], 2));
+    let (a, b) = (
+        support::pki::tls_backend("tls-a", &leaf_a).await,
+        support::pki::tls_backend("tls-b", &leaf_b).await,
+    );
+    let mut yaml = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: veer}
+spec: {controllerName: veer.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: default}
+spec:
+  gatewayClassName: veer
+  listeners:
+  - name: tls
+    protocol: TLS
+    port: 0
+    tls: {mode: Passthrough}
+"#
+    .to_string();
+    yaml += &service("default", "tls-a", &[(a, true, true, false)]);
+    yaml += &service("default", "tls-b", &[(b, true, true, false)]);
+    for (name, host) in [("tls-a", "a.example.com"), ("tls-b", "b.example.com")] {
+        yaml += &format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: TLSRoute\nmetadata: {{name: {name}}}\nspec:\n  parentRefs: [{{name: web}}]\n  hostnames: [{host}]\n  rules:\n  - backendRefs: [{{name: {name}, port: 80}}]\n"
+        );
+    }
+    // An HTTPRoute cannot attach to a TLS listener.
+    yaml += "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web-only}\nspec:\n  parentRefs: [{name: web}]\n  rules:\n  - backendRefs: [{name: tls-a, port: 80}]\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.yaml"), &yaml).unwrap();
+    let t = veer::gateway::load(&options(dir.path())).unwrap();
+    let reasons: Vec<(&str, &str)> = t.problems.iter().map(|p| (p.at.name.as_str(), p.reason)).collect();
+    assert_eq!(reasons, [("web-only", "NotAllowedByListeners")], "{:?}", t.problems);
+
+    let veer = start(dir.path()).await;
+    let addr = veer.listener_addr("default:web:0").await.unwrap();
+    for (host, server) in [("a.example.com", "tls-a"), ("b.example.com", "tls-b")] {
+        // The client's TLS reaches the server itself: the certificate is the server's.
+        let config = support::pki::client_config(ca.roots(), &[b"http/1.1"], None);
+        let mut tls = support::pki::connect(addr, host, config).await.unwrap();
+        tls.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.contains(&format!("x-server: {server}")), "{host}: {answer}");
+    }
+    veer.shutdown().await;
+}

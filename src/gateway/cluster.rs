@@ -20,6 +20,7 @@ use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
+use gateway_api::tlsroutes::TlsRoute;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -61,6 +62,7 @@ pub struct Cluster {
     gateways: Store<Gateway>,
     routes: Store<HttpRoute>,
     grpc_routes: Store<GrpcRoute>,
+    tls_routes: Store<TlsRoute>,
     grants: Store<ReferenceGrant>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
@@ -122,6 +124,7 @@ impl Cluster {
             gateways: watch(Api::all(client.clone()), &changed, &outage, &stop),
             routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
             grpc_routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
+            tls_routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
             grants: watch(Api::all(client.clone()), &changed, &outage, &stop),
             services: watch(Api::all(client.clone()), &changed, &outage, &stop),
             slices: watch(Api::all(client.clone()), &changed, &outage, &stop),
@@ -137,6 +140,7 @@ impl Cluster {
             let _ = cluster.gateways.wait_until_ready().await;
             let _ = cluster.routes.wait_until_ready().await;
             let _ = cluster.grpc_routes.wait_until_ready().await;
+            let _ = cluster.tls_routes.wait_until_ready().await;
             let _ = cluster.grants.wait_until_ready().await;
             let _ = cluster.services.wait_until_ready().await;
             let _ = cluster.slices.wait_until_ready().await;
@@ -176,6 +180,7 @@ impl Cluster {
             gateways: self.located(&self.gateways, &mut digest),
             routes: self.located(&self.routes, &mut digest),
             grpc_routes: self.located(&self.grpc_routes, &mut digest),
+            tls_routes: self.located(&self.tls_routes, &mut digest),
             grants: self.located(&self.grants, &mut digest),
             services: self.located(&self.services, &mut digest),
             slices: self.located(&self.slices, &mut digest),
@@ -435,6 +440,18 @@ async fn patch_status(
         }
         "Gateway" => {
             let api: Api<Gateway> = Api::namespaced(client.clone(), ns);
+            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
+                .await
+                .map(drop)
+        }
+        "TLSRoute" => {
+            let api: Api<TlsRoute> = Api::namespaced(client.clone(), ns);
+            let current = api.get_status(name).await?;
+            let others = current.status.map(|s| s.parents).unwrap_or_default();
+            let others = others.into_iter().filter(|p| p.controller_name != controller);
+            if let Some(ours) = body["parents"].as_array_mut() {
+                ours.extend(others.filter_map(|p| serde_json::to_value(p).ok()));
+            }
             api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
                 .await
                 .map(drop)

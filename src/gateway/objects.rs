@@ -12,6 +12,7 @@ use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::httproutes::HttpRoute;
 use gateway_api::referencegrants::ReferenceGrant;
+use gateway_api::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
@@ -60,6 +61,7 @@ pub struct Objects {
     pub gateways: Vec<Located<Gateway>>,
     pub routes: Vec<Located<HttpRoute>>,
     pub grpc_routes: Vec<Located<GrpcRoute>>,
+    pub tls_routes: Vec<Located<TlsRoute>>,
     pub grants: Vec<Located<ReferenceGrant>>,
     pub services: Vec<Located<Service>>,
     pub slices: Vec<Located<EndpointSlice>>,
@@ -205,6 +207,7 @@ fn parse(file: &Path, line: usize, doc: &str, objects: &mut Objects, problems: &
         (GATEWAY_GROUP, "Gateway") => typed(doc, at, problems, &mut objects.gateways),
         (GATEWAY_GROUP, "HTTPRoute") => typed(doc, at, problems, &mut objects.routes),
         (GATEWAY_GROUP, "GRPCRoute") => typed(doc, at, problems, &mut objects.grpc_routes),
+        (GATEWAY_GROUP, "TLSRoute") => typed(doc, at, problems, &mut objects.tls_routes),
         (GATEWAY_GROUP, "ReferenceGrant") => typed(doc, at, problems, &mut objects.grants),
         ("", "Service") => typed(doc, at, problems, &mut objects.services),
         ("", "Secret") => typed(doc, at, problems, &mut objects.secrets),

@@ -39,7 +39,7 @@ pub struct ListenerStatus {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteStatus {
-    /// `HTTPRoute` or `GRPCRoute`.
+    /// `HTTPRoute`, `GRPCRoute` or `TLSRoute`.
     pub kind: &'static str,
     pub object: Object,
     pub parents: Vec<ParentStatus>,

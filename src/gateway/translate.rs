@@ -23,6 +23,7 @@ use gateway_api::httproutes::{
     HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType,
     HttpRouteRulesMatchesPathType, HttpRouteRulesMatchesQueryParamsType,
 };
+use gateway_api::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -113,7 +114,12 @@ pub fn translate(objects: &Objects, opts: &Options) -> Translation {
             }
         })
         .collect();
-    for route in objects.routes.iter().chain(&grpc) {
+    let tls: Vec<Located<HttpRoute>> = objects
+        .tls_routes
+        .iter()
+        .filter_map(|r| as_http(r, &mut t.problems))
+        .collect();
+    for route in objects.routes.iter().chain(&grpc).chain(&tls) {
         http_route(objects, route, &attach, &mut ranked, &mut t);
     }
     for (listener, mut routes) in t.listeners.iter_mut().zip(ranked) {
@@ -171,13 +177,22 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
             } else {
                 Ok(Vec::new())
             };
-            let refused: Option<(&'static str, String)> = if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS") {
+            let passthrough = matches!(
+                l.tls.as_ref().and_then(|t| t.mode.as_ref()),
+                Some(GatewayListenersTlsMode::Passthrough)
+            );
+            let refused: Option<(&'static str, String)> = if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS" | "TLS") {
                 Some((
                     "UnsupportedProtocol",
                     format!(
-                        "protocol {} is not supported by veer's Gateway API translation yet (HTTP and HTTPS are)",
+                        "protocol {} is not supported by veer's Gateway API translation yet (HTTP, HTTPS and TLS Passthrough are)",
                         l.protocol
                     ),
+                ))
+            } else if l.protocol == "TLS" && !passthrough {
+                Some((
+                    "UnsupportedValue",
+                    "a TLS listener must be `tls.mode: Passthrough` (veer terminates TLS on HTTPS listeners)".into(),
                 ))
             } else if port.is_none() {
                 Some(("Invalid", format!("port {} is out of range", l.port)))
@@ -216,7 +231,12 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
                     t.listeners.push(ListenerSpec {
                         name: format!("{}:{}:{port}", gw.at.namespace, gw.at.name),
                         bind: SocketAddr::new(opts.address, port),
-                        protocol: Protocol::Http,
+                        // TLS Passthrough: bytes relayed by the ClientHello's server name.
+                        protocol: if l.protocol == "TLS" {
+                            Protocol::Tcp
+                        } else {
+                            Protocol::Http
+                        },
                         routes: Vec::new(),
                         backend: None,
                         tls: None,
@@ -438,10 +458,10 @@ fn http_route(
     let record = |t: &mut Translation, parents: Vec<ParentStatus>| {
         if !parents.is_empty() {
             t.status.routes.push(RouteStatus {
-                kind: if route.at.kind == "GRPCRoute" {
-                    "GRPCRoute"
-                } else {
-                    "HTTPRoute"
+                kind: match route.at.kind.as_str() {
+                    "GRPCRoute" => "GRPCRoute",
+                    "TLSRoute" => "TLSRoute",
+                    _ => "HTTPRoute",
                 },
                 object: status_object(route),
                 parents,
@@ -480,7 +500,11 @@ fn http_route(
         };
         let rule_name = rule.name.clone().unwrap_or_else(|| r.to_string());
         // A GRPCRoute may share its name with an HTTPRoute: its backends are told apart.
-        let kind = if at.kind == "GRPCRoute" { "grpc:" } else { "" };
+        let kind = match at.kind.as_str() {
+            "GRPCRoute" => "grpc:",
+            "TLSRoute" => "tls:",
+            _ => "",
+        };
         let backend_name = format!("{kind}{}:{}:{rule_name}", at.namespace, at.name);
         let mut backend = rule_backend(objects, route, (r, rule), &backend_name, &mut t.problems);
         if let Some((mirror_ref, percent)) = mirror {
@@ -520,11 +544,21 @@ fn http_route(
                             rule: r,
                             matched: m,
                         },
-                        spec: RouteSpec {
-                            name: format!("{backend_name}:{m}"),
-                            host: host.clone(),
-                            filters: filters.clone(),
-                            ..spec.clone()
+                        spec: if at.kind == "TLSRoute" {
+                            // Matched by the ClientHello's server name, nothing else.
+                            RouteSpec {
+                                name: format!("{backend_name}:{m}"),
+                                sni: host.clone(),
+                                backend: spec.backend.clone(),
+                                ..RouteSpec::default()
+                            }
+                        } else {
+                            RouteSpec {
+                                name: format!("{backend_name}:{m}"),
+                                host: host.clone(),
+                                filters: filters.clone(),
+                                ..spec.clone()
+                            }
                         },
                     });
                 }
@@ -550,6 +584,17 @@ fn http_route(
 
 /// Whether the listener lets a route of `namespace` attach (`allowedRoutes`).
 fn allowed(a: &Attach<'_>, kind: &str, namespace: &str) -> Result<(), String> {
+    // What the listener's protocol carries at all.
+    let fits = match a.listener.protocol.as_str() {
+        "TLS" => kind == "TLSRoute",
+        _ => kind != "TLSRoute",
+    };
+    if !fits {
+        return Err(format!(
+            "listener {:?} ({}) does not carry {kind}s",
+            a.listener.name, a.listener.protocol
+        ));
+    }
     let rules = a.listener.allowed_routes.as_ref();
     if let Some(kinds) = rules.and_then(|r| r.kinds.as_ref()).filter(|k| !k.is_empty()) {
         if !kinds
@@ -724,6 +769,30 @@ fn as_http_route(g: &Located<GrpcRoute>) -> Result<Located<HttpRoute>, String> {
             status: None,
         },
     })
+}
+
+/// A TLSRoute as an HTTPRoute with no matches (SNI hostnames and weighted backendRefs are
+/// the same fields); its routes match the server name only (see `http_route`).
+fn as_http(r: &Located<TlsRoute>, problems: &mut Vec<Problem>) -> Option<Located<HttpRoute>> {
+    let spec = serde_json::to_value(&r.obj.spec).and_then(serde_json::from_value);
+    match spec {
+        Ok(spec) => Some(Located {
+            at: r.at.clone(),
+            obj: HttpRoute {
+                metadata: r.obj.metadata.clone(),
+                spec,
+                status: None,
+            },
+        }),
+        Err(e) => {
+            problems.push(Problem {
+                at: r.at.clone(),
+                reason: "UnsupportedValue",
+                message: format!("TLSRoute as HTTPRoute: {e}"),
+            });
+            None
+        }
+    }
 }
 
 // === filters ===

@@ -23,7 +23,7 @@ use tokio::task::AbortHandle;
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// (kind, API path prefix of its collection, namespaced).
-const KINDS: [(&str, &str, bool); 8] = [
+const KINDS: [(&str, &str, bool); 9] = [
     (
         "GatewayClass",
         "/apis/gateway.networking.k8s.io/v1/gatewayclasses",
@@ -32,6 +32,7 @@ const KINDS: [(&str, &str, bool); 8] = [
     ("Gateway", "/apis/gateway.networking.k8s.io/v1/gateways", true),
     ("HTTPRoute", "/apis/gateway.networking.k8s.io/v1/httproutes", true),
     ("GRPCRoute", "/apis/gateway.networking.k8s.io/v1/grpcroutes", true),
+    ("TLSRoute", "/apis/gateway.networking.k8s.io/v1/tlsroutes", true),
     (
         "ReferenceGrant",
         "/apis/gateway.networking.k8s.io/v1/referencegrants",
