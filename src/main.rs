@@ -38,6 +38,9 @@ struct GatewayArgs {
     /// The address every Gateway listener port binds on.
     #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
     gateway_address: std::net::IpAddr,
+    /// Also the experimental channel: TCP listeners and TCPRoutes (v1alpha2).
+    #[arg(long)]
+    gateway_experimental: bool,
     /// Gateways of this GatewayClass are veer's.
     #[arg(long, value_name = "NAME", default_value = veer::gateway::DEFAULT_CLASS)]
     gateway_class: String,
@@ -52,6 +55,7 @@ impl GatewayArgs {
         self.gateway.then(|| veer::gateway::cluster::ClusterOptions {
             kubeconfig: self.kubeconfig.clone(),
             namespaces: self.namespaces.clone(),
+            experimental: self.gateway_experimental,
             ..Default::default()
         })
     }
@@ -68,6 +72,7 @@ impl GatewayArgs {
             address: self.gateway_address,
             class: self.gateway_class.clone(),
             controller: self.controller_name.clone(),
+            experimental: self.gateway_experimental,
             ..veer::gateway::Options::new(dir)
         })
     }

@@ -110,6 +110,9 @@ fn source_args(source: &Source) -> Vec<std::ffi::OsString> {
             "--controller-name".into(),
             g.controller.clone().into(),
         ]);
+        if g.experimental {
+            args.push("--gateway-experimental".into());
+        }
     }
     args
 }

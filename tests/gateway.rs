@@ -1342,3 +1342,60 @@ spec:
     }
     veer.shutdown().await;
 }
+
+#[tokio::test]
+async fn tcp_routes_need_the_experimental_channel_and_then_relay_connections() {
+    let app = FakeBackend::start("tcp-app").await;
+    let mut yaml = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: veer}
+spec: {controllerName: veer.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: db, namespace: default}
+spec:
+  gatewayClassName: veer
+  listeners:
+  - {name: tcp, protocol: TCP, port: 0}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: app}
+spec:
+  parentRefs: [{name: db}]
+  rules:
+  - backendRefs: [{name: tcp-app, port: 80}]
+"#
+    .to_string();
+    yaml += &service("default", "tcp-app", &[ready(&app)]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tcp.yaml"), &yaml).unwrap();
+    let standard = veer::gateway::load(&options(dir.path())).unwrap();
+    let reasons: Vec<&str> = standard.problems.iter().map(|p| p.reason).collect();
+    assert_eq!(
+        reasons,
+        ["UnsupportedProtocol", "UnsupportedValue"],
+        "{:?}",
+        standard.problems
+    );
+
+    let experimental = Options {
+        experimental: true,
+        ..options(dir.path())
+    };
+    let t = veer::gateway::load(&experimental).unwrap();
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let veer = Veer::start(Source {
+        gateway: Some(experimental),
+        ..Source::default()
+    })
+    .await
+    .unwrap();
+    let addr = veer.listener_addr("default:db:0").await.unwrap();
+    // The bytes go through untouched: the backend answers the HTTP it is sent.
+    let answer = support::raw_exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(support::raw_status(&answer), 200, "{answer}");
+    assert!(answer.contains("x-server: tcp-app"), "{answer}");
+    veer.shutdown().await;
+}

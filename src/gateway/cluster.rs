@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
@@ -49,6 +50,8 @@ pub struct ClusterOptions {
     pub lease_namespace: Option<String>,
     /// How long a writer's Lease lasts unrenewed; zero = [`LEASE_DURATION`].
     pub lease_duration: Duration,
+    /// Also watch the experimental channel's TCPRoutes.
+    pub experimental: bool,
 }
 
 /// The Lease naming the one instance that writes status.
@@ -63,6 +66,8 @@ pub struct Cluster {
     routes: Store<HttpRoute>,
     grpc_routes: Store<GrpcRoute>,
     tls_routes: Store<TlsRoute>,
+    /// `None` unless `experimental`.
+    tcp_routes: Option<Store<TcpRoute>>,
     grants: Store<ReferenceGrant>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
@@ -125,6 +130,9 @@ impl Cluster {
             routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
             grpc_routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
             tls_routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
+            tcp_routes: opts
+                .experimental
+                .then(|| watch(Api::all(client.clone()), &changed, &outage, &stop)),
             grants: watch(Api::all(client.clone()), &changed, &outage, &stop),
             services: watch(Api::all(client.clone()), &changed, &outage, &stop),
             slices: watch(Api::all(client.clone()), &changed, &outage, &stop),
@@ -141,6 +149,9 @@ impl Cluster {
             let _ = cluster.routes.wait_until_ready().await;
             let _ = cluster.grpc_routes.wait_until_ready().await;
             let _ = cluster.tls_routes.wait_until_ready().await;
+            if let Some(tcp) = &cluster.tcp_routes {
+                let _ = tcp.wait_until_ready().await;
+            }
             let _ = cluster.grants.wait_until_ready().await;
             let _ = cluster.services.wait_until_ready().await;
             let _ = cluster.slices.wait_until_ready().await;
@@ -181,6 +192,9 @@ impl Cluster {
             routes: self.located(&self.routes, &mut digest),
             grpc_routes: self.located(&self.grpc_routes, &mut digest),
             tls_routes: self.located(&self.tls_routes, &mut digest),
+            tcp_routes: (self.tcp_routes.as_ref())
+                .map(|s| self.located(s, &mut digest))
+                .unwrap_or_default(),
             grants: self.located(&self.grants, &mut digest),
             services: self.located(&self.services, &mut digest),
             slices: self.located(&self.slices, &mut digest),
@@ -422,63 +436,81 @@ async fn patch_status(
     kind: &str,
     ns: &str,
     name: &str,
-    mut body: serde_json::Value,
+    body: serde_json::Value,
     identity: &str,
     controller: &str,
 ) -> Result<(), kube::Error> {
-    use kube::api::{Patch, PatchParams};
-    let params = PatchParams {
+    let params = kube::api::PatchParams {
         field_manager: Some(identity.into()),
         ..Default::default()
     };
+    let c = client.clone();
     match kind {
-        "GatewayClass" => {
-            let api: Api<GatewayClass> = Api::all(client.clone());
-            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
-                .await
-                .map(drop)
-        }
-        "Gateway" => {
-            let api: Api<Gateway> = Api::namespaced(client.clone(), ns);
-            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
-                .await
-                .map(drop)
+        "GatewayClass" => write(Api::<GatewayClass>::all(c), name, &params, body, None).await,
+        "Gateway" => write(Api::<Gateway>::namespaced(c, ns), name, &params, body, None).await,
+        "GRPCRoute" => {
+            write(
+                Api::<GrpcRoute>::namespaced(c, ns),
+                name,
+                &params,
+                body,
+                Some(controller),
+            )
+            .await
         }
         "TLSRoute" => {
-            let api: Api<TlsRoute> = Api::namespaced(client.clone(), ns);
-            let current = api.get_status(name).await?;
-            let others = current.status.map(|s| s.parents).unwrap_or_default();
-            let others = others.into_iter().filter(|p| p.controller_name != controller);
-            if let Some(ours) = body["parents"].as_array_mut() {
-                ours.extend(others.filter_map(|p| serde_json::to_value(p).ok()));
-            }
-            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
-                .await
-                .map(drop)
+            write(
+                Api::<TlsRoute>::namespaced(c, ns),
+                name,
+                &params,
+                body,
+                Some(controller),
+            )
+            .await
         }
-        "GRPCRoute" => {
-            let api: Api<GrpcRoute> = Api::namespaced(client.clone(), ns);
-            let current = api.get_status(name).await?;
-            let others = current.status.map(|s| s.parents).unwrap_or_default();
-            let others = others.into_iter().filter(|p| p.controller_name != controller);
-            if let Some(ours) = body["parents"].as_array_mut() {
-                ours.extend(others.filter_map(|p| serde_json::to_value(p).ok()));
-            }
-            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
-                .await
-                .map(drop)
+        "TCPRoute" => {
+            write(
+                Api::<TcpRoute>::namespaced(c, ns),
+                name,
+                &params,
+                body,
+                Some(controller),
+            )
+            .await
         }
         _ => {
-            let api: Api<HttpRoute> = Api::namespaced(client.clone(), ns);
-            let current = api.get_status(name).await?;
-            let others = current.status.map(|s| s.parents).unwrap_or_default();
-            let others = others.into_iter().filter(|p| p.controller_name != controller);
-            if let Some(ours) = body["parents"].as_array_mut() {
-                ours.extend(others.filter_map(|p| serde_json::to_value(p).ok()));
-            }
-            api.patch_status(name, &params, &Patch::Merge(serde_json::json!({"status": body})))
-                .await
-                .map(drop)
+            write(
+                Api::<HttpRoute>::namespaced(c, ns),
+                name,
+                &params,
+                body,
+                Some(controller),
+            )
+            .await
         }
     }
+}
+
+/// A merge patch of `status`; for a route (`controller` given) the other controllers'
+/// `parents` entries, read first, are written back with veer's.
+async fn write<K>(
+    api: Api<K>,
+    name: &str,
+    params: &kube::api::PatchParams,
+    mut body: serde_json::Value,
+    controller: Option<&str>,
+) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    if let Some(controller) = controller {
+        let current = serde_json::to_value(api.get_status(name).await?).unwrap_or_default();
+        let others = current["status"]["parents"].as_array().cloned().unwrap_or_default();
+        let others = others.into_iter().filter(|p| p["controllerName"] != controller);
+        if let Some(ours) = body["parents"].as_array_mut() {
+            ours.extend(others);
+        }
+    }
+    let patch = kube::api::Patch::Merge(serde_json::json!({"status": body}));
+    api.patch_status(name, params, &patch).await.map(drop)
 }

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
@@ -62,6 +63,8 @@ pub struct Objects {
     pub routes: Vec<Located<HttpRoute>>,
     pub grpc_routes: Vec<Located<GrpcRoute>>,
     pub tls_routes: Vec<Located<TlsRoute>>,
+    /// Experimental channel (`--gateway-experimental`).
+    pub tcp_routes: Vec<Located<TcpRoute>>,
     pub grants: Vec<Located<ReferenceGrant>>,
     pub services: Vec<Located<Service>>,
     pub slices: Vec<Located<EndpointSlice>>,
@@ -208,6 +211,7 @@ fn parse(file: &Path, line: usize, doc: &str, objects: &mut Objects, problems: &
         (GATEWAY_GROUP, "HTTPRoute") => typed(doc, at, problems, &mut objects.routes),
         (GATEWAY_GROUP, "GRPCRoute") => typed(doc, at, problems, &mut objects.grpc_routes),
         (GATEWAY_GROUP, "TLSRoute") => typed(doc, at, problems, &mut objects.tls_routes),
+        (GATEWAY_GROUP, "TCPRoute") => typed(doc, at, problems, &mut objects.tcp_routes),
         (GATEWAY_GROUP, "ReferenceGrant") => typed(doc, at, problems, &mut objects.grants),
         ("", "Service") => typed(doc, at, problems, &mut objects.services),
         ("", "Secret") => typed(doc, at, problems, &mut objects.secrets),

@@ -24,6 +24,8 @@ pub struct Options {
     pub controller: String,
     /// Listeners' idle timeout (the base config's `[runtime] idle_timeout`).
     pub idle_timeout: Duration,
+    /// `--gateway-experimental`: also the experimental channel's kinds (TCPRoute).
+    pub experimental: bool,
     /// `--gateway`: the objects come from this API server connection, not from `dir`.
     pub cluster: Option<Arc<Cluster>>,
 }
@@ -36,6 +38,7 @@ impl Options {
             class: DEFAULT_CLASS.into(),
             controller: DEFAULT_CONTROLLER.into(),
             idle_timeout: crate::config::RuntimeSpec::default().idle_timeout,
+            experimental: false,
             cluster: None,
         }
     }

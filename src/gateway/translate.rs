@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::gateways::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From, GatewayListenersTlsMode,
 };
@@ -119,7 +120,25 @@ pub fn translate(objects: &Objects, opts: &Options) -> Translation {
         .iter()
         .filter_map(|r| as_http(r, &mut t.problems))
         .collect();
-    for route in objects.routes.iter().chain(&grpc).chain(&tls) {
+    let tcp: Vec<Located<HttpRoute>> = match opts.experimental {
+        true => objects
+            .tcp_routes
+            .iter()
+            .filter_map(|r| as_http(r, &mut t.problems))
+            .collect(),
+        false => {
+            for r in &objects.tcp_routes {
+                t.problems.push(Problem {
+                    at: r.at.clone(),
+                    reason: "UnsupportedValue",
+                    message: "TCPRoute is from the experimental channel: veer reads it with --gateway-experimental"
+                        .into(),
+                });
+            }
+            Vec::new()
+        }
+    };
+    for route in objects.routes.iter().chain(&grpc).chain(&tls).chain(&tcp) {
         http_route(objects, route, &attach, &mut ranked, &mut t);
     }
     for (listener, mut routes) in t.listeners.iter_mut().zip(ranked) {
@@ -181,11 +200,14 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
                 l.tls.as_ref().and_then(|t| t.mode.as_ref()),
                 Some(GatewayListenersTlsMode::Passthrough)
             );
-            let refused: Option<(&'static str, String)> = if !matches!(l.protocol.as_str(), "HTTP" | "HTTPS" | "TLS") {
+            let tcp = l.protocol == "TCP" && opts.experimental;
+            let refused: Option<(&'static str, String)> = if !(matches!(l.protocol.as_str(), "HTTP" | "HTTPS" | "TLS")
+                || tcp)
+            {
                 Some((
                     "UnsupportedProtocol",
                     format!(
-                        "protocol {} is not supported by veer's Gateway API translation yet (HTTP, HTTPS and TLS Passthrough are)",
+                        "protocol {} is not supported by veer's Gateway API translation (HTTP, HTTPS, TLS Passthrough; TCP with --gateway-experimental)",
                         l.protocol
                     ),
                 ))
@@ -231,8 +253,8 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
                     t.listeners.push(ListenerSpec {
                         name: format!("{}:{}:{port}", gw.at.namespace, gw.at.name),
                         bind: SocketAddr::new(opts.address, port),
-                        // TLS Passthrough: bytes relayed by the ClientHello's server name.
-                        protocol: if l.protocol == "TLS" {
+                        // TLS Passthrough (by the ClientHello's server name) and TCP: bytes relayed.
+                        protocol: if matches!(l.protocol.as_str(), "TLS" | "TCP") {
                             Protocol::Tcp
                         } else {
                             Protocol::Http
@@ -461,6 +483,7 @@ fn http_route(
                 kind: match route.at.kind.as_str() {
                     "GRPCRoute" => "GRPCRoute",
                     "TLSRoute" => "TLSRoute",
+                    "TCPRoute" => "TCPRoute",
                     _ => "HTTPRoute",
                 },
                 object: status_object(route),
@@ -503,6 +526,7 @@ fn http_route(
         let kind = match at.kind.as_str() {
             "GRPCRoute" => "grpc:",
             "TLSRoute" => "tls:",
+            "TCPRoute" => "tcp:",
             _ => "",
         };
         let backend_name = format!("{kind}{}:{}:{rule_name}", at.namespace, at.name);
@@ -544,8 +568,9 @@ fn http_route(
                             rule: r,
                             matched: m,
                         },
-                        spec: if at.kind == "TLSRoute" {
-                            // Matched by the ClientHello's server name, nothing else.
+                        spec: if matches!(at.kind.as_str(), "TLSRoute" | "TCPRoute") {
+                            // Matched by the ClientHello's server name (TLSRoute), or every
+                            // connection (TCPRoute: no hostnames, so no name).
                             RouteSpec {
                                 name: format!("{backend_name}:{m}"),
                                 sni: host.clone(),
@@ -587,7 +612,8 @@ fn allowed(a: &Attach<'_>, kind: &str, namespace: &str) -> Result<(), String> {
     // What the listener's protocol carries at all.
     let fits = match a.listener.protocol.as_str() {
         "TLS" => kind == "TLSRoute",
-        _ => kind != "TLSRoute",
+        "TCP" => kind == "TCPRoute",
+        _ => !matches!(kind, "TLSRoute" | "TCPRoute"),
     };
     if !fits {
         return Err(format!(
@@ -771,15 +797,19 @@ fn as_http_route(g: &Located<GrpcRoute>) -> Result<Located<HttpRoute>, String> {
     })
 }
 
-/// A TLSRoute as an HTTPRoute with no matches (SNI hostnames and weighted backendRefs are
-/// the same fields); its routes match the server name only (see `http_route`).
-fn as_http(r: &Located<TlsRoute>, problems: &mut Vec<Problem>) -> Option<Located<HttpRoute>> {
-    let spec = serde_json::to_value(&r.obj.spec).and_then(serde_json::from_value);
+/// A TLSRoute or TCPRoute as an HTTPRoute with no matches (SNI hostnames and weighted
+/// backendRefs are the same fields); its routes match the server name only, or every
+/// connection (see `http_route`).
+fn as_http<K>(r: &Located<K>, problems: &mut Vec<Problem>) -> Option<Located<HttpRoute>>
+where
+    K: kube::Resource + HasSpec,
+{
+    let spec = serde_json::from_value(r.obj.spec_value());
     match spec {
         Ok(spec) => Some(Located {
             at: r.at.clone(),
             obj: HttpRoute {
-                metadata: r.obj.metadata.clone(),
+                metadata: r.obj.meta().clone(),
                 spec,
                 status: None,
             },
@@ -788,10 +818,27 @@ fn as_http(r: &Located<TlsRoute>, problems: &mut Vec<Problem>) -> Option<Located
             problems.push(Problem {
                 at: r.at.clone(),
                 reason: "UnsupportedValue",
-                message: format!("TLSRoute as HTTPRoute: {e}"),
+                message: format!("{} as HTTPRoute: {e}", r.at.kind),
             });
             None
         }
+    }
+}
+
+/// The route kinds read as HTTPRoutes: their spec as JSON.
+trait HasSpec {
+    fn spec_value(&self) -> serde_json::Value;
+}
+
+impl HasSpec for TlsRoute {
+    fn spec_value(&self) -> serde_json::Value {
+        serde_json::to_value(&self.spec).unwrap_or_default()
+    }
+}
+
+impl HasSpec for TcpRoute {
+    fn spec_value(&self) -> serde_json::Value {
+        serde_json::to_value(&self.spec).unwrap_or_default()
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::task::AbortHandle;
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// (kind, API path prefix of its collection, namespaced).
-const KINDS: [(&str, &str, bool); 9] = [
+const KINDS: [(&str, &str, bool); 10] = [
     (
         "GatewayClass",
         "/apis/gateway.networking.k8s.io/v1/gatewayclasses",
@@ -33,6 +33,7 @@ const KINDS: [(&str, &str, bool); 9] = [
     ("HTTPRoute", "/apis/gateway.networking.k8s.io/v1/httproutes", true),
     ("GRPCRoute", "/apis/gateway.networking.k8s.io/v1/grpcroutes", true),
     ("TLSRoute", "/apis/gateway.networking.k8s.io/v1/tlsroutes", true),
+    ("TCPRoute", "/apis/gateway.networking.k8s.io/v1alpha2/tcproutes", true),
     (
         "ReferenceGrant",
         "/apis/gateway.networking.k8s.io/v1/referencegrants",
