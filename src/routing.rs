@@ -27,9 +27,13 @@ pub struct Route {
 }
 
 impl Route {
-    /// The route's path condition (what a prefix rewrite replaces).
-    pub fn path_match(&self) -> Option<&PathMatch> {
-        self.path.as_ref()
+    /// The origin-form target a redirect or rewrite filter makes of `path_and_query` (the
+    /// part this route's path condition matched is what a prefix rewrite replaces).
+    pub fn new_target(&self, path_and_query: &str) -> Option<String> {
+        let f = self.filters.as_deref()?;
+        let redirect = f.redirect.as_ref().and_then(|r| r.path.as_ref());
+        let path = redirect.or(f.rewrite.as_ref().and_then(|w| w.path.as_ref()))?;
+        Some(path.apply(self.path.as_ref(), path_and_query))
     }
 
     fn matches(&self, method: &str, path: &str, query: &str, headers: &impl Headers) -> bool {

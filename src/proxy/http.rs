@@ -326,17 +326,11 @@ async fn forward(
         let route = table
             .find(&host, req.method().as_str(), path_and_query, req.headers())
             .ok_or(ProxyError::NoRoute)?;
-        // A redirect's or rewrite's new path replaces what this route matched.
-        let target = route.filters.as_deref().and_then(|f| {
-            let redirect = f.redirect.as_ref().and_then(|r| r.path.as_ref());
-            let path = redirect.or(f.rewrite.as_ref().and_then(|w| w.path.as_ref()))?;
-            Some(path.apply(route.path_match(), path_and_query))
-        });
         (
             snap.backends[route.backend].clone(),
             route.name.clone(),
             route.filters.clone(),
-            target,
+            route.new_target(path_and_query),
         )
     };
     if let Some(r) = filters.as_deref().and_then(|f| f.redirect.as_ref()) {

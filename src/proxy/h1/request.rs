@@ -219,20 +219,12 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
             });
         };
         match table.find(&host, method, path_and_query, &RawHeaders(headers)) {
-            Some(route) => {
-                // A redirect's or rewrite's new path replaces what this route matched.
-                let target = route.filters.as_deref().and_then(|f| {
-                    let redirect = f.redirect.as_ref().and_then(|r| r.path.as_ref());
-                    let path = redirect.or(f.rewrite.as_ref().and_then(|w| w.path.as_ref()))?;
-                    Some(path.apply(route.path_match(), path_and_query))
-                });
-                (
-                    snap.backends[route.backend].clone(),
-                    route.name.clone(),
-                    route.filters.clone(),
-                    target,
-                )
-            }
+            Some(route) => (
+                snap.backends[route.backend].clone(),
+                route.name.clone(),
+                route.filters.clone(),
+                route.new_target(path_and_query),
+            ),
             None => {
                 return Err(Refusal {
                     log,
