@@ -652,7 +652,7 @@ async fn start_on_cluster_as(
 
 fn blue_green_route(blue: u32, green: u32) -> String {
     format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: app, namespace: default}}\nspec:\n  parentRefs: [{{name: web}}]\n  rules:\n  - backendRefs:\n    - {{name: blue, port: 80, weight: {blue}}}\n    - {{name: green, port: 80, weight: {green}}}\n"
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: app, namespace: default, annotations: {{veer.dev/sticky-cookie: SRV}}}}\nspec:\n  parentRefs: [{{name: web}}]\n  rules:\n  - backendRefs:\n    - {{name: blue, port: 80, weight: {blue}}}\n    - {{name: green, port: 80, weight: {green}}}\n"
     )
 }
 
@@ -827,7 +827,39 @@ async fn a_fleet_of_three_follows_a_canary_rollout_without_a_failed_request() {
     let stop = Arc::new(AtomicBool::new(false));
     let total = Arc::new(AtomicUsize::new(0));
     let answers = Arc::new(std::sync::Mutex::new(Vec::<(usize, std::time::Instant, String)>::new()));
+    // Sticky clients (one per instance): they keep the cookie of their first answer, and
+    // must stay on that server through every weight step for as long as it is there.
+    let sticky_answers = Arc::new(std::sync::Mutex::new(Vec::<(usize, std::time::Instant, String)>::new()));
     let mut load = Vec::new();
+    for (i, (addr, ..)) in fleet.iter().enumerate() {
+        let (stop, total, answers, addr) = (stop.clone(), total.clone(), sticky_answers.clone(), *addr);
+        load.push(tokio::spawn(async move {
+            let c = client();
+            let mut cookie: Option<String> = None;
+            let mut failed = Vec::new();
+            while !stop.load(Relaxed) {
+                let mut b = http::Request::get(format!("http://{addr}/")).header("host", "app.example.com");
+                if let Some(v) = &cookie {
+                    b = b.header("cookie", v.as_str());
+                }
+                let a = support::send(&c, b.body(http_body_util::Full::new(bytes::Bytes::new())).unwrap()).await;
+                total.fetch_add(1, Relaxed);
+                match a {
+                    Ok(a) if a.status == 200 => {
+                        if let Some(set) = a.header("set-cookie") {
+                            cookie = set.split(';').next().map(str::to_string);
+                        }
+                        answers
+                            .lock()
+                            .unwrap()
+                            .push((i, std::time::Instant::now(), a.server().to_string()));
+                    }
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            failed
+        }));
+    }
     for (i, (addr, ..)) in fleet.iter().enumerate() {
         for keep_alive in [true, false] {
             let (stop, total, answers, addr) = (stop.clone(), total.clone(), answers.clone(), *addr);
@@ -901,6 +933,7 @@ async fn a_fleet_of_three_follows_a_canary_rollout_without_a_failed_request() {
     // The stable ReplicaSet goes away: its endpoint terminating (still serving), then gone.
     fake.apply_yaml(&service("default", "blue", &[(blue.addr, false, true, true)]));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let gone = std::time::Instant::now();
     fake.delete("EndpointSlice", "default", "blue-0");
     while total.load(Relaxed) < 50_000 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -917,6 +950,29 @@ async fn a_fleet_of_three_follows_a_canary_rollout_without_a_failed_request() {
         &failed[..failed.len().min(20)]
     );
 
+    // Sticky clients stayed on blue (where 100/0 put them) through 90/10, 50/50, 0/100 and
+    // blue's drain; only once its endpoint was gone did they move.
+    let sticky = sticky_answers.lock().unwrap();
+    for i in 0..3 {
+        let before: Vec<&String> = sticky
+            .iter()
+            .filter(|(x, at, _)| *x == i && *at < gone)
+            .map(|(.., w)| w)
+            .collect();
+        assert!(before.len() >= 50, "sticky client {i}: {} answers", before.len());
+        assert!(
+            before.iter().all(|w| *w == "blue"),
+            "sticky client {i} left blue while it was there"
+        );
+        let after = sticky
+            .iter()
+            .filter(|(x, at, _)| *x == i && *at > gone + Duration::from_secs(1));
+        assert!(
+            after.map(|(.., w)| w).all(|w| w == "green"),
+            "sticky client {i} after blue went away"
+        );
+    }
+    drop(sticky);
     // Each instance's observed split in each step's window (from the last instance's
     // apply to the next patch) follows the step.
     let answers = answers.lock().unwrap();

@@ -39,6 +39,8 @@ use crate::config::{
 
 /// The label an EndpointSlice names its Service by.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// An HTTPRoute annotation naming the cookie that makes its rules' backends sticky.
+pub const STICKY_ANNOTATION: &str = "veer.dev/sticky-cookie";
 /// veer's group weights run 0..=1000; Gateway API's 0..=1,000,000 are scaled into them.
 const MAX_GROUP_WEIGHT: u64 = 1000;
 
@@ -1023,6 +1025,37 @@ fn rule_backend(
     // gRPC is HTTP/2 end to end: a GRPCRoute's Services speak it in the clear.
     if route.at.kind == "GRPCRoute" {
         backend.protocol = crate::config::UpstreamProtocol::H2c;
+    }
+    // Sticky sessions (the standard channel has no field for them; `sessionPersistence` is
+    // experimental): the route's annotation names veer's cookie, and a client keeps its
+    // server across weight changes until that server drains, as in the file.
+    let sticky = route
+        .obj
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(STICKY_ANNOTATION));
+    let token = |c: &str| {
+        !c.is_empty()
+            && c.chars()
+                .all(|x| x.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(x))
+    };
+    if let Some(bad) = sticky.filter(|c| !token(c)) {
+        problems.push(Problem {
+            at: route.at.clone(),
+            reason: "UnsupportedValue",
+            message: format!("{STICKY_ANNOTATION} {bad:?} is not a cookie name; the rule is not sticky"),
+        });
+    }
+    if let Some(cookie) = sticky.filter(|c| token(c)) {
+        backend.sticky = Some(crate::config::StickySpec {
+            cookie: cookie.clone(),
+            max_age: None,
+            http_only: true,
+            secure: false,
+            same_site: None,
+            path: "/".into(),
+        });
     }
     if let Some(t) = &rule.timeouts {
         let parse = |v: &Option<String>| {
