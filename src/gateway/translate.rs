@@ -31,7 +31,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use super::objects::{Located, Objects, Origin, Problem, GATEWAY_GROUP};
 use super::options::Options;
 use super::status::{self, ListenerStatus, ParentStatus, RouteStatus, Status, Verdict};
-use crate::config::tls::PemPair;
+use crate::config::tls::build::PemPair;
 use crate::config::{
     AdminState, BackendSpec, GroupSpec, HeaderEdits, ListenerSpec, MirrorSpec, Numbering, PathMatch, PathRewrite,
     Protocol, Redirect, Rewrite, RouteFilters, RouteSpec, ServerSpec,
@@ -290,7 +290,7 @@ fn listeners<'a>(objects: &'a Objects, opts: &Options, t: &mut Translation) -> V
     // Several HTTPS listeners on one port (one per hostname, say): one TLS setting holding
     // every certificate, chosen by SNI.
     for (veer, pairs) in certs {
-        match crate::config::tls::server_tls_from_pem(&pairs) {
+        match crate::config::tls::build::server_tls_from_pem(&pairs) {
             Ok(tls) => t.listeners[veer].tls = Some(tls),
             // Each pair loaded on its own already (`listener_certs`); refused anyway, the
             // port must not serve HTTPS in the clear.
@@ -368,7 +368,7 @@ fn listener_certs(
             ));
         };
         let pair = (format!("secret {ns}/{}", r.name), crt, key);
-        crate::config::tls::server_tls_from_pem(std::slice::from_ref(&pair))
+        crate::config::tls::build::server_tls_from_pem(std::slice::from_ref(&pair))
             .map_err(|e| ("InvalidCertificateRef", e))?;
         out.push(pair);
     }

@@ -1,8 +1,9 @@
 //! rustls configurations built from the loaded material when the config loads: a
 //! listener's server configuration with its certificate chooser (exact SAN, then `*.domain`
 //! wildcard, else the first certificate), ALPN, minimum version and client verification;
-//! a backend's client configuration. The data plane only hands these to tokio-rustls;
-//! handshakes are its business.
+//! a backend's client configuration; and a listener's whole TLS setting from certificates
+//! held in memory (the Gateway API's Secrets). The data plane only hands these to
+//! tokio-rustls; handshakes are its business.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
-use super::{LoadedCert, TlsVersion};
+use std::path::Path;
+
+use super::{Fingerprint, LoadedCert, ServerTlsSpec, TlsVersion};
 
 /// Chooses a certificate by the ClientHello's server name.
 #[derive(Debug)]
@@ -164,6 +167,49 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// A certificate held in memory: a label for messages, the PEM chain, the PEM key.
+pub type PemPair = (String, Vec<u8>, Vec<u8>);
+
+/// A listener's TLS from certificates held in memory (a Kubernetes Secret's `tls.crt` and
+/// `tls.key`, say), each named by `label` in errors and `show ssl cert`. The first is the
+/// default; ALPN offers h2 and http/1.1. Expired certificates are refused, as in a file.
+pub fn server_tls_from_pem(pairs: &[PemPair]) -> Result<ServerTlsSpec, String> {
+    let mut print = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut certs = Vec::new();
+    for (label, cert_pem, key_pem) in pairs {
+        let name = Path::new(label);
+        let chain = super::chain(name, cert_pem)?;
+        let info = super::info(name, &chain[0])?;
+        if info.not_after < super::now_unix() {
+            return Err(format!("{label}: the certificate expired (serial {})", info.serial));
+        }
+        let key = super::certified(chain, super::key(name, key_pem)?, name, name)?;
+        print.update(label.as_bytes());
+        print.update(cert_pem);
+        print.update(key_pem);
+        certs.push(LoadedCert {
+            cert_file: name.to_path_buf(),
+            key_file: name.to_path_buf(),
+            key,
+            info,
+        });
+    }
+    if certs.is_empty() {
+        return Err("no certificate".into());
+    }
+    let alpn = vec!["h2".to_string(), "http/1.1".to_string()];
+    let config = server_config(&certs, TlsVersion::V12, &alpn, None).map_err(|e| e.to_string())?;
+    Ok(ServerTlsSpec {
+        certs,
+        min_version: TlsVersion::V12,
+        alpn,
+        client_ca: None,
+        fingerprint: Fingerprint(print.digest()),
+        files: Vec::new(),
+        config,
+    })
 }
 
 #[cfg(test)]

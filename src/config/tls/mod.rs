@@ -131,49 +131,6 @@ impl std::fmt::Debug for UpstreamTlsSpec {
     }
 }
 
-/// A certificate held in memory: a label for messages, the PEM chain, the PEM key.
-pub type PemPair = (String, Vec<u8>, Vec<u8>);
-
-/// A listener's TLS from certificates held in memory (a Kubernetes Secret's `tls.crt` and
-/// `tls.key`, say), each named by `label` in errors and `show ssl cert`. The first is the
-/// default; ALPN offers h2 and http/1.1. Expired certificates are refused, as in a file.
-pub fn server_tls_from_pem(pairs: &[PemPair]) -> Result<ServerTlsSpec, String> {
-    let mut print = xxhash_rust::xxh3::Xxh3Default::new();
-    let mut certs = Vec::new();
-    for (label, cert_pem, key_pem) in pairs {
-        let name = Path::new(label);
-        let chain = chain(name, cert_pem)?;
-        let info = info(name, &chain[0])?;
-        if info.not_after < now_unix() {
-            return Err(format!("{label}: the certificate expired (serial {})", info.serial));
-        }
-        let key = certified(chain, key(name, key_pem)?, name, name)?;
-        print.update(label.as_bytes());
-        print.update(cert_pem);
-        print.update(key_pem);
-        certs.push(LoadedCert {
-            cert_file: name.to_path_buf(),
-            key_file: name.to_path_buf(),
-            key,
-            info,
-        });
-    }
-    if certs.is_empty() {
-        return Err("no certificate".into());
-    }
-    let alpn = vec!["h2".to_string(), "http/1.1".to_string()];
-    let config = build::server_config(&certs, TlsVersion::V12, &alpn, None).map_err(|e| e.to_string())?;
-    Ok(ServerTlsSpec {
-        certs,
-        min_version: TlsVersion::V12,
-        alpn,
-        client_ca: None,
-        fingerprint: Fingerprint(print.digest()),
-        files: Vec::new(),
-        config,
-    })
-}
-
 /// The crypto provider every TLS setting is built with (ring: see the TLS note in README).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
