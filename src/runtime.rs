@@ -55,11 +55,13 @@ pub async fn run(source: Source, upgrade: bool) -> Result<bool, ReloadError> {
     if let Err(e) = veer.spawn_watcher() {
         tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP");
     }
+    // SIGUSR2's handler before READY: a USR2 sent as soon as systemd (or a test) hears READY
+    // must start an upgrade, not meet the default action, which ends the process.
+    spawn_upgrade_on_usr2(&veer);
     // systemd (Type=notify): ready, and after an upgrade this process is the service's main
     // process (the unit needs NotifyAccess=all for that).
     let pid = std::process::id();
     lifecycle::notify(&[sd_notify::NotifyState::MainPid(pid), sd_notify::NotifyState::Ready]);
-    spawn_upgrade_on_usr2(&veer);
     tokio::select! {
         _ = wait_for_stop_signal() => tracing::info!("stop signal: draining"),
         _ = veer.handed_over() => tracing::info!("handed over to the new process: draining"),

@@ -1,11 +1,13 @@
-//! Gateway API objects → veer's config model: each Gateway port a listener, each HTTPRoute
+//! Gateway API objects → veer's config model: each Gateway port a listener (HTTPS ones with
+//! their Secrets' certificates; TLS Passthrough and TCP ones relaying bytes), each route
 //! rule a backend whose groups are its `backendRefs` (so `weight` is the group split and a
 //! weight change keeps every server's state), each match a route, ordered by the spec's
-//! precedence; Service + EndpointSlice endpoints the servers.
+//! precedence; Service + EndpointSlice endpoints the servers. GRPCRoutes, TLSRoutes and
+//! TCPRoutes are read as the HTTPRoutes they mean and go through the same code.
 //!
-//! Pure: objects in, listeners + backends + problems out. An object that cannot be used is
-//! a [`Problem`] (with the condition reason the status writer will set) and is left out;
-//! it never takes the rest down.
+//! Pure: objects in, listeners + backends + problems + status conditions out. An object
+//! that cannot be used is a [`Problem`] (with the condition reason the status writer sets)
+//! and is left out; it never takes the rest down.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
