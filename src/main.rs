@@ -35,6 +35,10 @@ struct GatewayArgs {
     /// With --gateway: only objects of these namespaces (comma-separated); default all.
     #[arg(long, value_name = "NS,...", value_delimiter = ',', requires = "gateway")]
     namespaces: Vec<String>,
+    /// With --gateway: watch Secrets (HTTPS listeners' certificates) only in these
+    /// namespaces, so RBAC can deny veer every other Secret; default as --namespaces.
+    #[arg(long, value_name = "NS,...", value_delimiter = ',', requires = "gateway")]
+    certificate_namespaces: Vec<String>,
     /// The address every Gateway listener port binds on.
     #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
     gateway_address: std::net::IpAddr,
@@ -55,6 +59,7 @@ impl GatewayArgs {
         self.gateway.then(|| veer::gateway::cluster::ClusterOptions {
             kubeconfig: self.kubeconfig.clone(),
             namespaces: self.namespaces.clone(),
+            certificate_namespaces: self.certificate_namespaces.clone(),
             experimental: self.gateway_experimental,
             ..Default::default()
         })

@@ -98,8 +98,13 @@ fn source_args(source: &Source) -> Vec<std::ffi::OsString> {
                 if let Some(k) = &c.options().kubeconfig {
                     args.extend(["--kubeconfig".into(), k.into()]);
                 }
-                if !c.options().namespaces.is_empty() {
-                    args.extend(["--namespaces".into(), c.options().namespaces.join(",").into()]);
+                for (flag, list) in [
+                    ("--namespaces", &c.options().namespaces),
+                    ("--certificate-namespaces", &c.options().certificate_namespaces),
+                ] {
+                    if !list.is_empty() {
+                        args.extend([flag.into(), list.join(",").into()]);
+                    }
                 }
             }
             None => args.extend(["--gateway-dir".into(), g.dir.clone().into()]),

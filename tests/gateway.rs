@@ -709,6 +709,66 @@ async fn cluster_objects_are_served_and_a_weight_patch_applies_without_a_failed_
     veer.shutdown().await;
 }
 
+#[tokio::test]
+async fn namespaces_limit_what_is_watched_and_secrets_are_read_only_where_certificates_live() {
+    let (blue, green) = (FakeBackend::start("blue").await, FakeBackend::start("green").await);
+    let fake = support::fake_kube::FakeKube::start().await;
+    fake.apply_yaml(CLASS_AND_GATEWAY);
+    fake.apply_yaml(&service("default", "blue", &[ready(&blue)]));
+    fake.apply_yaml(&blue_green_route(100, 0));
+    // A team outside the watched namespaces: its route (allowed by `from: All`) and its
+    // Service are not veer's to see.
+    fake.apply_yaml(&service("other", "green", &[ready(&green)]));
+    fake.apply_yaml("apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: other, namespace: other}\nspec:\n  parentRefs: [{name: web, namespace: default}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /other}}]\n    backendRefs: [{name: green, port: 80}]\n");
+    let (veer, _cluster) = start_on_cluster_as(
+        &fake,
+        ClusterOptions {
+            namespaces: vec!["default".into()],
+            certificate_namespaces: vec!["certs".into()],
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
+    let base = url(&veer).await;
+    let c = client();
+    assert_eq!(who(&c, &base, "GET", "app.example.com", "/", &[]).await, "blue");
+    // Seen, the other team's longer prefix would take /other to green.
+    assert_eq!(who(&c, &base, "GET", "app.example.com", "/other", &[]).await, "blue");
+
+    // Only namespaced collections were asked for (RBAC can be Roles in those namespaces),
+    // and Secrets only where certificates live.
+    let requests = fake.requests();
+    for r in &requests {
+        let path = r.trim_end_matches("?watch");
+        if path.contains("/gatewayclasses") || path.contains("/leases") || path.ends_with("/status") {
+            continue;
+        }
+        assert!(
+            path.contains("/namespaces/default/") || path == "/api/v1/namespaces/certs/secrets",
+            "a request outside the watched namespaces: {r} (all: {requests:?})"
+        );
+    }
+    for watched in [
+        "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes?watch",
+        "/api/v1/namespaces/default/services?watch",
+        "/api/v1/namespaces/certs/secrets?watch",
+    ] {
+        assert!(
+            requests.iter().any(|r| r == watched),
+            "{watched} not watched: {requests:?}"
+        );
+    }
+
+    // A change inside a watched namespace still applies through its namespaced watch.
+    fake.apply_yaml(&service("default", "green", &[ready(&green)]));
+    fake.apply_yaml(&blue_green_route(0, 100));
+    let (seen, failed) = tokio::time::timeout(Duration::from_secs(20), load_until(base, "green", 20))
+        .await
+        .unwrap();
+    assert!(failed.is_empty(), "failed requests: {failed:?} {seen:?}");
+    veer.shutdown().await;
+}
+
 /// Everything this test binary logs (installed once; tests run in one process).
 fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
     static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
@@ -1454,4 +1514,47 @@ spec:
     assert_eq!(support::raw_status(&answer), 200, "{answer}");
     assert!(answer.contains("x-server: tcp-app"), "{answer}");
     veer.shutdown().await;
+}
+
+/// `.ci/run`'s check of the custom kinds is strict: the manifests pass it, and a misspelt
+/// field (dropped silently by an API server without strict validation) fails it.
+#[test]
+fn the_vendored_crd_schemas_pass_the_manifests_and_refuse_a_misspelt_field() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let validate = |file: &Path| {
+        std::process::Command::new("python3")
+            .arg(root.join("config/kubernetes/schemas/validate.py"))
+            .arg(file)
+            .output()
+    };
+    let recipe = root.join("config/kubernetes/gateway/argo-rollouts.yaml");
+    let out = validate(&recipe).expect("python3");
+    if String::from_utf8_lossy(&out.stderr).contains("ModuleNotFoundError") {
+        assert!(
+            std::env::var_os("VEER_REQUIRE_TOOLS").is_none(),
+            "python3 jsonschema/yaml missing with VEER_REQUIRE_TOOLS set"
+        );
+        eprintln!("SKIPPED: python3 jsonschema or yaml not installed (CI installs them)");
+        return;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 custom resources checked"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    std::fs::write(&bad, text.replacen("weight: 100", "wieght: 100", 1)).unwrap();
+    let out = validate(&bad).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("HTTPRoute shop: spec.rules.0.backendRefs.0: Additional properties are not allowed ('wieght' was unexpected)"),
+        "{stdout}"
+    );
 }

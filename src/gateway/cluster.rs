@@ -3,6 +3,10 @@
 //! full list ticks [`Cluster::changed`]; the control plane debounces the ticks and reloads,
 //! reading the stores through [`Cluster::objects`].
 //!
+//! With `--namespaces` each namespaced kind is watched in those namespaces only (one
+//! watch each, so RBAC can be Roles there instead of a ClusterRole); Secrets are watched
+//! only in `--certificate-namespaces` when given, so veer can be denied every other Secret.
+//!
 //! Outages: the watchers retry with backoff and relist when the server answers
 //! `410 Gone`; meanwhile the stores keep the last state they had, so veer keeps serving it.
 //! One line is logged when the server becomes unreachable and one when it is back, not one
@@ -25,6 +29,7 @@ use gateway_api::tlsroutes::TlsRoute;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::NamespaceResourceScope;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -40,9 +45,12 @@ pub struct ClusterOptions {
     pub kubeconfig: Option<PathBuf>,
     /// The API server's URL, overriding any kubeconfig (tests: a fake server on loopback).
     pub server: Option<http::Uri>,
-    /// Only objects of these namespaces count (cluster-scoped GatewayClasses always do);
-    /// empty = all.
+    /// Only objects of these namespaces are watched (cluster-scoped GatewayClasses always
+    /// are); empty = all.
     pub namespaces: Vec<String>,
+    /// Secrets (HTTPS listeners' certificates) are watched only in these namespaces;
+    /// empty = as `namespaces`.
+    pub certificate_namespaces: Vec<String>,
     /// Who this instance is in the status-writer Lease; default `$POD_NAME` (else the
     /// host name) and the process id.
     pub identity: Option<String>,
@@ -61,18 +69,17 @@ pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 /// The watched objects and the change signal.
 pub struct Cluster {
-    classes: Store<GatewayClass>,
-    gateways: Store<Gateway>,
-    routes: Store<HttpRoute>,
-    grpc_routes: Store<GrpcRoute>,
-    tls_routes: Store<TlsRoute>,
+    classes: Stores<GatewayClass>,
+    gateways: Stores<Gateway>,
+    routes: Stores<HttpRoute>,
+    grpc_routes: Stores<GrpcRoute>,
+    tls_routes: Stores<TlsRoute>,
     /// `None` unless `experimental`.
-    tcp_routes: Option<Store<TcpRoute>>,
-    grants: Store<ReferenceGrant>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    secrets: Store<Secret>,
-    namespaces: Vec<String>,
+    tcp_routes: Option<Stores<TcpRoute>>,
+    grants: Stores<ReferenceGrant>,
+    services: Stores<Service>,
+    slices: Stores<EndpointSlice>,
+    secrets: Stores<Secret>,
     changed: Arc<Notify>,
     /// As connected with (a binary upgrade connects the same way).
     options: ClusterOptions,
@@ -84,7 +91,7 @@ pub struct Cluster {
 
 impl fmt::Debug for Cluster {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cluster").field("namespaces", &self.namespaces).finish()
+        f.debug_struct("Cluster").field("options", &self.options).finish()
     }
 }
 
@@ -124,38 +131,46 @@ impl Cluster {
             status.subscribe(),
             stop.clone(),
         ));
+        let w = Watching {
+            client,
+            changed: changed.clone(),
+            outage,
+            stop: stop.clone(),
+        };
+        let ns = &opts.namespaces[..];
+        let certificates = match &opts.certificate_namespaces[..] {
+            [] => ns,
+            given => given,
+        };
         let cluster = Cluster {
-            classes: watch(Api::all(client.clone()), &changed, &outage, &stop),
-            gateways: watch(Api::all(client.clone()), &changed, &outage, &stop),
-            routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
-            grpc_routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
-            tls_routes: watch(Api::all(client.clone()), &changed, &outage, &stop),
-            tcp_routes: opts
-                .experimental
-                .then(|| watch(Api::all(client.clone()), &changed, &outage, &stop)),
-            grants: watch(Api::all(client.clone()), &changed, &outage, &stop),
-            services: watch(Api::all(client.clone()), &changed, &outage, &stop),
-            slices: watch(Api::all(client.clone()), &changed, &outage, &stop),
-            secrets: watch(Api::all(client), &changed, &outage, &stop),
-            namespaces: opts.namespaces.clone(),
+            classes: Stores(vec![w.watch(Api::all(w.client.clone()))]),
+            gateways: w.watch_in(ns),
+            routes: w.watch_in(ns),
+            grpc_routes: w.watch_in(ns),
+            tls_routes: w.watch_in(ns),
+            tcp_routes: opts.experimental.then(|| w.watch_in(ns)),
+            grants: w.watch_in(ns),
+            services: w.watch_in(ns),
+            slices: w.watch_in(ns),
+            secrets: w.watch_in(certificates),
             changed,
             options: opts.clone(),
             status,
             stop,
         };
         let ready = async {
-            let _ = cluster.classes.wait_until_ready().await;
-            let _ = cluster.gateways.wait_until_ready().await;
-            let _ = cluster.routes.wait_until_ready().await;
-            let _ = cluster.grpc_routes.wait_until_ready().await;
-            let _ = cluster.tls_routes.wait_until_ready().await;
+            cluster.classes.ready().await;
+            cluster.gateways.ready().await;
+            cluster.routes.ready().await;
+            cluster.grpc_routes.ready().await;
+            cluster.tls_routes.ready().await;
             if let Some(tcp) = &cluster.tcp_routes {
-                let _ = tcp.wait_until_ready().await;
+                tcp.ready().await;
             }
-            let _ = cluster.grants.wait_until_ready().await;
-            let _ = cluster.services.wait_until_ready().await;
-            let _ = cluster.slices.wait_until_ready().await;
-            let _ = cluster.secrets.wait_until_ready().await;
+            cluster.grants.ready().await;
+            cluster.services.ready().await;
+            cluster.slices.ready().await;
+            cluster.secrets.ready().await;
         };
         tokio::time::timeout(FIRST_SYNC, ready)
             .await
@@ -205,17 +220,14 @@ impl Cluster {
         o
     }
 
-    fn located<K>(&self, store: &Store<K>, digest: &mut u64) -> Vec<Located<K>>
+    fn located<K>(&self, stores: &Stores<K>, digest: &mut u64) -> Vec<Located<K>>
     where
         K: Resource<DynamicType = ()> + Clone + 'static,
     {
-        let mut out: Vec<Located<K>> = store
-            .state()
-            .into_iter()
-            .filter(|k| {
-                k.namespace()
-                    .is_none_or(|ns| self.namespaces.is_empty() || self.namespaces.contains(&ns))
-            })
+        let mut out: Vec<Located<K>> = stores
+            .0
+            .iter()
+            .flat_map(Store::state)
             .map(|k| {
                 // The resource version changes with every write: it stands for the content.
                 let version = k.resource_version().unwrap_or_default();
@@ -259,43 +271,82 @@ impl Outage {
     }
 }
 
-/// A reflector store for `K`, fed by a watcher task that lives as long as the process.
-fn watch<K>(
-    api: Api<K>,
-    changed: &Arc<Notify>,
-    outage: &Arc<Outage>,
-    stop: &tokio_util::sync::CancellationToken,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    // Secrets: only TLS ones, the kind a Gateway's certificateRefs name.
-    let config = match K::kind(&()).as_ref() {
-        "Secret" => watcher::Config::default().fields("type=kubernetes.io/tls"),
-        _ => watcher::Config::default(),
-    };
-    let stream = watcher(api, config.any_semantic()).default_backoff().reflect(writer);
-    let (changed, outage, stop) = (changed.clone(), outage.clone(), stop.clone());
-    let kind = K::kind(&()).into_owned();
-    tokio::spawn(async move {
-        futures_util::pin_mut!(stream);
-        while let Some(event) = tokio::select! {
-            e = stream.next() => e,
-            _ = stop.cancelled() => None,
-        } {
-            match event {
-                // A (re)list in progress: the store swaps at InitDone.
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => outage.recovered(),
-                Ok(_) => {
-                    outage.recovered();
-                    changed.notify_one();
-                }
-                Err(e) => outage.failed(&kind, &e),
-            }
+/// One kind's objects: a reflector store per watched namespace, or one for all.
+struct Stores<K: Resource<DynamicType = ()> + 'static>(Vec<Store<K>>);
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Stores<K> {
+    /// Until every store has had its first full list.
+    async fn ready(&self) {
+        for store in &self.0 {
+            let _ = store.wait_until_ready().await;
         }
-    });
-    store
+    }
+}
+
+/// What every watcher shares: the client, the change signal, the outage log, the stop.
+struct Watching {
+    client: Client,
+    changed: Arc<Notify>,
+    outage: Arc<Outage>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Watching {
+    /// A namespaced kind in each of `namespaces`, or cluster-wide when there are none.
+    fn watch_in<K>(&self, namespaces: &[String]) -> Stores<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        if namespaces.is_empty() {
+            return Stores(vec![self.watch(Api::all(self.client.clone()))]);
+        }
+        Stores(
+            namespaces
+                .iter()
+                .map(|ns| self.watch(Api::namespaced(self.client.clone(), ns)))
+                .collect(),
+        )
+    }
+
+    /// A reflector store for `api`, fed by a watcher task that lives until `stop`.
+    fn watch<K>(&self, api: Api<K>) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        let (store, writer) = reflector::store();
+        // Secrets: only TLS ones, the kind a Gateway's certificateRefs name.
+        let config = match K::kind(&()).as_ref() {
+            "Secret" => watcher::Config::default().fields("type=kubernetes.io/tls"),
+            _ => watcher::Config::default(),
+        };
+        let stream = watcher(api, config.any_semantic()).default_backoff().reflect(writer);
+        let (changed, outage, stop) = (self.changed.clone(), self.outage.clone(), self.stop.clone());
+        let kind = K::kind(&()).into_owned();
+        tokio::spawn(async move {
+            futures_util::pin_mut!(stream);
+            while let Some(event) = tokio::select! {
+                e = stream.next() => e,
+                _ = stop.cancelled() => None,
+            } {
+                match event {
+                    // A (re)list in progress: the store swaps at InitDone.
+                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => outage.recovered(),
+                    Ok(_) => {
+                        outage.recovered();
+                        changed.notify_one();
+                    }
+                    Err(e) => outage.failed(&kind, &e),
+                }
+            }
+        });
+        store
+    }
 }
 
 // === the status writer ===

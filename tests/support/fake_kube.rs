@@ -383,6 +383,19 @@ async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
         .lock()
         .unwrap()
         .push(if watch { format!("{path}?watch") } else { path.clone() });
+    // A collection cluster-wide, or in one namespace (…/v1/namespaces/{ns}/{plural}).
+    let (path, namespace) = match path.split_once("/namespaces/") {
+        Some((group, rest)) => match rest.split_once('/') {
+            Some((ns, plural)) if !plural.contains('/') => (format!("{group}/{plural}"), Some(ns.to_string())),
+            _ => (path.clone(), None),
+        },
+        None => (path.clone(), None),
+    };
+    let in_scope = move |obj: &Value| {
+        namespace
+            .as_deref()
+            .is_none_or(|ns| obj["metadata"]["namespace"].as_str() == Some(ns))
+    };
     let Some((kind, collection, _)) = KINDS.iter().find(|(_, c, _)| *c == path).copied() else {
         return full(
             404,
@@ -400,7 +413,7 @@ async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
         let items: Vec<Value> = s
             .objects
             .iter()
-            .filter(|((c, ..), _)| c == collection)
+            .filter(|((c, ..), o)| c == collection && in_scope(o))
             .map(|(_, o)| {
                 let mut o = o.clone();
                 o["apiVersion"] = json!(api_version);
@@ -424,14 +437,15 @@ async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
             "message": "too old resource version", "reason": "Expired", "code": 410}});
         let _ = tx.try_send(Ok(Frame::data(Bytes::from(format!("{gone}\n")))));
     } else {
-        for (_, _, e) in s.history.iter().filter(|(rv, c, _)| *rv > from && c == collection) {
+        for (_, _, e) in (s.history.iter()).filter(|(rv, c, e)| *rv > from && c == collection && in_scope(&e["object"]))
+        {
             let _ = tx.try_send(line(e.clone()));
         }
         let mut live = inner.events.subscribe();
         let collection = collection.to_string();
         let task = tokio::spawn(async move {
             while let Ok((c, e)) = live.recv().await {
-                if c == collection && tx.send(line(e)).await.is_err() {
+                if c == collection && in_scope(&e["object"]) && tx.send(line(e)).await.is_err() {
                     return;
                 }
             }
