@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::fake_kube::service;
 use support::{client, FakeBackend};
 use veer::config::AdminState;
 use veer::gateway::cluster::ClusterOptions;
@@ -39,56 +40,6 @@ spec:
       namespaces:
         from: All
 "#;
-
-/// A Service `name` in `ns` on port 80 (named `http`) and its EndpointSlice pointing at
-/// `backends` (each `(address, ready, serving, terminating)`).
-fn service(ns: &str, name: &str, backends: &[(SocketAddr, bool, bool, bool)]) -> String {
-    let mut endpoints = String::new();
-    for (addr, ready, serving, terminating) in backends {
-        endpoints += &format!(
-            "- addresses: [\"{}\"]\n  conditions: {{ready: {ready}, serving: {serving}, terminating: {terminating}}}\n",
-            addr.ip()
-        );
-    }
-    // One slice per port number: the fake backends listen on different ports.
-    let mut slices = String::new();
-    for (i, (addr, ..)) in backends.iter().enumerate() {
-        let one: Vec<&str> = endpoints.lines().skip(i * 2).take(2).collect();
-        slices += &format!(
-            r#"---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-{i}
-  namespace: {ns}
-  labels:
-    kubernetes.io/service-name: {name}
-addressType: IPv4
-ports:
-- name: http
-  port: {port}
-endpoints:
-{endpoints}
-"#,
-            port = addr.port(),
-            endpoints = one.join("\n")
-        );
-    }
-    format!(
-        r#"---
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: {ns}
-spec:
-  ports:
-  - name: http
-    port: 80
-    targetPort: 8080
-{slices}"#
-    )
-}
 
 fn ready(b: &FakeBackend) -> (SocketAddr, bool, bool, bool) {
     (b.addr, true, true, false)

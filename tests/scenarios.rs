@@ -1,0 +1,444 @@
+//! The scenario suite (issue 27): each scenario drives the mixed load of
+//! `support/load.rs` (keep-alive and connection-per-request HTTP/1.1, h2c, 1 MiB uploads,
+//! sticky clients, upgraded echo) through a veer process while it is changed the way deploys
+//! change it, for at least `VEER_SCENARIO_REQUESTS` requests (default 100,000), and
+//! appends a row — requests, failures, p99 against the no-change baseline — to
+//! `VEER_SCENARIO_OUT`. They are `#[ignore]`d (minutes each): `loadtest/scenarios.sh` runs
+//! them in a release-like build; `cargo test` only compiles them.
+#[path = "support/load.rs"]
+mod load;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use load::{Backend, Load, Report};
+use support::{admin, VeerProcess};
+
+fn requests_wanted() -> u64 {
+    std::env::var("VEER_SCENARIO_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// Appends the scenario's row to `VEER_SCENARIO_OUT` (and prints it), then fails the test
+/// on any failed request.
+fn report(name: &str, what: &str, r: &Report, took: Duration) {
+    let row = format!(
+        "| {name} | {what} | {} | {} | {:.1} | {} | {:.0} s |",
+        r.requests,
+        r.failures,
+        r.p99_ms,
+        r.sticky_moves,
+        took.as_secs_f64()
+    );
+    println!("{row}\n  by kind (answered, failed): {:?}", r.by_kind);
+    if let Ok(out) = std::env::var("VEER_SCENARIO_OUT") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .expect("results file");
+        writeln!(f, "{row}").expect("results file");
+    }
+    assert!(r.requests >= requests_wanted(), "only {} requests", r.requests);
+    for kind in ["h1-keepalive", "h1-close", "h2c", "upload-1MiB", "sticky", "websocket"] {
+        assert!(
+            r.by_kind.get(kind).is_some_and(|k| k.0 > 0),
+            "no {kind} answered: {:?}",
+            r.by_kind
+        );
+    }
+    assert_eq!(r.failures, 0, "{name}: {} failed, first: {:#?}", r.failures, r.samples);
+}
+
+/// Four backends (blue-1/2, green-1/2), veer in front (a process, release build).
+struct Bed {
+    dir: tempfile::TempDir,
+    backends: Vec<Backend>,
+    veer: VeerProcess,
+}
+
+impl Bed {
+    async fn start() -> Bed {
+        let mut backends = Vec::new();
+        for name in ["blue-1", "blue-2", "green-1", "green-2"] {
+            backends.push(Backend::start(name).await);
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("veer.toml"), Self::config(dir.path(), &backends, "")).expect("config");
+        let veer = Self::process(dir.path(), &[]).await;
+        Bed { dir, backends, veer }
+    }
+
+    fn config(dir: &Path, b: &[Backend], extra: &str) -> String {
+        format!(
+            r#"[admin]
+socket = "{dir}/admin.sock"
+state_file = "{dir}/state.json"
+
+[runtime]
+shutdown_timeout = "60s"
+
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+  [[listener.route]]
+  backend = "app"
+
+[[backend]]
+name = "app"
+retries = 2
+retry_on = ["connect", "gateway-error", "reset"]
+sticky = {{ cookie = "SRV" }}
+{extra}
+groups = [
+  {{ name = "blue", weight = 100, servers = [ {{ name = "blue-1", addr = "{}" }}, {{ name = "blue-2", addr = "{}" }} ] }},
+  {{ name = "green", weight = 0, servers = [ {{ name = "green-1", addr = "{}" }}, {{ name = "green-2", addr = "{}" }} ] }},
+]
+"#,
+            b[0].addr,
+            b[1].addr,
+            b[2].addr,
+            b[3].addr,
+            dir = dir.display()
+        )
+    }
+
+    async fn process(dir: &Path, extra: &'static [&'static str]) -> VeerProcess {
+        let config = dir.join("veer.toml");
+        tokio::task::spawn_blocking(move || VeerProcess::start(&config, extra, &["web"]))
+            .await
+            .expect("veer started")
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    fn load(&self) -> Load {
+        Load::start(self.veer.listeners["web"], "app.example.com")
+    }
+
+    async fn admin(&self, line: &str) -> String {
+        admin(&self.sock(), line).await
+    }
+}
+
+/// Runs `change` under load, then keeps the load on until the wanted number of requests.
+async fn under_load<F: std::future::Future<Output = String>>(name: &str, bed: &Bed, change: F) {
+    let started = Instant::now();
+    let load = bed.load();
+    load.until(2_000).await;
+    let what = change.await;
+    load.until(requests_wanted()).await;
+    let r = load.finish().await;
+    report(name, &what, &r, started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s00_baseline() {
+    let bed = Bed::start().await;
+    under_load("baseline", &bed, async { "no change".to_string() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s01_split_flipped_every_second_for_60_s() {
+    let bed = Bed::start().await;
+    under_load("split-flip", &bed, async {
+        for i in 0..60 {
+            let line = if i % 2 == 0 {
+                "set split app blue=0 green=100"
+            } else {
+                "set split app blue=100 green=0"
+            };
+            assert_eq!(bed.admin(line).await, "\n");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        "`set split` blue/green flipped every 1 s, 60 times".into()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s02_hundred_reloads() {
+    let bed = Bed::start().await;
+    under_load("reloads", &bed, async {
+        let path = bed.dir.path().join("veer.toml");
+        for i in 0..100 {
+            // Each edit changes the backend (its retry budget), so each reload builds and
+            // swaps a new snapshot.
+            let extra = format!("connect_timeout = \"{}ms\"", 2000 + i);
+            std::fs::write(&path, Bed::config(bed.dir.path(), &bed.backends, &extra)).expect("config");
+            bed.veer.signal("HUP");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let reloads = bed.veer.log().matches("config reloaded").count();
+        assert!(reloads >= 90, "only {reloads} reloads logged");
+        format!("100 config edits + SIGHUP, 250 ms apart ({reloads} reloads logged)")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s03_drain_and_del_server_under_sticky_load() {
+    let bed = Bed::start().await;
+    under_load("drain+del", &bed, async {
+        assert_eq!(bed.admin("set split app blue=50 green=50").await, "\n");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(bed.admin("set server app/blue-1 state drain").await, "\n");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(bed.admin("set server app/blue-1 state maint").await, "\n");
+        let waited = bed.admin("wait 30s srv-removable app/blue-1").await;
+        assert_eq!(waited.trim(), "", "{waited}");
+        assert_eq!(bed.admin("del server app/blue-1").await.trim(), "Server deleted.");
+        "split 50/50, blue-1 drained 5 s, maint, `wait srv-removable`, `del server`".into()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s04_ten_binary_upgrades_back_to_back() {
+    let mut bed = Bed::start().await;
+    let started = Instant::now();
+    let load = bed.load();
+    load.until(2_000).await;
+    for _ in 0..10 {
+        let new = Bed::process(bed.dir.path(), &["--upgrade"]).await;
+        assert_eq!(new.listeners["web"], bed.veer.listeners["web"]);
+        let mut old = std::mem::replace(&mut bed.veer, new);
+        let code = tokio::task::spawn_blocking(move || old.wait_exit(Duration::from_secs(90)))
+            .await
+            .expect("old process");
+        assert_eq!(code, Some(0), "the old process drains and exits 0");
+    }
+    load.until(requests_wanted()).await;
+    let r = load.finish().await;
+    report(
+        "upgrades",
+        "10 × `veer run --upgrade`, each after the last old process exited",
+        &r,
+        started.elapsed(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s05_admin_storm() {
+    let bed = Bed::start().await;
+    under_load("admin-storm", &bed, async {
+        let lines = [
+            "show stat",
+            "show servers state app",
+            "set weight app/blue-2 50",
+            "show split app",
+            "set weight app/blue-2 100",
+            "show info",
+        ];
+        let mut sent = 0u64;
+        let began = Instant::now();
+        // 1,000 commands a second for 20 s, from 10 concurrent sessions.
+        while began.elapsed() < Duration::from_secs(20) {
+            let tick = Instant::now();
+            let mut batch = tokio::task::JoinSet::new();
+            for s in 0..10 {
+                let sock = bed.sock();
+                let line = lines[(sent as usize + s) % lines.len()];
+                batch.spawn(async move {
+                    for _ in 0..10 {
+                        let out = admin(&sock, line).await;
+                        assert!(!out.contains("Unknown command"), "{out}");
+                    }
+                });
+            }
+            while let Some(r) = batch.join_next().await {
+                r.expect("admin session");
+            }
+            sent += 100;
+            tokio::time::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed())).await;
+        }
+        let rate = sent as f64 / began.elapsed().as_secs_f64();
+        format!("{sent} admin commands in 20 s ({rate:.0}/s) while serving")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s06_backend_killed_and_restarted() {
+    let mut bed = Bed::start().await;
+    let started = Instant::now();
+    let load = bed.load();
+    load.until(2_000).await;
+    // What a deploy script does before killing a server: drain it, so nothing is in flight
+    // on it (killing a server under in-flight POSTs loses them in any proxy); then kill
+    // it, keep it dead for 5 s with veer still sending it nothing new, start it again.
+    assert_eq!(bed.admin("set server app/blue-1 state drain").await, "\n");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    bed.backends[0].kill().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    bed.backends[0].restart().await;
+    assert_eq!(bed.admin("set server app/blue-1 state ready").await, "\n");
+    // And one killed while serving: idempotent requests in flight are retried on another
+    // server (`retry_on` connect/reset); the figure counts what still failed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    bed.backends[1].kill().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    bed.backends[1].restart().await;
+    load.until(requests_wanted()).await;
+    let r = load.finish().await;
+    report(
+        "backend-kill",
+        "blue-1 drained, killed 5 s, restarted; then blue-2 killed while serving, 5 s, restarted",
+        &r,
+        started.elapsed(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s10_veer_kill9_and_restart_keeps_runtime_state() {
+    let mut bed = Bed::start().await;
+    let load = bed.load();
+    load.until(2_000).await;
+    for line in [
+        "set split app blue=30 green=70",
+        "set weight app/green-2 40",
+        "set server app/blue-2 state drain",
+        "set server app/green-1 state maint",
+    ] {
+        assert_eq!(bed.admin(line).await, "\n", "{line}");
+    }
+    let state = |bed: &Bed| {
+        let sock = bed.sock();
+        async move {
+            // The columns that are runtime state (name, address, admin state, weights);
+            // counters and timers are not state.
+            let servers = admin(&sock, "show servers state app").await;
+            let servers: Vec<String> = (servers.lines())
+                .filter(|l| !l.starts_with('#') && l.split_whitespace().count() > 8)
+                .map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    // be_name srv_name srv_addr srv_admin_state srv_uweight srv_iweight
+                    [f[1], f[3], f[4], f[6], f[7], f[8]].join(" ")
+                })
+                .collect();
+            (servers, admin(&sock, "show split app").await)
+        }
+    };
+    let before = state(&bed).await;
+    bed.veer.kill9();
+    let r = load.finish().await;
+    bed.veer = Bed::process(bed.dir.path(), &[]).await;
+    let after = state(&bed).await;
+    println!("before: {before:#?}\nafter: {after:#?}");
+    assert_eq!(before, after, "runtime state after kill -9 and restart");
+    let row = format!(
+        "| veer kill -9 | split 30/70, a weight, a drain, a maint; `kill -9`; restarted | {} | {} (lost with the process) | — | — | state identical: `show servers state` {} servers, `show split` equal |",
+        r.requests,
+        r.failures,
+        after.0.len()
+    );
+    println!("{row}");
+    if let Ok(out) = std::env::var("VEER_SCENARIO_OUT") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .expect("results file");
+        writeln!(f, "{row}").expect("results file");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s08_kubernetes_api_server_down_for_30_s() {
+    use support::fake_kube::{service, FakeKube};
+    let backends = [Backend::start("blue").await, Backend::start("green").await];
+    let up = |b: &Backend| (b.addr, true, true, false);
+    let fake = FakeKube::start().await;
+    let route = |blue: u32, green: u32| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: app, namespace: default, annotations: {{veer.dev/sticky-cookie: SRV}}}}\nspec:\n  parentRefs: [{{name: web}}]\n  rules:\n  - backendRefs:\n    - {{name: blue, port: 80, weight: {blue}}}\n    - {{name: green, port: 80, weight: {green}}}\n"
+        )
+    };
+    fake.apply_yaml(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: veer}\nspec: {controllerName: veer.dev/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: web, namespace: default}\nspec:\n  gatewayClassName: veer\n  listeners:\n  - {name: http, protocol: HTTP, port: 0}\n",
+    );
+    fake.apply_yaml(&service("default", "blue", &[up(&backends[0])]));
+    fake.apply_yaml(&service("default", "green", &[up(&backends[1])]));
+    fake.apply_yaml(&route(50, 50));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\n",
+            fake.url()
+        ),
+    )
+    .expect("kubeconfig");
+    let config = dir.path().join("veer.toml");
+    let sock = dir.path().join("admin.sock");
+    std::fs::write(&config, format!("[admin]\nsocket = \"{}\"\n", sock.display())).expect("config");
+    let kc = kubeconfig.to_string_lossy().into_owned();
+    let veer = tokio::task::spawn_blocking(move || {
+        VeerProcess::start(
+            &config,
+            &["--gateway", "--kubeconfig", &kc, "--gateway-address", "127.0.0.1"],
+            &["default:web:0"],
+        )
+    })
+    .await
+    .expect("veer started");
+    let started = Instant::now();
+    let load = Load::start(veer.listeners["default:web:0"], "app.example.com");
+    load.until(2_000).await;
+    fake.stop();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    fake.restart().await;
+    // Caught up: a patch made after the outage reaches veer.
+    fake.apply_yaml(&route(0, 100));
+    let patched = Instant::now();
+    loop {
+        let split = admin(&sock, "show split default:app:0 json").await;
+        let v: serde_json::Value = serde_json::from_str(split.trim()).unwrap_or_default();
+        let weight = |g: &str| {
+            (v["groups"].as_array())
+                .and_then(|gs| gs.iter().find(|x| x["name"] == g))
+                .and_then(|x| x["weight"].as_u64())
+        };
+        if (weight("blue:80"), weight("green:80")) == (Some(0), Some(100)) {
+            break;
+        }
+        assert!(patched.elapsed() < Duration::from_secs(60), "never caught up: {split}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let caught_up = patched.elapsed();
+    load.until(requests_wanted()).await;
+    let r = load.finish().await;
+    let log = veer.log();
+    let (down, back) = (
+        log.matches("Kubernetes API server unreachable").count(),
+        log.matches("Kubernetes API server reachable again").count(),
+    );
+    assert_eq!((down, back), (1, 1), "one line per outage:\n{log}");
+    report(
+        "k8s API down 30 s",
+        &format!(
+            "fake API server stopped 30 s, restarted with newer resourceVersion (410 Gone); {down} log line down, {back} up; a patch after it applied in {} ms",
+            caught_up.as_millis()
+        ),
+        &r,
+        started.elapsed(),
+    );
+}
