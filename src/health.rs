@@ -149,20 +149,46 @@ async fn check(server: &Server, backend: &Backend, kind: &CheckKind) -> (CheckRe
         CheckKind::Http { path, host, expect } => (path, host, expect),
     };
     let host = host.clone().unwrap_or_else(|| server.addr.to_string());
-    let status = if backend.protocol.is_h2() {
-        h2_status(server, backend, path, &host).await
+    if backend.protocol.is_h2() {
+        match h2_status(server, backend, path, &host).await {
+            Ok(code) => judge(code, expect),
+            Err(result) => (result, 0),
+        }
     } else {
-        h1_status(server, backend, path, &host).await
-    };
-    match status {
-        Ok(code) if expect.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)) => (CheckResult::L7Ok, code),
-        Ok(code) => (CheckResult::L7Sts, code),
-        Err(result) => (result, 0),
+        match h1_head(server, backend, path, &host).await {
+            Ok(head) => classify(&head, expect),
+            Err(result) => (result, 0),
+        }
     }
 }
 
-/// `GET path` on a connection of its own; the status of the answer.
-async fn h1_status(server: &Server, backend: &Backend, path: &str, host: &str) -> Result<u16, CheckResult> {
+/// The verdict on the first bytes of an HTTP/1 answer (`HTTP/1.x NNN `): `L7Ok` and the
+/// status when it is in `expect`, `L7Sts` when not, `L7Rsp` when the bytes are not a status
+/// line (three ASCII digits, nothing looser: `+12` is not a status).
+pub fn classify(head: &[u8], expect: &[(u16, u16)]) -> (CheckResult, u16) {
+    match head {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', v, b' ', d @ .., b' '] if v.is_ascii_digit() && d.len() == 3 => {
+            if d.iter().all(u8::is_ascii_digit) {
+                let code = d.iter().fold(0u16, |n, b| n * 10 + u16::from(b - b'0'));
+                judge(code, expect)
+            } else {
+                (CheckResult::L7Rsp, 0)
+            }
+        }
+        _ => (CheckResult::L7Rsp, 0),
+    }
+}
+
+fn judge(code: u16, expect: &[(u16, u16)]) -> (CheckResult, u16) {
+    if expect.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code)) {
+        (CheckResult::L7Ok, code)
+    } else {
+        (CheckResult::L7Sts, code)
+    }
+}
+
+/// `GET path` on a connection of its own; the answer's first 13 bytes.
+async fn h1_head(server: &Server, backend: &Backend, path: &str, host: &str) -> Result<[u8; 13], CheckResult> {
     let mut io = crate::upstream::open(server.addr, backend, None)
         .await
         .map_err(|_| CheckResult::L4Con)?;
@@ -179,13 +205,7 @@ async fn h1_status(server: &Server, backend: &Backend, path: &str, host: &str) -
         }
     }
     let _ = io.shutdown().await;
-    let line = std::str::from_utf8(&head).map_err(|_| CheckResult::L7Rsp)?;
-    let code = line
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.get(2..5))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or(CheckResult::L7Rsp)?;
-    Ok(code)
+    Ok(head)
 }
 
 /// `GET path` on the server's HTTP/2 session.
@@ -207,5 +227,20 @@ async fn h2_status(server: &Server, backend: &Backend, path: &str, host: &str) -
         Ok((resp, _)) => Ok(resp.status().as_u16()),
         Err(crate::upstream::SendError::Connect(..)) => Err(CheckResult::L4Con),
         Err(crate::upstream::SendError::Protocol(_)) => Err(CheckResult::L7Rsp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_line_is_judged_by_expect_and_anything_looser_is_not_http() {
+        let two = [(200, 299)];
+        assert_eq!(classify(b"HTTP/1.1 204 ", &two), (CheckResult::L7Ok, 204));
+        assert_eq!(classify(b"HTTP/1.0 503 ", &two), (CheckResult::L7Sts, 503));
+        for bad in [&b"HTTP/1.1 +12 "[..], b"HTTP/1.1 20 0", b"HTTP/2.0 200 ", b"HTTP/1.1 200", b"SSH-2.0-OpenS"] {
+            assert_eq!(classify(bad, &two), (CheckResult::L7Rsp, 0), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

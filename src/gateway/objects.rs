@@ -118,13 +118,19 @@ pub fn read_dir(dir: &Path) -> Result<(Objects, Vec<Problem>), String> {
     let mut problems = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-        let named = format!("{}\0{text}", file.display());
-        objects.digest = xxhash_rust::xxh3::xxh3_64_with_seed(named.as_bytes(), objects.digest);
-        for (line, doc) in documents(&text) {
-            parse(&file, line, doc, &mut objects, &mut problems);
-        }
+        read_text(&file, &text, &mut objects, &mut problems);
     }
     Ok((objects, problems))
+}
+
+/// Adds the manifests of one file's `text` to `objects` (and what cannot be used to
+/// `problems`); `file` names them.
+pub fn read_text(file: &Path, text: &str, objects: &mut Objects, problems: &mut Vec<Problem>) {
+    let named = format!("{}\0{text}", file.display());
+    objects.digest = xxhash_rust::xxh3::xxh3_64_with_seed(named.as_bytes(), objects.digest);
+    for (line, doc) in documents(text) {
+        parse(file, line, doc, objects, problems);
+    }
 }
 
 fn is_manifest(p: &Path) -> bool {

@@ -1,0 +1,8 @@
+//! libFuzzer entry of `checks/admin.rs`, which states the invariant (and which
+//! tests/fuzz_corpus.rs replays over fuzz/corpus/admin/ in every `cargo test`).
+#![no_main]
+
+#[path = "../checks/mod.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::admin::check(data));
