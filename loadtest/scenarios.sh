@@ -5,13 +5,13 @@
 # release-like build (profile `scenarios`). Loopback only; every veer and backend the
 # scenarios start is stopped by PID (the test harness kills its children).
 #
-#   loadtest/scenarios.sh [FILTER]     FILTER: a substring of the scenario names (s01, reload…)
+#   loadtest/scenarios.sh [FILTER...]  FILTER: substrings of the scenario names (s01, reload…)
 #   REQUESTS=100000 OUT=loadtest/results/<date>-scenarios.md
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests="${REQUESTS:-100000}"
 out="${OUT:-loadtest/results/$(date +%F)-scenarios.md}"
-filter="${1:-}"
+filter="$*"
 command -v cargo >/dev/null || { echo "cargo is needed" >&2; exit 1; }
 
 rows="$(mktemp)"
@@ -22,7 +22,7 @@ cargo test --profile scenarios --test scenarios --no-run
 echo "--- running (>= $requests requests per scenario)"
 status=0
 VEER_SCENARIO_REQUESTS="$requests" VEER_SCENARIO_OUT="$rows" \
-  cargo test --profile scenarios --test scenarios -- --ignored --test-threads 1 --nocapture "$filter" || status=$?
+  cargo test --profile scenarios --test scenarios -- --ignored --test-threads 1 --nocapture "$@" || status=$?
 
 {
   echo "# Scenario suite, $(date -u +%FT%TZ), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"

@@ -239,8 +239,19 @@ mod tests {
         let two = [(200, 299)];
         assert_eq!(classify(b"HTTP/1.1 204 ", &two), (CheckResult::L7Ok, 204));
         assert_eq!(classify(b"HTTP/1.0 503 ", &two), (CheckResult::L7Sts, 503));
-        for bad in [&b"HTTP/1.1 +12 "[..], b"HTTP/1.1 20 0", b"HTTP/2.0 200 ", b"HTTP/1.1 200", b"SSH-2.0-OpenS"] {
-            assert_eq!(classify(bad, &two), (CheckResult::L7Rsp, 0), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"HTTP/1.1 +12 "[..],
+            b"HTTP/1.1 20 0",
+            b"HTTP/2.0 200 ",
+            b"HTTP/1.1 200",
+            b"SSH-2.0-OpenS",
+        ] {
+            assert_eq!(
+                classify(bad, &two),
+                (CheckResult::L7Rsp, 0),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

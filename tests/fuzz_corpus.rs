@@ -44,8 +44,15 @@ fn every_target_has_a_corpus_a_libfuzzer_entry_and_a_bin() {
     for (name, _) in checks::TARGETS {
         let entry = root().join(format!("fuzz/fuzz_targets/{name}.rs"));
         let text = std::fs::read_to_string(&entry).unwrap_or_else(|e| panic!("{}: {e}", entry.display()));
-        assert!(text.contains(&format!("checks::{name}::check(data)")), "{}", entry.display());
-        assert!(manifest.contains(&format!("name = \"{name}\"")), "fuzz/Cargo.toml has no [[bin]] {name}");
+        assert!(
+            text.contains(&format!("checks::{name}::check(data)")),
+            "{}",
+            entry.display()
+        );
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "fuzz/Cargo.toml has no [[bin]] {name}"
+        );
         assert!(!corpus(name).is_empty());
     }
 }

@@ -331,7 +331,15 @@ async fn s10_veer_kill9_and_restart_keeps_runtime_state() {
                     [f[1], f[3], f[4], f[6], f[7], f[8]].join(" ")
                 })
                 .collect();
-            (servers, admin(&sock, "show split app").await)
+            // `show split` without its counters (requests, conns: the last two columns).
+            let split = admin(&sock, "show split app").await;
+            let split: Vec<String> = (split.lines())
+                .map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f[..f.len().saturating_sub(2)].join(" ")
+                })
+                .collect();
+            (servers, split)
         }
     };
     let before = state(&bed).await;

@@ -77,10 +77,20 @@ async fn state(veer: &Veer) -> (u64, Vec<String>) {
         out.push(say(veer, line).await.map(|(_, t)| t).unwrap_or_default());
     }
     // `show servers state` without its timer column (seconds since the last change).
-    let servers = say(veer, "show servers state").await.map(|(_, t)| t).unwrap_or_default();
+    let servers = say(veer, "show servers state")
+        .await
+        .map(|(_, t)| t)
+        .unwrap_or_default();
     for row in servers.lines() {
         let f: Vec<&str> = row.split_whitespace().collect();
-        out.push(f.iter().enumerate().filter(|(i, _)| *i != 9).map(|(_, w)| *w).collect::<Vec<_>>().join(" "));
+        out.push(
+            f.iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 9)
+                .map(|(_, w)| *w)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
     }
     (veer.snapshot().generation, out)
 }
@@ -94,7 +104,9 @@ pub fn check(data: &[u8]) {
     bed.rt.block_on(async {
         for command in split_commands(line) {
             let before = state(&bed.veer).await;
-            let Some((ok, text)) = say(&bed.veer, &command).await else { continue };
+            let Some((ok, text)) = say(&bed.veer, &command).await else {
+                continue;
+            };
             if !ok {
                 let after = state(&bed.veer).await;
                 assert_eq!(before, after, "{command:?} failed ({text:?}) and changed the state");

@@ -16,7 +16,12 @@ pub fn check(data: &[u8]) {
     read_text(Path::new("fuzz.yaml"), text, &mut objects, &mut problems);
     let lines = text.lines().count().max(1);
     for p in &problems {
-        assert!(p.at.line >= 1 && p.at.line <= lines + 1, "line {} of {lines}: {}", p.at.line, p.message);
+        assert!(
+            p.at.line >= 1 && p.at.line <= lines + 1,
+            "line {} of {lines}: {}",
+            p.at.line,
+            p.message
+        );
     }
     let mut opts = Options::new("fuzz");
     opts.experimental = data.len() % 2 == 0;

@@ -24,7 +24,9 @@ fn scan(parts: &[&[u8]]) -> (Result<usize, codec::ChunkError>, Vec<u8>, bool) {
 }
 
 pub fn check(input: &[u8]) {
-    let Some((&cut, data)) = input.split_first() else { return };
+    let Some((&cut, data)) = input.split_first() else {
+        return;
+    };
 
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);

@@ -9,7 +9,7 @@ use veer::state::CheckResult;
 pub fn check(data: &[u8]) {
     // The first two bytes choose `expect` (a range like `2xx` or `200-399`), the rest is
     // what a server answered.
-    let Some((&[a, b], head)) = data.split_first_chunk::<2>().map(|(ab, rest)| (ab, rest)) else {
+    let Some((&[a, b], head)) = data.split_first_chunk::<2>() else {
         return;
     };
     let lo = 100 + u16::from(a) * 2;
@@ -27,7 +27,10 @@ pub fn check(data: &[u8]) {
             assert!(is_status_line, "{verdict:?} for {head:?}");
             let text = std::str::from_utf8(digits.unwrap_or_default()).unwrap_or_default();
             assert_eq!(text.parse::<u16>().ok(), Some(code));
-            assert_eq!(verdict == CheckResult::L7Ok, (expect[0].0..=expect[0].1).contains(&code));
+            assert_eq!(
+                verdict == CheckResult::L7Ok,
+                (expect[0].0..=expect[0].1).contains(&code)
+            );
         }
         CheckResult::L7Rsp => assert!(!is_status_line && code == 0, "{head:?}"),
         other => panic!("{other:?} from the classifier"),

@@ -12,8 +12,11 @@ pub mod health;
 pub mod proxy_header;
 pub mod sni;
 
+/// A target's check: panics when the input breaks the invariant.
+pub type Check = fn(&[u8]);
+
 /// Every target: (name = its corpus directory and its fuzz_targets/ file, check).
-pub const TARGETS: [(&str, fn(&[u8])); 8] = [
+pub const TARGETS: [(&str, Check); 8] = [
     ("admin", admin::check),
     ("config", config::check),
     ("cookies", cookies::check),

@@ -29,7 +29,10 @@ pub fn check(data: &[u8]) {
             o.copy_from_slice(&data[1..17]);
             SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), port(17))
         };
-        let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(data[19], data[20], data[21], data[22])), port(23));
+        let to = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(data[19], data[20], data[21], data[22])),
+            port(23),
+        );
         for v in [ProxyVersion::V1, ProxyVersion::V2] {
             let bytes = build(v, from, to);
             match parse(&bytes) {

@@ -10,7 +10,9 @@ pub fn check(data: &[u8]) {
     let whole = parse(data);
     if let Hello::ClientHello(Some(name)) = &whole {
         assert!(!name.is_empty() && name.len() <= 253);
-        assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b)));
+        assert!(name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b)));
     }
     // Every prefix is either still incomplete or already has the whole's verdict.
     for cut in [data.len() / 3, data.len() / 2, data.len().saturating_sub(1)] {

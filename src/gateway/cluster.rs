@@ -325,7 +325,9 @@ impl Watching {
             "Secret" => watcher::Config::default().fields("type=kubernetes.io/tls"),
             _ => watcher::Config::default(),
         };
-        let stream = watcher(api, config.any_semantic()).default_backoff().reflect(writer);
+        let stream = watcher(api, config.any_semantic())
+            .backoff(Retry::default())
+            .reflect(writer);
         let (changed, outage, stop) = (self.changed.clone(), self.outage.clone(), self.stop.clone());
         let kind = K::kind(&()).into_owned();
         tokio::spawn(async move {
@@ -346,6 +348,47 @@ impl Watching {
             }
         });
         store
+    }
+}
+
+/// The watchers' reconnection delays: 250 ms doubling to at most 5 s, each stretched by up
+/// to a quarter at random so a fleet does not retry in step. (client-go's 30 s maximum,
+/// kube-runtime's default, left a restarted API server unseen for up to a minute in the
+/// scenario suite; ten watches retrying every 5 s are little load for one.)
+struct Retry {
+    next: Duration,
+}
+
+impl Retry {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry { next: Self::FIRST }
+    }
+}
+
+impl Iterator for Retry {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (delay * 2).min(Self::MAX);
+        let spread = u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos(),
+        ) % 256;
+        Some(delay + delay * u32::try_from(spread).unwrap_or(0) / 1024)
+    }
+}
+
+impl kube::runtime::utils::Backoff for Retry {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
     }
 }
 
@@ -564,4 +607,25 @@ where
     }
     let patch = kube::api::Patch::Merge(serde_json::json!({"status": body}));
     api.patch_status(name, params, &patch).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::utils::Backoff;
+
+    #[test]
+    fn reconnects_start_fast_and_never_wait_more_than_five_seconds_and_a_quarter() {
+        let mut r = Retry::default();
+        let delays: Vec<Duration> = r.by_ref().take(12).collect();
+        assert!(
+            delays[0] >= Retry::FIRST && delays[0] <= Retry::FIRST * 5 / 4,
+            "{delays:?}"
+        );
+        assert!(delays[1] >= Retry::FIRST * 2, "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= Retry::MAX * 5 / 4), "{delays:?}");
+        assert!(delays[11] >= Retry::MAX, "{delays:?}");
+        r.reset();
+        assert!(r.next().is_some_and(|d| d <= Retry::FIRST * 5 / 4));
+    }
 }
