@@ -94,10 +94,20 @@ fn every_option_of_every_subcommand_is_described() {
     for sub in ["run", "check", "demo", "ctl", "completions", "man"] {
         let help = veer(&[sub, "--help"]);
         let options = help.split("Options:").nth(1).unwrap_or("");
-        for line in options.lines().filter(|l| l.trim_start().starts_with('-')) {
-            // `  -c, --config <CONFIG>  The config file …`: a flag column, then words.
-            let described = line.trim().split("  ").filter(|p| !p.is_empty()).count() >= 2;
-            assert!(described, "veer {sub}: {line:?} has no description");
+        let lines: Vec<&str> = options.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.trim_start().starts_with('-') {
+                continue;
+            }
+            // `  -c, --config <CONFIG>  The config file …`: a flag column, then words; or,
+            // when a flag is too wide for a column (clap's next-line layout), the words on
+            // the next line, indented deeper.
+            let inline = line.trim().split("  ").filter(|p| !p.is_empty()).count() >= 2;
+            let indent = |l: &str| l.len() - l.trim_start().len();
+            let next_line = lines.get(i + 1).is_some_and(|next| {
+                !next.trim().is_empty() && !next.trim_start().starts_with('-') && indent(next) > indent(line)
+            });
+            assert!(inline || next_line, "veer {sub}: {line:?} has no description");
         }
     }
 }
