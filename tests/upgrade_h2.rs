@@ -150,6 +150,35 @@ async fn http2_prior_knowledge_end_to_end() {
     assert_eq!(backend.hits(), 20);
 }
 
+/// A new h2c connection that arrives while veer drains (a binary upgrade's old process, a
+/// pod being stopped) is served and then told GOAWAY, never closed unserved: the graceful
+/// shutdown must not meet the connection before HTTP/2 has started on it. (Before, hyper's
+/// version detection took the shutdown as "close now" whenever it came first — about one
+/// connection in two here; the scenario suite saw it as broken pipes during upgrades.)
+#[tokio::test]
+async fn an_h2c_connection_opened_while_draining_is_served_then_told_to_go_away() {
+    let backend = FakeBackend::start("s").await;
+    let proxy = Proxy::start(&one_backend(backend.addr)).await;
+    let url = proxy.url("web").await;
+    proxy.veer.start_draining();
+    for i in 0..20 {
+        // A client of its own each time: a fresh connection per request.
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<Full<Bytes>>();
+        let req = Request::get(format!("{url}/late/{i}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = client
+            .request(req)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i}: {e:?}"));
+        assert_eq!(resp.status(), 200, "connection {i}");
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "s");
+    }
+    assert_eq!(backend.hits(), 20);
+}
+
 /// HTTP/2 requests go upstream through the HTTP/1 engine's pool: one after another, they
 /// reuse one upstream connection (a body that hyper stops polling at its end still hands its
 /// connection back).

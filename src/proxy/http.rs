@@ -126,13 +126,20 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
             return;
         }
     }
+    // Where the socket is parked when hyper lets go of it after a GOAWAY (see `linger`).
+    let parked = Arc::new(Parked::default());
     let io = Rewind {
         prefix,
         at: 0,
-        inner: stream,
+        inner: Some(stream),
+        parked: parked.clone(),
     };
-    let connection = shared.http.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(connection);
+    // `serve_connection`, not `…_with_upgrades`: with `http2_only` it starts as HTTP/2 at
+    // once, while the upgrade-capable one first reads the version, and a graceful shutdown
+    // in that state ends the connection without serving the request already sent (a drain
+    // racing a new h2c connection: found by tests/scenarios.rs's upgrade scenario as "stream
+    // closed because of a broken pipe" in the client). CONNECT is refused on this path anyway.
+    let mut connection = Box::pin(shared.http.serve_connection(TokioIo::new(io), svc));
     let mut told = false;
     // The idle watch ends once the connection is known to be HTTP/1.1 or has been told.
     let mut watch_idle = !idle.is_zero();
@@ -145,11 +152,20 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
             res = connection.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    return;
+                }
+                drop(connection);
+                if let Some(io) = parked.take() {
+                    tokio::select! {
+                        _ = linger(io) => {}
+                        _ = shared.shutdown.cancelled() => {}
+                    }
                 }
                 return;
             }
             _ = drain.cancelled(), if !told => {
                 told = true;
+                parked.want();
                 connection.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep(wait), if watch_idle => {
@@ -159,6 +175,7 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
                 } else if quiet >= idle {
                     tracing::debug!(%peer, "idle connection; GOAWAY");
                     watch_idle = false;
+                    parked.want();
                     connection.as_mut().graceful_shutdown();
                     close_at = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                 } else {
@@ -180,6 +197,44 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
 
 /// How long an idle connection told GOAWAY has to close by itself before it is closed.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The longest a connection is kept reading after its graceful close (see [`linger`]).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The client socket, handed back by [`Rewind`]'s drop once a GOAWAY was sent.
+#[derive(Default)]
+struct Parked {
+    wanted: std::sync::atomic::AtomicBool,
+    io: std::sync::Mutex<Option<ClientIo>>,
+}
+
+impl Parked {
+    /// From now on, the socket is parked here instead of closed when hyper drops it.
+    fn want(&self) {
+        self.wanted.store(true, Relaxed);
+    }
+
+    fn take(&self) -> Option<ClientIo> {
+        self.io.lock().ok()?.take()
+    }
+}
+
+/// After a graceful close (GOAWAY, then hyper's FIN once the last stream finished), reads
+/// and discards what the client still sends until it closes too, for at most [`LINGER`].
+/// A client may open a stream in the moment before it reads the final GOAWAY; closing the
+/// socket with those bytes unread makes the kernel reset the connection, which can discard
+/// the GOAWAY still unread in the client's buffer, and the client sees a broken connection
+/// instead of the refusal that tells it to retry the stream (RFC 9113 §6.8). nginx's
+/// lingering close does the same for HTTP/1.
+async fn linger(mut io: ClientIo) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = io.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
 
 async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
@@ -644,7 +699,25 @@ fn respond(
 struct Rewind {
     prefix: Vec<u8>,
     at: usize,
-    inner: ClientIo,
+    /// Always `Some` while hyper holds this; taken only by `drop`.
+    inner: Option<ClientIo>,
+    parked: Arc<Parked>,
+}
+
+impl Rewind {
+    fn io(&mut self) -> Pin<&mut ClientIo> {
+        Pin::new(self.inner.as_mut().expect("the socket is taken only on drop"))
+    }
+}
+
+impl Drop for Rewind {
+    fn drop(&mut self) {
+        if self.parked.wanted.load(Relaxed) {
+            if let Ok(mut slot) = self.parked.io.lock() {
+                *slot = self.inner.take();
+            }
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for Rewind {
@@ -664,7 +737,7 @@ impl tokio::io::AsyncRead for Rewind {
             }
             return std::task::Poll::Ready(Ok(()));
         }
-        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+        this.io().poll_read(cx, buf)
     }
 }
 
@@ -674,21 +747,21 @@ impl tokio::io::AsyncWrite for Rewind {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        self.io().poll_write(cx, buf)
     }
 
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        self.io().poll_flush(cx)
     }
 
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.io().poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -696,11 +769,11 @@ impl tokio::io::AsyncWrite for Rewind {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        self.io().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 }
 
