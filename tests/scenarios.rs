@@ -25,10 +25,13 @@ fn requests_wanted() -> u64 {
 /// Appends the scenario's row to `VEER_SCENARIO_OUT` (and prints it), then fails the test
 /// on any failed request.
 fn report(name: &str, what: &str, r: &Report, took: Duration) {
+    let failed = match r.goaway_retries {
+        0 => r.failures.to_string(),
+        n => format!("{} ({n} h2c sent again after GOAWAY)", r.failures),
+    };
     let row = format!(
-        "| {name} | {what} | {} | {} | {:.1} | {} | {:.0} s |",
+        "| {name} | {what} | {} | {failed} | {:.1} | {} | {:.0} s |",
         r.requests,
-        r.failures,
         r.p99_ms,
         r.sticky_moves,
         took.as_secs_f64()
