@@ -350,6 +350,7 @@ impl RequestEnd {
         server
             .stats
             .finished(self.sent, self.head + bytes, &self.timers, elapsed);
+        server.stats.ended(ended);
         if let Some(log) = self.log.take() {
             log.finish(bytes, elapsed, ended);
         }

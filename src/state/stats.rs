@@ -58,6 +58,11 @@ pub struct Stats {
     pub redispatches: AtomicU64,
     /// Requests whose times were averaged: the averages' sample count.
     pub timed: AtomicU64,
+    /// Responses the server broke off (or stalled past `read_timeout`) after they had
+    /// started: the client's connection was cut (`srv_abrt`).
+    pub server_aborts: AtomicU64,
+    /// Responses cut because the client went away mid-body (`cli_abrt`).
+    pub client_aborts: AtomicU64,
     pub queue: Average,
     pub connect: Average,
     pub response: Average,
@@ -73,6 +78,17 @@ impl Stats {
         if active > self.max_active.load(Relaxed) {
             self.max_active.fetch_max(active, Relaxed);
         }
+    }
+
+    /// Counts how a finished request ended when it was cut mid-body: by the server
+    /// (`SD`, `sD`) or by the client (`CD`). HAProxy counts aborts in other phases too;
+    /// veer's own answers before a response started are `failures` (`eresp`).
+    pub fn ended(&self, ended: crate::error::Termination) {
+        match ended.as_str().as_bytes() {
+            [b'S' | b's', b'D'] => self.server_aborts.fetch_add(1, Relaxed),
+            [b'C', b'D'] => self.client_aborts.fetch_add(1, Relaxed),
+            _ => return,
+        };
     }
 
     /// Records a finished request: its bytes both ways and its times (a phase it never

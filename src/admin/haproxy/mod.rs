@@ -330,6 +330,10 @@ struct Figures {
     bout: u64,
     wretr: u64,
     wredis: u64,
+    /// veer's own 502/504 for the server (nothing from it reached the client).
+    eresp: u64,
+    srv_abrt: u64,
+    cli_abrt: u64,
     rate: u64,
     /// `None` for a backend: its peak is not the sum of its servers' peaks.
     rate_max: Option<u64>,
@@ -341,9 +345,13 @@ struct Figures {
 }
 
 impl Figures {
-    fn of(st: &crate::state::stats::Stats, now: u64) -> Figures {
+    fn of(server: &crate::state::ServerState, now: u64) -> Figures {
+        let st = &server.stats;
         let (rate, rate_max, lastsess) = st.rate.read(now);
         Figures {
+            eresp: server.failures.load(Relaxed),
+            srv_abrt: st.server_aborts.load(Relaxed),
+            cli_abrt: st.client_aborts.load(Relaxed),
             bin: st.bytes_in.load(Relaxed),
             bout: st.bytes_out.load(Relaxed),
             wretr: st.retries.load(Relaxed),
@@ -366,6 +374,9 @@ impl Figures {
             all.bout += f.bout;
             all.wretr += f.wretr;
             all.wredis += f.wredis;
+            all.eresp += f.eresp;
+            all.srv_abrt += f.srv_abrt;
+            all.cli_abrt += f.cli_abrt;
             all.rate += f.rate;
             all.lastsess = match (all.lastsess, f.lastsess) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -385,6 +396,9 @@ impl Figures {
             .set("bout", self.bout)
             .set("wretr", self.wretr)
             .set("wredis", self.wredis)
+            .set("eresp", self.eresp)
+            .set("srv_abrt", self.srv_abrt)
+            .set("cli_abrt", self.cli_abrt)
             .set("rate", self.rate)
             .set("lastsess", self.lastsess.map_or(-1, |s| s as i64));
         if let Some(max) = self.rate_max {
@@ -562,7 +576,7 @@ pub async fn show_stat(veer: &Veer, filter: &StatFilter) -> Result<String, &'sta
             for (h, r) in hrsp.iter_mut().zip(&responses) {
                 *h += r;
             }
-            figures_all.push(Figures::of(&st.stats, now));
+            figures_all.push(Figures::of(st, now));
             let serving = status.starts_with("UP") || status == "no check";
             if serving && s.weight > 0 {
                 weight += s.weight as u64;
