@@ -22,7 +22,7 @@ cargo test --profile scenarios --test scenarios --no-run
 echo "--- running (>= $requests requests per scenario)"
 status=0
 VEER_SCENARIO_REQUESTS="$requests" VEER_SCENARIO_OUT="$rows" \
-  cargo test --profile scenarios --test scenarios -- --ignored --test-threads 1 --nocapture "$@" || status=$?
+  cargo test --profile scenarios --test scenarios -- --ignored --skip soak --test-threads 1 --nocapture "$@" || status=$?
 
 {
   echo "# Scenario suite, $(date -u +%FT%TZ), $(git rev-parse --short HEAD)$(git diff --quiet || echo '+dirty')"

@@ -453,3 +453,138 @@ async fn s08_kubernetes_api_server_down_for_30_s() {
         started.elapsed(),
     );
 }
+
+/// The soak (issue 27): the mixed load for `VEER_SOAK_MINUTES` (default 30) with a split
+/// flip every 10 s and a config reload every 30 s, sampling veer's RSS and open file
+/// descriptors every 10 s. After the first fifth (warm-up), neither may grow: the fitted
+/// slope over the rest, times its duration, stays under 5 % of the mean RSS (and under 8
+/// descriptors). Writes the samples (CSV), a chart (SVG) and a summary (Markdown) to
+/// `VEER_SOAK_OUT` (a path prefix; default loadtest/results/<date>-soak).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the soak: loadtest/soak.sh"]
+async fn soak() {
+    let minutes: u64 = std::env::var("VEER_SOAK_MINUTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let out = std::env::var("VEER_SOAK_OUT").unwrap_or_else(|_| "loadtest/results/soak".into());
+    let bed = Bed::start().await;
+    let pid = bed.veer.pid();
+    let load = bed.load();
+    let began = Instant::now();
+    let mut samples: Vec<(f64, u64, u64, u64)> = Vec::new(); // (s, rss kB, fds, requests)
+    let mut tick = 0u64;
+    let path = bed.dir.path().join("veer.toml");
+    while began.elapsed() < Duration::from_secs(minutes * 60) {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tick += 1;
+        let line = if tick % 2 == 0 {
+            "set split app blue=100 green=0"
+        } else {
+            "set split app blue=50 green=50"
+        };
+        assert_eq!(bed.admin(line).await, "\n");
+        if tick % 3 == 0 {
+            let extra = format!("connect_timeout = \"{}ms\"", 2000 + tick);
+            std::fs::write(&path, Bed::config(bed.dir.path(), &bed.backends, &extra)).expect("config");
+            bed.veer.signal("HUP");
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let rss = (status.lines())
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS");
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("proc fd").count() as u64;
+        samples.push((began.elapsed().as_secs_f64(), rss, fds, load.count()));
+        println!(
+            "{:>6.0} s  rss {rss} kB  fds {fds}  requests {}",
+            began.elapsed().as_secs_f64(),
+            load.count()
+        );
+    }
+    let r = load.finish().await;
+    let steady = &samples[samples.len() / 5..];
+    let slope = |f: &dyn Fn(&(f64, u64, u64, u64)) -> f64| {
+        let n = steady.len() as f64;
+        let (mx, my) = (
+            steady.iter().map(|s| s.0).sum::<f64>() / n,
+            steady.iter().map(f).sum::<f64>() / n,
+        );
+        let cov: f64 = steady.iter().map(|s| (s.0 - mx) * (f(s) - my)).sum();
+        let var: f64 = steady.iter().map(|s| (s.0 - mx).powi(2)).sum();
+        (cov / var, my)
+    };
+    let (rss_slope, rss_mean) = slope(&|s| s.1 as f64);
+    let (fd_slope, fd_mean) = slope(&|s| s.2 as f64);
+    let span = steady.last().map_or(0.0, |s| s.0) - steady.first().map_or(0.0, |s| s.0);
+    let rss_growth = rss_slope * span;
+    let fd_growth = fd_slope * span;
+
+    let mut csv = String::from("seconds,rss_kb,fds,requests\n");
+    for s in &samples {
+        csv += &format!("{:.0},{},{},{}\n", s.0, s.1, s.2, s.3);
+    }
+    std::fs::write(format!("{out}.csv"), csv).expect("csv");
+    std::fs::write(format!("{out}.svg"), chart(&samples)).expect("svg");
+    let summary = format!(
+        "# Soak, {minutes} minutes\n\n`loadtest/soak.sh {minutes}`: the scenario suite's mixed load (keep-alive and per-request HTTP/1.1, h2c, 1 MiB uploads, sticky, upgraded echo) through one veer process, a split flip every 10 s and a config reload every 30 s; veer's RSS and open descriptors sampled every 10 s ([samples]({name}.csv), ![chart]({name}.svg)).\n\n\
+         | | |\n|---|---|\n| requests | {} |\n| failed | {} |\n| p99 | {:.1} ms |\n| RSS after warm-up (mean) | {:.1} MB |\n| RSS fitted growth over the last {:.0} min | {:+.0} kB ({:+.2} %) |\n| open descriptors (mean) | {:.1} |\n| descriptors fitted growth | {:+.1} |\n",
+        r.requests,
+        r.failures,
+        r.p99_ms,
+        rss_mean / 1024.0,
+        span / 60.0,
+        rss_growth,
+        100.0 * rss_growth / rss_mean,
+        fd_mean,
+        fd_growth,
+        name = std::path::Path::new(&out).file_name().and_then(|n| n.to_str()).unwrap_or("soak"),
+    );
+    std::fs::write(format!("{out}.md"), &summary).expect("summary");
+    println!("{summary}");
+    assert_eq!(r.failures, 0, "first failures: {:#?}", r.samples);
+    assert!(
+        rss_growth.abs() < 0.05 * rss_mean,
+        "RSS grew {rss_growth:.0} kB over {span:.0} s"
+    );
+    assert!(fd_growth.abs() < 8.0, "descriptors grew by {fd_growth:.1}");
+}
+
+/// RSS (MB, left axis) and open descriptors (right axis) over minutes, as an SVG.
+fn chart(samples: &[(f64, u64, u64, u64)]) -> String {
+    let (w, h, pad) = (800.0, 300.0, 50.0);
+    let t_max = samples.last().map_or(1.0, |s| s.0).max(1.0);
+    let rss_max = samples.iter().map(|s| s.1).max().unwrap_or(1) as f64 / 1024.0 * 1.2;
+    let fd_max = samples.iter().map(|s| s.2).max().unwrap_or(1) as f64 * 1.2;
+    let x = |t: f64| pad + (w - 2.0 * pad) * t / t_max;
+    let y = |v: f64, max: f64| h - pad - (h - 2.0 * pad) * v / max;
+    let line = |f: &dyn Fn(&(f64, u64, u64, u64)) -> (f64, f64)| {
+        samples
+            .iter()
+            .map(|s| {
+                let (t, v) = f(s);
+                format!("{:.1},{:.1}", x(t), v)
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let rss = line(&|s| (s.0, y(s.1 as f64 / 1024.0, rss_max)));
+    let fds = line(&|s| (s.0, y(s.2 as f64, fd_max)));
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<line x1="{pad}" y1="{b}" x2="{r}" y2="{b}" stroke="#888"/><line x1="{pad}" y1="{pad}" x2="{pad}" y2="{b}" stroke="#888"/><line x1="{r}" y1="{pad}" x2="{r}" y2="{b}" stroke="#888"/>
+<text x="{pad}" y="{t}" >RSS, MB (0–{rss_max:.0})</text><text x="{r}" y="{t}" text-anchor="end" fill="#c40">open fds (0–{fd_max:.0})</text>
+<text x="{mid}" y="{xl}" text-anchor="middle">minutes (0–{tm:.0})</text>
+<polyline fill="none" stroke="#036" stroke-width="2" points="{rss}"/>
+<polyline fill="none" stroke="#c40" stroke-width="2" points="{fds}"/>
+</svg>
+"##,
+        b = h - pad,
+        r = w - pad,
+        t = pad - 10.0,
+        mid = w / 2.0,
+        xl = h - 15.0,
+        tm = t_max / 60.0,
+    )
+}
