@@ -66,12 +66,17 @@ struct Bed {
 
 impl Bed {
     async fn start() -> Bed {
+        Self::start_with("").await
+    }
+
+    /// With `extra` lines in the backend's section.
+    async fn start_with(extra: &str) -> Bed {
         let mut backends = Vec::new();
         for name in ["blue-1", "blue-2", "green-1", "green-2"] {
             backends.push(Backend::start(name).await);
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("veer.toml"), Self::config(dir.path(), &backends, "")).expect("config");
+        std::fs::write(dir.path().join("veer.toml"), Self::config(dir.path(), &backends, extra)).expect("config");
         let veer = Self::process(dir.path(), &[]).await;
         Bed { dir, backends, veer }
     }
@@ -372,66 +377,220 @@ async fn s10_veer_kill9_and_restart_keeps_runtime_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
-async fn s08_kubernetes_api_server_down_for_30_s() {
-    use support::fake_kube::{service, FakeKube};
-    let backends = [Backend::start("blue").await, Backend::start("green").await];
-    let up = |b: &Backend| (b.addr, true, true, false);
-    let fake = FakeKube::start().await;
-    let route = |blue: u32, green: u32| {
+async fn s07_active_checks_flapping() {
+    let bed =
+        Bed::start_with(r#"health = { path = "/healthz", interval = "200ms", timeout = "150ms", rise = 1, fall = 1 }"#)
+            .await;
+    under_load("check-flap", &bed, async {
+        // blue-1's checks fail and pass by turns (it keeps serving what it is sent), 60
+        // times over 30 s; and green-1's, with green at half the traffic.
+        assert_eq!(bed.admin("set split app blue=50 green=50").await, "\n");
+        for i in 0..60 {
+            let up = i % 2 == 1;
+            bed.backends[0].healthy.store(up, std::sync::atomic::Ordering::Relaxed);
+            bed.backends[2].healthy.store(!up, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        bed.backends[0]
+            .healthy
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        bed.backends[2]
+            .healthy
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let changes = bed
+            .veer
+            .log()
+            .matches("health check changed the server's state")
+            .count();
+        assert!(changes >= 40, "only {changes} state changes logged");
+        format!("split 50/50; blue-1's and green-1's checks flip every 500 ms for 30 s ({changes} UP/DOWN changes)")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s09_rollout_rolled_back_automatically() {
+    let bed = Bed::start().await;
+    under_load("rollout-rollback", &bed, async {
+        // The new version answers 100 ms late: its p99 breaches the rollout's limit.
+        for b in &bed.backends[2..] {
+            b.delay_ms.store(100, std::sync::atomic::Ordering::Relaxed);
+        }
+        let out = bed
+            .admin("rollout start app to green steps 10,25,50,100 pause 2s max-p99 50ms min-requests 200")
+            .await;
+        assert!(!out.contains("rror"), "{out}");
+        let began = Instant::now();
+        let state = loop {
+            let show = bed.admin("show rollout app").await;
+            if show.contains("rolled-back") {
+                break show;
+            }
+            assert!(began.elapsed() < Duration::from_secs(60), "never rolled back: {show}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let split = bed.admin("show split app").await;
+        assert!(split.lines().any(|l| l.starts_with("green") && l.contains(" 0 ")), "{split}");
+        let why = state.lines().find(|l| l.contains("rolled-back")).unwrap_or_default().trim().to_string();
+        format!(
+            "`rollout start app to green steps 10,25,50,100 pause 2s max-p99 50ms`, green 100 ms late: rolled back after {:.1} s ({why})",
+            began.elapsed().as_secs_f64()
+        )
+    })
+    .await;
+}
+
+/// veer `--gateway` processes against the in-process fake API server, which holds a
+/// Gateway and the Services `blue` and `green` (one backend each).
+struct K8s {
+    fake: support::fake_kube::FakeKube,
+    backends: [Backend; 2],
+    dir: tempfile::TempDir,
+}
+
+impl K8s {
+    async fn start() -> K8s {
+        use support::fake_kube::{service, FakeKube};
+        let backends = [Backend::start("blue").await, Backend::start("green").await];
+        let fake = FakeKube::start().await;
+        fake.apply_yaml(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: veer}\nspec: {controllerName: veer.dev/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: web, namespace: default}\nspec:\n  gatewayClassName: veer\n  listeners:\n  - {name: http, protocol: HTTP, port: 0}\n",
+        );
+        for b in &backends {
+            fake.apply_yaml(&service("default", &b.name, &[(b.addr, true, true, false)]));
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\n",
+                fake.url()
+            ),
+        )
+        .expect("kubeconfig");
+        K8s { fake, backends, dir }
+    }
+
+    /// The HTTPRoute Argo Rollouts patches: blue and green weighted, sticky clients.
+    fn route(blue: u32, green: u32) -> String {
         format!(
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: app, namespace: default, annotations: {{veer.dev/sticky-cookie: SRV}}}}\nspec:\n  parentRefs: [{{name: web}}]\n  rules:\n  - backendRefs:\n    - {{name: blue, port: 80, weight: {blue}}}\n    - {{name: green, port: 80, weight: {green}}}\n"
         )
-    };
-    fake.apply_yaml(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: veer}\nspec: {controllerName: veer.dev/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: web, namespace: default}\nspec:\n  gatewayClassName: veer\n  listeners:\n  - {name: http, protocol: HTTP, port: 0}\n",
-    );
-    fake.apply_yaml(&service("default", "blue", &[up(&backends[0])]));
-    fake.apply_yaml(&service("default", "green", &[up(&backends[1])]));
-    fake.apply_yaml(&route(50, 50));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake}}}}]\ncurrent-context: fake\n",
-            fake.url()
-        ),
-    )
-    .expect("kubeconfig");
-    let config = dir.path().join("veer.toml");
-    let sock = dir.path().join("admin.sock");
-    std::fs::write(&config, format!("[admin]\nsocket = \"{}\"\n", sock.display())).expect("config");
-    let kc = kubeconfig.to_string_lossy().into_owned();
-    let veer = tokio::task::spawn_blocking(move || {
-        VeerProcess::start(
-            &config,
-            &["--gateway", "--kubeconfig", &kc, "--gateway-address", "127.0.0.1"],
-            &["default:web:0"],
-        )
-    })
-    .await
-    .expect("veer started");
-    let started = Instant::now();
-    let load = Load::start(veer.listeners["default:web:0"], "app.example.com");
-    load.until(2_000).await;
-    fake.stop();
-    tokio::time::sleep(Duration::from_secs(30)).await;
-    fake.restart().await;
-    // Caught up: a patch made after the outage reaches veer.
-    fake.apply_yaml(&route(0, 100));
-    let patched = Instant::now();
-    loop {
-        let split = admin(&sock, "show split default:app:0 json").await;
+    }
+
+    fn sock(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("admin{i}.sock"))
+    }
+
+    /// Instance `i`, serving once it has listed everything.
+    async fn veer(&self, i: usize) -> VeerProcess {
+        let config = self.dir.path().join(format!("veer{i}.toml"));
+        std::fs::write(&config, format!("[admin]\nsocket = \"{}\"\n", self.sock(i).display())).expect("config");
+        let kc = self.dir.path().join("kubeconfig").to_string_lossy().into_owned();
+        tokio::task::spawn_blocking(move || {
+            VeerProcess::start(
+                &config,
+                &["--gateway", "--kubeconfig", &kc, "--gateway-address", "127.0.0.1"],
+                &["default:web:0"],
+            )
+        })
+        .await
+        .expect("veer started")
+    }
+
+    /// The blue and green weights instance `sock` applies now.
+    async fn weights(sock: &Path) -> (Option<u64>, Option<u64>) {
+        let split = admin(sock, "show split default:app:0 json").await;
         let v: serde_json::Value = serde_json::from_str(split.trim()).unwrap_or_default();
         let weight = |g: &str| {
             (v["groups"].as_array())
                 .and_then(|gs| gs.iter().find(|x| x["name"] == g))
                 .and_then(|x| x["weight"].as_u64())
         };
-        if (weight("blue:80"), weight("green:80")) == (Some(0), Some(100)) {
-            break;
+        (weight("blue:80"), weight("green:80"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s11_gateway_weights_stepped_through_three_instances() {
+    use support::fake_kube::service;
+    let k = K8s::start().await;
+    k.fake.apply_yaml(&K8s::route(100, 0));
+    let mut fleet = Vec::new();
+    for i in 0..3 {
+        fleet.push(k.veer(i).await);
+    }
+    let started = Instant::now();
+    let loads: Vec<Load> = fleet
+        .iter()
+        .map(|v| Load::start(v.listeners["default:web:0"], "app.example.com"))
+        .collect();
+    while loads.iter().map(Load::count).sum::<u64>() < 2_000 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // What Argo Rollouts does, one step every 2 s; each step polled on every instance.
+    let mut slowest = Duration::ZERO;
+    for (b, g) in [(90u32, 10u32), (50, 50), (0, 100)] {
+        let patched = Instant::now();
+        k.fake.apply_yaml(&K8s::route(b, g));
+        for i in 0..3 {
+            while K8s::weights(&k.sock(i)).await != (Some(u64::from(b)), Some(u64::from(g))) {
+                assert!(
+                    patched.elapsed() < Duration::from_secs(30),
+                    "step {b}/{g} never applied on {i}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
-        assert!(patched.elapsed() < Duration::from_secs(60), "never caught up: {split}");
+        slowest = slowest.max(patched.elapsed());
+        tokio::time::sleep(Duration::from_secs(2).saturating_sub(patched.elapsed())).await;
+    }
+    // The stable ReplicaSet goes away: its endpoint terminating (still serving), then gone.
+    let blue = &k.backends[0];
+    k.fake
+        .apply_yaml(&service("default", "blue", &[(blue.addr, false, true, true)]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    k.fake.apply_yaml(&service("default", "blue", &[]));
+    let wanted = requests_wanted();
+    while loads.iter().map(Load::count).sum::<u64>() < wanted {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut reports = Vec::new();
+    for l in loads {
+        reports.push(l.finish().await);
+    }
+    let r = Report::merge(reports);
+    report(
+        "gateway fleet",
+        &format!(
+            "3 instances; HTTPRoute weights 100/0 → 90/10 → 50/50 → 0/100 every 2 s (slowest patch → last instance: {} ms), then blue's endpoint terminating, then gone",
+            slowest.as_millis()
+        ),
+        &r,
+        started.elapsed(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a loadtest scenario: loadtest/scenarios.sh"]
+async fn s08_kubernetes_api_server_down_for_30_s() {
+    let k = K8s::start().await;
+    k.fake.apply_yaml(&K8s::route(50, 50));
+    let veer = k.veer(0).await;
+    let sock = k.sock(0);
+    let started = Instant::now();
+    let load = Load::start(veer.listeners["default:web:0"], "app.example.com");
+    load.until(2_000).await;
+    k.fake.stop();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    k.fake.restart().await;
+    // Caught up: a patch made after the outage reaches veer.
+    k.fake.apply_yaml(&K8s::route(0, 100));
+    let patched = Instant::now();
+    while K8s::weights(&sock).await != (Some(0), Some(100)) {
+        assert!(patched.elapsed() < Duration::from_secs(60), "never caught up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let caught_up = patched.elapsed();
@@ -472,7 +631,7 @@ async fn soak() {
     let pid = bed.veer.pid();
     let load = bed.load();
     let began = Instant::now();
-    let mut samples: Vec<(f64, u64, u64, u64)> = Vec::new(); // (s, rss kB, fds, requests)
+    let mut samples: Vec<Sample> = Vec::new();
     let mut tick = 0u64;
     let path = bed.dir.path().join("veer.toml");
     while began.elapsed() < Duration::from_secs(minutes * 60) {
@@ -504,7 +663,7 @@ async fn soak() {
     }
     let r = load.finish().await;
     let steady = &samples[samples.len() / 5..];
-    let slope = |f: &dyn Fn(&(f64, u64, u64, u64)) -> f64| {
+    let slope = |f: &dyn Fn(&Sample) -> f64| {
         let n = steady.len() as f64;
         let (mx, my) = (
             steady.iter().map(|s| s.0).sum::<f64>() / n,
@@ -550,15 +709,18 @@ async fn soak() {
     assert!(fd_growth.abs() < 8.0, "descriptors grew by {fd_growth:.1}");
 }
 
+/// A soak sample: (seconds, RSS kB, open descriptors, requests so far).
+type Sample = (f64, u64, u64, u64);
+
 /// RSS (MB, left axis) and open descriptors (right axis) over minutes, as an SVG.
-fn chart(samples: &[(f64, u64, u64, u64)]) -> String {
+fn chart(samples: &[Sample]) -> String {
     let (w, h, pad) = (800.0, 300.0, 50.0);
     let t_max = samples.last().map_or(1.0, |s| s.0).max(1.0);
     let rss_max = samples.iter().map(|s| s.1).max().unwrap_or(1) as f64 / 1024.0 * 1.2;
     let fd_max = samples.iter().map(|s| s.2).max().unwrap_or(1) as f64 * 1.2;
     let x = |t: f64| pad + (w - 2.0 * pad) * t / t_max;
     let y = |v: f64, max: f64| h - pad - (h - 2.0 * pad) * v / max;
-    let line = |f: &dyn Fn(&(f64, u64, u64, u64)) -> (f64, f64)| {
+    let line = |f: &dyn Fn(&Sample) -> (f64, f64)| {
         samples
             .iter()
             .map(|s| {

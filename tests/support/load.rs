@@ -69,6 +69,27 @@ pub struct Report {
     pub goaway_retries: u64,
 }
 
+impl Report {
+    /// Several loads' figures as one (the p99 is the worst of theirs).
+    pub fn merge(reports: Vec<Report>) -> Report {
+        let mut all = Report::default();
+        for r in reports {
+            all.requests += r.requests;
+            all.failures += r.failures;
+            all.p99_ms = all.p99_ms.max(r.p99_ms);
+            for (kind, (ok, failed)) in r.by_kind {
+                let e = all.by_kind.entry(kind).or_default();
+                e.0 += ok;
+                e.1 += failed;
+            }
+            all.samples.extend(r.samples);
+            all.sticky_moves += r.sticky_moves;
+            all.goaway_retries += r.goaway_retries;
+        }
+        all
+    }
+}
+
 /// Clients of every kind against one listener, until [`Load::finish`].
 pub struct Load {
     stop: Arc<AtomicBool>,
@@ -366,12 +387,24 @@ impl Client {
 }
 
 /// A backend for the mix: GET answers its name, POST reads the whole body and answers its
-/// length, an `Upgrade` request gets 101 and then every byte echoed. [`Backend::kill`]
-/// drops every connection at once and closes the port, as a `kill -9` would.
+/// length, an `Upgrade` request gets 101 and then every byte echoed, `/healthz` answers 200
+/// or 503 as [`Backend::healthy`] says. [`Backend::kill`] drops every connection at once
+/// and closes the port, as a `kill -9` would.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     tasks: Option<JoinSet<()>>,
+    /// What `/healthz` answers: 200 when true, else 503 (requests are served either way).
+    pub healthy: Arc<AtomicBool>,
+    /// Milliseconds every answer (but `/healthz`) waits first.
+    pub delay_ms: Arc<AtomicU64>,
+}
+
+#[derive(Clone)]
+struct Knobs {
+    name: String,
+    healthy: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 impl Backend {
@@ -380,10 +413,19 @@ impl Backend {
     }
 
     async fn start_on(name: &str, addr: SocketAddr) -> Backend {
+        let knobs = Knobs {
+            name: name.to_string(),
+            healthy: Arc::new(AtomicBool::new(true)),
+            delay_ms: Arc::new(AtomicU64::new(0)),
+        };
+        Self::serve(addr, knobs).await
+    }
+
+    async fn serve(addr: SocketAddr, knobs: Knobs) -> Backend {
         let listener = TcpListener::bind(addr).await.expect("backend bind");
         let addr = listener.local_addr().expect("backend address");
         let mut tasks = JoinSet::new();
-        let n = name.to_string();
+        let n = knobs.clone();
         // The connections live in the accept task's own JoinSet: aborting the accept task
         // drops that set, which aborts (and closes) every connection.
         tasks.spawn(async move {
@@ -403,9 +445,11 @@ impl Backend {
             }
         });
         Backend {
-            name: name.to_string(),
+            name: knobs.name,
             addr,
             tasks: Some(tasks),
+            healthy: knobs.healthy,
+            delay_ms: knobs.delay_ms,
         }
     }
 
@@ -417,15 +461,29 @@ impl Backend {
         }
     }
 
-    /// Listening again on the same address.
+    /// Listening again on the same address (with the same knobs).
     pub async fn restart(&mut self) {
         self.kill().await;
-        *self = Self::start_on(&self.name, self.addr).await;
+        let knobs = Knobs {
+            name: self.name.clone(),
+            healthy: self.healthy.clone(),
+            delay_ms: self.delay_ms.clone(),
+        };
+        *self = Self::serve(self.addr, knobs).await;
     }
 }
 
-async fn answer(name: String, mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(knobs: Knobs, mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let name = knobs.name;
     let r = Response::builder().header("x-server", name.as_str());
+    if req.uri().path() == "/healthz" {
+        let status = if knobs.healthy.load(Relaxed) { 200 } else { 503 };
+        return Ok(r.status(status).body(Full::new(Bytes::new())).expect("health"));
+    }
+    let delay = knobs.delay_ms.load(Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     if req.headers().contains_key(http::header::UPGRADE) {
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
