@@ -123,6 +123,15 @@ groups = [
             .expect("veer started")
     }
 
+    /// Rewrites the config with edit `n` (the backend's connect timeout, so each reload
+    /// builds and swaps a new snapshot) and sends SIGHUP.
+    fn reload(&self, n: u64) {
+        let extra = format!("connect_timeout = \"{}ms\"", 2000 + n);
+        let path = self.dir.path().join("veer.toml");
+        std::fs::write(path, Self::config(self.dir.path(), &self.backends, &extra)).expect("config");
+        self.veer.signal("HUP");
+    }
+
     fn sock(&self) -> PathBuf {
         self.dir.path().join("admin.sock")
     }
@@ -178,13 +187,10 @@ async fn s01_split_flipped_every_second_for_60_s() {
 async fn s02_hundred_reloads() {
     let bed = Bed::start().await;
     under_load("reloads", &bed, async {
-        let path = bed.dir.path().join("veer.toml");
         for i in 0..100 {
             // Each edit changes the backend (its retry budget), so each reload builds and
             // swaps a new snapshot.
-            let extra = format!("connect_timeout = \"{}ms\"", 2000 + i);
-            std::fs::write(&path, Bed::config(bed.dir.path(), &bed.backends, &extra)).expect("config");
-            bed.veer.signal("HUP");
+            bed.reload(i);
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let reloads = bed.veer.log().matches("config reloaded").count();
@@ -633,7 +639,6 @@ async fn soak() {
     let began = Instant::now();
     let mut samples: Vec<Sample> = Vec::new();
     let mut tick = 0u64;
-    let path = bed.dir.path().join("veer.toml");
     while began.elapsed() < Duration::from_secs(minutes * 60) {
         tokio::time::sleep(Duration::from_secs(10)).await;
         tick += 1;
@@ -644,9 +649,7 @@ async fn soak() {
         };
         assert_eq!(bed.admin(line).await, "\n");
         if tick % 3 == 0 {
-            let extra = format!("connect_timeout = \"{}ms\"", 2000 + tick);
-            std::fs::write(&path, Bed::config(bed.dir.path(), &bed.backends, &extra)).expect("config");
-            bed.veer.signal("HUP");
+            bed.reload(tick);
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
         let rss = (status.lines())

@@ -278,6 +278,17 @@ impl Client {
         t
     }
 
+    /// A new connection with `request` written on it.
+    async fn open(&self, request: &str) -> Result<TcpStream, String> {
+        let mut s = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(request.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        Ok(s)
+    }
+
     /// A new connection per request, `Connection: close`, read to the end.
     async fn close(self) -> Tally {
         let mut t = Tally::default();
@@ -285,12 +296,7 @@ impl Client {
         while self.running() {
             let started = Instant::now();
             let outcome = async {
-                let mut s = TcpStream::connect(self.addr)
-                    .await
-                    .map_err(|e| format!("connect: {e}"))?;
-                s.write_all(request.as_bytes())
-                    .await
-                    .map_err(|e| format!("write: {e}"))?;
+                let mut s = self.open(&request).await?;
                 let mut out = Vec::new();
                 s.read_to_end(&mut out).await.map_err(|e| format!("read: {e}"))?;
                 let head = String::from_utf8_lossy(&out[..out.len().min(64)]).into_owned();
@@ -319,12 +325,7 @@ impl Client {
         'connections: while self.running() {
             let started = Instant::now();
             let opened = async {
-                let mut s = TcpStream::connect(self.addr)
-                    .await
-                    .map_err(|e| format!("connect: {e}"))?;
-                s.write_all(request.as_bytes())
-                    .await
-                    .map_err(|e| format!("write: {e}"))?;
+                let mut s = self.open(&request).await?;
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
                 while !head.ends_with(b"\r\n\r\n") {
