@@ -10,6 +10,7 @@ mod load;
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use load::{Backend, Load, Report};
@@ -54,14 +55,22 @@ fn report(name: &str, what: &str, r: &Report, took: Duration) {
             r.by_kind
         );
     }
+    assert!(
+        r.by_kind.values().all(|k| k.0 > 0),
+        "a kind of client got no answer: {:?}",
+        r.by_kind
+    );
     assert_eq!(r.failures, 0, "{name}: {} failed, first: {:#?}", r.failures, r.samples);
 }
 
-/// Four backends (blue-1/2, green-1/2), veer in front (a process, release build).
+/// Four backends (blue-1/2, green-1/2), veer in front (a process, release build) on an
+/// HTTP listener and an HTTPS one.
 struct Bed {
     dir: tempfile::TempDir,
     backends: Vec<Backend>,
     veer: VeerProcess,
+    /// Trusts the HTTPS listener's certificate.
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Bed {
@@ -76,9 +85,17 @@ impl Bed {
             backends.push(Backend::start(name).await);
         }
         let dir = tempfile::tempdir().expect("temp dir");
+        let ca = support::pki::Ca::new("scenario CA");
+        ca.leaf(&["app.example.com"], 1).write(dir.path(), "tls");
+        let tls = support::pki::client_config(ca.roots(), &[b"http/1.1"], None);
         std::fs::write(dir.path().join("veer.toml"), Self::config(dir.path(), &backends, extra)).expect("config");
         let veer = Self::process(dir.path(), &[]).await;
-        Bed { dir, backends, veer }
+        Bed {
+            dir,
+            backends,
+            veer,
+            tls,
+        }
     }
 
     fn config(dir: &Path, b: &[Backend], extra: &str) -> String {
@@ -94,6 +111,15 @@ shutdown_timeout = "60s"
 name = "web"
 bind = "127.0.0.1:0"
 protocol = "http"
+  [[listener.route]]
+  backend = "app"
+
+[[listener]]
+name = "tls"
+bind = "127.0.0.1:0"
+protocol = "http"
+  [listener.tls]
+  certs = [ {{ cert = "{dir}/tls.pem", key = "{dir}/tls.key" }} ]
   [[listener.route]]
   backend = "app"
 
@@ -118,7 +144,7 @@ groups = [
 
     async fn process(dir: &Path, extra: &'static [&'static str]) -> VeerProcess {
         let config = dir.join("veer.toml");
-        tokio::task::spawn_blocking(move || VeerProcess::start(&config, extra, &["web"]))
+        tokio::task::spawn_blocking(move || VeerProcess::start(&config, extra, &["web", "tls"]))
             .await
             .expect("veer started")
     }
@@ -137,7 +163,8 @@ groups = [
     }
 
     fn load(&self) -> Load {
-        Load::start(self.veer.listeners["web"], "app.example.com")
+        let tls = (self.veer.listeners["tls"], self.tls.clone());
+        Load::start_tls(self.veer.listeners["web"], "app.example.com", Some(tls))
     }
 
     async fn admin(&self, line: &str) -> String {

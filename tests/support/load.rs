@@ -1,5 +1,5 @@
 //! Mixed constant load for the scenario suite (tests/scenarios.rs, run by
-//! loadtest/scenarios.sh): keep-alive and connection-per-request HTTP/1.1, h2c, 1 MiB
+//! loadtest/scenarios.sh): keep-alive and connection-per-request HTTP/1.1, h2c, HTTPS, 1 MiB
 //! uploads, sticky clients and upgraded (WebSocket) echo connections, each client counting
 //! its answers, failures and latencies; and the backend they talk to, which can be killed
 //! (every connection dropped, the port closed) and started again on the same address.
@@ -107,9 +107,22 @@ const MIX: [(&str, usize); 6] = [
     ("websocket", 1),
 ];
 
+/// An HTTPS listener to load too: its address and a client configuration trusting it.
+pub type Tls = (SocketAddr, Arc<rustls::ClientConfig>);
+
+/// HTTPS clients (when a TLS listener is given).
+const TLS_CLIENTS: usize = 2;
+/// HTTPS requests per connection before a new one (and a new handshake).
+const TLS_REQUESTS_PER_CONNECTION: usize = 100;
+
 impl Load {
     /// Starts the clients against `addr` with `Host: host`.
     pub fn start(addr: SocketAddr, host: &str) -> Load {
+        Self::start_tls(addr, host, None)
+    }
+
+    /// [`Load::start`], plus HTTPS clients against `tls`.
+    pub fn start_tls(addr: SocketAddr, host: &str, tls: Option<Tls>) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
@@ -131,6 +144,16 @@ impl Load {
                 };
                 tasks.push((kind, task));
             }
+        }
+        for _ in 0..tls.as_ref().map_or(0, |_| TLS_CLIENTS) {
+            let c = Client {
+                addr,
+                host: host.to_string(),
+                stop: stop.clone(),
+                count: count.clone(),
+            };
+            let tls = tls.clone().expect("checked");
+            tasks.push(("https", tokio::spawn(c.https(tls))));
         }
         Load { stop, count, tasks }
     }
@@ -274,6 +297,68 @@ impl Client {
                 }
             });
             t.record(started, outcome);
+        }
+        t
+    }
+
+    /// Keep-alive HTTPS: a TLS connection (a full handshake), [`TLS_REQUESTS_PER_CONNECTION`]
+    /// GETs on it through hyper's HTTP/1.1 client, then the next connection.
+    async fn https(self, (addr, config): Tls) -> Tally {
+        let mut t = Tally::default();
+        while self.running() {
+            let started = Instant::now();
+            let opened = async {
+                let stream = crate::support::pki::connect(addr, &self.host, config.clone())
+                    .await
+                    .map_err(|e| format!("TLS connect: {e}"))?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(|e| format!("handshake: {e}"))?;
+                tokio::spawn(conn);
+                Ok::<_, String>(sender)
+            };
+            let mut sender = match tokio::time::timeout(PATIENCE, opened).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    self.count.fetch_add(1, Relaxed);
+                    t.record(started, Err(e));
+                    continue;
+                }
+                Err(_) => {
+                    self.count.fetch_add(1, Relaxed);
+                    t.record(started, Err("TLS: no handshake within 30 s".into()));
+                    continue;
+                }
+            };
+            for _ in 0..TLS_REQUESTS_PER_CONNECTION {
+                if !self.running() {
+                    break;
+                }
+                let started = Instant::now();
+                let req = Request::get("/")
+                    .header("host", &self.host)
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                let outcome = async {
+                    let resp = sender.send_request(req).await.map_err(|e| format!("{e:?}"))?;
+                    let status = resp.status();
+                    resp.into_body().collect().await.map_err(|e| format!("body: {e}"))?;
+                    if status == 200 {
+                        Ok(())
+                    } else {
+                        Err(format!("status {status}"))
+                    }
+                };
+                let outcome = tokio::time::timeout(PATIENCE, outcome)
+                    .await
+                    .unwrap_or_else(|_| Err("no answer within 30 s".into()));
+                self.count.fetch_add(1, Relaxed);
+                let failed = outcome.is_err();
+                t.record(started, outcome);
+                if failed || sender.is_closed() {
+                    break;
+                }
+            }
         }
         t
     }
