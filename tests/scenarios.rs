@@ -669,6 +669,7 @@ async fn s08_kubernetes_api_server_down_for_30_s() {
         log.matches("Kubernetes API server reachable again").count(),
     );
     assert_eq!((down, back), (1, 1), "one line per outage:\n{log}");
+    assert!(!log.contains("kube_client"), "kube-client logged its retries:\n{log}");
     report(
         "k8s API down 30 s",
         &format!(

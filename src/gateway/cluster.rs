@@ -14,7 +14,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -250,22 +249,44 @@ impl Cluster {
     }
 }
 
-/// One log line per outage, whichever watcher notices first.
+/// One log line per outage, whichever watcher notices first, and one when it ends. The
+/// watchers share it, and one's failure can be reported after another's success (an
+/// attempt begun before the server came back): a failure is logged only once failures have
+/// lasted [`Outage::GRACE`] without a success between, so such a straggler (or a blip) logs
+/// nothing, and "reachable again" only follows a logged outage.
 #[derive(Default)]
 struct Outage {
-    down: AtomicBool,
+    state: std::sync::Mutex<OutageState>,
+}
+
+#[derive(Default)]
+struct OutageState {
+    /// When the failures began; `None` while the server answers.
+    since: Option<std::time::Instant>,
+    logged: bool,
 }
 
 impl Outage {
+    const GRACE: Duration = Duration::from_secs(2);
+
     fn failed(&self, kind: &str, e: &watcher::Error) {
-        if !self.down.swap(true, Ordering::Relaxed) {
+        // A `410 Gone` is the server answering (its history was compacted): the watcher
+        // lists again; nothing is down.
+        if matches!(e, watcher::Error::WatchError(status) if status.code == 410) {
+            return self.recovered();
+        }
+        let Ok(mut st) = self.state.lock() else { return };
+        let since = *st.since.get_or_insert_with(std::time::Instant::now);
+        if !st.logged && since.elapsed() >= Self::GRACE {
+            st.logged = true;
             tracing::warn!(kind, error = %e,
                 "Kubernetes API server unreachable; serving the last state seen, retrying with backoff");
         }
     }
 
     fn recovered(&self) {
-        if self.down.swap(false, Ordering::Relaxed) {
+        let Ok(mut st) = self.state.lock() else { return };
+        if st.since.take().is_some() && std::mem::take(&mut st.logged) {
             tracing::info!("Kubernetes API server reachable again; catching up");
         }
     }
