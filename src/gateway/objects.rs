@@ -177,7 +177,7 @@ fn parse(file: &Path, line: usize, doc: &str, objects: &mut Objects, problems: &
     let header: Header = match serde_yaml_ng::from_str(doc) {
         Ok(h) => h,
         Err(e) => {
-            at.line = error_line(line, &e);
+            at.line = error_line(line, doc, &e);
             problems.push(Problem {
                 at,
                 reason: "Invalid",
@@ -202,7 +202,7 @@ fn parse(file: &Path, line: usize, doc: &str, objects: &mut Objects, problems: &
             Ok(obj) => into.push(Located { at, obj }),
             Err(e) => {
                 let mut at = at;
-                at.line = error_line(at.line, &e);
+                at.line = error_line(at.line, doc, &e);
                 problems.push(Problem {
                     reason: "Invalid",
                     message: without_location(&e),
@@ -243,8 +243,14 @@ fn without_location(e: &serde_yaml_ng::Error) -> String {
 }
 
 /// The file line of a YAML error inside a document starting at `doc_line`.
-fn error_line(doc_line: usize, e: &serde_yaml_ng::Error) -> usize {
-    e.location().map_or(doc_line, |l| doc_line + l.line().saturating_sub(1))
+/// The file line of a YAML error in `doc` (which starts on `doc_line`). Counted from the
+/// error's offset in `\n`s, as the file's lines are: YAML also breaks lines at a lone
+/// `\r`, so its own line number can point past the end of the file (found by the
+/// `gateway` fuzz target).
+fn error_line(doc_line: usize, doc: &str, e: &serde_yaml_ng::Error) -> usize {
+    let Some(at) = e.location() else { return doc_line };
+    let before = doc.get(..at.index().min(doc.len())).unwrap_or(doc);
+    doc_line + before.matches('\n').count()
 }
 
 #[cfg(test)]
@@ -257,5 +263,21 @@ mod tests {
         let docs = documents(text);
         assert_eq!(docs, vec![(3, "a: 1\n"), (7, "b: 2\nc: 3\n")]);
         assert_eq!(documents("a: 1"), vec![(1, "a: 1")]);
+    }
+
+    #[test]
+    fn an_error_after_lone_carriage_returns_is_placed_on_a_line_of_the_file() {
+        let mut objects = Objects::default();
+        let mut problems = Vec::new();
+        let text = "kind: Service\rmetadata:\r  name: a\r\nspec: [\n";
+        read_text(Path::new("x.yaml"), text, &mut objects, &mut problems);
+        assert_eq!(
+            problems.len(),
+            1,
+            "{:?}",
+            problems.iter().map(|p| &p.message).collect::<Vec<_>>()
+        );
+        // Two lines and the end after the last one; YAML itself counts five.
+        assert!(problems[0].at.line <= 3, "line {}", problems[0].at.line);
     }
 }
