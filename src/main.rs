@@ -410,11 +410,13 @@ fn build_runtime(workers: Option<usize>) -> std::io::Result<tokio::runtime::Runt
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        // kube-client logs every failed request to the API server at ERROR: a line per
-        // retry during an outage, which veer already reports once (gateway::cluster).
-        .add_directive("kube_client::client::builder=off".parse().expect("a valid directive"));
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube-client logs every failed request to the API server at ERROR: a line per retry
+    // during an outage, which veer already reports once (gateway::cluster).
+    if let Ok(quiet) = "kube_client::client::builder=off".parse() {
+        filter = filter.add_directive(quiet);
+    }
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -705,8 +705,9 @@ struct Rewind {
 }
 
 impl Rewind {
-    fn io(&mut self) -> Pin<&mut ClientIo> {
-        Pin::new(self.inner.as_mut().expect("the socket is taken only on drop"))
+    /// The socket; gone only once `drop` parked it, so hyper never sees the error.
+    fn io(&mut self) -> std::io::Result<Pin<&mut ClientIo>> {
+        (self.inner.as_mut().map(Pin::new)).ok_or_else(|| std::io::ErrorKind::NotConnected.into())
     }
 }
 
@@ -737,7 +738,10 @@ impl tokio::io::AsyncRead for Rewind {
             }
             return std::task::Poll::Ready(Ok(()));
         }
-        this.io().poll_read(cx, buf)
+        match this.io() {
+            Ok(io) => io.poll_read(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
     }
 }
 
@@ -747,21 +751,30 @@ impl tokio::io::AsyncWrite for Rewind {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.io().poll_write(cx, buf)
+        match self.io() {
+            Ok(io) => io.poll_write(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        self.io().poll_flush(cx)
+        match self.io() {
+            Ok(io) => io.poll_flush(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        self.io().poll_shutdown(cx)
+        match self.io() {
+            Ok(io) => io.poll_shutdown(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_write_vectored(
@@ -769,7 +782,10 @@ impl tokio::io::AsyncWrite for Rewind {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.io().poll_write_vectored(cx, bufs)
+        match self.io() {
+            Ok(io) => io.poll_write_vectored(cx, bufs),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
