@@ -204,6 +204,13 @@ impl Load {
     }
 }
 
+/// `f`, or the error "`what`" when it takes longer than [`PATIENCE`] (a hang).
+async fn within<T>(what: &str, f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(PATIENCE, f)
+        .await
+        .unwrap_or_else(|_| Err(what.to_string()))
+}
+
 struct Client {
     addr: SocketAddr,
     host: String,
@@ -214,6 +221,12 @@ struct Client {
 impl Client {
     fn running(&self) -> bool {
         !self.stop.load(Relaxed)
+    }
+
+    /// One request made: counted for [`Load::until`] and recorded in `t`.
+    fn done(&self, t: &mut Tally, started: Instant, outcome: Result<(), String>) {
+        self.count.fetch_add(1, Relaxed);
+        t.record(started, outcome);
     }
 
     /// Keep-alive requests through hyper's pooled client (HTTP/1.1 or h2c): GETs, or 1 MiB
@@ -282,7 +295,6 @@ impl Client {
                 Ok((header("x-server").unwrap_or_default(), header("set-cookie")))
             }
             .await;
-            self.count.fetch_add(1, Relaxed);
             let outcome = outcome.map(|(server, set)| {
                 if let Some((_, first)) = &cookie {
                     if *first != server {
@@ -296,7 +308,7 @@ impl Client {
                     }
                 }
             });
-            t.record(started, outcome);
+            self.done(&mut t, started, outcome);
         }
         t
     }
@@ -317,16 +329,10 @@ impl Client {
                 tokio::spawn(conn);
                 Ok::<_, String>(sender)
             };
-            let mut sender = match tokio::time::timeout(PATIENCE, opened).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    self.count.fetch_add(1, Relaxed);
-                    t.record(started, Err(e));
-                    continue;
-                }
-                Err(_) => {
-                    self.count.fetch_add(1, Relaxed);
-                    t.record(started, Err("TLS: no handshake within 30 s".into()));
+            let mut sender = match within("TLS: no handshake within 30 s", opened).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.done(&mut t, started, Err(e));
                     continue;
                 }
             };
@@ -349,12 +355,9 @@ impl Client {
                         Err(format!("status {status}"))
                     }
                 };
-                let outcome = tokio::time::timeout(PATIENCE, outcome)
-                    .await
-                    .unwrap_or_else(|_| Err("no answer within 30 s".into()));
-                self.count.fetch_add(1, Relaxed);
+                let outcome = within("no answer within 30 s", outcome).await;
                 let failed = outcome.is_err();
-                t.record(started, outcome);
+                self.done(&mut t, started, outcome);
                 if failed || sender.is_closed() {
                     break;
                 }
@@ -391,11 +394,8 @@ impl Client {
                     Err(format!("answer {head:?}"))
                 }
             };
-            let outcome = tokio::time::timeout(PATIENCE, outcome)
-                .await
-                .unwrap_or_else(|_| Err("no answer within 30 s".into()));
-            self.count.fetch_add(1, Relaxed);
-            t.record(started, outcome);
+            let outcome = within("no answer within 30 s", outcome).await;
+            self.done(&mut t, started, outcome);
         }
         t
     }
@@ -425,16 +425,10 @@ impl Client {
                     Err(format!("upgrade answered {:?}", String::from_utf8_lossy(&head)))
                 }
             };
-            let mut s = match tokio::time::timeout(PATIENCE, opened).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    self.count.fetch_add(1, Relaxed);
-                    t.record(started, Err(e));
-                    continue;
-                }
-                Err(_) => {
-                    self.count.fetch_add(1, Relaxed);
-                    t.record(started, Err("upgrade: no answer within 30 s".into()));
+            let mut s = match within("upgrade: no answer within 30 s", opened).await {
+                Ok(s) => s,
+                Err(e) => {
+                    self.done(&mut t, started, Err(e));
                     continue;
                 }
             };
@@ -456,12 +450,9 @@ impl Client {
                         Err("echo garbled".to_string())
                     }
                 };
-                let outcome = tokio::time::timeout(PATIENCE, outcome)
-                    .await
-                    .unwrap_or_else(|_| Err("echo: no answer within 30 s".into()));
-                self.count.fetch_add(1, Relaxed);
+                let outcome = within("echo: no answer within 30 s", outcome).await;
                 let failed = outcome.is_err();
-                t.record(started, outcome);
+                self.done(&mut t, started, outcome);
                 if failed {
                     continue 'connections;
                 }
