@@ -10,6 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::HeaderMap;
 use veer::balance::Affinity;
 use veer::config::{PathMatch, RouteSpec};
+use veer::proxy::headers::HeaderList;
 use veer::routing::RouteTable;
 use veer::snapshot::Snapshot;
 use veer::state::Registry;
@@ -153,7 +154,7 @@ fn bench_sticky_and_hash(c: &mut Criterion) {
     let mut g = c.benchmark_group("affinity");
     g.bench_function("sticky_cookie_scan_and_pick", |b| {
         b.iter(|| {
-            let id = veer::proxy::cookies::find(black_box(&headers), "VEER_SRV")
+            let id = veer::proxy::cookies::find_in(black_box(&headers).cookies(), "VEER_SRV")
                 .and_then(veer::proxy::cookies::parse_sticky);
             let a = Affinity {
                 sticky: id,

@@ -439,7 +439,7 @@ impl LogHead {
         listener: &Arc<String>,
         req: &http::Request<B>,
         host: &str,
-        request_id: &http::HeaderValue,
+        request_id: &str,
     ) -> Self {
         LogHead {
             log: log.clone(),
@@ -448,7 +448,7 @@ impl LogHead {
             method: req.method().clone(),
             host: host.to_string(),
             path: req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string(),
-            request_id: request_id.to_str().unwrap_or("-").to_string(),
+            request_id: request_id.to_string(),
             trace_id: "-".to_string(),
             listener: listener.clone(),
             tls: None,

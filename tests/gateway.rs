@@ -556,6 +556,13 @@ spec:
         assert_eq!(a.status, 200, "{proto}: {a:?}");
         assert_eq!(a.header("x-seen-path"), Some("/v2/items?x=1"), "{proto}");
         assert_eq!(a.header("x-seen-host"), Some("internal.example.com"), "{proto}");
+        // The server still learns which host the client asked for (as Envoy and nginx do).
+        let asked = if proto == "h2c" {
+            base.trim_start_matches("http://")
+        } else {
+            "shop.example.com:8080"
+        };
+        assert_eq!(a.header("x-seen-x-forwarded-host"), Some(asked), "{proto}");
 
         let before = shadow.hits();
         let a = support::send(c, req("/shadowed", &[])).await.unwrap();

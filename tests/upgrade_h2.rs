@@ -219,3 +219,119 @@ async fn http2_requests_reuse_pooled_upstream_connections() {
         "upstream connections were not reused"
     );
 }
+
+/// A backend that records each request head as it arrived (raw bytes) and answers with
+/// hop-by-hop fields of its own beside an ordinary one.
+async fn recording_backend() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head: Vec<u8> = buf.drain(..end + 4).collect();
+                    let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-hop\r\n\
+                                  X-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Agent: up\r\nX-Kept: yes\r\n\r\nok";
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// An HTTP/2 request goes upstream as the HTTP/1 engine writes heads: origin-form, Host
+/// from `:authority`, the cookie crumbs HTTP/2 splits cookies into joined in one `Cookie`
+/// field (RFC 9113 §8.2.3) without veer's sticky cookie, the client's X-Request-Id kept (one
+/// made up only when it sent none), X-Forwarded-* and a new traceparent hop; and the
+/// server's hop-by-hop fields (fixed ones and those its `Connection` names) do not reach
+/// the client.
+#[tokio::test]
+async fn an_http2_request_goes_upstream_as_one_http1_head_with_veers_fields() {
+    let (addr, mut heads) = recording_backend().await;
+    let config = one_backend(addr).replace("servers = [", "sticky = { cookie = \"VEER_SRV\" }\nservers = [");
+    let proxy = Proxy::start(&config).await;
+    let url = proxy.url("web").await;
+    let authority = url.trim_start_matches("http://").to_string();
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let req = Request::get(format!("{url}/a?b=c"))
+        .header("cookie", "a=1")
+        .header("cookie", "VEER_SRV=0123456789abcdef; b=2")
+        .header("x-request-id", "from-client")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("traceparent", trace)
+        .header("x-custom", "kept")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-kept"], "yes");
+    for hop in ["x-hop", "keep-alive", "proxy-agent", "connection"] {
+        assert!(!resp.headers().contains_key(hop), "{hop} reached the client: {resp:?}");
+    }
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+
+    let head = heads.recv().await.unwrap();
+    let lines: Vec<&str> = head.trim_end().split("\r\n").collect();
+    assert_eq!(lines[0], "GET /a?b=c HTTP/1.1", "{head}");
+    let fields: Vec<(String, &str)> = lines[1..]
+        .iter()
+        .map(|l| {
+            let (n, v) = l.split_once(": ").unwrap();
+            (n.to_ascii_lowercase(), v)
+        })
+        .collect();
+    let all = |name: &str| {
+        fields
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(all("host"), [authority.as_str()], "{head}");
+    assert_eq!(all("cookie"), ["a=1; b=2"], "{head}");
+    assert_eq!(all("x-request-id"), ["from-client"], "{head}");
+    assert_eq!(all("x-forwarded-for"), ["203.0.113.9, 127.0.0.1"], "{head}");
+    assert_eq!(all("x-forwarded-proto"), ["http"], "{head}");
+    assert_eq!(all("x-forwarded-host"), [authority.as_str()], "{head}");
+    assert_eq!(all("x-custom"), ["kept"], "{head}");
+    let parent = all("traceparent");
+    assert_eq!(parent.len(), 1, "{head}");
+    assert_eq!(parent[0][..36], trace[..36], "the trace id is kept: {head}");
+    assert_ne!(parent[0], trace, "veer's hop has a parent id of its own: {head}");
+
+    // No X-Request-Id from the client: one is made up, 32 hex digits.
+    let resp = client
+        .request(Request::get(format!("{url}/b")).body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let head = heads.recv().await.unwrap();
+    let id = head
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no request id made up: {head}"));
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("\r\ncookie:"),
+        "no cookie field when none was sent: {head}"
+    );
+}

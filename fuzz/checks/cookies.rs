@@ -4,6 +4,7 @@
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 use veer::proxy::cookies;
+use veer::proxy::headers::HeaderList;
 
 pub fn check(data: &[u8]) {
     let mut headers = HeaderMap::new();
@@ -12,11 +13,11 @@ pub fn check(data: &[u8]) {
             headers.append(COOKIE, v);
         }
     }
-    if let Some(v) = cookies::find(&headers, "VEER_SRV") {
+    if let Some(v) = cookies::find_in(headers.cookies(), "VEER_SRV") {
         if let Some(id) = cookies::parse_sticky(v) {
             assert_eq!(format!("{id:016x}"), String::from_utf8_lossy(v).to_ascii_lowercase());
         }
     }
     cookies::remove(&mut headers, "VEER_SRV");
-    assert!(cookies::find(&headers, "VEER_SRV").is_none());
+    assert!(cookies::find_in(headers.cookies(), "VEER_SRV").is_none());
 }

@@ -10,12 +10,7 @@
 
 use http::header::{HeaderMap, HeaderValue, COOKIE};
 
-/// `(name, value)` pairs of every `Cookie` header, in order; malformed pairs are skipped.
-fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
-    pairs_in(headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes))
-}
-
-/// `(name, value)` pairs of the given `Cookie` field values.
+/// `(name, value)` pairs of the given `Cookie` field values, in order.
 fn pairs_in<'h>(values: impl Iterator<Item = &'h [u8]>) -> impl Iterator<Item = (&'h [u8], &'h [u8])> {
     values.flat_map(|v| v.split(|b| *b == b';')).filter_map(|pair| {
         let pair = pair.trim_ascii();
@@ -24,14 +19,8 @@ fn pairs_in<'h>(values: impl Iterator<Item = &'h [u8]>) -> impl Iterator<Item = 
     })
 }
 
-/// The value of the first cookie named `name`.
-pub fn find<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
-    pairs(headers)
-        .find(|(n, _)| *n == name.as_bytes())
-        .map(|(_, v)| strip_quotes(v))
-}
-
-/// [`find`] over raw `Cookie` field values.
+/// The value of the first cookie named `name` in these `Cookie` field values (malformed
+/// pairs are skipped).
 pub fn find_in<'h>(values: impl Iterator<Item = &'h [u8]>, name: &str) -> Option<&'h [u8]> {
     pairs_in(values)
         .find(|(n, _)| *n == name.as_bytes())
@@ -109,6 +98,10 @@ mod tests {
             h.append(COOKIE, HeaderValue::from_bytes(v).unwrap());
         }
         h
+    }
+
+    fn find<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+        find_in(h.get_all(COOKIE).iter().map(HeaderValue::as_bytes), name)
     }
 
     #[test]

@@ -5,6 +5,50 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// A request's fields however they arrived: parsed in place from an HTTP/1 head, or decoded
+/// into a map by HTTP/2. What veer reads from them and the head it forwards upstream are
+/// decided once, over this, for both.
+pub trait HeaderList {
+    /// Every field, in order, as (name, value) bytes.
+    fn each(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
+
+    /// The value of the first field named `name` (lowercase).
+    fn field(&self, name: &[u8]) -> Option<&[u8]> {
+        self.each().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// The values of every `Cookie` field.
+    fn cookies(&self) -> impl Iterator<Item = &[u8]> {
+        self.each()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+            .map(|(_, v)| v)
+    }
+}
+
+impl HeaderList for [httparse::Header<'_>] {
+    fn each(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter().map(|h| (h.name.as_bytes(), h.value))
+    }
+}
+
+impl HeaderList for HeaderMap {
+    fn each(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    }
+
+    // The map's own lookup: a hash, not a walk (its names are lowercase already).
+    fn field(&self, name: &[u8]) -> Option<&[u8]> {
+        std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| self.get(n))
+            .map(HeaderValue::as_bytes)
+    }
+
+    fn cookies(&self) -> impl Iterator<Item = &[u8]> {
+        self.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes)
+    }
+}
+
 /// Methods whose request may be sent again (RFC 9110 §9.2.2): after a broken connection or
 /// a gateway error, to another server.
 pub fn idempotent(method: &str) -> bool {

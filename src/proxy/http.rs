@@ -4,7 +4,7 @@
 //! engine ([`super::h1`]), which hands a connection here when it opens with the preface.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
@@ -21,13 +21,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
 use super::body::{ClientBody, Upload};
+use super::buf::Out;
 use super::h1::client::{self, RawBody, SendError};
+use super::h1::{request, to_h2};
 use super::shared::Shared;
-use super::{cookies, headers, mirror};
+use super::{headers, mirror};
 use crate::access_log::{LogHead, PendingLog, Timers, TlsFacts};
-use crate::balance::{self, hash, Affinity, Via};
+use crate::balance::{self, Via};
 use crate::clock::now_ms;
-use crate::config::HashKey;
 use crate::error::ProxyError;
 use crate::metrics::ListenerStats;
 use crate::snapshot::{Backend, ListenerOpts, ListenerRoutes, Server};
@@ -236,14 +237,20 @@ async fn linger(mut io: ClientIo) {
     .await;
 }
 
-async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
     let stream = OpenStream::new(conn);
-    let request_id = ensure_request_id(req.headers_mut());
-    let trace = headers::traceparent(req.headers().get(&TRACEPARENT).map(HeaderValue::as_bytes));
-    if let Ok(v) = HeaderValue::from_bytes(&trace) {
-        req.headers_mut().insert(&TRACEPARENT, v);
+    // The client's X-Request-Id is forwarded as it came; one is made up when it sent none.
+    let mut generated = [0u8; 32];
+    let sent_id = req.headers().get(&X_REQUEST_ID).map(HeaderValue::as_bytes);
+    if sent_id.is_none() {
+        headers::hex(&mut generated, &fastrand::u128(..).to_be_bytes());
     }
+    let ids = Ids {
+        new_request_id: sent_id.is_none().then_some(&generated[..]),
+        trace: headers::traceparent(req.headers().get(&TRACEPARENT).map(HeaderValue::as_bytes)),
+    };
+    let request_id = std::str::from_utf8(sent_id.unwrap_or(&generated)).unwrap_or("-");
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -251,8 +258,8 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
     let head = conn.shared.access_log.as_ref().map(|log| {
         let host = request_host(&req).unwrap_or("");
         Arc::new(
-            LogHead::new(log, conn.peer, &conn.listener, &req, host, &request_id)
-                .with_trace(&trace)
+            LogHead::new(log, conn.peer, &conn.listener, &req, host, request_id)
+                .with_trace(&ids.trace)
                 .with_tls(conn.tls.as_ref())
                 .with_arrival(
                     Duration::ZERO,
@@ -266,7 +273,7 @@ async fn handle(conn: &Arc<Conn>, mut req: Request<Incoming>) -> Response<ProxyB
     }
     // Boxed: the exchange's state is kilobytes, and hyper moves the stream's future (this
     // one) more than once before it first runs; a pointer moves cheaply.
-    let mut resp = match Box::pin(forward(conn, req, start, head.clone())).await {
+    let mut resp = match Box::pin(forward(conn, req, &ids, start, head.clone())).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
@@ -308,14 +315,11 @@ fn redirect(conn: &Conn, req: &Request<Incoming>, head: Option<&LogHead>, start:
 static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 static TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
 
-/// The request's `X-Request-Id`, generated (and forwarded) when the client sent none.
-fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID) {
-        return id.clone();
-    }
-    let id = HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..))).unwrap_or(HeaderValue::from_static("-"));
-    headers.insert(&X_REQUEST_ID, id.clone());
-    id
+/// What veer adds to every request it forwards: a request id when the client sent none,
+/// and the `traceparent` of its hop.
+struct Ids<'a> {
+    new_request_id: Option<&'a [u8]>,
+    trace: headers::TraceParent,
 }
 
 /// The host the request is for: the URI authority (HTTP/2, absolute-form) or Host.
@@ -330,7 +334,7 @@ fn request_host(req: &Request<Incoming>) -> Option<&str> {
 /// request-target's authority when it has one (absolute-form, HTTP/2), else the single
 /// Host header. More than one Host, none on HTTP/1.1, or a value that is not
 /// `host[:port]` is a bad request.
-fn destination(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyError> {
+fn destination(req: &Request<Incoming>) -> Result<Option<&str>, ProxyError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -343,34 +347,27 @@ fn destination(req: &Request<Incoming>) -> Result<Option<HeaderValue>, ProxyErro
         if !headers::valid_host(a.as_str().as_bytes()) {
             return Err(ProxyError::BadRequest("invalid request-target authority"));
         }
-        return HeaderValue::from_str(a.as_str())
-            .map(Some)
-            .map_err(|_| ProxyError::BadRequest("invalid request-target authority"));
+        return Ok(Some(a.as_str()));
     }
     if host.is_none() && req.version() == Version::HTTP_11 {
         return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
     }
-    Ok(host.cloned())
+    // A valid host is ASCII.
+    Ok(host.and_then(|h| h.to_str().ok()))
 }
 
 async fn forward(
     conn: &Conn,
     req: Request<Incoming>,
+    ids: &Ids<'_>,
     start: Instant,
     head: Option<Arc<LogHead>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if req.method() == Method::CONNECT {
         return Err(ProxyError::BadRequest("CONNECT is not supported"));
     }
-    // The Host header is reused as is (a cheap clone); only an HTTP/2 or absolute-form
-    // authority needs a new header value.
-    let authority = destination(&req)?;
-    let host = authority
-        .as_ref()
-        .and_then(|a| a.to_str().ok())
-        .map(crate::routing::normalize_host)
-        .unwrap_or_default();
-
+    let sent_host = destination(&req)?.unwrap_or("");
+    let host = crate::routing::normalize_host(sent_host);
     let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
     // Route with exactly one snapshot; keep only the backend for the rest of the exchange.
     let (backend, route, filters, target) = {
@@ -389,7 +386,6 @@ async fn forward(
         )
     };
     if let Some(r) = filters.as_deref().and_then(|f| f.redirect.as_ref()) {
-        let sent_host = authority.as_ref().and_then(|a| a.to_str().ok()).unwrap_or("");
         let location = headers::redirect_location(
             r,
             conn.tls.is_some(),
@@ -407,72 +403,69 @@ async fn forward(
         );
         return Ok(resp);
     }
-
-    let (mut parts, body) = req.into_parts();
-    // gRPC needs `te: trailers` end to end; it is hop-by-hop, so it is sent again (to an
-    // HTTP/2 server) rather than passed through.
-    let te_trailers = backend.protocol.is_h2()
-        && parts.headers.get_all(header::TE).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
-        });
-    headers::strip_hop_by_hop(&mut parts.headers);
-    if te_trailers {
-        parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-    let proto = if conn.tls.is_some() { "https" } else { "http" };
-    headers::set_forwarded(&mut parts.headers, conn.peer.ip(), proto, authority.as_ref());
-    // Forwarded with the host it was routed by: an absolute-form target's authority
-    // replaces the client's Host (RFC 9112 §3.2.2).
-    if parts.uri.authority().is_some() {
-        if let Some(h) = authority.clone() {
-            parts.headers.insert(header::HOST, h);
-        }
-    }
-    // Upstream is HTTP/1.1 in origin-form, whatever the client spoke.
-    if parts.uri.authority().is_some() {
-        parts.uri = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-    }
-    parts.version = Version::HTTP_11;
-    if let Some(f) = filters.as_deref() {
-        if let Some(t) = target.as_deref().and_then(|t| t.parse::<Uri>().ok()) {
-            parts.uri = t;
-        }
-        if let Some(h) = f.rewrite.as_ref().and_then(|w| w.hostname.as_deref()) {
-            if let Ok(v) = HeaderValue::from_str(h) {
-                parts.headers.insert(header::HOST, v);
-            }
-        }
-        f.request_headers.apply(&mut parts.headers);
-    }
-    let affinity = affinity(&backend, &mut parts.headers, conn.peer.ip());
     let max_body = conn.opts.max_body;
-    if max_body > 0 && body.size_hint().lower() > max_body {
+    if max_body > 0 && req.body().size_hint().lower() > max_body {
         // The length is known: refused before any server is contacted.
         return Err(ProxyError::BodyTooLarge);
     }
     // A bodiless request (most of them) has no upload to follow.
-    let bodiless = body.is_end_stream();
-    let upload = (!bodiless).then(|| Arc::new(Upload::default()));
-    let body = ClientBody::new(body, conn.stats.clone(), conn.shared.body_timeout, upload.clone()).with_max(max_body);
+    let bodiless = req.body().is_end_stream();
+    let method = req.method().as_str();
+    let h2 = backend.protocol.is_h2();
+    // The head upstream, written once from the fields as they arrived by the HTTP/1
+    // engine's writer: one set of forwarding rules for both protocols, and no field map
+    // edited or copied. An HTTP/1 server gets these bytes (again on a retry); an HTTP/2
+    // server, the request they describe.
+    let mut out = Out::new();
+    let chunked = !bodiless && !h2 && !req.headers().contains_key(header::CONTENT_LENGTH);
+    let authority = req.uri().authority().map(|a| a.as_str());
+    request::write_upstream_head(
+        &mut out.0,
+        req.headers(),
+        &backend,
+        &request::Rewrite {
+            method,
+            target: target.as_deref().unwrap_or(path_and_query),
+            authority,
+            host: filters
+                .as_deref()
+                .and_then(|f| f.rewrite.as_ref())
+                .and_then(|w| w.hostname.as_deref()),
+            upgrade: false,
+            chunked,
+            client: conn.peer.ip(),
+            https: conn.tls.is_some(),
+            new_request_id: ids.new_request_id,
+            traceparent: &ids.trace,
+            edits: filters.as_deref().map(|f| &f.request_headers),
+        },
+    );
+    let affinity = request::affinity(&backend, req.headers(), conn.peer.ip());
+    let replayable = bodiless && headers::idempotent(method);
     // A bodiless idempotent request can go to another server after a gateway error or a
-    // broken connection (`retry_on`): its head is kept for that.
-    let resend = (bodiless
-        && (backend.retry_on.gateway_error || backend.retry_on.reset)
-        && headers::idempotent(parts.method.as_str()))
-    .then(|| {
-        let mut head = Request::new(());
-        *head.method_mut() = parts.method.clone();
-        *head.uri_mut() = parts.uri.clone();
-        *head.version_mut() = parts.version;
-        *head.headers_mut() = parts.headers.clone();
-        head
+    // broken connection (`retry_on`): its head is sent again.
+    let resendable = replayable && (backend.retry_on.gateway_error || backend.retry_on.reset);
+    let head_request = req.method() == Method::HEAD;
+    let mirror = backend.mirror.as_ref().and_then(|_| {
+        let permit = mirror::sample(&backend, req.body().size_hint().lower())?;
+        let mut copy = request::mirror_copy(method, path_and_query, req.headers(), &backend);
+        if let (Some(a), false) = (authority, copy.headers().contains_key(header::HOST)) {
+            if let Ok(v) = HeaderValue::from_str(a) {
+                copy.headers_mut().insert(header::HOST, v);
+            }
+        }
+        Some((copy, permit))
     });
-    let body = mirror::tee(&backend, &parts, body.boxed_unsync());
-    let mut up_req = Request::from_parts(parts, body);
+    let upload = (!bodiless).then(|| Arc::new(Upload::default()));
+    let body = ClientBody::new(
+        req.into_body(),
+        conn.stats.clone(),
+        conn.shared.body_timeout,
+        upload.clone(),
+    )
+    .with_max(max_body)
+    .boxed_unsync();
+    let mut body = Some(mirror::tee(&backend, mirror, body));
 
     balance::retry::request(&backend);
     let mut tried: Vec<Arc<Server>> = Vec::new();
@@ -488,42 +481,55 @@ async fn forward(
             Err(e) => return Err(e),
         };
         let queued = queued_from.map_or(Duration::ZERO, |t| t.elapsed());
-        // Another attempt with the kept head, if this one fails in a way `retry_on` names.
+        // Another attempt with the same head and no body, if this one failed in a way
+        // `retry_on` names.
         let retry = |on: bool, tried: &[Arc<Server>]| {
-            let head = resend.as_ref().filter(|_| on)?;
-            if !balance::retry::allow(&backend, &affinity, tried, &server) {
-                return None;
-            }
-            let body = http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed_unsync();
-            Some(head.clone().map(|_| body))
+            (on && resendable && balance::retry::allow(&backend, &affinity, tried, &server)).then(|| {
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync()
+            })
+        };
+        // This attempt's; a connect failure hands it back for the next.
+        let Some(up_body) = body.take() else {
+            return Err(last.unwrap_or(ProxyError::NoServer));
         };
         let sent_at = Instant::now();
         // Pinned here and lent to response_head: the send future (the largest part of this
         // one) is held once, not again as that function's argument.
-        let sent = if backend.protocol.is_h2() {
-            let send = crate::upstream::send_h2(&server, &backend, up_req);
-            tokio::pin!(send);
+        let sent = if h2 {
+            // Boxed: HTTP/2's send future is kilobytes, and held inline it would make every
+            // request's future (copied as it is set up) that much larger.
+            let mut send = Box::pin(crate::upstream::send_h2(
+                &server,
+                &backend,
+                to_h2::h2_request(&out.0, up_body)?,
+            ));
             response_head(backend.timeout, upload.as_deref(), send.as_mut())
                 .await
                 .map(|r| match r {
                     Ok((resp, connected)) => Ok((resp.map(Sent::H2), connected)),
-                    Err(crate::upstream::SendError::Connect(e, req)) => Err(SendError::Connect(e, req)),
+                    Err(crate::upstream::SendError::Connect(e, req)) => Err(SendError::Connect(e, req.into_body())),
                     Err(crate::upstream::SendError::Protocol(e)) => {
                         Err(SendError::Failed(ProxyError::UpstreamProtocol(e)))
                     }
                 })
         } else {
             let proxied = backend.send_proxy.map(|_| (conn.peer, conn.local));
-            let send = client::send(&server, &backend, conn.shared.head_limits, up_req, proxied);
+            let sending = client::Head {
+                bytes: &out.0,
+                replayable,
+                head_request,
+                chunked,
+            };
+            let send = client::send(&server, &backend, conn.shared.head_limits, sending, up_body, proxied);
             tokio::pin!(send);
             response_head(backend.timeout, upload.as_deref(), send.as_mut())
                 .await
                 .map(|r| r.map(|(resp, connected)| (resp.map(Sent::H1), connected)))
         };
         let sent = match sent {
-            Ok(Ok((resp, connected))) if matches!(resp.status().as_u16(), 502..=504) && resend.is_some() => {
+            Ok(Ok((resp, connected))) if matches!(resp.status().as_u16(), 502..=504) && resendable => {
                 match retry(backend.retry_on.gateway_error, &tried) {
                     Some(again) => {
                         // A gateway error another server may not repeat: the answer counts
@@ -533,7 +539,7 @@ async fn forward(
                         balance::outlier::response(&backend, &server, status);
                         tried.push(server);
                         last = Some(ProxyError::UpstreamMalformed("gateway error from upstream"));
-                        up_req = again;
+                        body = Some(again);
                         continue;
                     }
                     None => Ok(Ok((resp, connected))),
@@ -584,7 +590,7 @@ async fn forward(
                 };
                 tried.push(server);
                 last = Some(e);
-                up_req = again;
+                body = Some(again);
             }
             Ok(Err(SendError::Failed(e))) => return Err(e),
             Ok(Err(SendError::Connect(e, _))) if crate::ratelimit::is_local_resource_error(&e) => {
@@ -594,7 +600,7 @@ async fn forward(
                     "upstream connect failed for want of local resources; answering 503, no server ejected");
                 return Err(ProxyError::LocalResources(e));
             }
-            Ok(Err(SendError::Connect(e, req))) => {
+            Ok(Err(SendError::Connect(e, returned))) => {
                 crate::warn_limited!(crate::ratelimit::Kind::UpstreamConnect, server = %server.id, error = %e, "upstream connect failed; ejecting");
                 balance::outlier::connect_failure(&backend, &server);
                 if !backend.retry_on.connect || !balance::retry::allow(&backend, &affinity, &tried, &server) {
@@ -602,39 +608,10 @@ async fn forward(
                 }
                 tried.push(server);
                 last = Some(ProxyError::Connect(e));
-                up_req = *req;
+                body = Some(returned);
             }
         }
     }
-}
-
-/// Reads what the request says about its destination (sticky cookie, override, hash key),
-/// and removes veer's own sticky cookie from what goes upstream (HAProxy's "indirect").
-fn affinity(b: &Backend, headers: &mut HeaderMap, client: IpAddr) -> Affinity {
-    let mut a = Affinity::default();
-    if let Some(o) = &b.override_ {
-        let named = o
-            .header
-            .as_ref()
-            .and_then(|h| headers.get(h))
-            .map(HeaderValue::as_bytes)
-            .or_else(|| o.cookie.as_deref().and_then(|c| cookies::find(headers, c)));
-        // Unknown group names are ignored.
-        a.group = named.and_then(|n| b.groups.iter().position(|g| g.name.as_bytes() == n));
-    }
-    a.hash = match &b.hash_key {
-        Some(HashKey::SourceIp) => Some(hash::ip(client)),
-        Some(HashKey::Header(h)) => headers.get(h).map(|v| hash::key(v.as_bytes())),
-        Some(HashKey::Cookie(c)) => cookies::find(headers, c).map(hash::key),
-        None => None,
-    };
-    if let Some(st) = &b.sticky {
-        if let Some(v) = cookies::find(headers, &st.cookie) {
-            a.sticky = cookies::parse_sticky(v);
-            cookies::remove(headers, &st.cookie);
-        }
-    }
-    a
 }
 
 /// Waits for the response head, within `timeout` of the whole request having been sent:
@@ -685,12 +662,15 @@ fn respond(
         return Err(ProxyError::UnexpectedUpgrade);
     }
     let (mut parts, body) = resp.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers);
     // The body looks after its own connection (back to the pool when it ends); an HTTP/2
-    // stream's trailers (gRPC's status) pass through as frames.
+    // stream's trailers (gRPC's status) pass through as frames. An HTTP/1 head was read
+    // without its hop-by-hop fields already.
     let body = match body {
         Sent::H1(raw) => ProxyBody::Raw(UpstreamBody::new(raw, None, active, end, backend.read_timeout)),
-        Sent::H2(incoming) => ProxyBody::Upstream(UpstreamBody::new(incoming, None, active, end, backend.read_timeout)),
+        Sent::H2(incoming) => {
+            headers::strip_hop_by_hop(&mut parts.headers);
+            ProxyBody::Upstream(UpstreamBody::new(incoming, None, active, end, backend.read_timeout))
+        }
     };
     Ok(Response::from_parts(parts, body))
 }

@@ -20,20 +20,17 @@ use crate::clock::now_ms;
 use crate::snapshot::{Backend, Mirror};
 use crate::upstream::{BoxError, RequestEnd, UpstreamBody, UpstreamRequestBody};
 
-/// Returns the body to send upstream for the primary request; when the request is sampled
-/// for mirroring, that body also feeds the mirrored copy.
-pub fn tee(backend: &Arc<Backend>, parts: &http::request::Parts, body: UpstreamRequestBody) -> UpstreamRequestBody {
-    let Some(mirror) = &backend.mirror else {
+/// Returns the body to send upstream for the primary request; when the request was
+/// sampled for mirroring ([`sample`], then its `copy` made), that body also feeds the copy.
+pub fn tee(
+    backend: &Arc<Backend>,
+    sampled: Option<(Request<()>, OwnedSemaphorePermit)>,
+    body: UpstreamRequestBody,
+) -> UpstreamRequestBody {
+    let (Some(mirror), Some((mut copy, permit))) = (&backend.mirror, sampled) else {
         return body;
     };
-    let Some(permit) = sample(backend, body.size_hint().lower()) else {
-        return body;
-    };
-    let mut copy = Request::new(());
-    *copy.method_mut() = parts.method.clone();
-    *copy.uri_mut() = parts.uri.clone();
     *copy.version_mut() = Version::HTTP_11;
-    *copy.headers_mut() = parts.headers.clone();
     copy.headers_mut().insert("veer-mirror", HeaderValue::from_static("1"));
 
     let backend = backend.clone();

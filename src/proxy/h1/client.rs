@@ -1,10 +1,12 @@
-//! The HTTP/1 engine's client side for requests that arrive as `http::Request` (HTTP/2
-//! clients): the head serialised once, the body streamed (chunked when its length is not
-//! known), the response head parsed with the same codec, and the response body read from the
-//! socket by [`RawBody`], which hands the connection back to the server's pool when the body
-//! ends. Same pool, same framing rules as HTTP/1 exchanges; no hyper client task or channel.
+//! The HTTP/1 engine's client side for HTTP/2 clients' requests: the head as
+//! [`super::request::write_upstream_head`] wrote it, the body streamed (chunked when its
+//! length is not known), the response head parsed with the same codec into the
+//! `http::Response` HTTP/2 sends on (hop-by-hop fields left out), and the response body read
+//! from the socket by [`RawBody`], which hands the connection back to the server's pool when
+//! the body ends. Same pool, same framing rules as HTTP/1 exchanges; no hyper client task or
+//! channel.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,30 +17,45 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::codec::{self, BodyWalk, Framing, HeadLimits};
+use super::request::{connection_names, hop_by_hop};
 use crate::error::ProxyError;
 use crate::proxy::body::{client_fault, ClientBodyError};
-use crate::proxy::buf::{Buf, Out};
+use crate::proxy::buf::Buf;
 use crate::snapshot::{Backend, Server};
 use crate::stream::UpstreamIo;
 use crate::upstream::{self, BodyError, Pool, UpstreamRequestBody};
 
 /// Why a request could not be exchanged.
 pub enum SendError {
-    /// No connection could be made; the request was not sent and is handed back.
-    Connect(io::Error, Box<http::Request<UpstreamRequestBody>>),
+    /// No connection could be made; nothing was sent and the body is handed back.
+    Connect(io::Error, UpstreamRequestBody),
     /// The exchange failed: the error to answer with.
     Failed(ProxyError),
 }
 
-/// Sends `req` to `server` on a pooled or new connection; returns the response (its body
-/// streams from the socket) and, for a new connection, how long connecting took.
+/// The request as sent: its head already written for upstream, and what its framing says.
+pub struct Head<'a> {
+    /// Origin-form HTTP/1.1 head ([`super::request::write_upstream_head`]).
+    pub bytes: &'a [u8],
+    /// Idempotent and bodiless: sent again on a new connection when a pooled one turns out
+    /// to be closed.
+    pub replayable: bool,
+    /// A HEAD request: the response has no body, whatever it says.
+    pub head_request: bool,
+    /// The body goes up chunked (the head says so).
+    pub chunked: bool,
+}
+
+/// Sends the request to `server` on a pooled or new connection; returns the response (its
+/// body streams from the socket) and, for a new connection, how long connecting took.
 /// `proxied`: with `send_proxy`, the addresses the PROXY header announces (the connection
 /// is then neither pooled nor reused).
 pub async fn send(
     server: &Server,
     backend: &Backend,
     limits: HeadLimits,
-    req: http::Request<UpstreamRequestBody>,
+    head: Head<'_>,
+    mut body: UpstreamRequestBody,
     proxied: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 ) -> Result<(http::Response<RawBody>, Option<Duration>), SendError> {
     let pooled = if backend.send_proxy.is_none() {
@@ -54,29 +71,15 @@ pub async fn send(
             // would be copied with this one on every request.
             match Box::pin(upstream::open(server.addr, backend, proxied)).await {
                 Ok(s) => (s, false, Some(started.elapsed())),
-                Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                Err(e) => return Err(SendError::Connect(e, body)),
             }
         }
     };
-    let (parts, mut body) = req.into_parts();
     let bodiless = body.is_end_stream();
-    let chunked = !bodiless && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
-    let replayable = bodiless
-        && matches!(
-            parts.method,
-            http::Method::GET
-                | http::Method::HEAD
-                | http::Method::OPTIONS
-                | http::Method::TRACE
-                | http::Method::PUT
-                | http::Method::DELETE
-        );
-    let head_request = parts.method == http::Method::HEAD;
-    let mut head = Out::new();
-    write_head(&mut head.0, &parts, chunked);
+    let replayable = head.replayable && bodiless;
     let mut resp = Buf::default();
     loop {
-        let sent = stream.send(&head.0).await;
+        let sent = stream.send(head.bytes).await;
         // A pooled connection the server closed meanwhile: a replayable request goes again on
         // a new one.
         let first = match sent {
@@ -103,16 +106,15 @@ pub async fn send(
             }
         }
     }
-    drop(head);
     if !bodiless {
-        Box::pin(upload(&mut stream, &mut body, chunked))
+        Box::pin(upload(&mut stream, &mut body, head.chunked))
             .await
             .map_err(SendError::Failed)?;
     }
     // The response head (interim 1xx heads are dropped: HTTP/2 clients did not ask).
     loop {
         if !resp.is_empty() {
-            match parse(resp.unread(), head_request, limits).map_err(SendError::Failed)? {
+            match parse(resp.unread(), head.head_request, limits).map_err(SendError::Failed)? {
                 Some((status, _, len)) if (100..200).contains(&status) => {
                     resp.consume(len);
                     continue;
@@ -142,22 +144,6 @@ pub async fn send(
             Err(e) => return Err(SendError::Failed(ProxyError::UpstreamIo(e))),
         }
     }
-}
-
-/// Origin-form HTTP/1.1 head from the (already rewritten) request parts.
-fn write_head(out: &mut Vec<u8>, parts: &http::request::Parts, chunked: bool) {
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let _ = write!(out, "{} {target} HTTP/1.1\r\n", parts.method);
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Streams the request body up; a failure of the client's body is the client's.
@@ -208,19 +194,32 @@ fn parse(buf: &[u8], head_request: bool, limits: HeadLimits) -> Result<Option<(u
     let mut response = http::Response::new(());
     *response.status_mut() =
         http::StatusCode::from_u16(status).map_err(|_| ProxyError::UpstreamMalformed("bad status"))?;
-    for h in head.headers {
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
+    // One copy of the head; every value is a slice of it rather than a copy of its own.
+    let block = Bytes::copy_from_slice(&buf[..len]);
+    let mut named = [&b""[..]; 8];
+    let n = connection_names(head.headers, &mut named);
+    let fields = response.headers_mut();
+    fields.reserve(head.headers.len());
+    for h in head.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"transfer-encoding") || hop_by_hop(name, &named[..n]) {
             continue;
         }
         if let (Ok(k), Ok(v)) = (
-            http::HeaderName::from_bytes(h.name.as_bytes()),
-            http::HeaderValue::from_bytes(h.value),
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_maybe_shared(same_bytes(&block, buf, h.value)),
         ) {
-            response.headers_mut().append(k, v);
+            fields.append(k, v);
         }
     }
     let reusable = !head.fields.close && !head.http10 && framing != Framing::Close;
     Ok(Some((status, (response, (framing, reusable)), len)))
+}
+
+/// The bytes of `block` (a copy of `buf`) where `part` (a slice of `buf`) lies.
+fn same_bytes(block: &Bytes, buf: &[u8], part: &[u8]) -> Bytes {
+    let at = (part.as_ptr() as usize).saturating_sub(buf.as_ptr() as usize);
+    block.slice(at.min(block.len())..(at + part.len()).min(block.len()))
 }
 
 /// A response body read from the upstream socket; the connection returns to the pool when

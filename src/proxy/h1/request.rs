@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::codec::{self, put_field, put_ip, Fields, Framing, HeadError};
+use super::codec::{self, put_field, put_ip, Framing, HeadError};
 use super::conn::Conn;
 use crate::access_log::LogHead;
 use crate::balance::{hash, Affinity};
@@ -12,7 +12,7 @@ use crate::config::{HashKey, HeaderEdits, RouteFilters};
 use crate::error::ProxyError;
 use crate::proxy::buf::Out;
 use crate::proxy::cookies;
-use crate::proxy::headers;
+use crate::proxy::headers::{self, HeaderList};
 use crate::proxy::mirror;
 use crate::snapshot::{Backend, ListenerRoutes};
 
@@ -155,7 +155,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
     if fields.hosts > 1 {
         return Err(ProxyError::BadRequest("more than one Host header").into());
     }
-    let host_field = field(headers, b"host");
+    let host_field = headers.field(b"host");
     if host_field.is_some_and(|h| !headers::valid_host(h)) {
         return Err(ProxyError::BadRequest("invalid Host header").into());
     }
@@ -170,7 +170,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
     let host_str = std::str::from_utf8(host_raw).unwrap_or("");
     let host = crate::routing::normalize_host(host_str);
 
-    let request_id = field(headers, b"x-request-id");
+    let request_id = headers.field(b"x-request-id");
     let mut generated_id = [0u8; 32];
     let id: &[u8] = match request_id {
         Some(id) => id,
@@ -179,7 +179,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
             &generated_id
         }
     };
-    let trace = headers::traceparent(field(headers, b"traceparent"));
+    let trace = headers::traceparent(headers.field(b"traceparent"));
     let log = conn.shared.access_log.as_ref().map(|log| {
         Arc::new(
             LogHead::raw(
@@ -193,7 +193,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
             )
             .with_trace(&trace)
             .with_tls(conn.tls.as_ref())
-            .with_client(http10, field(headers, b"referer"), field(headers, b"user-agent"))
+            .with_client(http10, headers.field(b"referer"), headers.field(b"user-agent"))
             .with_arrival(
                 began.map_or(std::time::Duration::ZERO, |t| t.elapsed()),
                 conn.shared.current_conns.load(std::sync::atomic::Ordering::Relaxed),
@@ -252,17 +252,21 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
     let mut out = Out::new();
     write_upstream_head(
         &mut out.0,
-        method,
-        target.as_deref().unwrap_or(path_and_query),
-        rewrite.and_then(|w| w.hostname.as_deref()).or(authority),
         headers,
-        &fields,
         &backend,
-        conn.peer.ip(),
-        conn.tls.is_some(),
-        request_id.is_none().then_some(id),
-        &trace,
-        filters.as_deref().map(|f| &f.request_headers),
+        &Rewrite {
+            method,
+            target: target.as_deref().unwrap_or(path_and_query),
+            authority,
+            host: rewrite.and_then(|w| w.hostname.as_deref()),
+            upgrade,
+            chunked: false,
+            client: conn.peer.ip(),
+            https: conn.tls.is_some(),
+            new_request_id: request_id.is_none().then_some(id),
+            traceparent: &trace,
+            edits: filters.as_deref().map(|f| &f.request_headers),
+        },
     );
     let body = codec::request_framing(&fields);
     if let (Framing::Length(n), max) = (body, conn.opts.max_body) {
@@ -329,14 +333,6 @@ pub(super) fn split_target(target: &str) -> Option<(Option<&str>, &str)> {
     Some((Some(authority), if path.is_empty() { "/" } else { path }))
 }
 
-/// The value of the first field named `name` (lowercase).
-pub(super) fn field<'h>(headers: &[httparse::Header<'h>], name: &[u8]) -> Option<&'h [u8]> {
-    headers
-        .iter()
-        .find(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
-        .map(|h| h.value)
-}
-
 /// Route conditions over the parsed head.
 pub(super) struct RawHeaders<'a, 'h>(&'a [httparse::Header<'h>]);
 
@@ -348,36 +344,27 @@ impl crate::routing::Headers for RawHeaders<'_, '_> {
     }
 }
 
-pub(super) fn cookie_values<'a, 'h>(headers: &'a [httparse::Header<'h>]) -> impl Iterator<Item = &'h [u8]> + 'a {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
-        .map(|h| h.value)
-}
-
 /// Reads what the request says about its destination (sticky cookie, override, hash key).
-pub(super) fn affinity(b: &Backend, headers: &[httparse::Header<'_>], client: std::net::IpAddr) -> Affinity {
+/// Nothing is removed here: the forwarded head leaves veer's sticky cookie out.
+pub(crate) fn affinity<H: HeaderList + ?Sized>(b: &Backend, headers: &H, client: std::net::IpAddr) -> Affinity {
     let mut a = Affinity::default();
     if let Some(o) = &b.override_ {
         let named = o
             .header
             .as_ref()
-            .and_then(|h| field(headers, h.as_str().as_bytes()))
-            .or_else(|| {
-                o.cookie
-                    .as_deref()
-                    .and_then(|c| cookies::find_in(cookie_values(headers), c))
-            });
+            .and_then(|h| headers.field(h.as_str().as_bytes()))
+            .or_else(|| o.cookie.as_deref().and_then(|c| cookies::find_in(headers.cookies(), c)));
+        // Unknown group names are ignored.
         a.group = named.and_then(|n| b.groups.iter().position(|g| g.name.as_bytes() == n));
     }
     a.hash = match &b.hash_key {
         Some(HashKey::SourceIp) => Some(hash::ip(client)),
-        Some(HashKey::Header(h)) => field(headers, h.as_str().as_bytes()).map(hash::key),
-        Some(HashKey::Cookie(c)) => cookies::find_in(cookie_values(headers), c).map(hash::key),
+        Some(HashKey::Header(h)) => headers.field(h.as_str().as_bytes()).map(hash::key),
+        Some(HashKey::Cookie(c)) => cookies::find_in(headers.cookies(), c).map(hash::key),
         None => None,
     };
     if let Some(st) = &b.sticky {
-        a.sticky = cookies::find_in(cookie_values(headers), &st.cookie).and_then(cookies::parse_sticky);
+        a.sticky = cookies::find_in(headers.cookies(), &st.cookie).and_then(cookies::parse_sticky);
     }
     a
 }
@@ -391,10 +378,13 @@ pub(super) fn hop_by_hop(name: &[u8], connection: &[&[u8]]) -> bool {
 }
 
 /// The tokens of every `Connection` field (beyond the few that are options, not names).
-pub(super) fn connection_names<'h>(headers: &[httparse::Header<'h>], into: &mut [&'h [u8]; 8]) -> usize {
+pub(super) fn connection_names<'h, H: HeaderList + ?Sized>(headers: &'h H, into: &mut [&'h [u8]; 8]) -> usize {
     let mut n = 0;
-    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("connection")) {
-        for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+    for (_, value) in headers
+        .each()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+    {
+        for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
             if !t.is_empty() && n < into.len() {
                 into[n] = t;
                 n += 1;
@@ -404,43 +394,61 @@ pub(super) fn connection_names<'h>(headers: &[httparse::Header<'h>], into: &mut 
     n
 }
 
+/// What veer changes in the head it forwards, beyond leaving hop-by-hop fields out.
+pub(crate) struct Rewrite<'a> {
+    pub method: &'a str,
+    /// Origin-form path and query (a route's rewrite applied).
+    pub target: &'a str,
+    /// An absolute-form or HTTP/2 authority: forwarded as Host (RFC 9112 §3.2.2).
+    pub authority: Option<&'a str>,
+    /// A route's URLRewrite hostname: forwarded as Host; X-Forwarded-Host stays the
+    /// client's.
+    pub host: Option<&'a str>,
+    /// The client asked to upgrade (WebSocket): `Upgrade` and `Connection: upgrade` stay.
+    pub upgrade: bool,
+    /// The body goes up chunked (an HTTP/2 body of unknown length).
+    pub chunked: bool,
+    pub client: std::net::IpAddr,
+    pub https: bool,
+    /// Set when the client sent no X-Request-Id.
+    pub new_request_id: Option<&'a [u8]>,
+    pub traceparent: &'a headers::TraceParent,
+    /// A route's RequestHeaderModifier.
+    pub edits: Option<&'a HeaderEdits>,
+}
+
 /// The head sent upstream: origin-form HTTP/1.1, the client's fields as they arrived minus
-/// hop-by-hop ones (the body's own `Transfer-Encoding: chunked` stays: the body is relayed
-/// as it came), Host from an absolute-form target, veer's sticky cookie removed, and
-/// X-Forwarded-For/-Proto/-Host and X-Request-Id set.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn write_upstream_head(
+/// hop-by-hop ones (an HTTP/1 body's own `Transfer-Encoding: chunked` stays: the body is
+/// relayed as it came), Host from the authority or a rewrite, every `Cookie` in one field
+/// (HTTP/2 sends them as crumbs, RFC 9113 §8.2.3) without veer's sticky cookie, and
+/// X-Forwarded-For/-Proto/-Host, X-Request-Id and traceparent set. Written from the bytes
+/// that arrived, for HTTP/1 and HTTP/2 clients alike: no field map is edited or copied.
+pub(crate) fn write_upstream_head<H: HeaderList + ?Sized>(
     out: &mut Vec<u8>,
-    method: &str,
-    path_and_query: &str,
-    authority: Option<&str>,
-    headers: &[httparse::Header<'_>],
-    fields: &Fields,
+    headers: &H,
     backend: &Backend,
-    client: std::net::IpAddr,
-    https: bool,
-    new_request_id: Option<&[u8]>,
-    traceparent: &headers::TraceParent,
-    edits: Option<&HeaderEdits>,
+    r: &Rewrite<'_>,
 ) {
-    out.extend_from_slice(method.as_bytes());
+    out.extend_from_slice(r.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(r.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut named = [&b""[..]; 8];
     let n = connection_names(headers, &mut named);
     let named = &named[..n];
     let sticky = backend.sticky.as_ref().map(|s| s.cookie.as_str());
+    let new_host = r.host.or(r.authority);
     let mut forwarded_for = false;
-    let mut host_value: Option<&[u8]> = authority.map(str::as_bytes);
+    let mut cookies_written = false;
+    let mut host_written = false;
+    let mut client_host: Option<&[u8]> = r.authority.map(str::as_bytes);
     let is = |name: &[u8], what: &[u8]| name.eq_ignore_ascii_case(what);
-    for h in headers {
-        let name = h.name.as_bytes();
-        if is(name, b"upgrade") && fields.upgrade {
-            put_field(out, name, h.value);
+    for (name, value) in headers.each() {
+        if is(name, b"upgrade") && r.upgrade {
+            put_field(out, name, value);
             continue;
         }
-        if edits.is_some_and(|e| e.drops(name)) {
+        if r.edits.is_some_and(|e| e.drops(name)) {
             continue;
         }
         if hop_by_hop(name, named)
@@ -450,7 +458,7 @@ pub(super) fn write_upstream_head(
         {
             // gRPC's `te: trailers` is hop-by-hop, yet an HTTP/2 server needs it: said again.
             let trailers = || {
-                h.value
+                value
                     .split(|b| *b == b',')
                     .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
             };
@@ -460,75 +468,98 @@ pub(super) fn write_upstream_head(
             continue;
         }
         if is(name, b"host") {
-            match authority {
-                Some(a) => put_field(out, b"host", a.as_bytes()),
-                None => {
-                    host_value = Some(h.value);
-                    put_field(out, name, h.value);
-                }
+            if r.authority.is_none() {
+                client_host = Some(value);
+            }
+            if !host_written {
+                host_written = true;
+                put_field(out, b"host", new_host.map_or(value, str::as_bytes));
             }
         } else if is(name, b"x-forwarded-for") {
             // The first one, with the client appended; later ones are folded away.
             if !forwarded_for {
                 forwarded_for = true;
                 out.extend_from_slice(b"x-forwarded-for: ");
-                if !h.value.trim_ascii().is_empty() {
-                    out.extend_from_slice(h.value);
+                if !value.trim_ascii().is_empty() {
+                    out.extend_from_slice(value);
                     out.extend_from_slice(b", ");
                 }
-                put_ip(out, client);
+                put_ip(out, r.client);
                 out.extend_from_slice(b"\r\n");
             }
-        } else if let Some(sticky) =
-            sticky.filter(|s| is(name, b"cookie") && cookies::find_in(std::iter::once(h.value), s).is_some())
-        {
-            let start = out.len();
-            out.extend_from_slice(b"cookie: ");
-            let before = out.len();
-            cookies::without(h.value, sticky, out);
-            if out.len() == before {
-                out.truncate(start);
-            } else {
-                out.extend_from_slice(b"\r\n");
+        } else if is(name, b"cookie") {
+            if !cookies_written {
+                cookies_written = true;
+                write_cookies(out, headers, sticky);
             }
         } else {
-            put_field(out, name, h.value);
+            put_field(out, name, value);
         }
     }
-    if authority.is_some() && !headers.iter().any(|h| h.name.eq_ignore_ascii_case("host")) {
-        put_field(out, b"host", authority.unwrap_or("").as_bytes());
+    if let (false, Some(h)) = (host_written, new_host) {
+        put_field(out, b"host", h.as_bytes());
     }
     if !forwarded_for {
         out.extend_from_slice(b"x-forwarded-for: ");
-        put_ip(out, client);
+        put_ip(out, r.client);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(if https {
+    out.extend_from_slice(if r.https {
         b"x-forwarded-proto: https\r\n"
     } else {
         b"x-forwarded-proto: http\r\n"
     });
-    if let Some(h) = host_value {
+    if let Some(h) = client_host {
         put_field(out, b"x-forwarded-host", h);
     }
-    if let Some(id) = new_request_id {
+    if let Some(id) = r.new_request_id {
         put_field(out, b"x-request-id", id);
     }
-    put_field(out, b"traceparent", traceparent);
-    for (n, v) in edits.into_iter().flat_map(HeaderEdits::written) {
+    put_field(out, b"traceparent", r.traceparent);
+    for (n, v) in r.edits.into_iter().flat_map(HeaderEdits::written) {
         put_field(out, n.as_str().as_bytes(), v.as_bytes());
     }
-    if fields.upgrade {
+    if r.upgrade {
         out.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    if r.chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
 
+/// Every `Cookie` field's pairs in one field, joined by `; `, veer's sticky cookie left out
+/// (nothing written when nothing is left).
+fn write_cookies<H: HeaderList + ?Sized>(out: &mut Vec<u8>, headers: &H, sticky: Option<&str>) {
+    let start = out.len();
+    out.extend_from_slice(b"cookie: ");
+    let first = out.len();
+    for value in headers.cookies() {
+        let mark = out.len();
+        if mark > first {
+            out.extend_from_slice(b"; ");
+        }
+        let before = out.len();
+        match sticky {
+            Some(s) => cookies::without(value, s, out),
+            None => out.extend_from_slice(value),
+        }
+        if out.len() == before {
+            out.truncate(mark);
+        }
+    }
+    if out.len() == first {
+        out.truncate(start);
+    } else {
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// The request line and fields for the mirrored copy (only built for sampled requests).
-pub(super) fn mirror_copy(
+pub(crate) fn mirror_copy<H: HeaderList + ?Sized>(
     method: &str,
     path_and_query: &str,
-    headers: &[httparse::Header<'_>],
+    headers: &H,
     backend: &Backend,
 ) -> http::Request<()> {
     let mut copy = http::Request::new(());
@@ -536,15 +567,11 @@ pub(super) fn mirror_copy(
     *copy.uri_mut() = path_and_query.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
     let mut named = [&b""[..]; 8];
     let n = connection_names(headers, &mut named);
-    for h in headers {
-        let name = h.name.as_bytes();
+    for (name, value) in headers.each() {
         if hop_by_hop(name, &named[..n]) || name.eq_ignore_ascii_case(b"transfer-encoding") {
             continue;
         }
-        if let (Ok(k), Ok(v)) = (
-            http::HeaderName::from_bytes(name),
-            http::HeaderValue::from_bytes(h.value),
-        ) {
+        if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(name), http::HeaderValue::from_bytes(value)) {
             copy.headers_mut().append(k, v);
         }
     }

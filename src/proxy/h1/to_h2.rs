@@ -25,7 +25,10 @@ use crate::upstream::{self, BoxError, UpstreamRequestBody};
 
 /// The head veer rewrote for upstream (`req.out`), as an `http::Request` for HTTP/2:
 /// connection-specific fields dropped (RFC 9113 §8.2.2), `te` kept only as `trailers`.
-fn h2_request(head: &[u8], body: UpstreamRequestBody) -> Result<http::Request<UpstreamRequestBody>, ProxyError> {
+pub(crate) fn h2_request(
+    head: &[u8],
+    body: UpstreamRequestBody,
+) -> Result<http::Request<UpstreamRequestBody>, ProxyError> {
     let mut slots = [httparse::EMPTY_HEADER; crate::config::MAX_HEADERS_LIMIT + 8];
     let mut parsed = httparse::Request::new(&mut slots);
     let bad = || ProxyError::BadRequest("request head not expressible in HTTP/2");
