@@ -210,12 +210,7 @@ async fn h1_head(server: &Server, backend: &Backend, path: &str, host: &str) -> 
 
 /// `GET path` on the server's HTTP/2 session.
 async fn h2_status(server: &Server, backend: &Backend, path: &str, host: &str) -> Result<u16, CheckResult> {
-    use http_body_util::BodyExt;
-    let mut req = http::Request::new(
-        http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut req = http::Request::new(crate::state::pool::no_body());
     *req.uri_mut() = path.parse().map_err(|_| CheckResult::L7Rsp)?;
     let host = http::HeaderValue::from_str(host).map_err(|_| CheckResult::L7Rsp)?;
     req.headers_mut().insert(http::header::HOST, host);

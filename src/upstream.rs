@@ -18,7 +18,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper::{Request, Response};
@@ -147,11 +146,7 @@ fn replayable(req: &Request<UpstreamRequestBody>) -> bool {
 
 /// The request line and headers of `req`, with an empty body.
 fn head_copy(req: &Request<UpstreamRequestBody>) -> Request<UpstreamRequestBody> {
-    let mut copy = Request::new(
-        http_body_util::Empty::new()
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut copy = Request::new(crate::state::pool::no_body());
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();

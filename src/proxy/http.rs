@@ -32,6 +32,7 @@ use crate::clock::now_ms;
 use crate::error::ProxyError;
 use crate::metrics::ListenerStats;
 use crate::snapshot::{Backend, ListenerOpts, ListenerRoutes, Server};
+use crate::state::pool::no_body;
 use crate::state::Counter;
 use crate::stream::ClientIo;
 use crate::upstream::{BodyError, RequestEnd, UpstreamBody};
@@ -237,7 +238,7 @@ async fn linger(mut io: ClientIo) {
     .await;
 }
 
-async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<StreamBody> {
     let start = Instant::now();
     let stream = OpenStream::new(conn);
     // The client's X-Request-Id is forwarded as it came; one is made up when it sent none.
@@ -269,7 +270,7 @@ async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<ProxyBody>
         )
     });
     if conn.opts.redirect_https {
-        return redirect(conn, &req, head.as_deref(), start).map(|body| ProxyBody::Stream(Box::new(body), stream));
+        return redirect(conn, &req, head.as_deref(), start).map(|body| StreamBody { body, _open: stream });
     }
     // Boxed: the exchange's state is kilobytes, and hyper moves the stream's future (this
     // one) more than once before it first runs; a pointer moves cheaply.
@@ -292,7 +293,7 @@ async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<ProxyBody>
             .entry(header::STRICT_TRANSPORT_SECURITY)
             .or_insert_with(|| v.clone());
     }
-    resp.map(|body| ProxyBody::Stream(Box::new(body), stream))
+    resp.map(|body| StreamBody { body, _open: stream })
 }
 
 /// `redirect_https`: 308 to the same URL on https.
@@ -457,14 +458,18 @@ async fn forward(
         Some((copy, permit))
     });
     let upload = (!bodiless).then(|| Arc::new(Upload::default()));
-    let body = ClientBody::new(
-        req.into_body(),
-        conn.stats.clone(),
-        conn.shared.body_timeout,
-        upload.clone(),
-    )
-    .with_max(max_body)
-    .boxed_unsync();
+    // A bodiless request's (ended) body has nothing to count or time: none is kept.
+    let body = match &upload {
+        None => no_body(),
+        Some(u) => ClientBody::new(
+            req.into_body(),
+            conn.stats.clone(),
+            conn.shared.body_timeout,
+            Some(u.clone()),
+        )
+        .with_max(max_body)
+        .boxed_unsync(),
+    };
     let mut body = Some(mirror::tee(&backend, mirror, body));
 
     balance::retry::request(&backend);
@@ -484,11 +489,7 @@ async fn forward(
         // Another attempt with the same head and no body, if this one failed in a way
         // `retry_on` names.
         let retry = |on: bool, tried: &[Arc<Server>]| {
-            (on && resendable && balance::retry::allow(&backend, &affinity, tried, &server)).then(|| {
-                http_body_util::Empty::new()
-                    .map_err(|never| match never {})
-                    .boxed_unsync()
-            })
+            (on && resendable && balance::retry::allow(&backend, &affinity, tried, &server)).then(|| no_body())
         };
         // This attempt's; a connect failure hands it back for the next.
         let Some(up_body) = body.take() else {
@@ -819,9 +820,30 @@ pub enum ProxyBody {
     /// Read from an upstream socket by the HTTP/1 engine's client (HTTP/2 requests).
     Raw(UpstreamBody<RawBody>),
     Synthetic(Option<Bytes>),
-    /// An HTTP/2 stream's body, holding the stream open in its connection's count (idle
-    /// connections are those with none).
-    Stream(Box<ProxyBody>, OpenStream),
+}
+
+/// An HTTP/2 stream's response body, holding the stream open in its connection's count
+/// (idle connections are those with none) until it is sent or abandoned.
+pub struct StreamBody {
+    body: ProxyBody,
+    _open: OpenStream,
+}
+
+impl Body for StreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl ProxyBody {
@@ -839,7 +861,6 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Raw(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Synthetic(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Stream(b, _) => Pin::new(b.as_mut()).poll_frame(cx),
         }
     }
 
@@ -848,7 +869,6 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Raw(b) => b.is_end_stream(),
             ProxyBody::Synthetic(b) => b.is_none(),
-            ProxyBody::Stream(b, _) => b.is_end_stream(),
         }
     }
 
@@ -857,7 +877,6 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.size_hint(),
             ProxyBody::Raw(b) => b.size_hint(),
             ProxyBody::Synthetic(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ProxyBody::Stream(b, _) => b.size_hint(),
         }
     }
 }

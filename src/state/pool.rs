@@ -31,6 +31,14 @@ pub struct PoolKey {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type sent upstream: the client's streamed body, or a synthetic one.
 pub type UpstreamRequestBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// An empty request body (a bodiless request, a retry's); boxing it allocates nothing.
+pub fn no_body() -> UpstreamRequestBody {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 /// A hyper client session on one upstream connection (mirroring).
 pub type Sender = http1::SendRequest<UpstreamRequestBody>;
 /// A multiplexed HTTP/2 session to a server (`protocol = "h2"` or `"h2c"`): cloned by

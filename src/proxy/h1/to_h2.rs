@@ -127,12 +127,7 @@ pub(super) async fn exchange(
 ) -> Result<Next, Failure> {
     let backend = req.backend.clone();
     let (tx, body) = if req.body == Framing::None {
-        (
-            None,
-            http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
+        (None, crate::state::pool::no_body())
     } else {
         let (tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(4);
         (Some(tx), body.boxed_unsync())
