@@ -1,7 +1,6 @@
 //! Header rewriting between client and server: hop-by-hop stripping (RFC 9110 §7.6.1; hyper
-//! does not do it for a proxy) and the X-Forwarded-* family.
-
-use std::net::IpAddr;
+//! does not do it for a proxy), the fields a request arrived with ([`HeaderList`]) and
+//! veer's own ids.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -63,9 +62,6 @@ const HOP_BY_HOP: [HeaderName; 5] = [
     header::UPGRADE,
 ];
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Removes hop-by-hop headers: the fixed list, `Proxy-*`, and every header named in
 /// `Connection` (the HTTP/2 path; the HTTP/1 engine filters the raw head itself).
@@ -169,22 +165,6 @@ pub fn redirect_location(r: &crate::config::Redirect, https: bool, host: &str, t
     s
 }
 
-/// Appends the client to X-Forwarded-For and sets X-Forwarded-Proto and -Host.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<&HeaderValue>) {
-    let ip = client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")),
-        _ => HeaderValue::from_str(&ip),
-    };
-    if let Ok(v) = xff {
-        headers.insert(&X_FORWARDED_FOR, v);
-    }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(h) = host {
-        headers.insert(&X_FORWARDED_HOST, h.clone());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,21 +246,6 @@ mod tests {
         ] {
             assert!(!valid_host(bad), "{:?}", String::from_utf8_lossy(bad));
         }
-    }
-
-    #[test]
-    fn appends_forwarded_for() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        set_forwarded(
-            &mut h,
-            "127.0.0.1".parse().unwrap(),
-            "http",
-            Some(&HeaderValue::from_static("a.b")),
-        );
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-host"], "a.b");
-        assert_eq!(h["x-forwarded-proto"], "http");
     }
 }
 

@@ -489,7 +489,7 @@ async fn forward(
         // Another attempt with the same head and no body, if this one failed in a way
         // `retry_on` names.
         let retry = |on: bool, tried: &[Arc<Server>]| {
-            (on && resendable && balance::retry::allow(&backend, &affinity, tried, &server)).then(|| no_body())
+            (on && resendable && balance::retry::allow(&backend, &affinity, tried, &server)).then(no_body)
         };
         // This attempt's; a connect failure hands it back for the next.
         let Some(up_body) = body.take() else {

@@ -582,3 +582,96 @@ pub(crate) fn mirror_copy<H: HeaderList + ?Sized>(
 }
 
 // === the exchange ===
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> Arc<Backend> {
+        let spec = crate::config::parse(
+            std::path::Path::new("t.toml"),
+            "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n  [[listener.route]]\n  backend = \"b\"\n\
+             [[backend]]\nname = \"b\"\nsticky = { cookie = \"VEER_SRV\" }\nservers = [ { name = \"s\", addr = \"127.0.0.1:9\" } ]\n",
+        )
+        .unwrap();
+        let (snap, _) = crate::snapshot::Snapshot::build(Arc::new(spec), &mut crate::state::Registry::default(), 1);
+        snap.backend("b").unwrap().clone()
+    }
+
+    /// The same fields, parsed from an HTTP/1 head or decoded by HTTP/2 into a map, go
+    /// upstream as the same bytes: one set of forwarding rules for both protocols.
+    #[test]
+    fn a_parsed_head_and_a_field_map_are_forwarded_alike() {
+        let raw: &[(&str, &str)] = &[
+            ("host", "shop.example"),
+            ("connection", "x-hop"),
+            ("x-hop", "gone"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "secret"),
+            ("cookie", "a=1"),
+            ("cookie", "VEER_SRV=00000000000000ff; b=2"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("accept", "*/*"),
+        ];
+        let parsed: Vec<httparse::Header<'_>> = raw
+            .iter()
+            .map(|(n, v)| httparse::Header {
+                name: n,
+                value: v.as_bytes(),
+            })
+            .collect();
+        let mut map = http::HeaderMap::new();
+        for (n, v) in raw {
+            map.append(*n, http::HeaderValue::from_static(v));
+        }
+        let backend = backend();
+        let trace = *b"00-0af7651916cd43dd8448eb211c80319c-1111111111111111-01";
+        let rewrite = Rewrite {
+            method: "GET",
+            target: "/a?b=c",
+            authority: None,
+            host: None,
+            upgrade: false,
+            chunked: false,
+            client: "127.0.0.1".parse().unwrap(),
+            https: false,
+            new_request_id: Some(b"0123456789abcdef0123456789abcdef"),
+            traceparent: &trace,
+            edits: None,
+        };
+        let (mut from_h1, mut from_h2) = (Vec::new(), Vec::new());
+        write_upstream_head(&mut from_h1, &parsed[..], &backend, &rewrite);
+        write_upstream_head(&mut from_h2, &map, &backend, &rewrite);
+        let expected = "GET /a?b=c HTTP/1.1\r\n\
+                        host: shop.example\r\n\
+                        cookie: a=1; b=2\r\n\
+                        x-forwarded-for: 203.0.113.9, 127.0.0.1\r\n\
+                        accept: */*\r\n\
+                        x-forwarded-proto: http\r\n\
+                        x-forwarded-host: shop.example\r\n\
+                        x-request-id: 0123456789abcdef0123456789abcdef\r\n\
+                        traceparent: 00-0af7651916cd43dd8448eb211c80319c-1111111111111111-01\r\n\r\n";
+        assert_eq!(String::from_utf8_lossy(&from_h1), expected);
+        assert_eq!(String::from_utf8_lossy(&from_h2), expected);
+
+        // An authority (HTTP/2, absolute-form) becomes Host; a rewrite's hostname replaces
+        // it, while X-Forwarded-Host keeps what the client asked for.
+        let mut out = Vec::new();
+        let rewritten = Rewrite {
+            authority: Some("api.example:8443"),
+            host: Some("internal.example"),
+            ..rewrite
+        };
+        write_upstream_head(&mut out, &map, &backend, &rewritten);
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("\r\nhost: internal.example\r\n"), "{out}");
+        assert!(out.contains("\r\nx-forwarded-host: api.example:8443\r\n"), "{out}");
+        assert_eq!(
+            out.matches("host: ").count(),
+            2,
+            "one Host and one X-Forwarded-Host: {out}"
+        );
+    }
+}
