@@ -111,9 +111,12 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
         local: stream.tcp().local_addr().unwrap_or(peer),
     });
     let ctx = conn.clone();
+    // Each stream's whole exchange in one allocation: hyper moves a stream's future several
+    // times before it first runs (into its stream state, then into the task it spawns), and
+    // a pointer moves cheaply where the exchange's state is kilobytes.
     let svc = service_fn(move |req| {
         let conn = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(&conn, req).await) }
+        Box::pin(async move { Ok::<_, Infallible>(handle(&conn, req).await) })
     });
     // A client that connects and sends nothing never reaches hyper's header timer (the
     // HTTP/1-or-2 detection waits for bytes): bound that wait too.
@@ -272,9 +275,7 @@ async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<StreamBody
     if conn.opts.redirect_https {
         return redirect(conn, &req, head.as_deref(), start).map(|body| StreamBody { body, _open: stream });
     }
-    // Boxed: the exchange's state is kilobytes, and hyper moves the stream's future (this
-    // one) more than once before it first runs; a pointer moves cheaply.
-    let mut resp = match Box::pin(forward(conn, req, &ids, start, head.clone())).await {
+    let mut resp = match forward(conn, req, &ids, start, head.clone()).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(peer = %conn.peer, side = ?e.side(), error = %e, "synthetic response");
