@@ -66,7 +66,7 @@ impl Default for Limiter {
     }
 }
 
-/// The process's limiter, used by [`warn_limited!`].
+/// The process's limiter, used by [`crate::warn_limited!`].
 pub static LIMITER: Limiter = Limiter::new();
 
 /// `Some(suppressed)` when a warning of `kind` may be logged now.

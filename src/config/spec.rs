@@ -663,7 +663,7 @@ pub struct ServerSpec {
     pub name: String,
     /// HAProxy's server id (`sid` in `show stat`, `#<id>` in commands), unique in its
     /// backend and kept when other servers are deleted or added; 0 until numbered
-    /// ([`number_servers`]).
+    /// ([`BackendSpec::number_servers`]).
     pub id: u32,
     pub addr: SocketAddr,
     /// 0..=256; 0 takes no new traffic.

@@ -1,7 +1,10 @@
-//! The HTTP/2 data path (h2c, prior knowledge): hyper's HTTP/2 server downstream, each
-//! request routed by one snapshot and forwarded on a pooled HTTP/1.1 upstream connection
-//! (hyper's client) with bodies streamed both ways. HTTP/1 clients are served by veer's own
-//! engine ([`super::h1`]), which hands a connection here when it opens with the preface.
+//! The HTTP/2 data path (h2c, prior knowledge, and h2 by ALPN): hyper's HTTP/2 server
+//! downstream, each request routed by one snapshot, its upstream head written from the
+//! fields as they arrived by the HTTP/1 engine's writer, and sent on a pooled upstream
+//! connection by the engine's client ([`super::h1::client`]; an HTTP/2 server gets the
+//! request those bytes describe), bodies streamed both ways. Must not know the control
+//! plane: it is handed a [`Shared`]. HTTP/1 clients are served by veer's own engine
+//! ([`super::h1`]), which hands a connection here when it opens with the preface.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

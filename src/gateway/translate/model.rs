@@ -46,7 +46,7 @@ pub struct Translation {
     pub problems: Vec<Problem>,
     /// The conditions to report on each object veer serves.
     pub status: Status,
-    /// Identifies the objects translated ([`super::objects::Objects::digest`]).
+    /// Identifies the objects translated ([`crate::gateway::objects::Objects::digest`]).
     pub digest: u64,
     /// Listeners whose TLS could not be built: left out once routes are placed.
     pub(super) broken: Vec<String>,
