@@ -335,3 +335,141 @@ async fn an_http2_request_goes_upstream_as_one_http1_head_with_veers_fields() {
         "no cookie field when none was sent: {head}"
     );
 }
+
+/// A backend that reads request heads and holds each one unanswered until `n` have
+/// arrived, then answers them all; `closed` counts connections the proxy closed on it
+/// while it held their request.
+async fn gathering_backend(
+    n: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (arrived, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (a, c) = (arrived.clone(), closed.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (arrived, closed, gate) = (a.clone(), c.clone(), gate.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let open = gate.notified();
+                tokio::pin!(open);
+                open.as_mut().enable();
+                if arrived.fetch_add(1, SeqCst) + 1 == n {
+                    gate.notify_waiters();
+                }
+                tokio::select! {
+                    _ = open => {
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                    }
+                    // The proxy gave up on the request: its connection closes.
+                    r = s.read(&mut chunk) => {
+                        if matches!(r, Ok(0) | Err(_)) {
+                            closed.fetch_add(1, SeqCst);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, arrived, closed)
+}
+
+/// One HTTP/2 connection's own client, on a socket of its own.
+async fn h2_connection(
+    url: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    (
+        send,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
+}
+
+/// The streams of one HTTP/2 connection are served side by side (veer runs them inside the
+/// connection's task, not one after another): a backend that answers nothing until all
+/// eight requests of the connection reached it gets all eight, and every one is answered.
+#[tokio::test]
+async fn the_streams_of_one_connection_are_served_side_by_side() {
+    let (addr, arrived, _) = gathering_backend(8).await;
+    let proxy = Proxy::start(&one_backend(addr)).await;
+    let url = proxy.url("web").await;
+    let (send, _conn) = h2_connection(&url).await;
+    let requests = (0..8).map(|i| {
+        let mut send = send.clone();
+        let req = Request::get(format!("{url}/together/{i}")).body(Empty::new()).unwrap();
+        async move {
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap().to_bytes()
+        }
+    });
+    // A failure detector only: served one at a time, the first request would wait forever.
+    let bodies = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures_util::future::join_all(requests),
+    )
+    .await
+    .expect("the streams were not served side by side");
+    assert!(bodies.iter().all(|b| b == "ok"));
+    assert_eq!(arrived.load(std::sync::atomic::Ordering::SeqCst), 8);
+}
+
+/// A stream still waiting for its server when the client's connection goes away is given
+/// up: veer closes that upstream connection rather than keep waiting for an answer nobody
+/// will read.
+#[tokio::test]
+async fn a_stream_whose_client_connection_went_away_is_given_up_upstream() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // Never enough requests to open the gate: each is held until veer gives it up.
+    let (addr, arrived, closed) = gathering_backend(usize::MAX).await;
+    let proxy = Proxy::start(&one_backend(addr)).await;
+    let url = proxy.url("web").await;
+    let (mut send, conn) = h2_connection(&url).await;
+    let pending: Vec<_> = (0..3)
+        .map(|i| {
+            let req = Request::get(format!("{url}/abandoned/{i}")).body(Empty::new()).unwrap();
+            tokio::spawn(send.send_request(req))
+        })
+        .collect();
+    while arrived.load(SeqCst) < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The client goes away: its connection task and socket are dropped.
+    conn.abort();
+    drop(send);
+    for p in pending {
+        p.abort();
+    }
+    let given_up = async {
+        while closed.load(SeqCst) < 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), given_up)
+        .await
+        .expect("veer kept waiting upstream for a client that was gone");
+}

@@ -145,7 +145,6 @@ impl Veer {
             source: Arc::new(source),
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(Snapshot::empty()),
-                http: crate::proxy::http::builder(config.runtime.max_header_size),
                 header_timeout: config.runtime.header_timeout,
                 body_timeout: config.runtime.body_timeout,
                 head_limits: crate::proxy::h1::codec::HeadLimits::new(

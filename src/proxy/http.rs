@@ -19,15 +19,16 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 
 use super::body::{ClientBody, Upload};
 use super::buf::Out;
 use super::h1::client::{self, RawBody, SendError};
 use super::h1::{request, to_h2};
 use super::shared::Shared;
+use super::streams::{Driven, Streams};
 use super::{headers, mirror};
 use crate::access_log::{LogHead, PendingLog, Timers, TlsFacts};
 use crate::balance::{self, Via};
@@ -40,17 +41,19 @@ use crate::state::Counter;
 use crate::stream::ClientIo;
 use crate::upstream::{BodyError, RequestEnd, UpstreamBody};
 
-/// The HTTP/2 connection builder shared by all listeners, with explicit limits (design §11:
-/// the reset-flood advisories). HTTP/1 connections never get here: veer's own engine
-/// (`super::h1`) serves them.
+/// The HTTP/2 server for one connection, with explicit limits (design §11: the reset-flood
+/// advisories); its streams run in the connection's own task (see [`super::streams`]).
+/// HTTP/1 connections never get here: veer's own engine (`super::h1`) serves them.
 /// `max_header_list_size`: `[runtime] max_header_size` (HTTP/2 counts decoded field
 /// bytes plus 32 per field, close enough to the HTTP/1 head it bounds).
-pub fn builder(max_header_size: usize) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new()).http2_only();
-    b.http2()
-        .max_concurrent_streams(256)
+fn builder(streams: Streams, max_header_size: usize) -> http2::Builder<Streams> {
+    let mut b = http2::Builder::new(streams);
+    b.max_concurrent_streams(256)
         .max_header_list_size(max_header_size.try_into().unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(Some(64));
+        .max_pending_accept_reset_streams(Some(64))
+        // A proxy passes the server's Date on and makes none up (RFC 9110 §6.6.1 asks it
+        // of origin servers), as veer's HTTP/1 engine and HAProxy do.
+        .auto_date_header(false);
     b
 }
 
@@ -115,12 +118,9 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
     });
     let ctx = conn.clone();
     // Each stream's whole exchange in one allocation: hyper moves a stream's future several
-    // times before it first runs (into its stream state, then into the task it spawns), and
-    // a pointer moves cheaply where the exchange's state is kilobytes.
-    let svc = service_fn(move |req| {
-        let conn = ctx.clone();
-        Box::pin(async move { Ok::<_, Infallible>(handle(&conn, req).await) })
-    });
+    // times before it first runs (into its stream state, then into the executor), and a
+    // pointer moves cheaply where the exchange's state is kilobytes.
+    let svc = service_fn(move |req| Box::pin(handle(ctx.clone(), req)));
     // A client that connects and sends nothing never reaches hyper's header timer (the
     // HTTP/1-or-2 detection waits for bytes): bound that wait too.
     // (`peek` waits for a byte or EOF; readiness alone can be reported early.)
@@ -142,12 +142,14 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
         inner: Some(stream),
         parked: parked.clone(),
     };
-    // `serve_connection`, not `…_with_upgrades`: with `http2_only` it starts as HTTP/2 at
-    // once, while the upgrade-capable one first reads the version, and a graceful shutdown
-    // in that state ends the connection without serving the request already sent (a drain
-    // racing a new h2c connection: found by tests/scenarios.rs's upgrade scenario as "stream
-    // closed because of a broken pipe" in the client). CONNECT is refused on this path anyway.
-    let mut connection = Box::pin(shared.http.serve_connection(TokioIo::new(io), svc));
+    // hyper's HTTP/2 server itself, not hyper-util's version-detecting one: that first reads
+    // the version, and a graceful shutdown in that state ends the connection without serving
+    // the request already sent (a drain racing a new h2c connection: found by
+    // tests/scenarios.rs's upgrade scenario as "stream closed because of a broken pipe" in
+    // the client). CONNECT is refused on this path anyway.
+    let streams = Streams::default();
+    let builder = builder(streams.clone(), shared.head_limits.size);
+    let mut connection = Driven::new(builder.serve_connection(TokioIo::new(io), svc), streams);
     let mut told = false;
     // The idle watch ends once the connection is known to be HTTP/1.1 or has been told.
     let mut watch_idle = !idle.is_zero();
@@ -157,7 +159,7 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
     let mut close_at: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            res = connection.as_mut() => {
+            res = &mut connection => {
                 if let Err(e) = res {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                     return;
@@ -174,7 +176,7 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
             _ = drain.cancelled(), if !told => {
                 told = true;
                 parked.want();
-                connection.as_mut().graceful_shutdown();
+                connection.conn().graceful_shutdown();
             }
             _ = tokio::time::sleep(wait), if watch_idle => {
                 let quiet = Duration::from_millis(now_ms().saturating_sub(conn.idle_since.load(Relaxed)));
@@ -184,7 +186,7 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
                     tracing::debug!(%peer, "idle connection; GOAWAY");
                     watch_idle = false;
                     parked.want();
-                    connection.as_mut().graceful_shutdown();
+                    connection.conn().graceful_shutdown();
                     close_at = Some(tokio::time::Instant::now() + IDLE_CLOSE_GRACE);
                 } else {
                     wait = idle - quiet;
@@ -244,7 +246,8 @@ async fn linger(mut io: ClientIo) {
     .await;
 }
 
-async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<StreamBody> {
+async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<StreamBody>, Infallible> {
+    let conn = &conn;
     let start = Instant::now();
     let stream = OpenStream::new(conn);
     // The client's X-Request-Id is forwarded as it came; one is made up when it sent none.
@@ -276,7 +279,7 @@ async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<StreamBody
         )
     });
     if conn.opts.redirect_https {
-        return redirect(conn, &req, head.as_deref(), start).map(|body| StreamBody { body, _open: stream });
+        return Ok(redirect(conn, &req, head.as_deref(), start).map(|body| StreamBody { body, _open: stream }));
     }
     let mut resp = match forward(conn, req, &ids, start, head.clone()).await {
         Ok(resp) => resp,
@@ -297,7 +300,7 @@ async fn handle(conn: &Arc<Conn>, req: Request<Incoming>) -> Response<StreamBody
             .entry(header::STRICT_TRANSPORT_SECURITY)
             .or_insert_with(|| v.clone());
     }
-    resp.map(|body| StreamBody { body, _open: stream })
+    Ok(resp.map(|body| StreamBody { body, _open: stream }))
 }
 
 /// `redirect_https`: 308 to the same URL on https.
@@ -671,10 +674,22 @@ fn respond(
     // stream's trailers (gRPC's status) pass through as frames. An HTTP/1 head was read
     // without its hop-by-hop fields already.
     let body = match body {
-        Sent::H1(raw) => ProxyBody::Raw(UpstreamBody::new(raw, None, active, end, backend.read_timeout)),
+        Sent::H1(raw) => ProxyBody::Raw(Box::new(UpstreamBody::new(
+            raw,
+            None,
+            active,
+            end,
+            backend.read_timeout,
+        ))),
         Sent::H2(incoming) => {
             headers::strip_hop_by_hop(&mut parts.headers);
-            ProxyBody::Upstream(UpstreamBody::new(incoming, None, active, end, backend.read_timeout))
+            ProxyBody::Upstream(Box::new(UpstreamBody::new(
+                incoming,
+                None,
+                active,
+                end,
+                backend.read_timeout,
+            )))
         }
     };
     Ok(Response::from_parts(parts, body))
@@ -819,10 +834,12 @@ fn synthetic_grpc(e: &ProxyError) -> Response<ProxyBody> {
 }
 
 /// A response body to the client: streamed from upstream, or a small synthetic one.
+/// Boxed: a response is moved half a dozen times between here and hyper's stream (out of
+/// `forward`, into the stream's body pipe), and an upstream body is hundreds of bytes.
 pub enum ProxyBody {
-    Upstream(UpstreamBody),
+    Upstream(Box<UpstreamBody>),
     /// Read from an upstream socket by the HTTP/1 engine's client (HTTP/2 requests).
-    Raw(UpstreamBody<RawBody>),
+    Raw(Box<UpstreamBody<RawBody>>),
     Synthetic(Option<Bytes>),
 }
 
@@ -862,8 +879,8 @@ impl Body for ProxyBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
-            ProxyBody::Raw(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Upstream(b) => Pin::new(&mut **b).poll_frame(cx),
+            ProxyBody::Raw(b) => Pin::new(&mut **b).poll_frame(cx),
             ProxyBody::Synthetic(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }

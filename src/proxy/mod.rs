@@ -16,6 +16,7 @@ mod peek;
 pub mod shared;
 pub mod sni;
 pub mod splice;
+mod streams;
 pub mod tcp;
 
 use std::net::SocketAddr;

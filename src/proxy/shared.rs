@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ListenerStats;
@@ -18,8 +16,7 @@ use crate::snapshot::Snapshot;
 /// runtime; the data path knows nothing else of the control plane.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
-    pub http: auto::Builder<TokioExecutor>,
-    /// `[runtime] header_timeout`, read at start (the HTTP builder carries it too).
+    /// `[runtime] header_timeout`, read at start.
     pub header_timeout: std::time::Duration,
     /// Cancelled when the process stops: every session still open is cut. Parent of every
     /// listener's accept token.
