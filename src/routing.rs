@@ -156,7 +156,8 @@ pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
         // IPv6 literal: keep the brackets, drop a trailing :port.
         raw.find(']').map_or(raw, |i| &raw[..=i])
     } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+        // (bytes: `rsplit_once` with a char pattern walks UTF-8 backwards.)
+        memchr::memrchr(b':', raw.as_bytes()).map_or(raw, |i| &raw[..i])
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {

@@ -704,13 +704,13 @@ async fn soak() {
     while began.elapsed() < Duration::from_secs(minutes * 60) {
         tokio::time::sleep(Duration::from_secs(10)).await;
         tick += 1;
-        let line = if tick % 2 == 0 {
+        let line = if tick.is_multiple_of(2) {
             "set split app blue=100 green=0"
         } else {
             "set split app blue=50 green=50"
         };
         assert_eq!(bed.admin(line).await, "\n");
-        if tick % 3 == 0 {
+        if tick.is_multiple_of(3) {
             bed.reload(tick);
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

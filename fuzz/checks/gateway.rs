@@ -24,7 +24,7 @@ pub fn check(data: &[u8]) {
         );
     }
     let mut opts = Options::new("fuzz");
-    opts.experimental = data.len() % 2 == 0;
+    opts.experimental = data.len().is_multiple_of(2);
     let t = translate::translate(&objects, &opts);
     for p in &t.problems {
         assert!(!p.reason.is_empty() && !p.message.is_empty(), "{:?}", p.message);

@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 use super::body::{ClientBody, Upload};
 use super::buf::Out;
 use super::h1::client::{self, RawBody, SendError};
+use super::h1::codec::IpText;
 use super::h1::{request, to_h2};
 use super::shared::Shared;
 use super::streams::{Driven, Streams};
@@ -71,6 +72,8 @@ struct Conn {
     tls: Option<Arc<TlsFacts>>,
     /// The address the client connected to (for a PROXY header sent upstream).
     local: SocketAddr,
+    /// `peer`'s address as X-Forwarded-For writes it: formatted once for every stream.
+    client: IpText,
 }
 
 /// Holds one HTTP/2 stream open in its connection's count, until the response body is
@@ -115,12 +118,15 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
         opts: c.opts.clone(),
         tls: c.tls.clone(),
         local: stream.tcp().local_addr().unwrap_or(peer),
+        client: IpText::new(peer.ip()),
     });
     let ctx = conn.clone();
     // Each stream's whole exchange in one allocation: hyper moves a stream's future several
     // times before it first runs (into its stream state, then into the executor), and a
-    // pointer moves cheaply where the exchange's state is kilobytes.
-    let svc = service_fn(move |req| Box::pin(handle(ctx.clone(), req)));
+    // pointer moves cheaply where the exchange's state is kilobytes. The box comes first
+    // and the future is written into it: `Box::pin(handle(..))` builds it on the stack and
+    // copies all of it.
+    let svc = service_fn(move |req| Box::into_pin(Box::write(Box::new_uninit(), handle(ctx.clone(), req))));
     // A client that connects and sends nothing never reaches hyper's header timer (the
     // HTTP/1-or-2 detection waits for bytes): bound that wait too.
     // (`peek` waits for a byte or EOF; readiness alone can be reported early.)
@@ -441,7 +447,7 @@ async fn forward(
                 .and_then(|w| w.hostname.as_deref()),
             upgrade: false,
             chunked,
-            client: conn.peer.ip(),
+            client: conn.client.as_bytes(),
             https: conn.tls.is_some(),
             new_request_id: ids.new_request_id,
             traceparent: &ids.trace,

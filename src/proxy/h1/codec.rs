@@ -560,7 +560,6 @@ pub fn put_u64(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// A client address for X-Forwarded-For (IPv4 without `fmt`).
 /// Lowercase hex digits (a chunk size).
 pub fn put_hex(out: &mut Vec<u8>, n: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -570,20 +569,55 @@ pub fn put_hex(out: &mut Vec<u8>, n: u64) {
     }
 }
 
-pub fn put_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
+/// A client address as X-Forwarded-For writes it (IPv4 without `fmt`), formatted into
+/// the value itself: an HTTP/2 connection formats its client once for all its streams.
+#[derive(Clone, Copy)]
+pub struct IpText {
+    /// The longest text form of an IPv6 address is 45 bytes.
+    bytes: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    pub fn new(ip: std::net::IpAddr) -> Self {
+        let mut t = IpText { bytes: [0; 45], len: 0 };
+        let len = match ip {
+            std::net::IpAddr::V4(v4) => {
+                let mut at = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.bytes[at] = b'.';
+                        at += 1;
+                    }
+                    for d in [octet / 100, octet / 10 % 10, octet % 10]
+                        .into_iter()
+                        .skip(if octet >= 100 {
+                            0
+                        } else if octet >= 10 {
+                            1
+                        } else {
+                            2
+                        })
+                    {
+                        t.bytes[at] = b'0' + d;
+                        at += 1;
+                    }
                 }
-                put_u64(out, *octet as u64);
+                at
             }
-        }
-        std::net::IpAddr::V6(v6) => {
-            use std::io::Write as _;
-            let _ = write!(out, "{v6}");
-        }
+            std::net::IpAddr::V6(v6) => {
+                use std::io::Write as _;
+                let mut left = &mut t.bytes[..];
+                let _ = write!(left, "{v6}");
+                45 - left.len()
+            }
+        };
+        t.len = len as u8;
+        t
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 }
 

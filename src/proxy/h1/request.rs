@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::codec::{self, put_field, put_ip, Framing, HeadError};
+use super::codec::{self, put_field, Framing, HeadError, IpText};
 use super::conn::Conn;
 use crate::access_log::LogHead;
 use crate::balance::{hash, Affinity};
@@ -261,7 +261,7 @@ pub(super) fn prepare(buf: &[u8], conn: &Conn, began: Option<std::time::Instant>
             host: rewrite.and_then(|w| w.hostname.as_deref()),
             upgrade,
             chunked: false,
-            client: conn.peer.ip(),
+            client: IpText::new(conn.peer.ip()).as_bytes(),
             https: conn.tls.is_some(),
             new_request_id: request_id.is_none().then_some(id),
             traceparent: &trace,
@@ -408,7 +408,8 @@ pub(crate) struct Rewrite<'a> {
     pub upgrade: bool,
     /// The body goes up chunked (an HTTP/2 body of unknown length).
     pub chunked: bool,
-    pub client: std::net::IpAddr,
+    /// The client's address ([`IpText`]), appended to X-Forwarded-For.
+    pub client: &'a [u8],
     pub https: bool,
     /// Set when the client sent no X-Request-Id.
     pub new_request_id: Option<&'a [u8]>,
@@ -484,7 +485,7 @@ pub(crate) fn write_upstream_head<H: HeaderList + ?Sized>(
                     out.extend_from_slice(value);
                     out.extend_from_slice(b", ");
                 }
-                put_ip(out, r.client);
+                out.extend_from_slice(r.client);
                 out.extend_from_slice(b"\r\n");
             }
         } else if is(name, b"cookie") {
@@ -501,7 +502,7 @@ pub(crate) fn write_upstream_head<H: HeaderList + ?Sized>(
     }
     if !forwarded_for {
         out.extend_from_slice(b"x-forwarded-for: ");
-        put_ip(out, r.client);
+        out.extend_from_slice(r.client);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(if r.https {
@@ -635,7 +636,7 @@ mod tests {
             host: None,
             upgrade: false,
             chunked: false,
-            client: "127.0.0.1".parse().unwrap(),
+            client: b"127.0.0.1",
             https: false,
             new_request_id: Some(b"0123456789abcdef0123456789abcdef"),
             traceparent: &trace,

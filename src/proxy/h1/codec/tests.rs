@@ -163,6 +163,28 @@ fn response_framing_rules() {
     assert_eq!(response_framing(&chunked, 200, false), Framing::Chunked);
 }
 
+/// X-Forwarded-For's client address reads as the standard library writes it.
+#[test]
+fn client_addresses_are_written_as_std_writes_them() {
+    let v4 = [0u8, 1, 9, 10, 99, 100, 199, 255];
+    for a in v4 {
+        for b in v4 {
+            let ip = std::net::IpAddr::from([a, b, 255 - a, 9]);
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
+    }
+    for v6 in [
+        "::1",
+        "2001:db8::7",
+        "1111:2222:3333:4444:5555:6666:7777:8888",
+        "::ffff:255.255.255.255",
+        "fe80::1:2:3:4",
+    ] {
+        let ip: std::net::IpAddr = v6.parse().unwrap();
+        assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+    }
+}
+
 proptest! {
     /// A valid chunked body split at arbitrary points scans exactly as the whole does.
     #[test]
