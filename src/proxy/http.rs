@@ -245,7 +245,10 @@ impl Parked {
 async fn linger(mut io: ClientIo) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = io.shutdown().await;
-    let mut sink = [0u8; 4096];
+    // On the heap, and only now: a buffer in this future would sit in every HTTP/2
+    // connection's task for the connection's whole life (its future holds this one's
+    // state), 4 kB each.
+    let mut sink = vec![0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async {
         while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
     })
