@@ -3,11 +3,11 @@
 //! right after the connection, in the same task. Owns nothing but that scheduling: what a
 //! stream does is [`super::http`]'s.
 //!
-//! Why not `tokio::spawn` per stream (hyper's default): a task per request costs an
+//! Why not `tokio::spawn` per stream (hyper-util's `TokioExecutor`): a task per request costs an
 //! allocation, a run-queue round trip and a wake-up across tasks for every response (the
-//! stream hands its frames to the connection, which lives in another task). HAProxy's and
-//! nginx's HTTP/2 muxes serve a connection's streams on the connection's own context; so
-//! does this. A connection's streams then share one core, as its frames already did.
+//! stream hands its frames to the connection, which lives in another task). Here a batch of
+//! responses costs one wake-up of one task, and a connection's streams share one core, as
+//! its frames already did.
 //! The cost: a stream still running when its connection's future ends (the client went
 //! away, or the connection failed) is dropped with it, which cancels its upstream exchange
 //! — what the HTTP/1 engine does for a client that is gone.
@@ -81,7 +81,7 @@ impl<C: Future> Future for Driven<C> {
     type Output = C::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
-        // `Driven` is Unpin: the connection is boxed, the stream set is.
+        // `Driven` is Unpin: the connection is boxed, and a FuturesUnordered is Unpin.
         let this = self.get_mut();
         let done = this.conn.as_mut().poll(cx);
         if done.is_pending() {
