@@ -588,6 +588,8 @@ pub(crate) fn mirror_copy<H: HeaderList + ?Sized>(
 mod tests {
     use super::*;
 
+    // The config below is a fixed, valid test fixture that names backend "b": neither
+    // `unwrap` can fail unless the parser or snapshot breaks, which is the test failing.
     fn backend() -> Arc<Backend> {
         let spec = crate::config::parse(
             std::path::Path::new("t.toml"),

@@ -180,6 +180,7 @@ fn client_addresses_are_written_as_std_writes_them() {
         "::ffff:255.255.255.255",
         "fe80::1:2:3:4",
     ] {
+        // Fixed literals, each a valid IPv6 address.
         let ip: std::net::IpAddr = v6.parse().unwrap();
         assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
     }
