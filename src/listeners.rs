@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -260,6 +261,30 @@ impl Running {
     }
 }
 
+/// Accepts one connection: non-blocking, close-on-exec, not registered with the reactor.
+async fn accept(listener: &AsyncFd<std::net::TcpListener>) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    use rustix::net::{acceptfrom_with, SocketFlags};
+    loop {
+        let mut ready = listener.readable().await?;
+        match ready.try_io(|l| {
+            Ok(acceptfrom_with(
+                l.get_ref(),
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            )?)
+        }) {
+            Ok(Ok((fd, Some(addr)))) => {
+                let peer = SocketAddr::try_from(addr).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+                return Ok((fd.into(), peer));
+            }
+            // No address: not a TCP peer (cannot happen on a TCP listener); the socket closes.
+            Ok(Ok((_, None))) => return Err(io::ErrorKind::InvalidData.into()),
+            Ok(Err(e)) => return Err(e),
+            // Nothing left to accept: readiness cleared, wait again.
+            Err(_would_block) => {}
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     name: Arc<ArcSwap<String>>,
@@ -268,6 +293,23 @@ async fn accept_loop(
     drain: Arc<ArcSwap<CancellationToken>>,
     stats: Arc<ListenerStats>,
 ) {
+    // tokio's `accept` registers every connection with the reactor; veer accepts itself so
+    // that a plain HTTP connection is registered only once it has to wait (see
+    // `crate::stream::Stream::Fresh`).
+    // (`AsyncFd::with_interest` is deprecated because a generic `T` could close or swap
+    // its descriptor while registered; this one owns its listener, which stays open until
+    // the `AsyncFd` is dropped. The replacement is `unsafe`, which this crate forbids.)
+    #[allow(deprecated)]
+    let watched = listener
+        .into_std()
+        .and_then(|l| AsyncFd::with_interest(l, tokio::io::Interest::READABLE));
+    let listener = match watched {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch the listening socket; not serving it");
+            return;
+        }
+    };
     loop {
         // At `max_connections`: stop accepting (clients wait in the backlog) until one of
         // this listener's connections closes. No polling: the closing connection wakes us.
@@ -292,7 +334,7 @@ async fn accept_loop(
         }
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
-            r = listener.accept() => r,
+            r = accept(&listener) => r,
         };
         match accepted {
             Ok((stream, peer)) => {

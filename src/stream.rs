@@ -4,6 +4,13 @@
 //! readability holding no buffer, read without blocking — and [`Stream::send`], a write that
 //! leaves nothing buffered in the TLS session. Plain TCP stays a bare `TcpStream` (one enum
 //! tag of overhead); a TLS session is boxed, so a plain idle connection does not carry it.
+//!
+//! A plain client connection starts [`Stream::Fresh`]: accepted but not registered with the
+//! reactor. It is read and written directly while the socket is ready, and registered only
+//! the first time an operation would block (HAProxy's speculative I/O). A client that sends
+//! its request with the connection and closes after the response — connection per request —
+//! is never registered: two `epoll_ctl` calls (add and delete) and the reactor's bookkeeping
+//! less per connection.
 
 use std::io;
 use std::pin::Pin;
@@ -20,6 +27,9 @@ pub type ClientIo = Stream<tokio_rustls::server::TlsStream<TcpStream>>;
 pub type UpstreamIo = Stream<tokio_rustls::client::TlsStream<TcpStream>>;
 
 pub enum Stream<T> {
+    /// Plain, not registered with the reactor yet (see the module's note); `None` once a
+    /// registration failed and took the socket with it (every operation then fails).
+    Fresh(Option<std::net::TcpStream>),
     Plain(TcpStream),
     Tls(Box<T>),
 }
@@ -49,12 +59,56 @@ impl Session for tokio_rustls::client::TlsStream<TcpStream> {
     }
 }
 
+fn gone() -> io::Error {
+    io::ErrorKind::NotConnected.into()
+}
+
 impl<T: Session> Stream<T> {
-    /// The TCP socket underneath.
-    pub fn tcp(&self) -> &TcpStream {
+    /// The socket underneath, for socket options and addresses.
+    fn sock(&self) -> io::Result<socket2::SockRef<'_>> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => t.tcp(),
+            Stream::Fresh(Some(s)) => Ok(s.into()),
+            Stream::Fresh(None) => Err(gone()),
+            Stream::Plain(s) => Ok(s.into()),
+            Stream::Tls(t) => Ok(t.tcp().into()),
+        }
+    }
+
+    /// The local address the client connected to.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        self.sock()?
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::ErrorKind::Unsupported.into())
+    }
+
+    /// Turns quick ACKs on or off (see [`crate::listeners`]); a refusal leaves the default.
+    pub fn set_quickack(&self, on: bool) {
+        if let Ok(s) = self.sock() {
+            let _ = s.set_tcp_quickack(on);
+        }
+    }
+
+    /// Registers a fresh socket with the reactor; the first readiness it then reports comes
+    /// from the registration itself (epoll reports a ready socket when it is added), so
+    /// nothing that arrived before is missed.
+    pub fn register(&mut self) -> io::Result<()> {
+        if let Stream::Fresh(s) = self {
+            let s = s.take().ok_or_else(gone)?;
+            *self = Stream::Plain(TcpStream::from_std(s)?);
+        }
+        Ok(())
+    }
+
+    /// A fresh socket's operation, done directly. `None` when the stream is not fresh, or
+    /// when the operation would block: the socket is then registered and the caller goes
+    /// the registered way (which waits for the reactor's word before trying again).
+    fn direct<R>(&mut self, op: impl FnOnce(&std::net::TcpStream) -> io::Result<R>) -> Option<io::Result<R>> {
+        let Stream::Fresh(s) = self else { return None };
+        let Some(s) = s else { return Some(Err(gone())) };
+        match op(s) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.register().err().map(Err),
+            r => Some(r),
         }
     }
 
@@ -75,8 +129,11 @@ impl<T: Session> Stream<T> {
     /// Ready when a read would not wait: the socket has bytes, or (TLS) decrypted bytes
     /// or a close notification are already buffered — rustls then stops asking for
     /// socket reads, and waiting on the socket would stall on bytes already here.
+    /// A fresh socket is taken to be ready: the read that follows is the speculative one,
+    /// and registers the socket if it finds nothing.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
+            Stream::Fresh(_) => Poll::Ready(Ok(())),
             Stream::Plain(s) => s.poll_read_ready(cx),
             Stream::Tls(t) if !t.wants_read() => Poll::Ready(Ok(())),
             Stream::Tls(t) => t.tcp().poll_read_ready(cx),
@@ -91,7 +148,11 @@ impl<T: Session> Stream<T> {
 
     /// Reads what is there into `buf` without waiting (see [`Stream::try_read_buf`]).
     pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(r) = self.direct(|s| std::io::Read::read(&mut &*s, buf)) {
+            return r;
+        }
         match self {
+            Stream::Fresh(_) => Err(io::ErrorKind::WouldBlock.into()),
             Stream::Plain(s) => s.try_read(buf),
             Stream::Tls(t) => {
                 let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -108,7 +169,20 @@ impl<T: Session> Stream<T> {
     /// Reads what is there without waiting: `WouldBlock` when nothing is (and then the
     /// next [`Stream::poll_read_ready`] waits for the socket again).
     pub fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let spare = |s: &std::net::TcpStream| {
+            rustix::net::recv(
+                s,
+                rustix::buffer::spare_capacity(&mut *buf),
+                rustix::net::RecvFlags::empty(),
+            )
+            .map(|(n, _)| n)
+            .map_err(io::Error::from)
+        };
+        if let Some(r) = self.direct(spare) {
+            return r;
+        }
         match self {
+            Stream::Fresh(_) => Err(io::ErrorKind::WouldBlock.into()),
             Stream::Plain(s) => s.try_read_buf(buf),
             Stream::Tls(t) => {
                 // One poll with a waker that is never woken: the socket's readiness is
@@ -126,7 +200,12 @@ impl<T: Session> Stream<T> {
 
 impl<T: Session> AsyncRead for Stream<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        // A read that may wait (the rest of a head, a body): registered from here on, and
+        // tokio reads into the buffer's uninitialised room as std cannot.
+        this.register()?;
+        match this {
+            Stream::Fresh(_) => Poll::Ready(Err(gone())),
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
         }
@@ -135,7 +214,12 @@ impl<T: Session> AsyncRead for Stream<T> {
 
 impl<T: Session> AsyncWrite for Stream<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        if let Some(r) = this.direct(|s| std::io::Write::write(&mut &*s, buf)) {
+            return Poll::Ready(r);
+        }
+        match this {
+            Stream::Fresh(_) => Poll::Ready(Err(gone())),
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(t) => Pin::new(&mut **t).poll_write(cx, buf),
         }
@@ -143,6 +227,7 @@ impl<T: Session> AsyncWrite for Stream<T> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            Stream::Fresh(_) => Poll::Ready(Ok(())),
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(t) => Pin::new(&mut **t).poll_flush(cx),
         }
@@ -150,6 +235,8 @@ impl<T: Session> AsyncWrite for Stream<T> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            Stream::Fresh(Some(s)) => Poll::Ready(s.shutdown(std::net::Shutdown::Write)),
+            Stream::Fresh(None) => Poll::Ready(Err(gone())),
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(t) => Pin::new(&mut **t).poll_shutdown(cx),
         }
@@ -160,7 +247,12 @@ impl<T: Session> AsyncWrite for Stream<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        if let Some(r) = this.direct(|s| std::io::Write::write_vectored(&mut &*s, bufs)) {
+            return Poll::Ready(r);
+        }
+        match this {
+            Stream::Fresh(_) => Poll::Ready(Err(gone())),
             Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(t) => Pin::new(&mut **t).poll_write_vectored(cx, bufs),
         }
@@ -168,8 +260,94 @@ impl<T: Session> AsyncWrite for Stream<T> {
 
     fn is_write_vectored(&self) -> bool {
         match self {
+            Stream::Fresh(_) => true,
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(t) => t.is_write_vectored(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A client connected to a fresh (unregistered) server-side socket.
+    async fn fresh_pair() -> (ClientIo, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind on loopback");
+        let client = TcpStream::connect(listener.local_addr().expect("bound"))
+            .await
+            .expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        accepted.set_nonblocking(true).expect("non-blocking");
+        (Stream::Fresh(Some(accepted)), client)
+    }
+
+    #[tokio::test]
+    async fn a_fresh_socket_with_nothing_to_read_is_registered_and_then_waits_for_bytes() {
+        let (mut server, mut client) = fresh_pair().await;
+        let mut buf = Vec::with_capacity(64);
+        // Nothing sent yet: the speculative read finds nothing and registers the socket.
+        let r = server.try_read_buf(&mut buf);
+        assert_eq!(r.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        assert!(
+            matches!(server, Stream::Plain(_)),
+            "registered after a read that would block"
+        );
+        // Registered: the wait sees bytes that arrive afterwards.
+        client.write_all(b"GET / HTTP/1.1\r\n").await.expect("client writes");
+        server.readable().await.expect("readable");
+        assert_eq!(server.try_read_buf(&mut buf).expect("read"), 16);
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_fresh_socket_reads_and_writes_what_it_can_without_registering() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind on loopback");
+        let mut client = TcpStream::connect(listener.local_addr().expect("bound"))
+            .await
+            .expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        client.write_all(b"hello").await.expect("client writes");
+        // Blocking still: wait until the bytes are there, as the request is when a client
+        // sends it with its connection.
+        accepted.peek(&mut [0u8; 1]).expect("peek");
+        accepted.set_nonblocking(true).expect("non-blocking");
+        let mut server: ClientIo = Stream::Fresh(Some(accepted));
+        let mut buf = Vec::with_capacity(64);
+        assert_eq!(server.try_read_buf(&mut buf).expect("read"), 5);
+        assert_eq!(&buf[..], b"hello");
+        // Written and shut down directly too: the peer sees the bytes, then EOF.
+        server.send(b"bye").await.expect("write");
+        server.shutdown().await.expect("shutdown");
+        assert!(
+            matches!(server, Stream::Fresh(Some(_))),
+            "nothing waited, nothing registered"
+        );
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("client reads");
+        assert_eq!(got, b"bye");
+    }
+
+    #[tokio::test]
+    async fn a_fresh_socket_whose_peer_reads_slowly_registers_and_writes_everything() {
+        let (mut server, mut client) = fresh_pair().await;
+        // Far more than the socket buffers hold: the direct writes fill them, the one that
+        // would block registers the socket, and the rest waits for the reader.
+        let body = vec![7u8; 16 << 20];
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.expect("client reads");
+            got
+        });
+        server.write_all(&body).await.expect("write all");
+        assert!(
+            matches!(server, Stream::Plain(_)),
+            "registered once a write would block"
+        );
+        server.shutdown().await.expect("shutdown");
+        let got = reader.await.expect("reader");
+        assert_eq!(got.len(), body.len());
+        assert!(got == body);
     }
 }

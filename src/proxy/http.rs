@@ -106,7 +106,11 @@ impl Drop for OpenStream {
 /// the HTTP/2 preface); they are served first.
 /// `c`: the connection as the HTTP/1 engine was given it (its open-connection guard is
 /// the caller's to hold).
-pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn) {
+pub async fn serve(mut stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn) {
+    // A connection lives long under HTTP/2: registered with the reactor from the start.
+    if stream.register().is_err() {
+        return;
+    }
     let (peer, shared, drain, idle) = (c.peer, c.shared.clone(), c.drain.clone(), c.opts.idle_timeout);
     let conn = Arc::new(Conn {
         listener: c.listener.clone(),
@@ -117,7 +121,7 @@ pub async fn serve(stream: ClientIo, prefix: Vec<u8>, c: &super::h1::conn::Conn)
         stats: c.open.listener.clone(),
         opts: c.opts.clone(),
         tls: c.tls.clone(),
-        local: stream.tcp().local_addr().unwrap_or(peer),
+        local: stream.local_addr().unwrap_or(peer),
         client: IpText::new(peer.ip()),
     });
     let ctx = conn.clone();

@@ -32,7 +32,7 @@ pub use shared::{OpenConn, Shared};
 /// `drain` is the listener's drain token: cancelled when the listener is removed or the
 /// process drains.
 pub fn spawn(
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     peer: SocketAddr,
     listener: Arc<String>,
     shared: Arc<Shared>,
@@ -47,6 +47,32 @@ pub fn spawn(
         let http = matches!(l.routes, ListenerRoutes::Http(_));
         (http, matches!(l.routes, ListenerRoutes::Sni(_)), l.opts.clone())
     };
+    let plain_http = http && opts.tls.is_none() && !opts.accept_proxy;
+    if plain_http {
+        // Not registered with the reactor: the HTTP/1 engine reads the request speculatively
+        // and registers the socket only if it has to wait (see `Stream::Fresh`).
+        let conn = h1::server::Conn {
+            peer,
+            listener,
+            shared,
+            drain,
+            open,
+            opts,
+            tls: None,
+        };
+        // The path's future is the task's future itself. A wrapper would keep the arguments
+        // beside the copies moved into the path, bytes every idle connection would carry.
+        tokio::spawn(h1::server::serve(ClientIo::Fresh(Some(stream)), conn));
+        return;
+    }
+    // Every other path waits on the socket from its first step.
+    let stream = match TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::warn_limited!(crate::ratelimit::Kind::Accept, error = %e, "cannot register a connection; closing it");
+            return;
+        }
+    };
     if !http && !sni && !opts.accept_proxy {
         // Plain TCP: straight to the L4 path, no first steps to carry.
         tokio::spawn(async move {
@@ -56,7 +82,6 @@ pub fn spawn(
         });
         return;
     }
-    let first_steps = !http || opts.tls.is_some() || opts.accept_proxy;
     let conn = h1::server::Conn {
         peer,
         listener,
@@ -66,12 +91,5 @@ pub fn spawn(
         opts,
         tls: None,
     };
-    if first_steps {
-        tokio::spawn(accept::serve(stream, conn, http));
-    } else {
-        // Plain HTTP: the path's future is the task's future itself. A wrapper would keep
-        // the arguments beside the copies moved into the path, bytes every idle connection
-        // would carry.
-        tokio::spawn(h1::server::serve(ClientIo::Plain(stream), conn));
-    }
+    tokio::spawn(accept::serve(stream, conn, http));
 }

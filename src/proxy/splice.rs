@@ -32,6 +32,11 @@ pub enum Ended {
 
 /// Copies both ways between two connections, plain or TLS (see [`splice_tcp`]).
 pub async fn splice<A: Session, B: Session>(a: &mut Stream<A>, b: &mut Stream<B>, idle: Duration) -> Ended {
+    // Both sides are waited on from here: a client connection still fresh (an Upgrade on
+    // its first request) is registered first.
+    if let Err(e) = a.register().and_then(|()| b.register()) {
+        return Ended::Failed(e);
+    }
     match (a, b) {
         (Stream::Plain(a), Stream::Plain(b)) => splice_tcp(a, b, idle).await,
         // Boxed: a plain session should not carry the TLS copy's state.

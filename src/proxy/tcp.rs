@@ -91,9 +91,7 @@ pub async fn serve(
                 return;
             }
         };
-        let proxied = backend
-            .send_proxy
-            .map(|_| (peer, client.tcp().local_addr().unwrap_or(peer)));
+        let proxied = backend.send_proxy.map(|_| (peer, client.local_addr().unwrap_or(peer)));
         // Boxed: the connect state (a TLS handshake's, for a TLS backend) is not carried
         // through the session.
         match Box::pin(crate::upstream::open(server.addr, &backend, proxied)).await {

@@ -72,7 +72,7 @@ pub(super) fn finish(
 /// acknowledged at once again, so a client that holds them until its last ones are
 /// acknowledged (Nagle) is not delayed (see [`crate::listeners`]: HTTP listeners delay ACKs).
 pub(super) fn ack_quickly(client: &crate::stream::ClientIo) {
-    let _ = socket2::SockRef::from(client.tcp()).set_tcp_quickack(true);
+    client.set_quickack(true);
 }
 
 /// A response that broke off after it started (`why` says how): records what was sent,

@@ -130,7 +130,7 @@ async fn settle(
 pub(super) fn proxied(client: &ClientIo, conn: &Conn, backend: &Backend) -> Option<(SocketAddr, SocketAddr)> {
     backend
         .send_proxy
-        .map(|_| (conn.peer, client.tcp().local_addr().unwrap_or(conn.peer)))
+        .map(|_| (conn.peer, client.local_addr().unwrap_or(conn.peer)))
 }
 
 /// A pooled connection, or a new one. A connection that opened with a PROXY header names
