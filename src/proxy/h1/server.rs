@@ -26,47 +26,61 @@ use crate::stream::ClientIo;
 
 /// Serves one HTTP/1.x client connection until it closes, fails, times out or the process
 /// stops. A connection whose first bytes are the HTTP/2 preface goes to the HTTP/2 server.
-pub async fn serve(mut client: ClientIo, conn: Conn) {
+///
+/// An `async move` block rather than an `async fn`: an async fn moves its arguments into
+/// locals of its own, and the task would carry both copies (120 bytes per connection, and
+/// more to move when the task is spawned); the block uses the captured ones in place.
+pub fn serve(mut client: ClientIo, conn: Conn) -> impl std::future::Future<Output = ()> + Send {
     // No HTTP/1 method is "PRI": these bytes first mean the HTTP/2 preface.
     const PREFACE: &[u8] = b"PRI ";
-    let mut inbuf = Buf::default();
-    let mut first = true;
-    loop {
-        // header_timeout: from connecting, or from the end of the previous response.
-        let deadline = Deadline::now() + conn.shared.header_timeout;
-        // Idle (or a first read too short to tell HTTP/2): wait until bytes are there, then
-        // read them without blocking. A buffer is taken only once bytes have arrived, and
-        // the task holds no read future: an idle connection's task is this wait alone.
-        while inbuf.is_empty() || (first && inbuf.unread().len() < PREFACE.len() && PREFACE.starts_with(inbuf.unread()))
-        {
-            match within(deadline, &conn.shared.shutdown, client.readable()).await {
-                Some(Ok(())) => {}
-                _ => return,
+    async move {
+        let mut inbuf = Buf::default();
+        let mut first = true;
+        loop {
+            // header_timeout: from connecting, or from the end of the previous response.
+            let deadline = Deadline::now() + conn.shared.header_timeout;
+            // Idle (or a first read too short to tell HTTP/2): wait until bytes are there, then
+            // read them without blocking. A buffer is taken only once bytes have arrived, and
+            // the task holds no read future: an idle connection's task is this wait alone.
+            while inbuf.is_empty()
+                || (first && inbuf.unread().len() < PREFACE.len() && PREFACE.starts_with(inbuf.unread()))
+            {
+                match within(deadline, &conn.shared.shutdown, client.readable()).await {
+                    Some(Ok(())) => {}
+                    _ => return,
+                }
+                // Readiness may be stale (the last read did not drain the socket): WouldBlock
+                // clears it and the wait starts again.
+                match inbuf.try_read_from(&mut client) {
+                    Ok(0) if inbuf.is_empty() => return,
+                    // EOF within the first bytes: the exchange answers the partial head.
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
             }
-            // Readiness may be stale (the last read did not drain the socket): WouldBlock
-            // clears it and the wait starts again.
-            match inbuf.try_read_from(&mut client) {
-                Ok(0) if inbuf.is_empty() => return,
-                // EOF within the first bytes: the exchange answers the partial head.
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
+            if first {
+                first = false;
+                if inbuf.unread().starts_with(PREFACE) {
+                    return Box::pin(http2(client, inbuf.unread().to_vec(), conn)).await;
+                }
             }
-        }
-        if first {
-            first = false;
-            if inbuf.unread().starts_with(PREFACE) {
-                return Box::pin(http2(client, inbuf.unread().to_vec(), conn)).await;
+            // Boxed: an exchange's state is kilobytes an idle connection should not carry. The
+            // box comes first and the future is written into it (`Box::pin(exchange(..))`
+            // builds it on the stack and copies all of it).
+            let exchanging = Box::into_pin(Box::write(
+                Box::new_uninit(),
+                exchange(&mut client, &mut inbuf, &conn, deadline),
+            ));
+            match exchanging.await {
+                Next::KeepAlive => continue,
+                Next::Close => {
+                    let _ = client.shutdown().await;
+                    return;
+                }
+                Next::Abort => return,
             }
-        }
-        match Box::pin(exchange(&mut client, &mut inbuf, &conn, deadline)).await {
-            Next::KeepAlive => continue,
-            Next::Close => {
-                let _ = client.shutdown().await;
-                return;
-            }
-            Next::Abort => return,
         }
     }
 }
