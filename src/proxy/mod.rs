@@ -47,33 +47,8 @@ pub fn spawn(
         let http = matches!(l.routes, ListenerRoutes::Http(_));
         (http, matches!(l.routes, ListenerRoutes::Sni(_)), l.opts.clone())
     };
-    let plain_http = http && opts.tls.is_none() && !opts.accept_proxy;
-    if plain_http {
-        // Not registered with the reactor: the HTTP/1 engine reads the request speculatively
-        // and registers the socket only if it has to wait (see `Stream::Fresh`).
-        let conn = h1::server::Conn {
-            peer,
-            listener,
-            shared,
-            drain,
-            open,
-            opts,
-            tls: None,
-        };
-        // The path's future is the task's future itself. A wrapper would keep the arguments
-        // beside the copies moved into the path, bytes every idle connection would carry.
-        tokio::spawn(h1::server::serve(ClientIo::Fresh(Some(stream)), conn));
-        return;
-    }
-    // Every other path waits on the socket from its first step.
-    let stream = match TcpStream::from_std(stream) {
-        Ok(s) => s,
-        Err(e) => {
-            crate::warn_limited!(crate::ratelimit::Kind::Accept, error = %e, "cannot register a connection; closing it");
-            return;
-        }
-    };
     if !http && !sni && !opts.accept_proxy {
+        let Some(stream) = registered(stream) else { return };
         // Plain TCP: straight to the L4 path, no first steps to carry.
         tokio::spawn(async move {
             let _open = open;
@@ -82,6 +57,7 @@ pub fn spawn(
         });
         return;
     }
+    let plain_http = http && opts.tls.is_none() && !opts.accept_proxy;
     let conn = h1::server::Conn {
         peer,
         listener,
@@ -91,5 +67,21 @@ pub fn spawn(
         opts,
         tls: None,
     };
-    tokio::spawn(accept::serve(stream, conn, http));
+    if plain_http {
+        // Not registered with the reactor: the HTTP/1 engine reads the request speculatively
+        // and registers the socket only if it has to wait (see `Stream::Fresh`). The path's
+        // future is the task's future itself: a wrapper would keep the arguments beside the
+        // copies moved into the path, bytes every idle connection would carry.
+        tokio::spawn(h1::server::serve(ClientIo::Fresh(Some(stream)), conn));
+    } else if let Some(stream) = registered(stream) {
+        tokio::spawn(accept::serve(stream, conn, http));
+    }
+}
+
+/// The accepted socket registered with the reactor, for the paths that wait on it from
+/// their first step; `None` (the connection closes) when the reactor refuses it.
+fn registered(stream: std::net::TcpStream) -> Option<TcpStream> {
+    TcpStream::from_std(stream)
+        .map_err(|e| crate::warn_limited!(crate::ratelimit::Kind::Accept, error = %e, "cannot register a connection; closing it"))
+        .ok()
 }
