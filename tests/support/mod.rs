@@ -193,8 +193,15 @@ servers = [ {} ]
 
 /// An address on which nothing listens (bound then closed).
 pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    // Bound but never listening: a connection is refused at once, and no other socket of
+    // the test process (a backend or a proxy listener of a test running alongside) can
+    // take the port, as it could once a listener bound here were dropped. The socket is
+    // kept open for the process's life on purpose.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
+    addr
 }
 
 pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
