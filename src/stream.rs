@@ -272,20 +272,24 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
-    /// A client connected to a fresh (unregistered) server-side socket.
-    async fn fresh_pair() -> (ClientIo, TcpStream) {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind on loopback");
-        let client = TcpStream::connect(listener.local_addr().expect("bound"))
-            .await
-            .expect("connect");
-        let (accepted, _) = listener.accept().expect("accept");
-        accepted.set_nonblocking(true).expect("non-blocking");
-        (Stream::Fresh(Some(accepted)), client)
+    /// A client connected over loopback, and the server's side as accepted (still blocking).
+    async fn connected() -> io::Result<(std::net::TcpStream, TcpStream)> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?).await?;
+        let (accepted, _) = listener.accept()?;
+        Ok((accepted, client))
+    }
+
+    /// The server's side made fresh: non-blocking, not registered with the reactor.
+    fn fresh(accepted: std::net::TcpStream) -> io::Result<ClientIo> {
+        accepted.set_nonblocking(true)?;
+        Ok(Stream::Fresh(Some(accepted)))
     }
 
     #[tokio::test]
-    async fn a_fresh_socket_with_nothing_to_read_is_registered_and_then_waits_for_bytes() {
-        let (mut server, mut client) = fresh_pair().await;
+    async fn a_fresh_socket_with_nothing_to_read_is_registered_and_then_waits_for_bytes() -> io::Result<()> {
+        let (accepted, mut client) = connected().await?;
+        let mut server = fresh(accepted)?;
         let mut buf = Vec::with_capacity(64);
         // Nothing sent yet: the speculative read finds nothing and registers the socket.
         let r = server.try_read_buf(&mut buf);
@@ -295,59 +299,57 @@ mod tests {
             "registered after a read that would block"
         );
         // Registered: the wait sees bytes that arrive afterwards.
-        client.write_all(b"GET / HTTP/1.1\r\n").await.expect("client writes");
-        server.readable().await.expect("readable");
-        assert_eq!(server.try_read_buf(&mut buf).expect("read"), 16);
+        client.write_all(b"GET / HTTP/1.1\r\n").await?;
+        server.readable().await?;
+        assert_eq!(server.try_read_buf(&mut buf)?, 16);
         assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+        Ok(())
     }
 
     #[tokio::test]
-    async fn a_fresh_socket_reads_and_writes_what_it_can_without_registering() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind on loopback");
-        let mut client = TcpStream::connect(listener.local_addr().expect("bound"))
-            .await
-            .expect("connect");
-        let (accepted, _) = listener.accept().expect("accept");
-        client.write_all(b"hello").await.expect("client writes");
+    async fn a_fresh_socket_reads_and_writes_what_it_can_without_registering() -> io::Result<()> {
+        let (accepted, mut client) = connected().await?;
+        client.write_all(b"hello").await?;
         // Blocking still: wait until the bytes are there, as the request is when a client
         // sends it with its connection.
-        accepted.peek(&mut [0u8; 1]).expect("peek");
-        accepted.set_nonblocking(true).expect("non-blocking");
-        let mut server: ClientIo = Stream::Fresh(Some(accepted));
+        accepted.peek(&mut [0u8; 1])?;
+        let mut server = fresh(accepted)?;
         let mut buf = Vec::with_capacity(64);
-        assert_eq!(server.try_read_buf(&mut buf).expect("read"), 5);
+        assert_eq!(server.try_read_buf(&mut buf)?, 5);
         assert_eq!(&buf[..], b"hello");
         // Written and shut down directly too: the peer sees the bytes, then EOF.
-        server.send(b"bye").await.expect("write");
-        server.shutdown().await.expect("shutdown");
+        server.send(b"bye").await?;
+        server.shutdown().await?;
         assert!(
             matches!(server, Stream::Fresh(Some(_))),
             "nothing waited, nothing registered"
         );
         let mut got = Vec::new();
-        client.read_to_end(&mut got).await.expect("client reads");
+        client.read_to_end(&mut got).await?;
         assert_eq!(got, b"bye");
+        Ok(())
     }
 
     #[tokio::test]
-    async fn a_fresh_socket_whose_peer_reads_slowly_registers_and_writes_everything() {
-        let (mut server, mut client) = fresh_pair().await;
+    async fn a_fresh_socket_whose_peer_reads_slowly_registers_and_writes_everything() -> io::Result<()> {
+        let (accepted, mut client) = connected().await?;
+        let mut server = fresh(accepted)?;
         // Far more than the socket buffers hold: the direct writes fill them, the one that
         // would block registers the socket, and the rest waits for the reader.
         let body = vec![7u8; 16 << 20];
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
-            client.read_to_end(&mut got).await.expect("client reads");
-            got
+            client.read_to_end(&mut got).await.map(|_| got)
         });
-        server.write_all(&body).await.expect("write all");
+        server.write_all(&body).await?;
         assert!(
             matches!(server, Stream::Plain(_)),
             "registered once a write would block"
         );
-        server.shutdown().await.expect("shutdown");
-        let got = reader.await.expect("reader");
+        server.shutdown().await?;
+        let got = reader.await.map_err(io::Error::other)??;
         assert_eq!(got.len(), body.len());
         assert!(got == body);
+        Ok(())
     }
 }

@@ -589,16 +589,16 @@ impl IpText {
                         t.bytes[at] = b'.';
                         at += 1;
                     }
-                    for d in [octet / 100, octet / 10 % 10, octet % 10]
-                        .into_iter()
-                        .skip(if octet >= 100 {
-                            0
-                        } else if octet >= 10 {
-                            1
-                        } else {
-                            2
-                        })
-                    {
+                    // No leading zeros: the hundreds and tens only where there are some.
+                    let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                    let first = if octet >= 100 {
+                        0
+                    } else if octet >= 10 {
+                        1
+                    } else {
+                        2
+                    };
+                    for d in &digits[first..] {
                         t.bytes[at] = b'0' + d;
                         at += 1;
                     }
