@@ -11,7 +11,9 @@
 #      (not in the default): keep-alive against veer with PAGES (default 10) status-page event
 #      streams open (curl -N /events on the load core), beside veer and HAProxy without,
 #      IDLE_CONNS (default 2000), OUT (default loadtest/out), VEER_BIN (default: build release into
-#      LOADTEST_TARGET_DIR, default <repo>/target/loadtest), SKIP_MEM=1, SKIP_LOAD=1.
+#      LOADTEST_TARGET_DIR, default <repo>/target/loadtest), SKIP_MEM=1, SKIP_LOAD=1,
+#      ANCHOR_FIELDS (default `same`: HAProxy and nginx add the request fields veer adds;
+#      `none`: they add nothing, as before 2026-12-08).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,6 +26,8 @@ MODES="${MODES:-keepalive close big h2c capped tls tlsnew}"
 CAP="${CAP:-50}"
 IDLE_CONNS="${IDLE_CONNS:-2000}"
 PAGES="${PAGES:-10}"
+ANCHOR_FIELDS="${ANCHOR_FIELDS:-same}"
+case "$ANCHOR_FIELDS" in same | none) ;; *) echo "ANCHOR_FIELDS must be same or none" >&2; exit 2 ;; esac
 PAGE_PIDS=()
 PROXY_CORE=0
 LOAD_CORE=1
@@ -138,8 +142,12 @@ for port in 9001 9002 8100 8101 8102 8200 8201 8202 8203 8300 8301; do
     port_open "$port" && die "127.0.0.1:$port is already in use; stop whatever holds it first"
 done
 
+# ANCHOR_FIELDS=none drops the request fields the anchors add to match veer's (the lines
+# ending in `# fields`), as the runs before 2026-12-08 had them.
 render() { # template output [port]
-    sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|${3:-}|g" "$1" > "$2"
+    local drop='/# fields$/d'
+    [ "$ANCHOR_FIELDS" = none ] || drop=''
+    sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|${3:-}|g" -e "$drop" "$1" > "$2"
 }
 
 # The certificate both TLS frontends serve: ECDSA P-256, made for this run.
@@ -240,6 +248,10 @@ targets_of() {
         tls | tlsnew) echo "veer-https haproxy-https" ;;
     esac
 }
+rotate() { # n item... : the items, starting n places in (wrapping round)
+    local n=$(($1 % ($# - 1))); shift
+    echo "${@:n+1}" "${@:1:n}"
+}
 conns_of() {
     case "$1" in keepalive | capped) echo "$CONNS" ;; close | h2c | tls | tlsnew | pages) echo 50 ;; big) echo 10 ;; esac
 }
@@ -301,7 +313,12 @@ to_ms() { # wrk latency like 608.00us, 1.23ms, 2.01s, 1.00m
     echo "nginx: $(nginx -v 2>&1)"
     echo "wrk: $(wrk -v 2>&1 | head -1)"
     echo "method: proxy on core $PROXY_CORE (taskset), wrk -t1 and backends on core $LOAD_CORE;" \
-         "wrk -d${DURATION}s, $ROUNDS rounds interleaved across targets; medians"
+         "wrk -d${DURATION}s, $ROUNDS rounds interleaved across targets, each round starting one target later; medians"
+    if [ "$ANCHOR_FIELDS" = none ]; then
+        echo "request fields: veer adds X-Forwarded-For/-Proto/-Host, X-Request-Id and traceparent; HAProxy and nginx add none (ANCHOR_FIELDS=none)"
+    else
+        echo "request fields: veer, HAProxy and nginx each add X-Forwarded-For/-Proto/-Host, X-Request-Id and traceparent (ANCHOR_FIELDS=same)"
+    fi
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/meta.txt"
 cat "$OUT/meta.txt" >&2
@@ -360,7 +377,11 @@ if [ -z "${SKIP_LOAD:-}" ]; then
         scheme=http; case "$mode" in tls | tlsnew) scheme=https ;; esac
         for c in $(conns_of "$mode"); do
             for round in $(seq "$ROUNDS"); do
-                for target in $(targets_of "$mode"); do
+                # Each round starts one target later than the one before: close mode leaves
+                # tens of thousands of TIME_WAIT sockets and the machine drifts within a
+                # run, so no target may always run first or always follow the same one.
+                # shellcheck disable=SC2046
+                for target in $(rotate "$((round - 1))" $(targets_of "$mode")); do
                     pids=$(pids_of "$target")
                     for p in $pids; do kill -0 "$p" 2>/dev/null || die "$target (pid $p) died; see $OUT/logs/"; done
                     f="$OUT/wrk/${mode}-c${c}-r${round}-${target}.txt"
