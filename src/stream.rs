@@ -11,6 +11,11 @@
 //! its request with the connection and closes after the response — connection per request —
 //! is never registered: two `epoll_ctl` calls (add and delete) and the reactor's bookkeeping
 //! less per connection.
+//!
+//! A registered plain socket is read with [`read_draining`]: a read that does not fill the
+//! room it was given emptied the socket, which is then marked not ready at once, so the
+//! next read waits for the reactor instead of making a `recvfrom` that can only fail with
+//! EAGAIN (on a keep-alive connection, once per request on each side).
 
 use std::io;
 use std::pin::Pin;
@@ -166,6 +171,24 @@ impl<T: Session> Stream<T> {
         }
     }
 
+    /// Reads into `buf`'s spare room, waiting for the socket when it has nothing: `Ok(0)` is
+    /// EOF. A fresh socket is registered first (a read that may wait is a registered one).
+    pub fn poll_read_vec(&mut self, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<io::Result<usize>> {
+        self.register()?;
+        match self {
+            Stream::Fresh(_) => Poll::Ready(Err(gone())),
+            Stream::Plain(s) => loop {
+                std::task::ready!(s.poll_read_ready(cx))?;
+                match read_draining(s, buf) {
+                    // Stale readiness, now cleared: wait for the reactor.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return Poll::Ready(r),
+                }
+            },
+            Stream::Tls(t) => tokio_util::io::poll_read_buf(Pin::new(&mut **t), cx, buf),
+        }
+    }
+
     /// Reads what is there without waiting: `WouldBlock` when nothing is (and then the
     /// next [`Stream::poll_read_ready`] waits for the socket again).
     pub fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
@@ -183,7 +206,7 @@ impl<T: Session> Stream<T> {
         }
         match self {
             Stream::Fresh(_) => Err(io::ErrorKind::WouldBlock.into()),
-            Stream::Plain(s) => s.try_read_buf(buf),
+            Stream::Plain(s) => read_draining(s, buf),
             Stream::Tls(t) => {
                 // One poll with a waker that is never woken: the socket's readiness is
                 // consumed (or found missing) exactly as `try_read` would, and a real
@@ -195,6 +218,41 @@ impl<T: Session> Stream<T> {
                 }
             }
         }
+    }
+}
+
+/// Reads what a registered socket has into `buf`'s spare room without waiting
+/// (`WouldBlock` when it has nothing). A read that leaves room in `buf` emptied the socket's
+/// receive queue (Linux's TCP copies until the queue is empty or the room is full), so the
+/// socket's readiness is cleared there and then, as a `WouldBlock` would clear it: the next
+/// read waits for the reactor's word instead of finding nothing (HAProxy's rule). Nothing is
+/// missed: bytes that arrive after the read raise a new event, tokio never clears a
+/// readiness newer than the one the read started from, nor the read-closed state (a FIN
+/// already seen stays seen).
+pub fn read_draining(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.len() == buf.capacity() {
+        // No room would read as EOF.
+        buf.reserve(4096);
+    }
+    let room = buf.capacity() - buf.len();
+    let mut got = 0;
+    let read = s.try_io(tokio::io::Interest::READABLE, || {
+        let (n, _) = rustix::net::recv(
+            s,
+            rustix::buffer::spare_capacity(&mut *buf),
+            rustix::net::RecvFlags::empty(),
+        )?;
+        got = n;
+        // `WouldBlock` is what makes `try_io` clear the readiness; the bytes are kept.
+        if n > 0 && n < room {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match read {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        r => r,
     }
 }
 
@@ -284,6 +342,84 @@ mod tests {
     fn fresh(accepted: std::net::TcpStream) -> io::Result<ClientIo> {
         accepted.set_nonblocking(true)?;
         Ok(Stream::Fresh(Some(accepted)))
+    }
+
+    /// The server's side registered with the reactor, and its first readiness seen.
+    fn registered(accepted: std::net::TcpStream) -> io::Result<ClientIo> {
+        accepted.set_nonblocking(true)?;
+        Ok(Stream::Plain(TcpStream::from_std(accepted)?))
+    }
+
+    /// Whether the socket counts as readable right now (one poll, no waiting).
+    fn ready_now(s: &ClientIo) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        matches!(s.poll_read_ready(&mut cx), Poll::Ready(Ok(())))
+    }
+
+    #[tokio::test]
+    async fn a_read_that_empties_the_socket_clears_its_readiness_and_later_bytes_still_arrive() -> io::Result<()> {
+        let (accepted, mut client) = connected().await?;
+        let mut server = registered(accepted)?;
+        client.write_all(b"hello").await?;
+        let mut buf = Vec::with_capacity(64);
+        let n = std::future::poll_fn(|cx| server.poll_read_vec(cx, &mut buf)).await?;
+        assert_eq!((n, &buf[..]), (5, &b"hello"[..]));
+        // Five bytes into 64 bytes of room: the socket is empty, and says so without
+        // another read (a plain tokio read would still call it ready, and the next read
+        // would be a recvfrom failing with EAGAIN).
+        assert!(!ready_now(&server), "readiness cleared by the short read");
+        // Bytes sent afterwards wake the reader as before.
+        client.write_all(b" again").await?;
+        let n = std::future::poll_fn(|cx| server.poll_read_vec(cx, &mut buf)).await?;
+        assert_eq!((n, &buf[..]), (6, &b"hello again"[..]));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_read_that_fills_its_room_leaves_the_socket_ready() -> io::Result<()> {
+        let (accepted, mut client) = connected().await?;
+        let mut server = registered(accepted)?;
+        client.write_all(&[7u8; 100]).await?;
+        server.readable().await?;
+        // Exactly 64 bytes of room: the socket may hold more (it does), so it stays ready
+        // and the rest is read without waiting for the reactor.
+        let mut buf = Vec::with_capacity(64);
+        let room = buf.capacity();
+        assert_eq!(server.try_read_buf(&mut buf)?, room);
+        assert!(ready_now(&server), "a full read does not clear readiness");
+        let mut rest = Vec::with_capacity(4096);
+        let mut got = 0;
+        while got < 100 - room {
+            got += std::future::poll_fn(|cx| server.poll_read_vec(cx, &mut rest)).await?;
+        }
+        assert_eq!(rest.len(), 100 - room);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_eof_behind_the_last_bytes_is_not_lost_when_their_read_clears_readiness() -> io::Result<()> {
+        let (accepted, mut client) = connected().await?;
+        let mut server = registered(accepted)?;
+        client.write_all(b"last words").await?;
+        client.shutdown().await?;
+        // Over loopback the FIN is queued behind the bytes before this wait returns: the
+        // reactor reports both in one event, and the short read below clears readiness
+        // with the close already known.
+        server.readable().await?;
+        let mut buf = Vec::with_capacity(64);
+        assert_eq!(server.try_read_buf(&mut buf)?, 10);
+        // The short read emptied the socket but EOF is still reported, without waiting
+        // for an event that will never come again (a guard, not a timing assertion).
+        let eof = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            std::future::poll_fn(|cx| server.poll_read_vec(cx, &mut buf)),
+        )
+        .await;
+        assert_eq!(
+            eof.map_err(|_| "read hung").and_then(|r| r.map_err(|_| "read failed")),
+            Ok(0)
+        );
+        Ok(())
     }
 
     #[tokio::test]

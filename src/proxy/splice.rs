@@ -158,7 +158,7 @@ async fn pipe(from: &TcpStream, to: &TcpStream, last: &AtomicU64) -> io::Result<
     loop {
         from.readable().await?;
         let mut chunk = buf::take_one();
-        let read = from.try_read_buf(&mut chunk);
+        let read = crate::stream::read_draining(from, &mut chunk);
         let result = match read {
             Ok(0) => {
                 buf::give_back(chunk);
