@@ -12,10 +12,11 @@
 //! is never registered: two `epoll_ctl` calls (add and delete) and the reactor's bookkeeping
 //! less per connection.
 //!
-//! A registered plain socket is read with [`read_draining`]: a read that does not fill the
-//! room it was given emptied the socket, which is then marked not ready at once, so the
-//! next read waits for the reactor instead of making a `recvfrom` that can only fail with
-//! EAGAIN (on a keep-alive connection, once per request on each side).
+//! A read that does not fill the room it was given emptied the socket, which is then marked
+//! not ready at once, so the next read waits for the reactor instead of making a `recvfrom`
+//! that can only fail with EAGAIN. tokio's `poll_read` does this; its `try_read` family does
+//! not, so the non-blocking reads here go through [`read_draining`] (a keep-alive request's
+//! read made one `recvfrom` more per request without it).
 
 use std::io;
 use std::pin::Pin;
@@ -171,24 +172,6 @@ impl<T: Session> Stream<T> {
         }
     }
 
-    /// Reads into `buf`'s spare room, waiting for the socket when it has nothing: `Ok(0)` is
-    /// EOF. A fresh socket is registered first (a read that may wait is a registered one).
-    pub fn poll_read_vec(&mut self, cx: &mut Context<'_>, buf: &mut Vec<u8>) -> Poll<io::Result<usize>> {
-        self.register()?;
-        match self {
-            Stream::Fresh(_) => Poll::Ready(Err(gone())),
-            Stream::Plain(s) => loop {
-                std::task::ready!(s.poll_read_ready(cx))?;
-                match read_draining(s, buf) {
-                    // Stale readiness, now cleared: wait for the reactor.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    r => return Poll::Ready(r),
-                }
-            },
-            Stream::Tls(t) => tokio_util::io::poll_read_buf(Pin::new(&mut **t), cx, buf),
-        }
-    }
-
     /// Reads what is there without waiting: `WouldBlock` when nothing is (and then the
     /// next [`Stream::poll_read_ready`] waits for the socket again).
     pub fn try_read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
@@ -229,25 +212,18 @@ impl<T: Session> Stream<T> {
 /// missed: bytes that arrive after the read raise a new event, tokio never clears a
 /// readiness newer than the one the read started from, nor the read-closed state (a FIN
 /// already seen stays seen).
-pub fn read_draining(s: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    if buf.len() == buf.capacity() {
-        // No room would read as EOF.
-        buf.reserve(4096);
-    }
-    let room = buf.capacity() - buf.len();
+pub fn read_draining(s: &TcpStream, buf: &mut impl bytes::BufMut) -> io::Result<usize> {
+    // The room one read can fill (a full Vec grows here rather than read as EOF).
+    let room = buf.chunk_mut().len();
     let mut got = 0;
     let read = s.try_io(tokio::io::Interest::READABLE, || {
-        let (n, _) = rustix::net::recv(
-            s,
-            rustix::buffer::spare_capacity(&mut *buf),
-            rustix::net::RecvFlags::empty(),
-        )?;
-        got = n;
-        // `WouldBlock` is what makes `try_io` clear the readiness; the bytes are kept.
-        if n > 0 && n < room {
+        got = s.try_read_buf(buf)?;
+        // `WouldBlock` is what makes this `try_io` clear the readiness it started from;
+        // the bytes are kept.
+        if got > 0 && got < room {
             Err(io::ErrorKind::WouldBlock.into())
         } else {
-            Ok(n)
+            Ok(got)
         }
     });
     match read {
@@ -264,6 +240,7 @@ impl<T: Session> AsyncRead for Stream<T> {
         this.register()?;
         match this {
             Stream::Fresh(_) => Poll::Ready(Err(gone())),
+            // tokio's own read already clears readiness after a short read (see `read_draining`).
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(t) => Pin::new(&mut **t).poll_read(cx, buf),
         }
@@ -344,7 +321,7 @@ mod tests {
         Ok(Stream::Fresh(Some(accepted)))
     }
 
-    /// The server's side registered with the reactor, and its first readiness seen.
+    /// The server's side registered with the reactor.
     fn registered(accepted: std::net::TcpStream) -> io::Result<ClientIo> {
         accepted.set_nonblocking(true)?;
         Ok(Stream::Plain(TcpStream::from_std(accepted)?))
@@ -358,20 +335,38 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_that_empties_the_socket_clears_its_readiness_and_later_bytes_still_arrive() -> io::Result<()> {
+        // The engine's speculative read of a keep-alive connection's next request.
         let (accepted, mut client) = connected().await?;
         let mut server = registered(accepted)?;
         client.write_all(b"hello").await?;
+        server.readable().await?;
         let mut buf = Vec::with_capacity(64);
-        let n = std::future::poll_fn(|cx| server.poll_read_vec(cx, &mut buf)).await?;
-        assert_eq!((n, &buf[..]), (5, &b"hello"[..]));
+        assert_eq!(server.try_read_buf(&mut buf)?, 5);
         // Five bytes into 64 bytes of room: the socket is empty, and says so without
-        // another read (a plain tokio read would still call it ready, and the next read
+        // another read (tokio's `try_read_buf` would still call it ready, and the next read
         // would be a recvfrom failing with EAGAIN).
         assert!(!ready_now(&server), "readiness cleared by the short read");
         // Bytes sent afterwards wake the reader as before.
         client.write_all(b" again").await?;
-        let n = std::future::poll_fn(|cx| server.poll_read_vec(cx, &mut buf)).await?;
-        assert_eq!((n, &buf[..]), (6, &b"hello again"[..]));
+        server.readable().await?;
+        assert_eq!(server.try_read_buf(&mut buf)?, 6);
+        assert_eq!(&buf[..], b"hello again");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn reads_through_async_read_clear_readiness_the_same_way() -> io::Result<()> {
+        // The engine's waiting reads and hyper's (HTTP/2, the bodies it polls) go through
+        // `AsyncRead`, where tokio applies the same rule.
+        let (accepted, mut client) = connected().await?;
+        let mut server = registered(accepted)?;
+        client.write_all(b"frame").await?;
+        let mut buf = [0u8; 64];
+        assert_eq!(server.read(&mut buf).await?, 5);
+        assert!(!ready_now(&server), "readiness cleared by the short read");
+        client.write_all(b"next").await?;
+        assert_eq!(server.read(&mut buf).await?, 4);
+        assert_eq!(&buf[..4], b"next");
         Ok(())
     }
 
@@ -388,9 +383,8 @@ mod tests {
         assert_eq!(server.try_read_buf(&mut buf)?, room);
         assert!(ready_now(&server), "a full read does not clear readiness");
         let mut rest = Vec::with_capacity(4096);
-        let mut got = 0;
-        while got < 100 - room {
-            got += std::future::poll_fn(|cx| server.poll_read_vec(cx, &mut rest)).await?;
+        while rest.len() < 100 - room {
+            server.read_buf(&mut rest).await?;
         }
         assert_eq!(rest.len(), 100 - room);
         Ok(())
@@ -410,11 +404,7 @@ mod tests {
         assert_eq!(server.try_read_buf(&mut buf)?, 10);
         // The short read emptied the socket but EOF is still reported, without waiting
         // for an event that will never come again (a guard, not a timing assertion).
-        let eof = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            std::future::poll_fn(|cx| server.poll_read_vec(cx, &mut buf)),
-        )
-        .await;
+        let eof = tokio::time::timeout(std::time::Duration::from_secs(10), server.read_buf(&mut buf)).await;
         assert_eq!(
             eof.map_err(|_| "read hung").and_then(|r| r.map_err(|_| "read failed")),
             Ok(0)

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::io;
 
-use crate::stream::{Session, Stream};
+use tokio::io::AsyncReadExt;
 
 /// Capacity of a pooled buffer: any ordinary head and a good slice of body in one read.
 pub const SIZE: usize = 16 * 1024;
@@ -79,21 +79,25 @@ impl Buf {
     }
 
     /// Reads with at least `want` bytes of room (for large bodies: fewer, larger reads).
-    pub async fn read_bulk<T: Session>(&mut self, stream: &mut Stream<T>, want: usize) -> io::Result<usize> {
+    pub async fn read_bulk(
+        &mut self,
+        stream: &mut (impl tokio::io::AsyncRead + Unpin),
+        want: usize,
+    ) -> io::Result<usize> {
         if self.data.capacity() == 0 && want <= SIZE {
             self.data = take();
         }
         if self.data.capacity() - self.data.len() < want {
             self.data.reserve(want);
         }
-        std::future::poll_fn(|cx| stream.poll_read_vec(cx, &mut self.data)).await
+        stream.read_buf(&mut self.data).await
     }
 
     /// [`Buf::read_from`] for a poll-based caller (a response body polled by hyper).
-    pub fn poll_read_from<T: Session>(
+    pub fn poll_read_from(
         &mut self,
         cx: &mut std::task::Context<'_>,
-        stream: &mut Stream<T>,
+        stream: &mut (impl tokio::io::AsyncRead + Unpin),
     ) -> std::task::Poll<io::Result<usize>> {
         if self.data.capacity() == 0 {
             self.data = take();
@@ -106,12 +110,15 @@ impl Buf {
                 self.data.reserve(SIZE);
             }
         }
-        stream.poll_read_vec(cx, &mut self.data)
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(stream), cx, &mut self.data)
     }
 
     /// A non-blocking [`Buf::read_from`] (one ordinary buffer's room): `WouldBlock` when the
     /// socket has nothing, and then no buffer is kept.
-    pub fn try_read_from<T: Session>(&mut self, stream: &mut Stream<T>) -> io::Result<usize> {
+    pub fn try_read_from<T: crate::stream::Session>(
+        &mut self,
+        stream: &mut crate::stream::Stream<T>,
+    ) -> io::Result<usize> {
         if self.data.capacity() == 0 {
             self.data = take();
         }
@@ -135,7 +142,11 @@ impl Buf {
     /// Reads what the socket has, appending to the unread bytes; grows up to `limit` bytes
     /// of unread data. `Ok(0)` is EOF (or a full buffer at `limit`, which the caller checks
     /// with [`Buf::unread`]).
-    pub async fn read_from<T: Session>(&mut self, stream: &mut Stream<T>, limit: usize) -> io::Result<usize> {
+    pub async fn read_from(
+        &mut self,
+        stream: &mut (impl tokio::io::AsyncRead + Unpin),
+        limit: usize,
+    ) -> io::Result<usize> {
         if self.data.capacity() == 0 {
             self.data = take();
         }
@@ -151,7 +162,7 @@ impl Buf {
         if self.data.len() == self.data.capacity() {
             self.data.reserve((limit - unread).min(self.data.capacity().max(SIZE)));
         }
-        std::future::poll_fn(|cx| stream.poll_read_vec(cx, &mut self.data)).await
+        stream.read_buf(&mut self.data).await
     }
 }
 
