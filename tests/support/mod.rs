@@ -191,7 +191,7 @@ servers = [ {} ]
     )
 }
 
-/// An address on which nothing listens (bound then closed).
+/// An address on which nothing listens (bound, never listening, kept for the process's life).
 pub async fn dead_addr() -> SocketAddr {
     // Bound but never listening: a connection is refused at once, and no other socket of
     // the test process (a backend or a proxy listener of a test running alongside) can
